@@ -1,0 +1,16 @@
+# Writes OUT: a C file holding every SQL_DIR/*.sql file as a string, sorted by
+# name, in chat_migrations[] (see src/db/migrate.h).
+file(GLOB files ${SQL_DIR}/*.sql)
+list(SORT files)
+set(body "/* Generated from sql/*.sql by cmake/embed_sql.cmake; do not edit. */\n#include \"db/migrate.h\"\n\nconst chat_migration_t chat_migrations[] = {\n")
+set(count 0)
+foreach(f ${files})
+  get_filename_component(name ${f} NAME)
+  file(READ ${f} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "\\\\x\\1" escaped "${hex}")
+  string(APPEND body "    {\"${name}\", \"${escaped}\"},\n")
+  math(EXPR count "${count} + 1")
+endforeach()
+string(APPEND body "};\nconst int chat_migrations_count = ${count};\n")
+file(WRITE ${OUT}.tmp "${body}")
+configure_file(${OUT}.tmp ${OUT} COPYONLY)

@@ -1,0 +1,175 @@
+/*
+ * The settings table and its loader (see config.h).
+ */
+#include "core/config.h"
+#include "core/alloc.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum type { T_STR, T_BOOL, T_INT, T_SIGNUP, T_LOGLEVEL };
+
+struct row {
+    chat_config_setting_t doc;
+    enum type type;
+    size_t offset;
+    long min, max; /* T_INT */
+};
+
+#define OFF(f) offsetof(chat_config_t, f)
+
+static const struct row rows[] = {
+    {{"DATABASE_URL", "libpq URL of the pooler (PgBouncer, transaction mode)",
+      "postgresql://chat@127.0.0.1:6432/chat"}, T_STR, OFF(database_url), 0, 0},
+    {{"DATABASE_URL_DIRECT", "libpq URL straight to PostgreSQL, the fallback path", NULL},
+     T_STR, OFF(database_url_direct), 0, 0},
+    {{"REDIS_URL", "redis://host:port[/db]", "redis://127.0.0.1:6379"}, T_STR, OFF(redis_url),
+     0, 0},
+    {{"ENABLE_REDIS_CACHE", "true/false: use the Redis cache at all", "true"}, T_BOOL,
+     OFF(enable_redis_cache), 0, 0},
+    {{"CACHE_BYPASS", "true serves every read from the database, cache untouched", "false"},
+     T_BOOL, OFF(cache_bypass), 0, 0},
+    {{"CHATD_LISTEN", "host:port to listen on", "127.0.0.1:3000"}, T_STR, OFF(listen), 0, 0},
+    {{"CHATD_WORKERS", "worker threads (event loops) sharing the port; 0 = number of cores", "0"},
+     T_INT, OFF(workers), 0, 256},
+    {{"CHATD_DB_POOL_SIZE", "database connections per process (split across workers)", "20"},
+     T_INT, OFF(db_pool_size), 1, 10000},
+    {{"CHATD_DB_POOL_SIZE_DIRECT", "database connections per process on the direct path", "10"},
+     T_INT, OFF(db_pool_size_direct), 1, 10000},
+    {{"CHATD_DB_QUEUE_TIMEOUT_MS", "longest wait for a pool connection before 503", "120000"},
+     T_INT, OFF(db_queue_timeout_ms), 1, 3600000},
+    {{"CHATD_DB_CONNECT_TIMEOUT_MS", "longest time to open one database connection", "5000"},
+     T_INT, OFF(db_connect_timeout_ms), 100, 600000},
+    {{"CHATD_MAX_CONNECTIONS", "client connections held at once", "20000"}, T_INT,
+     OFF(max_connections), 1, 1000000},
+    {{"CHATD_HEADER_TIMEOUT_MS", "time a client has to send a full request head", "10000"},
+     T_INT, OFF(header_timeout_ms), 10, 3600000},
+    {{"CHATD_IDLE_TIMEOUT_MS", "idle keep-alive connections close after this", "60000"}, T_INT,
+     OFF(idle_timeout_ms), 10, 86400000},
+    {{"CHATD_SHUTDOWN_TIMEOUT_MS", "longest graceful shutdown before exit", "10000"}, T_INT,
+     OFF(shutdown_timeout_ms), 0, 600000},
+    {{"CHATD_SIGNUP", "open or closed (closed: only the admin token may sign users up)", "open"},
+     T_SIGNUP, OFF(signup_open), 0, 0},
+    {{"CHATD_ADMIN_TOKEN", "token for sign-up when closed and the cache admin endpoints", NULL},
+     T_STR, OFF(admin_token), 0, 0},
+    {{"CHATD_LOG_LEVEL", "debug, info, warn or error (debug logs one line per request)", "info"},
+     T_LOGLEVEL, OFF(log_level), 0, 0},
+};
+
+const size_t chat_config_nsettings = CHAT_ARRAY_LEN(rows);
+
+const chat_config_setting_t *chat_config_setting(size_t i)
+{
+    return i < CHAT_ARRAY_LEN(rows) ? &rows[i].doc : NULL;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
+        *out = true;
+    else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off"))
+        *out = false;
+    else
+        return -1;
+    return 0;
+}
+
+static int parse_listen(chat_config_t *cfg, char *err, size_t errlen)
+{
+    const char *colon = strrchr(cfg->listen, ':');
+    if (!colon || colon == cfg->listen) {
+        snprintf(err, errlen, "CHATD_LISTEN must be host:port, got \"%s\"", cfg->listen);
+        return -1;
+    }
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || port < 0 || port > 65535) {
+        snprintf(err, errlen, "CHATD_LISTEN has a bad port in \"%s\"", cfg->listen);
+        return -1;
+    }
+    const char *host = cfg->listen;
+    size_t hlen = (size_t)(colon - host);
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
+        host++;
+        hlen -= 2;
+    }
+    cfg->listen_host = chat_strndup(host, hlen);
+    cfg->listen_port = (int)port;
+    return 0;
+}
+
+int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *), char *err,
+                     size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < CHAT_ARRAY_LEN(rows); i++) {
+        const struct row *r = &rows[i];
+        const char *v = getenv_fn(r->doc.name);
+        if (v && !*v && r->type != T_STR)
+            v = NULL;
+        if (!v)
+            v = r->doc.default_value;
+        char *field = (char *)cfg + r->offset;
+        switch (r->type) {
+        case T_STR:
+            *(char **)field = v && *v ? chat_strdup(v) : NULL;
+            break;
+        case T_BOOL:
+            if (parse_bool(v, (bool *)field) < 0) {
+                snprintf(err, errlen, "%s must be true or false, got \"%s\"", r->doc.name, v);
+                return -1;
+            }
+            break;
+        case T_INT: {
+            char *end;
+            errno = 0;
+            long n = strtol(v, &end, 10);
+            if (errno || *end || end == v || n < r->min || n > r->max) {
+                snprintf(err, errlen, "%s must be an integer in %ld..%ld, got \"%s\"",
+                         r->doc.name, r->min, r->max, v);
+                return -1;
+            }
+            *(int *)field = (int)n;
+            break;
+        }
+        case T_SIGNUP:
+            if (strcmp(v, "open") && strcmp(v, "closed")) {
+                snprintf(err, errlen, "%s must be open or closed, got \"%s\"", r->doc.name, v);
+                return -1;
+            }
+            *(bool *)field = strcmp(v, "open") == 0;
+            break;
+        case T_LOGLEVEL: {
+            int lvl = chat_log_level_parse(v);
+            if (lvl < 0) {
+                snprintf(err, errlen, "%s must be debug, info, warn or error, got \"%s\"",
+                         r->doc.name, v);
+                return -1;
+            }
+            *(int *)field = lvl;
+            break;
+        }
+        }
+    }
+    if (!cfg->database_url) {
+        snprintf(err, errlen, "DATABASE_URL must not be empty");
+        return -1;
+    }
+    return parse_listen(cfg, err, errlen);
+}
+
+void chat_config_dispose(chat_config_t *cfg)
+{
+    free(cfg->database_url);
+    free(cfg->database_url_direct);
+    free(cfg->redis_url);
+    free(cfg->listen);
+    free(cfg->listen_host);
+    free(cfg->admin_token);
+    memset(cfg, 0, sizeof *cfg);
+}

@@ -1,0 +1,56 @@
+/*
+ * Configuration: every setting is one row of one table (config.c) naming the
+ * environment variable, its type, default and limits; chat_config_load() fills
+ * one chat_config_t that is passed to whoever needs it. Nothing else reads the
+ * environment.
+ */
+#ifndef CHAT_CORE_CONFIG_H
+#define CHAT_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct chat_config {
+    char *database_url;        /* DATABASE_URL: the pooler path */
+    char *database_url_direct; /* DATABASE_URL_DIRECT: fallback path, NULL if unset */
+    char *redis_url;           /* REDIS_URL */
+    bool enable_redis_cache;   /* ENABLE_REDIS_CACHE */
+    bool cache_bypass;         /* CACHE_BYPASS */
+    char *listen;              /* CHATD_LISTEN, host:port */
+    char *listen_host;         /* derived from listen */
+    int listen_port;           /* derived from listen */
+    int workers;               /* CHATD_WORKERS, 0 = number of cores */
+    int db_pool_size;          /* CHATD_DB_POOL_SIZE */
+    int db_pool_size_direct;   /* CHATD_DB_POOL_SIZE_DIRECT */
+    int db_queue_timeout_ms;   /* CHATD_DB_QUEUE_TIMEOUT_MS */
+    int db_connect_timeout_ms; /* CHATD_DB_CONNECT_TIMEOUT_MS */
+    int max_connections;       /* CHATD_MAX_CONNECTIONS */
+    int header_timeout_ms;     /* CHATD_HEADER_TIMEOUT_MS */
+    int idle_timeout_ms;       /* CHATD_IDLE_TIMEOUT_MS */
+    int shutdown_timeout_ms;   /* CHATD_SHUTDOWN_TIMEOUT_MS */
+    bool signup_open;          /* CHATD_SIGNUP: open / closed */
+    char *admin_token;         /* CHATD_ADMIN_TOKEN, NULL if unset */
+    int log_level;             /* CHATD_LOG_LEVEL */
+} chat_config_t;
+
+/** One row of the settings table, exported for the documentation test. */
+typedef struct chat_config_setting {
+    const char *name;
+    const char *help;
+    const char *default_value; /* NULL: unset */
+} chat_config_setting_t;
+
+/** The i-th row of the settings table, NULL past the end (chat_config_nsettings rows). */
+const chat_config_setting_t *chat_config_setting(size_t i);
+extern const size_t chat_config_nsettings;
+
+/**
+ * Fills cfg from the environment through getenv_fn (getenv in production).
+ * Returns 0, or -1 with a message naming the variable in err (size errlen).
+ * On failure cfg may be partly filled; call chat_config_dispose() either way.
+ */
+int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *), char *err,
+                     size_t errlen) __attribute__((warn_unused_result));
+void chat_config_dispose(chat_config_t *cfg);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * HTTP/1.1 server on a libuv loop: accepts connections on a SO_REUSEPORT
+ * listener, parses requests with http-parser, enforces the limits and
+ * timeouts, and hands each complete request to one handler. Responses go out
+ * in request order (pipelining); a handler may answer at once or later from
+ * another callback (after a database query). The server knows nothing of chat.
+ */
+#ifndef CHAT_NET_HTTP_H
+#define CHAT_NET_HTTP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct chat_http_server chat_http_server_t;
+typedef struct chat_http_request chat_http_request_t;
+
+/**
+ * One parsed request. Every pointer stays valid until chat_http_respond() is
+ * called for it, which ends the request's life. Strings are NUL-terminated.
+ */
+struct chat_http_request {
+    int method;             /* http_parser's enum http_method (HTTP_GET, ...) */
+    const char *method_str; /* "GET", ... */
+    const char *path;       /* raw path, without the query, e.g. "/api/v1/users/1" */
+    size_t path_len;
+    const char *query;      /* raw query without '?', NULL when there is none */
+    size_t query_len;
+    const char *body;       /* never NULL; "" when there is no body */
+    size_t body_len;
+    const char *authorization; /* value of the Authorization header, NULL if absent */
+    const char *upgrade;       /* value of the Upgrade header, NULL if absent */
+    uint64_t conn_id;          /* id of the connection, for logs */
+    void *server_data;         /* the handler_data given in the server config */
+    /**
+     * Route template for metrics and logs, e.g. "/api/v1/users/{id}". The
+     * handler sets it (string literal); "unmatched" by default.
+     */
+    const char *route;
+    void *data; /* free for the handler's own use */
+    /* private fields follow in http.c */
+};
+
+/** Called once per complete request. Must eventually call chat_http_respond(). */
+typedef void (*chat_http_handler_cb)(chat_http_request_t *req);
+
+typedef struct chat_http_server_config {
+    const char *host;
+    int port;
+    int header_timeout_ms; /* full request head must arrive within this: else close */
+    int idle_timeout_ms;   /* idle keep-alive connection closes after this */
+    size_t max_head;       /* request line + headers: over this -> 431 (16 KiB) */
+    size_t max_body;       /* body (also chunked, decoded): over this -> 413 (64 KiB) */
+    size_t max_pending_output; /* stop reading a client whose unsent output exceeds this */
+    /* Counter of open connections shared by all workers, and the cap. */
+    _Atomic int *open_connections;
+    int max_connections;
+    chat_http_handler_cb handler;
+    void *handler_data;
+} chat_http_server_config_t;
+
+/**
+ * Binds a listener with SO_REUSEPORT on loop and starts accepting. Returns the
+ * server, or NULL with a libuv error code in *err. cfg is copied.
+ */
+chat_http_server_t *chat_http_server_create(uv_loop_t *loop, const chat_http_server_config_t *cfg,
+                                            int *err);
+
+/**
+ * Graceful close: stops accepting, closes idle connections at once, lets
+ * requests in flight finish (closing their connection after the response),
+ * and calls cb when every handle of the server is closed. After cb the server
+ * is freed.
+ */
+void chat_http_server_close(chat_http_server_t *srv, void (*cb)(void *arg), void *arg);
+
+/** True when the client of req has gone away; the handler should respond anyway, to free it. */
+bool chat_http_request_cancelled(const chat_http_request_t *req);
+
+/**
+ * Sends the response to req and ends its life (req is invalid afterwards).
+ * headers: extra header lines, each ending in "\r\n", or NULL. Content-Length,
+ * Date, Connection and (when body_len > 0 and no Content-Type is in headers)
+ * "Content-Type: application/json" are added. body is copied.
+ * For a cancelled request it only frees.
+ */
+void chat_http_respond(chat_http_request_t *req, int status, const char *headers,
+                       const char *body, size_t body_len);
+
+/**
+ * Like chat_http_respond(), but takes ownership of body (malloc'd, freed by
+ * the server when written) to avoid a copy.
+ */
+void chat_http_respond_owned(chat_http_request_t *req, int status, const char *headers, char *body,
+                             size_t body_len);
+
+/** Reason phrase of a status code ("Not Found"); "Unknown" if not known. */
+const char *chat_http_status_text(int status);
+
+#endif
