@@ -5,6 +5,7 @@
 #include "core/alloc.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void chat_buf_init(chat_buf_t *b)

@@ -1,0 +1,324 @@
+/*
+ * Routing, authentication and error answers: the path every API call takes
+ * before its handler, and the single place where a call ends.
+ */
+#include "api/internal.h"
+#include "core/alloc.h"
+#include "core/json.h"
+#include "core/log.h"
+
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const chat_route_t routes[] = {
+    {"/healthz", "GET", {{HTTP_GET, chat_h_healthz, AUTH_NONE}}},
+    {"/readyz", "GET", {{HTTP_GET, chat_h_readyz, AUTH_NONE}}},
+    {"/metrics", "GET", {{HTTP_GET, chat_h_metrics, AUTH_NONE}}},
+    {"/api/v1/users", "POST", {{HTTP_POST, chat_h_signup, AUTH_SIGNUP}}},
+    {"/api/v1/users/{id}", "GET", {{HTTP_GET, chat_h_user_get, AUTH_USER}}},
+    {"/api/v1/conversations", "POST", {{HTTP_POST, chat_h_conv_create, AUTH_USER}}},
+    {"/api/v1/conversations/{id}", "GET", {{HTTP_GET, chat_h_conv_get, AUTH_USER}}},
+    {"/api/v1/conversations/{id}/members", "POST", {{HTTP_POST, chat_h_member_add, AUTH_USER}}},
+    {"/api/v1/conversations/{id}/messages",
+     "GET, POST",
+     {{HTTP_GET, chat_h_msg_history, AUTH_USER}, {HTTP_POST, chat_h_msg_send, AUTH_USER}}},
+    {"/api/v1/conversations/{id}/messages/count",
+     "GET",
+     {{HTTP_GET, chat_h_msg_count, AUTH_USER}}},
+};
+
+const char *chat_api_route_name(const chat_route_t *r)
+{
+    return r->pattern;
+}
+
+const char *chat_api_route_allow(const chat_route_t *r)
+{
+    return r->allow;
+}
+
+const chat_route_t *chat_api_route_match(const char *path, size_t len, const char **id_seg,
+                                         size_t *id_len)
+{
+    for (size_t i = 0; i < CHAT_ARRAY_LEN(routes); i++) {
+        const char *p = routes[i].pattern;
+        size_t pi = 0, si = 0, plen = strlen(p);
+        const char *seg = NULL;
+        size_t seglen = 0;
+        while (pi < plen && si < len) {
+            if (!strncmp(p + pi, "{id}", 4)) {
+                size_t start = si;
+                while (si < len && path[si] != '/')
+                    si++;
+                if (si == start)
+                    break;
+                seg = path + start;
+                seglen = si - start;
+                pi += 4;
+            } else if (p[pi] == path[si]) {
+                pi++;
+                si++;
+            } else {
+                break;
+            }
+        }
+        if (pi == plen && si == len) {
+            *id_seg = seg;
+            *id_len = seglen;
+            return &routes[i];
+        }
+    }
+    return NULL;
+}
+
+int chat_api_parse_id(const char *s, size_t len, int64_t *out)
+{
+    if (len == 0 || len > 19)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v == 0 || v > (uint64_t)INT64_MAX)
+        return -1;
+    *out = (int64_t)v;
+    return 0;
+}
+
+int chat_api_bearer(const char *h, const char **tok, size_t *len)
+{
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return -1;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    size_t n = strlen(h);
+    while (n && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n > 512)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)h[i] <= ' ' || (unsigned char)h[i] >= 0x7f)
+            return -1;
+    *tok = h;
+    *len = n;
+    return 0;
+}
+
+/* ---- ending a call ---- */
+
+static void call_end(chat_call_t *call, int status, const char *headers, char *body, size_t len)
+{
+    chat_http_request_t *req = call->req;
+    free(call);
+    req->data = NULL;
+    if (body)
+        chat_http_respond_owned(req, status, headers, body, len);
+    else
+        chat_http_respond(req, status, headers, NULL, 0);
+}
+
+void chat_call_ok(chat_call_t *call, int status, char *body, size_t len)
+{
+    call_end(call, status, NULL, body, len);
+}
+
+void chat_call_error(chat_call_t *call, int status, const char *code, const char *message,
+                     const char *headers)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_json_error(&b, code, message);
+    size_t len;
+    char *body = chat_buf_steal(&b, &len);
+    call_end(call, status, headers, body, len);
+}
+
+void chat_call_fail(chat_call_t *call, int st, const char *message)
+{
+    switch (st) {
+    case CHAT_ERR_UNAUTHORIZED:
+        chat_call_error(call, 401, "unauthorized", message ? message : "missing or unknown token",
+                        "WWW-Authenticate: Bearer\r\n");
+        break;
+    case CHAT_ERR_NOT_FOUND:
+        chat_call_error(call, 404, "not_found", message ? message : "not found", NULL);
+        break;
+    case CHAT_ERR_CONFLICT:
+        chat_call_error(call, 409, "conflict", message ? message : "conflict", NULL);
+        break;
+    case CHAT_ERR_INVALID:
+        chat_call_error(call, 422, "invalid_field", message ? message : "invalid field", NULL);
+        break;
+    default:
+        chat_call_error(call, 503, "unavailable",
+                        message ? message : "the service is temporarily unavailable",
+                        "Retry-After: 1\r\n");
+        break;
+    }
+}
+
+void chat_call_reply_cb(chat_reply_t *r, void *arg)
+{
+    chat_call_t *call = arg;
+    switch (r->status) {
+    case CHAT_OK:
+        chat_call_ok(call, 200, r->body, r->body_len);
+        break;
+    case CHAT_CREATED:
+        chat_call_ok(call, 201, r->body, r->body_len);
+        break;
+    case CHAT_NO_CONTENT:
+        free(r->body);
+        call_end(call, 204, NULL, NULL, 0);
+        break;
+    default:
+        free(r->body);
+        chat_call_fail(call, r->status, r->message);
+        break;
+    }
+}
+
+/* ---- request bodies ---- */
+
+json_t *chat_call_json_object(chat_call_t *call)
+{
+    const chat_http_request_t *req = call->req;
+    if (chat_utf8_count(req->body, req->body_len) < 0) {
+        chat_call_error(call, 400, "bad_request", "the body is not valid UTF-8", NULL);
+        return NULL;
+    }
+    json_error_t err;
+    json_t *j = json_loadb(req->body, req->body_len, 0, &err);
+    if (!j) {
+        chat_call_error(call, 400, "bad_request", "the body is not valid JSON", NULL);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        chat_call_error(call, 400, "bad_request", "the body must be a JSON object", NULL);
+        return NULL;
+    }
+    return j;
+}
+
+int chat_call_string_field(chat_call_t *call, json_t *obj, const char *name, long min, long max,
+                           const char **out, size_t *out_len)
+{
+    json_t *v = json_object_get(obj, name);
+    char msg[160];
+    if (!v || !json_is_string(v)) {
+        snprintf(msg, sizeof msg, "%s must be a string", name);
+        chat_call_error(call, 400, "bad_request", msg, NULL);
+        return -1;
+    }
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v);
+    long n = chat_utf8_count(s, len);
+    if (n < 0) {
+        chat_call_error(call, 400, "bad_request", "strings must be valid UTF-8", NULL);
+        return -1;
+    }
+    if (n < min || n > max) {
+        snprintf(msg, sizeof msg, "%s must be %ld to %ld characters long", name, min, max);
+        chat_call_error(call, 422, "invalid_field", msg, NULL);
+        return -1;
+    }
+    *out = s;
+    *out_len = len;
+    return 0;
+}
+
+/* ---- dispatch ---- */
+
+static void run_handler(chat_call_t *call)
+{
+    if (call->id_seg && chat_api_parse_id(call->id_seg, call->id_len, &call->id) < 0) {
+        chat_call_error(call, 404, "not_found", "not found", NULL);
+        return;
+    }
+    call->fn(call);
+}
+
+static void auth_cb(int status, int64_t user_id, void *arg)
+{
+    chat_call_t *call = arg;
+    if (status != CHAT_OK) {
+        chat_call_fail(call, status, NULL);
+        return;
+    }
+    call->user_id = user_id;
+    run_handler(call);
+}
+
+static int is_admin(const chat_api_t *api, const char *tok, size_t len)
+{
+    const char *admin = api->cfg->admin_token;
+    return admin && chat_auth_equal(tok, len, admin, strlen(admin));
+}
+
+void chat_api_handle(chat_http_request_t *req)
+{
+    chat_api_t *api = req->server_data;
+    const char *seg;
+    size_t seglen;
+    const chat_route_t *route = chat_api_route_match(req->path, req->path_len, &seg, &seglen);
+    chat_call_t *call = chat_calloc(1, sizeof *call);
+    call->req = req;
+    call->api = api;
+    req->data = call;
+    if (!route) {
+        chat_call_error(call, 404, "not_found", "no such resource", NULL);
+        return;
+    }
+    req->route = route->pattern;
+    call->route = route;
+    call->id_seg = seg;
+    call->id_len = seglen;
+    enum auth_mode auth = AUTH_NONE;
+    int method = req->method == HTTP_HEAD ? HTTP_GET : req->method;
+    for (size_t i = 0; i < CHAT_ARRAY_LEN(route->methods) && route->methods[i].fn; i++) {
+        if (route->methods[i].method == method) {
+            call->fn = route->methods[i].fn;
+            auth = route->methods[i].auth;
+        }
+    }
+    if (!call->fn) {
+        char allow[96];
+        snprintf(allow, sizeof allow, "Allow: %s\r\n", route->allow);
+        chat_call_error(call, 405, "method_not_allowed", "method not allowed on this path", allow);
+        return;
+    }
+    const char *tok = NULL;
+    size_t toklen = 0;
+    int has_tok = chat_api_bearer(req->authorization, &tok, &toklen) == 0;
+    switch (auth) {
+    case AUTH_NONE:
+        run_handler(call);
+        return;
+    case AUTH_SIGNUP:
+        if (!api->cfg->signup_open && !(has_tok && is_admin(api, tok, toklen))) {
+            chat_call_fail(call, CHAT_ERR_UNAUTHORIZED, "sign-up is closed: the admin token is required");
+            return;
+        }
+        run_handler(call);
+        return;
+    case AUTH_ADMIN:
+        if (!has_tok || !is_admin(api, tok, toklen)) {
+            chat_call_fail(call, CHAT_ERR_UNAUTHORIZED, "the admin token is required");
+            return;
+        }
+        run_handler(call);
+        return;
+    case AUTH_USER:
+        if (!has_tok) {
+            chat_call_fail(call, CHAT_ERR_UNAUTHORIZED, NULL);
+            return;
+        }
+        chat_auth_check(api->ctx, tok, toklen, auth_cb, call);
+        return;
+    }
+}

@@ -1,0 +1,59 @@
+/*
+ * The REST API: routes each HTTP request to its handler, decodes and
+ * validates input, calls chat/ and maps its answers to HTTP statuses and the
+ * contract's error bodies. One chat_api_t per worker.
+ */
+#ifndef CHAT_API_API_H
+#define CHAT_API_API_H
+
+#include "chat/chat.h"
+#include "core/config.h"
+#include "net/http.h"
+
+#include <stdint.h>
+
+typedef struct chat_api {
+    chat_ctx_t *ctx;
+    const chat_config_t *cfg;
+} chat_api_t;
+
+/** The HTTP handler; req->server_data must point to a chat_api_t. */
+void chat_api_handle(chat_http_request_t *req);
+
+/* ---- pieces exposed for unit tests ---- */
+
+typedef struct chat_route chat_route_t;
+
+/**
+ * Finds the route for a path. Returns the route or NULL (404). When the
+ * route has an {id} segment, its raw text is returned in *id_seg and *id_len.
+ */
+const chat_route_t *chat_api_route_match(const char *path, size_t len, const char **id_seg,
+                                         size_t *id_len);
+/** The route's template, e.g. "/api/v1/users/{id}". */
+const char *chat_api_route_name(const chat_route_t *r);
+/** Allow header value of the route, e.g. "GET, POST". */
+const char *chat_api_route_allow(const chat_route_t *r);
+
+/** Parses a positive 64-bit decimal id (1..INT64_MAX, digits only). 0 on success, -1 otherwise. */
+int chat_api_parse_id(const char *s, size_t len, int64_t *out);
+
+typedef struct chat_api_history_params {
+    int limit, offset;
+    int64_t before_id;
+} chat_api_history_params_t;
+
+/**
+ * Parses the history query (limit, offset, before_id; defaults 50, 0, none).
+ * Returns 0, or -1 with a message for a 400 in *why.
+ */
+int chat_api_parse_history_query(const char *q, size_t len, chat_api_history_params_t *out,
+                                 const char **why);
+
+/**
+ * Extracts the token of an "Authorization: Bearer <token>" value. Returns 0
+ * with the token span, or -1 when the header is malformed.
+ */
+int chat_api_bearer(const char *header, const char **tok, size_t *len);
+
+#endif

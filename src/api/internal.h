@@ -1,0 +1,74 @@
+/*
+ * Shared by the files of api/: the state of one API call and the helpers to
+ * answer it.
+ */
+#ifndef CHAT_API_INTERNAL_H
+#define CHAT_API_INTERNAL_H
+
+#include "api/api.h"
+
+#include <jansson.h>
+
+typedef struct chat_call chat_call_t;
+typedef void (*chat_handler_fn)(chat_call_t *call);
+
+enum auth_mode { AUTH_NONE, AUTH_USER, AUTH_SIGNUP, AUTH_ADMIN };
+
+struct chat_route {
+    const char *pattern;   /* "/api/v1/users/{id}" */
+    const char *allow;     /* "GET, POST" */
+    struct {
+        int method; /* enum http_method */
+        chat_handler_fn fn;
+        enum auth_mode auth;
+    } methods[2];
+};
+
+/** One API call: owned by the request (req->data) until it is answered. */
+struct chat_call {
+    chat_http_request_t *req;
+    chat_api_t *api;
+    const chat_route_t *route;
+    chat_handler_fn fn;
+    const char *id_seg; /* raw {id} segment, not yet validated */
+    size_t id_len;
+    int64_t id;      /* parsed {id} */
+    int64_t user_id; /* authenticated caller */
+};
+
+/** Answers with an error body; ends the call. */
+void chat_call_error(chat_call_t *call, int status, const char *code, const char *message,
+                     const char *headers);
+/** Answers with the contract's error for a chat status; ends the call. */
+void chat_call_fail(chat_call_t *call, int chat_status, const char *message);
+/** Completion callback for chat/ operations: answers with the reply. */
+void chat_call_reply_cb(chat_reply_t *reply, void *arg);
+/** Answers with a JSON body that is taken over; ends the call. */
+void chat_call_ok(chat_call_t *call, int status, char *body, size_t len);
+
+/**
+ * Parses the request body as a JSON object. Returns the object (caller
+ * decrefs), or NULL after answering 400.
+ */
+json_t *chat_call_json_object(chat_call_t *call);
+/**
+ * Reads a string field with a code point range. Returns 0 on success, or -1
+ * after answering (400 for missing/wrong type, 422 for length).
+ */
+int chat_call_string_field(chat_call_t *call, json_t *obj, const char *name, long min, long max,
+                           const char **out, size_t *out_len);
+
+/* Handlers (handlers.c and ops.c). */
+void chat_h_signup(chat_call_t *call);
+void chat_h_user_get(chat_call_t *call);
+void chat_h_conv_create(chat_call_t *call);
+void chat_h_conv_get(chat_call_t *call);
+void chat_h_member_add(chat_call_t *call);
+void chat_h_msg_send(chat_call_t *call);
+void chat_h_msg_history(chat_call_t *call);
+void chat_h_msg_count(chat_call_t *call);
+void chat_h_healthz(chat_call_t *call);
+void chat_h_readyz(chat_call_t *call);
+void chat_h_metrics(chat_call_t *call);
+
+#endif

@@ -1,0 +1,174 @@
+/*
+ * Bearer tokens: generation, hashing, and resolution to a user id with a
+ * per-worker memory of tokens already seen. Tokens are 256 random bits and
+ * only their SHA-256 is stored; since tokens are never revoked and users
+ * never deleted, a remembered token cannot become wrong.
+ */
+#include "chat/internal.h"
+#include "core/alloc.h"
+#include "db/pool.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AUTH_CACHE_SLOTS (1u << 16) /* power of two */
+#define AUTH_CACHE_MAX (AUTH_CACHE_SLOTS / 2)
+
+struct slot {
+    unsigned char hash[32];
+    int64_t user_id; /* 0 = empty */
+};
+
+struct chat_auth_cache {
+    struct slot *slots;
+    unsigned used;
+};
+
+chat_auth_cache_t *chat_auth_cache_create(void)
+{
+    chat_auth_cache_t *c = chat_calloc(1, sizeof *c);
+    c->slots = chat_calloc(AUTH_CACHE_SLOTS, sizeof *c->slots);
+    return c;
+}
+
+void chat_auth_cache_destroy(chat_auth_cache_t *c)
+{
+    if (!c)
+        return;
+    free(c->slots);
+    free(c);
+}
+
+static unsigned slot_index(const unsigned char hash[32])
+{
+    unsigned v;
+    memcpy(&v, hash, sizeof v); /* the hash is uniform: any bytes will do */
+    return v & (AUTH_CACHE_SLOTS - 1);
+}
+
+static int64_t cache_get(const chat_auth_cache_t *c, const unsigned char hash[32])
+{
+    for (unsigned i = slot_index(hash);; i = (i + 1) & (AUTH_CACHE_SLOTS - 1)) {
+        const struct slot *s = &c->slots[i];
+        if (!s->user_id)
+            return 0;
+        if (!memcmp(s->hash, hash, 32))
+            return s->user_id;
+    }
+}
+
+static void cache_put(chat_auth_cache_t *c, const unsigned char hash[32], int64_t user_id)
+{
+    if (c->used >= AUTH_CACHE_MAX) { /* full: forget everything, refill on demand */
+        memset(c->slots, 0, AUTH_CACHE_SLOTS * sizeof *c->slots);
+        c->used = 0;
+    }
+    for (unsigned i = slot_index(hash);; i = (i + 1) & (AUTH_CACHE_SLOTS - 1)) {
+        struct slot *s = &c->slots[i];
+        if (!s->user_id) {
+            memcpy(s->hash, hash, 32);
+            s->user_id = user_id;
+            c->used++;
+            return;
+        }
+        if (!memcmp(s->hash, hash, 32))
+            return;
+    }
+}
+
+int chat_auth_token_new(char out[64])
+{
+    unsigned char raw[32];
+    if (RAND_bytes(raw, sizeof raw) != 1)
+        return -1;
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    /* base64url without padding: 32 bytes -> 43 characters. */
+    size_t o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < sizeof raw; i++) {
+        acc = (acc << 8) | raw[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[o++] = alphabet[(acc >> bits) & 63];
+        }
+    }
+    if (bits > 0)
+        out[o++] = alphabet[(acc << (6 - bits)) & 63];
+    out[o] = '\0';
+    return 0;
+}
+
+void chat_auth_token_hash(const char *token, size_t len, unsigned char out[32])
+{
+    SHA256((const unsigned char *)token, len, out);
+}
+
+void chat_auth_hash_hex(const unsigned char hash[32], char out[CHAT_HASH_HEX_LEN])
+{
+    static const char digits[] = "0123456789abcdef";
+    out[0] = '\\';
+    out[1] = 'x';
+    for (int i = 0; i < 32; i++) {
+        out[2 + 2 * i] = digits[hash[i] >> 4];
+        out[3 + 2 * i] = digits[hash[i] & 15];
+    }
+    out[66] = '\0';
+}
+
+int chat_auth_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char ha[32], hb[32];
+    /* Comparing hashes keeps the time independent of where the strings differ. */
+    chat_auth_token_hash(a, alen, ha);
+    chat_auth_token_hash(b, blen, hb);
+    return CRYPTO_memcmp(ha, hb, 32) == 0 && alen == blen;
+}
+
+struct auth_op {
+    chat_auth_cache_t *cache;
+    unsigned char hash[32];
+    chat_auth_cb cb;
+    void *arg;
+};
+
+static void auth_db_cb(const chat_db_result_t *r, void *arg)
+{
+    struct auth_op *op = arg;
+    if (r->status != CHAT_DB_OK) {
+        op->cb(CHAT_ERR_UNAVAILABLE, 0, op->arg);
+    } else if (PQntuples(r->res[0]) == 0) {
+        op->cb(CHAT_ERR_UNAUTHORIZED, 0, op->arg);
+    } else {
+        int64_t uid = chat_pg_i64(r->res[0], 0, 0);
+        cache_put(op->cache, op->hash, uid);
+        op->cb(CHAT_OK, uid, op->arg);
+    }
+    free(op);
+}
+
+void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_cb cb, void *arg)
+{
+    unsigned char hash[32];
+    chat_auth_token_hash(token, len, hash);
+    int64_t uid = cache_get(ctx->auth, hash);
+    if (uid) {
+        cb(CHAT_OK, uid, arg);
+        return;
+    }
+    struct auth_op *op = chat_malloc(sizeof *op);
+    op->cache = ctx->auth;
+    memcpy(op->hash, hash, 32);
+    op->cb = cb;
+    op->arg = arg;
+    char hex[CHAT_HASH_HEX_LEN];
+    chat_auth_hash_hex(hash, hex);
+    const char *params[] = {hex};
+    chat_db_stmt_t st = {"SELECT user_id FROM tokens WHERE hash = $1::bytea", 1, params};
+    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, auth_db_cb, op);
+}

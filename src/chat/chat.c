@@ -1,0 +1,80 @@
+/*
+ * Shared helpers of the chat domain: replies and result decoding.
+ */
+#include "chat/internal.h"
+#include "core/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *chat_i64_str(char *buf, int64_t v)
+{
+    char tmp[24];
+    int i = sizeof tmp;
+    int neg = v < 0;
+    uint64_t u = neg ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
+    tmp[--i] = '\0';
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (neg)
+        tmp[--i] = '-';
+    memcpy(buf, tmp + i, sizeof tmp - (size_t)i);
+    return buf;
+}
+
+int64_t chat_pg_i64(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return 0;
+    return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+const char *chat_pg_str(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return NULL;
+    return PQgetvalue(res, row, col);
+}
+
+void chat_reply_ok(chat_reply_cb cb, void *arg, int status, chat_buf_t *body)
+{
+    chat_reply_t r = {.status = status};
+    if (body)
+        r.body = chat_buf_steal(body, &r.body_len);
+    cb(&r, arg); /* the receiver owns r.body now */
+}
+
+void chat_reply_err(chat_reply_cb cb, void *arg, int status, const char *message)
+{
+    chat_reply_t r = {.status = status, .message = message};
+    cb(&r, arg);
+}
+
+void chat_reply_from_db_error(chat_reply_t *r, const chat_db_result_t *res)
+{
+    r->body = NULL;
+    r->body_len = 0;
+    r->status = CHAT_ERR_UNAVAILABLE;
+    switch (res->status) {
+    case CHAT_DB_ERR_TIMEOUT:
+        r->message = "the database is busy: timed out waiting for a connection";
+        break;
+    case CHAT_DB_ERR_QUERY:
+        chat_log_error("event=db_query_error sqlstate=%s message=\"%s\"",
+                       res->sqlstate ? res->sqlstate : "-", res->message ? res->message : "");
+        r->message = "the database could not complete the request";
+        break;
+    default:
+        r->message = "the database is unavailable";
+        break;
+    }
+}
+
+void chat_reply_db_err(chat_reply_cb cb, void *arg, const chat_db_result_t *res)
+{
+    chat_reply_t r;
+    chat_reply_from_db_error(&r, res);
+    cb(&r, arg);
+}

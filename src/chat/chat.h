@@ -1,0 +1,114 @@
+/*
+ * The chat domain: users, tokens, conversations, members and messages. The
+ * only code that knows the schema and the wire representation of resources.
+ * Operations are asynchronous: each takes a completion callback that receives
+ * a chat_reply_t with a status and, on success, the encoded JSON body. This
+ * module knows nothing of HTTP; api/ maps statuses to HTTP answers.
+ */
+#ifndef CHAT_CHAT_CHAT_H
+#define CHAT_CHAT_CHAT_H
+
+#include "db/pool.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct chat_auth_cache chat_auth_cache_t;
+
+/** Per-worker context: everything an operation needs, owned by the worker. */
+typedef struct chat_ctx {
+    chat_db_pool_t *db;
+    chat_auth_cache_t *auth; /* token hash -> user id, per worker */
+} chat_ctx_t;
+
+enum chat_status {
+    CHAT_OK = 0,           /* 200 with body */
+    CHAT_CREATED,          /* 201 with body */
+    CHAT_NO_CONTENT,       /* 204 */
+    CHAT_ERR_UNAUTHORIZED, /* 401 */
+    CHAT_ERR_NOT_FOUND,    /* 404: absent, or the caller is not a member */
+    CHAT_ERR_CONFLICT,     /* 409 */
+    CHAT_ERR_INVALID,      /* 422: a value breaks a rule (message says which) */
+    CHAT_ERR_UNAVAILABLE,  /* 503: database unreachable or the pool queue timed out */
+};
+
+typedef struct chat_reply {
+    int status;          /* enum chat_status */
+    const char *message; /* error text for clients (a literal), NULL on success */
+    char *body;          /* success: encoded JSON, owned by the receiver; else NULL */
+    size_t body_len;
+} chat_reply_t;
+
+/**
+ * Completion of an operation; fires exactly once, on the worker's loop,
+ * usually later but possibly before the starting call returns (an answer known
+ * without the database). The receiver owns reply->body.
+ */
+typedef void (*chat_reply_cb)(chat_reply_t *reply, void *arg);
+
+/* ---- tokens (auth.c) ---- */
+
+/** Creates the per-worker token cache. */
+chat_auth_cache_t *chat_auth_cache_create(void);
+void chat_auth_cache_destroy(chat_auth_cache_t *c);
+
+/**
+ * Writes a new random token (256 bits, base64url, NUL-terminated) into out
+ * (at least 44 bytes). Returns 0 or -1 if the system RNG failed.
+ */
+int chat_auth_token_new(char out[64]) __attribute__((warn_unused_result));
+/** SHA-256 of the token string, the only form in which tokens are stored. */
+void chat_auth_token_hash(const char *token, size_t len, unsigned char out[32]);
+/** Constant-time comparison of two strings. */
+int chat_auth_equal(const char *a, size_t alen, const char *b, size_t blen);
+
+/**
+ * Resolves a bearer token to a user id: cb gets status CHAT_OK with the user
+ * id in *user_id (valid only during the callback), CHAT_ERR_UNAUTHORIZED or
+ * CHAT_ERR_UNAVAILABLE. The token is copied. A token already seen by this
+ * worker is answered from memory before this returns: tokens are never
+ * revoked, so a remembered answer cannot go stale.
+ */
+typedef void (*chat_auth_cb)(int status, int64_t user_id, void *arg);
+void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_cb cb, void *arg);
+
+/* ---- users (users.c) ---- */
+
+/** Signs a user up; name already validated (1-64 code points). 201 with the token. */
+void chat_users_create(chat_ctx_t *ctx, const char *name, size_t len, chat_reply_cb cb, void *arg);
+void chat_users_get(chat_ctx_t *ctx, int64_t id, chat_reply_cb cb, void *arg);
+
+/* ---- conversations (conversations.c) ---- */
+
+/** member_ids already validated as positive; the caller is added by this call. */
+void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t title_len,
+                      const int64_t *member_ids, size_t n, chat_reply_cb cb, void *arg);
+void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb,
+                   void *arg);
+void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t user_id,
+                          chat_reply_cb cb, void *arg);
+
+/* ---- messages (messages.c) ---- */
+
+/** client_msg_id may be NULL. 201 new, 200 for a retry of an existing client_msg_id. */
+void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char *body,
+                   size_t body_len, const char *client_msg_id, chat_reply_cb cb, void *arg);
+
+typedef struct chat_history_query {
+    int64_t conv_id;
+    int limit;         /* 1..100 */
+    int offset;        /* 0..100000 */
+    int64_t before_id; /* 0 = none */
+} chat_history_query_t;
+
+void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_t *q,
+                      chat_reply_cb cb, void *arg);
+void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb,
+                    void *arg);
+
+/* ---- shared helpers (chat.c) ---- */
+
+/** Maps a failed database result to a reply status and client message. */
+void chat_reply_from_db_error(chat_reply_t *r, const chat_db_result_t *res);
+
+#endif

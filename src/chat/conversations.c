@@ -1,0 +1,164 @@
+/*
+ * Conversations and their members. Every read checks membership in the same
+ * statement, and a non-member is told exactly what a request for a missing
+ * conversation is told.
+ */
+#include "chat/internal.h"
+#include "core/alloc.h"
+#include "core/json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct conv_op {
+    chat_reply_cb cb;
+    void *arg;
+};
+
+static struct conv_op *op_new(chat_reply_cb cb, void *arg)
+{
+    struct conv_op *op = chat_malloc(sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    return op;
+}
+
+/* Columns: id, title, created_by, created_at, member_count, last_message_at. */
+#define CONV_COLUMNS                                                                               \
+    "c.id, c.title, c.created_by, " CHAT_SQL_TS("c.created_at") ", c.member_count, "            \
+        CHAT_SQL_TS("c.last_message_at")
+
+static void encode_conv(chat_buf_t *b, const PGresult *res)
+{
+    chat_buf_puts(b, "{\"id\":");
+    chat_buf_puts(b, PQgetvalue(res, 0, 0));
+    chat_buf_puts(b, ",\"title\":");
+    chat_json_put_str(b, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
+    chat_buf_puts(b, ",\"created_by\":");
+    chat_buf_puts(b, PQgetvalue(res, 0, 2));
+    chat_buf_puts(b, ",\"created_at\":\"");
+    chat_buf_puts(b, PQgetvalue(res, 0, 3));
+    chat_buf_puts(b, "\",\"member_count\":");
+    chat_buf_puts(b, PQgetvalue(res, 0, 4));
+    chat_buf_puts(b, ",\"last_message_at\":");
+    const char *last = chat_pg_str(res, 0, 5);
+    if (last) {
+        chat_buf_putc(b, '"');
+        chat_buf_puts(b, last);
+        chat_buf_putc(b, '"');
+    } else {
+        chat_buf_puts(b, "null");
+    }
+    chat_buf_putc(b, '}');
+}
+
+static void create_cb(const chat_db_result_t *r, void *arg)
+{
+    struct conv_op *op = arg;
+    if (r->status != CHAT_DB_OK)
+        chat_reply_db_err(op->cb, op->arg, r);
+    else if (PQntuples(r->res[0]) == 0)
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_INVALID, "member_ids contains an unknown user id");
+    else {
+        chat_buf_t b = CHAT_BUF_INIT;
+        encode_conv(&b, r->res[0]);
+        chat_reply_ok(op->cb, op->arg, CHAT_CREATED, &b);
+    }
+    free(op);
+}
+
+void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t title_len,
+                      const int64_t *member_ids, size_t n, chat_reply_cb cb, void *arg)
+{
+    /* The members travel as one bigint[] literal: {caller,id,id,...}. */
+    chat_buf_t ids = CHAT_BUF_INIT;
+    chat_buf_putc(&ids, '{');
+    chat_buf_put_i64(&ids, caller);
+    for (size_t i = 0; i < n; i++) {
+        chat_buf_putc(&ids, ',');
+        chat_buf_put_i64(&ids, member_ids[i]);
+    }
+    chat_buf_putc(&ids, '}');
+    char callerbuf[24];
+    char *title_z = chat_strndup(title, title_len);
+    const char *params[] = {title_z, chat_i64_str(callerbuf, caller), ids.data};
+    /*
+     * One statement: the conversation is inserted only when every id names a
+     * user, so an unknown id leaves nothing behind and yields no row.
+     */
+    chat_db_stmt_t st = {
+        "WITH ids AS (SELECT DISTINCT unnest($3::bigint[]) AS id), "
+        "bad AS (SELECT count(*) AS n FROM ids WHERE NOT EXISTS "
+        "  (SELECT 1 FROM users u WHERE u.id = ids.id)), "
+        "c AS (INSERT INTO conversations (title, created_by, member_count) "
+        "  SELECT $1::text, $2::bigint, (SELECT count(*) FROM ids) WHERE (SELECT n FROM bad) = 0 RETURNING *), "
+        "m AS (INSERT INTO members (conversation_id, user_id) SELECT c.id, ids.id FROM c, ids) "
+        "SELECT " CONV_COLUMNS " FROM c",
+        3, params};
+    chat_db_pool_exec(ctx->db, &st, 1, 0, create_cb, op_new(cb, arg));
+    free(title_z);
+    chat_buf_dispose(&ids);
+}
+
+static void get_cb(const chat_db_result_t *r, void *arg)
+{
+    struct conv_op *op = arg;
+    if (r->status != CHAT_DB_OK)
+        chat_reply_db_err(op->cb, op->arg, r);
+    else if (PQntuples(r->res[0]) == 0)
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+    else {
+        chat_buf_t b = CHAT_BUF_INIT;
+        encode_conv(&b, r->res[0]);
+        chat_reply_ok(op->cb, op->arg, CHAT_OK, &b);
+    }
+    free(op);
+}
+
+void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
+{
+    char a[24], b[24];
+    const char *params[] = {chat_i64_str(a, conv_id), chat_i64_str(b, caller)};
+    chat_db_stmt_t st = {"SELECT " CONV_COLUMNS " FROM conversations c "
+                         "JOIN members m ON m.conversation_id = c.id AND m.user_id = $2 "
+                         "WHERE c.id = $1",
+                         2, params};
+    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, get_cb, op_new(cb, arg));
+}
+
+static void add_member_cb(const chat_db_result_t *r, void *arg)
+{
+    struct conv_op *op = arg;
+    if (r->status != CHAT_DB_OK)
+        chat_reply_db_err(op->cb, op->arg, r);
+    else if (chat_pg_i64(r->res[0], 0, 0) == 0)
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+    else if (chat_pg_i64(r->res[0], 0, 1) == 0)
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_INVALID, "user_id names no user");
+    else
+        chat_reply_ok(op->cb, op->arg, CHAT_NO_CONTENT, NULL);
+    free(op);
+}
+
+void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t user_id,
+                          chat_reply_cb cb, void *arg)
+{
+    char a[24], b[24], c[24];
+    const char *params[] = {chat_i64_str(a, conv_id), chat_i64_str(b, caller),
+                            chat_i64_str(c, user_id)};
+    /*
+     * Adding an existing member inserts nothing and leaves member_count alone,
+     * so the statement is idempotent and safe to retry.
+     */
+    chat_db_stmt_t st = {
+        "WITH ok AS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2), "
+        "u AS (SELECT 1 FROM users WHERE id = $3), "
+        "ins AS (INSERT INTO members (conversation_id, user_id) SELECT $1::bigint, $3::bigint "
+        "  WHERE EXISTS (SELECT 1 FROM ok) AND EXISTS (SELECT 1 FROM u) "
+        "  ON CONFLICT DO NOTHING RETURNING 1), "
+        "upd AS (UPDATE conversations SET member_count = member_count + 1 "
+        "  WHERE id = $1 AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM u), (SELECT count(*) FROM upd)",
+        3, params};
+    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, add_member_cb, op_new(cb, arg));
+}

@@ -1,0 +1,240 @@
+/*
+ * Messages: idempotent sends, history pages served by the (conversation, id)
+ * index, and counts kept on the conversation row so they never scan.
+ */
+#include "chat/internal.h"
+#include "core/alloc.h"
+#include "core/json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Message columns in the order chat_encode_message() reads them. */
+#define MSG_COLUMNS(t)                                                                             \
+    t "id, " t "conversation_id, " t "sender_id, " t "body, " CHAT_SQL_TS(t "created_at") ", " t  \
+      "client_msg_id"
+
+void chat_encode_message(chat_buf_t *b, const PGresult *res, int row, int col)
+{
+    chat_buf_puts(b, "{\"id\":");
+    chat_buf_puts(b, PQgetvalue(res, row, col));
+    chat_buf_puts(b, ",\"conversation_id\":");
+    chat_buf_puts(b, PQgetvalue(res, row, col + 1));
+    chat_buf_puts(b, ",\"sender_id\":");
+    chat_buf_puts(b, PQgetvalue(res, row, col + 2));
+    chat_buf_puts(b, ",\"body\":");
+    chat_json_put_str(b, PQgetvalue(res, row, col + 3), (size_t)PQgetlength(res, row, col + 3));
+    chat_buf_puts(b, ",\"created_at\":\"");
+    chat_buf_puts(b, PQgetvalue(res, row, col + 4));
+    chat_buf_puts(b, "\",\"client_msg_id\":");
+    if (PQgetisnull(res, row, col + 5))
+        chat_buf_puts(b, "null");
+    else
+        chat_json_put_str(b, PQgetvalue(res, row, col + 5), (size_t)PQgetlength(res, row, col + 5));
+    chat_buf_putc(b, '}');
+}
+
+struct msg_op {
+    chat_reply_cb cb;
+    void *arg;
+    chat_ctx_t *ctx;
+    char conv[24], sender[24];
+    char *client_msg_id; /* send only, owned */
+    int limit, offset;   /* history only */
+};
+
+static struct msg_op *op_new(chat_ctx_t *ctx, chat_reply_cb cb, void *arg)
+{
+    struct msg_op *op = chat_calloc(1, sizeof *op);
+    op->ctx = ctx;
+    op->cb = cb;
+    op->arg = arg;
+    return op;
+}
+
+static void op_free(struct msg_op *op)
+{
+    free(op->client_msg_id);
+    free(op);
+}
+
+static void reply_message(struct msg_op *op, int status, const PGresult *res)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_encode_message(&b, res, 0, 0);
+    chat_reply_ok(op->cb, op->arg, status, &b);
+}
+
+static void existing_cb(const chat_db_result_t *r, void *arg)
+{
+    struct msg_op *op = arg;
+    if (r->status != CHAT_DB_OK)
+        chat_reply_db_err(op->cb, op->arg, r);
+    else if (PQntuples(r->res[0]) == 0)
+        /* The row that made our insert a no-op is committed, so this cannot happen. */
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_UNAVAILABLE, "the message could not be stored");
+    else
+        reply_message(op, CHAT_OK, r->res[0]);
+    op_free(op);
+}
+
+static void send_cb(const chat_db_result_t *r, void *arg)
+{
+    struct msg_op *op = arg;
+    if (r->status != CHAT_DB_OK) {
+        chat_reply_db_err(op->cb, op->arg, r);
+        op_free(op);
+        return;
+    }
+    const PGresult *res = r->res[0];
+    if (chat_pg_i64(res, 0, 0) == 0) {
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+        op_free(op);
+    } else if (!PQgetisnull(res, 0, 1)) {
+        chat_buf_t b = CHAT_BUF_INIT;
+        chat_encode_message(&b, res, 0, 1);
+        chat_reply_ok(op->cb, op->arg, CHAT_CREATED, &b);
+        op_free(op);
+    } else {
+        /*
+         * The insert met an existing (sender, conversation, client_msg_id):
+         * ON CONFLICT waited for that row's transaction to commit, so a new
+         * statement (new snapshot) sees it. Answer with the original.
+         */
+        const char *params[] = {op->sender, op->conv, op->client_msg_id};
+        chat_db_stmt_t st = {"SELECT " MSG_COLUMNS("") " FROM messages WHERE sender_id = $1 "
+                             "AND conversation_id = $2 AND client_msg_id = $3",
+                             3, params};
+        chat_db_pool_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, existing_cb, op);
+    }
+}
+
+void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char *body,
+                   size_t body_len, const char *client_msg_id, chat_reply_cb cb, void *arg)
+{
+    struct msg_op *op = op_new(ctx, cb, arg);
+    chat_i64_str(op->conv, conv_id);
+    chat_i64_str(op->sender, caller);
+    if (client_msg_id)
+        op->client_msg_id = chat_strdup(client_msg_id);
+    char *body_z = chat_strndup(body, body_len);
+    const char *params[] = {op->conv, op->sender, body_z, op->client_msg_id};
+    /*
+     * One statement is one transaction: membership check, insert, and the
+     * conversation's count and last_message_at move together. The first column
+     * says whether the caller is a member; the rest is the new message, or
+     * NULLs when the client_msg_id was already used.
+     */
+    chat_db_stmt_t st = {
+        "WITH ok AS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2), "
+        "ins AS (INSERT INTO messages (conversation_id, sender_id, body, client_msg_id) "
+        "  SELECT $1::bigint, $2::bigint, $3::text, $4::text FROM ok "
+        "  ON CONFLICT (sender_id, conversation_id, client_msg_id) "
+        "  WHERE client_msg_id IS NOT NULL DO NOTHING RETURNING *), "
+        "upd AS (UPDATE conversations c SET message_count = c.message_count + 1, "
+        "  last_message_at = GREATEST(c.last_message_at, ins.created_at) "
+        "  FROM ins WHERE c.id = ins.conversation_id RETURNING 1) "
+        "SELECT (SELECT count(*) FROM ok), " MSG_COLUMNS("ins.") ", (SELECT count(*) FROM upd) "
+        "FROM (SELECT 1) one LEFT JOIN ins ON true",
+        4, params};
+    /* With a client_msg_id a repeated send is harmless, so it may be retried. */
+    chat_db_pool_exec(ctx->db, &st, 1, client_msg_id ? CHAT_DB_RETRY_SENT : 0, send_cb, op);
+    free(body_z);
+}
+
+static void history_cb(const chat_db_result_t *r, void *arg)
+{
+    struct msg_op *op = arg;
+    if (r->status != CHAT_DB_OK) {
+        chat_reply_db_err(op->cb, op->arg, r);
+        op_free(op);
+        return;
+    }
+    const PGresult *res = r->res[0];
+    int n = PQntuples(res);
+    if (n == 0) {
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+        op_free(op);
+        return;
+    }
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_buf_reserve(&b, 96 + (size_t)n * 200);
+    chat_buf_puts(&b, "{\"conversation_id\":");
+    chat_buf_puts(&b, op->conv);
+    chat_buf_puts(&b, ",\"limit\":");
+    chat_buf_put_i64(&b, op->limit);
+    chat_buf_puts(&b, ",\"offset\":");
+    chat_buf_put_i64(&b, op->offset);
+    chat_buf_puts(&b, ",\"messages\":[");
+    int first = 1;
+    for (int i = 0; i < n; i++) {
+        if (PQgetisnull(res, i, 0)) /* a member of an empty page: the one all-NULL row */
+            continue;
+        if (!first)
+            chat_buf_putc(&b, ',');
+        first = 0;
+        chat_encode_message(&b, res, i, 0);
+    }
+    chat_buf_puts(&b, "]}");
+    chat_reply_ok(op->cb, op->arg, CHAT_OK, &b);
+    op_free(op);
+}
+
+void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_t *q,
+                      chat_reply_cb cb, void *arg)
+{
+    struct msg_op *op = op_new(ctx, cb, arg);
+    chat_i64_str(op->conv, q->conv_id);
+    chat_i64_str(op->sender, caller);
+    op->limit = q->limit;
+    op->offset = q->offset;
+    char lim[24], off[24], before[24];
+    const char *params[] = {op->conv, op->sender, chat_i64_str(lim, q->limit),
+                            chat_i64_str(off, q->offset),
+                            q->before_id ? chat_i64_str(before, q->before_id) : NULL};
+    /*
+     * The membership row drives the page: no row for a non-member, one
+     * all-NULL row for a member of an empty page, else the page itself, read
+     * backwards along messages_conversation_id_id.
+     */
+    chat_db_stmt_t st = {
+        "SELECT " MSG_COLUMNS("p.") " FROM members mem LEFT JOIN LATERAL ("
+        "  SELECT * FROM messages WHERE conversation_id = $1 "
+        "  AND ($5::bigint IS NULL OR id < $5::bigint) "
+        "  ORDER BY id DESC LIMIT $3::int OFFSET $4::int) p ON true "
+        "WHERE mem.conversation_id = $1 AND mem.user_id = $2 ORDER BY p.id DESC",
+        5, params};
+    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
+}
+
+static void count_cb(const chat_db_result_t *r, void *arg)
+{
+    struct msg_op *op = arg;
+    if (r->status != CHAT_DB_OK)
+        chat_reply_db_err(op->cb, op->arg, r);
+    else if (PQntuples(r->res[0]) == 0)
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+    else {
+        chat_buf_t b = CHAT_BUF_INIT;
+        chat_buf_puts(&b, "{\"conversation_id\":");
+        chat_buf_puts(&b, op->conv);
+        chat_buf_puts(&b, ",\"count\":");
+        chat_buf_puts(&b, PQgetvalue(r->res[0], 0, 0));
+        chat_buf_putc(&b, '}');
+        chat_reply_ok(op->cb, op->arg, CHAT_OK, &b);
+    }
+    op_free(op);
+}
+
+void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
+{
+    struct msg_op *op = op_new(ctx, cb, arg);
+    chat_i64_str(op->conv, conv_id);
+    chat_i64_str(op->sender, caller);
+    const char *params[] = {op->conv, op->sender};
+    chat_db_stmt_t st = {"SELECT c.message_count FROM conversations c "
+                         "JOIN members m ON m.conversation_id = c.id AND m.user_id = $2 "
+                         "WHERE c.id = $1",
+                         2, params};
+    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, count_cb, op);
+}

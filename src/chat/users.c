@@ -1,0 +1,102 @@
+/*
+ * Users: sign-up (which issues the user's token) and profiles.
+ */
+#include "chat/internal.h"
+#include "core/alloc.h"
+#include "core/json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct user_op {
+    chat_reply_cb cb;
+    void *arg;
+    char token[64]; /* sign-up only: returned once, never stored */
+};
+
+static void encode_user(chat_buf_t *b, const PGresult *res, const char *token)
+{
+    chat_buf_puts(b, "{\"id\":");
+    chat_buf_puts(b, PQgetvalue(res, 0, 0));
+    chat_buf_puts(b, ",\"name\":");
+    chat_json_put_str(b, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
+    chat_buf_puts(b, ",\"created_at\":\"");
+    chat_buf_puts(b, PQgetvalue(res, 0, 2));
+    chat_buf_putc(b, '"');
+    if (token) {
+        chat_buf_puts(b, ",\"token\":\"");
+        chat_buf_puts(b, token);
+        chat_buf_putc(b, '"');
+    }
+    chat_buf_putc(b, '}');
+}
+
+static void create_cb(const chat_db_result_t *r, void *arg)
+{
+    struct user_op *op = arg;
+    if (r->status == CHAT_DB_ERR_QUERY && r->sqlstate && !strcmp(r->sqlstate, "23505")) {
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_CONFLICT, "a user with that name already exists");
+    } else if (r->status != CHAT_DB_OK) {
+        chat_reply_db_err(op->cb, op->arg, r);
+    } else {
+        chat_buf_t b = CHAT_BUF_INIT;
+        encode_user(&b, r->res[0], op->token);
+        chat_reply_ok(op->cb, op->arg, CHAT_CREATED, &b);
+    }
+    memset(op->token, 0, sizeof op->token);
+    free(op);
+}
+
+void chat_users_create(chat_ctx_t *ctx, const char *name, size_t len, chat_reply_cb cb, void *arg)
+{
+    struct user_op *op = chat_calloc(1, sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    if (chat_auth_token_new(op->token) < 0) {
+        /* No randomness, no token: fail as unavailable rather than weaken it. */
+        chat_db_result_t fake = {.status = CHAT_DB_ERR_UNAVAILABLE};
+        chat_reply_db_err(cb, arg, &fake);
+        free(op);
+        return;
+    }
+    unsigned char hash[32];
+    char hex[CHAT_HASH_HEX_LEN];
+    chat_auth_token_hash(op->token, strlen(op->token), hash);
+    chat_auth_hash_hex(hash, hex);
+    char *name_z = chat_strndup(name, len);
+    const char *params[] = {name_z, hex};
+    chat_db_stmt_t st = {
+        "WITH u AS (INSERT INTO users (name) VALUES ($1) RETURNING id, name, created_at), "
+        "t AS (INSERT INTO tokens (hash, user_id) SELECT $2::bytea, id FROM u) "
+        "SELECT id, name, " CHAT_SQL_TS("created_at") " FROM u",
+        2, params};
+    chat_db_pool_exec(ctx->db, &st, 1, 0, create_cb, op);
+    free(name_z);
+}
+
+static void get_cb(const chat_db_result_t *r, void *arg)
+{
+    struct user_op *op = arg;
+    if (r->status != CHAT_DB_OK) {
+        chat_reply_db_err(op->cb, op->arg, r);
+    } else if (PQntuples(r->res[0]) == 0) {
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such user");
+    } else {
+        chat_buf_t b = CHAT_BUF_INIT;
+        encode_user(&b, r->res[0], NULL);
+        chat_reply_ok(op->cb, op->arg, CHAT_OK, &b);
+    }
+    free(op);
+}
+
+void chat_users_get(chat_ctx_t *ctx, int64_t id, chat_reply_cb cb, void *arg)
+{
+    struct user_op *op = chat_calloc(1, sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    char idbuf[24];
+    const char *params[] = {chat_i64_str(idbuf, id)};
+    chat_db_stmt_t st = {"SELECT id, name, " CHAT_SQL_TS("created_at") " FROM users WHERE id = $1",
+                         1, params};
+    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, get_cb, op);
+}
