@@ -1,0 +1,154 @@
+/*
+ * Unit tests of api/ and chat/ pieces that need no server: routing, path
+ * ids, query parsing, bearer parsing, token generation and hashing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "api/api.h"
+#include "chat/chat.h"
+
+#include <string.h>
+
+static const char *match(const char *path, char *id, size_t idcap)
+{
+    const char *seg = NULL;
+    size_t len = 0;
+    const chat_route_t *r = chat_api_route_match(path, strlen(path), &seg, &len);
+    if (id) {
+        id[0] = '\0';
+        if (seg) {
+            memcpy(id, seg, len < idcap - 1 ? len : idcap - 1);
+            id[len < idcap - 1 ? len : idcap - 1] = '\0';
+        }
+    }
+    return r ? chat_api_route_name(r) : NULL;
+}
+
+static void test_routes(void **state)
+{
+    char id[32];
+    assert_string_equal(match("/healthz", NULL, 0), "/healthz");
+    assert_string_equal(match("/api/v1/users", NULL, 0), "/api/v1/users");
+    assert_string_equal(match("/api/v1/users/17", id, sizeof id), "/api/v1/users/{id}");
+    assert_string_equal(id, "17");
+    assert_string_equal(match("/api/v1/users/abc", id, sizeof id), "/api/v1/users/{id}");
+    assert_string_equal(id, "abc");
+    assert_string_equal(match("/api/v1/conversations/7/messages", id, sizeof id),
+                        "/api/v1/conversations/{id}/messages");
+    assert_string_equal(id, "7");
+    assert_string_equal(match("/api/v1/conversations/7/messages/count", NULL, 0),
+                        "/api/v1/conversations/{id}/messages/count");
+    assert_string_equal(match("/api/v1/conversations/7/members", NULL, 0),
+                        "/api/v1/conversations/{id}/members");
+    assert_null(match("/api/v1/users/", NULL, 0));
+    assert_null(match("/api/v1/users/1/", NULL, 0));
+    assert_null(match("/api/v1/conversations//messages", NULL, 0));
+    assert_null(match("/nope", NULL, 0));
+    assert_null(match("", NULL, 0));
+    const char *seg;
+    size_t len;
+    const chat_route_t *r = chat_api_route_match("/api/v1/conversations/1/messages", 32, &seg, &len);
+    assert_string_equal(chat_api_route_allow(r), "GET, POST");
+}
+
+static void test_parse_id(void **state)
+{
+    int64_t v = 0;
+    assert_int_equal(chat_api_parse_id("1", 1, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(chat_api_parse_id("9223372036854775807", 19, &v), 0);
+    assert_int_equal(v, INT64_MAX);
+    assert_int_equal(chat_api_parse_id("9223372036854775808", 19, &v), -1);
+    assert_int_equal(chat_api_parse_id("99999999999999999999", 20, &v), -1);
+    assert_int_equal(chat_api_parse_id("0", 1, &v), -1);
+    assert_int_equal(chat_api_parse_id("-1", 2, &v), -1);
+    assert_int_equal(chat_api_parse_id("+1", 2, &v), -1);
+    assert_int_equal(chat_api_parse_id("1a", 2, &v), -1);
+    assert_int_equal(chat_api_parse_id("", 0, &v), -1);
+}
+
+static int parse(const char *q, chat_api_history_params_t *p)
+{
+    const char *why = NULL;
+    int rc = chat_api_parse_history_query(q, q ? strlen(q) : 0, p, &why);
+    if (rc < 0)
+        assert_non_null(why);
+    return rc;
+}
+
+static void test_history_query(void **state)
+{
+    chat_api_history_params_t p;
+    assert_int_equal(parse(NULL, &p), 0);
+    assert_int_equal(p.limit, 50);
+    assert_int_equal(p.offset, 0);
+    assert_int_equal(p.before_id, 0);
+    assert_int_equal(parse("limit=100&offset=100000&before_id=42", &p), 0);
+    assert_int_equal(p.limit, 100);
+    assert_int_equal(p.offset, 100000);
+    assert_int_equal(p.before_id, 42);
+    assert_int_equal(parse("limit=1&x=y&&", &p), 0);
+    assert_int_equal(p.limit, 1);
+    assert_int_equal(parse("%6cimit=7", &p), 0); /* percent-encoded name */
+    assert_int_equal(p.limit, 7);
+    const char *bad[] = {"limit=0",     "limit=101",      "limit=abc",     "limit=1.5",
+                         "limit=",      "limit",          "limit=-1",      "limit=1&limit=2",
+                         "offset=-1",   "offset=100001",  "offset=1e3",    "before_id=0",
+                         "before_id=x", "before_id=99999999999999999999", "limit=%zz",
+                         "limit=+5",    "offset=1&offset=1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (parse(bad[i], &p) != -1)
+            fail_msg("accepted %s", bad[i]);
+}
+
+static void test_bearer(void **state)
+{
+    const char *tok;
+    size_t len;
+    assert_int_equal(chat_api_bearer("Bearer abc", &tok, &len), 0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(tok, "abc", 3);
+    assert_int_equal(chat_api_bearer("bearer  abc ", &tok, &len), 0);
+    assert_int_equal(len, 3);
+    assert_int_equal(chat_api_bearer(NULL, &tok, &len), -1);
+    assert_int_equal(chat_api_bearer("Bearer", &tok, &len), -1);
+    assert_int_equal(chat_api_bearer("Bearer ", &tok, &len), -1);
+    assert_int_equal(chat_api_bearer("Basic abc", &tok, &len), -1);
+    assert_int_equal(chat_api_bearer("Bearer a b", &tok, &len), -1);
+}
+
+static void test_tokens(void **state)
+{
+    char a[64], b[64];
+    assert_int_equal(chat_auth_token_new(a), 0);
+    assert_int_equal(chat_auth_token_new(b), 0);
+    assert_int_equal(strlen(a), 43); /* 256 bits in base64url */
+    assert_string_not_equal(a, b);
+    for (const char *p = a; *p; p++)
+        assert_true((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                    (*p >= '0' && *p <= '9') || *p == '-' || *p == '_');
+    unsigned char h[32];
+    chat_auth_token_hash("abc", 3, h);
+    /* SHA-256("abc") */
+    static const unsigned char want[32] = {
+        0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
+        0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad};
+    assert_memory_equal(h, want, 32);
+    assert_true(chat_auth_equal("secret", 6, "secret", 6));
+    assert_false(chat_auth_equal("secret", 6, "secreT", 6));
+    assert_false(chat_auth_equal("secret", 6, "secret2", 7));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_routes),        cmocka_unit_test(test_parse_id),
+        cmocka_unit_test(test_history_query), cmocka_unit_test(test_bearer),
+        cmocka_unit_test(test_tokens),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

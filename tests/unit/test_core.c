@@ -1,0 +1,214 @@
+/*
+ * Unit tests of core/: buffers, JSON encoding, UTF-8 counting, metrics
+ * rendering and the configuration table (including its documentation).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/json.h"
+#include "core/metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_buf_append_and_numbers(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_buf_puts(&b, "x=");
+    chat_buf_put_i64(&b, -9223372036854775807LL - 1);
+    chat_buf_putc(&b, ' ');
+    chat_buf_put_u64(&b, 18446744073709551615ULL);
+    chat_buf_printf(&b, " %s", "end");
+    assert_string_equal(b.data, "x=-9223372036854775808 18446744073709551615 end");
+    size_t len;
+    char *s = chat_buf_steal(&b, &len);
+    assert_int_equal(len, strlen(s));
+    assert_null(b.data);
+    free(s);
+    chat_buf_t e = CHAT_BUF_INIT;
+    s = chat_buf_steal(&e, &len);
+    assert_string_equal(s, "");
+    free(s);
+}
+
+static void test_buf_large_printf(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    char big[1000];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    chat_buf_printf(&b, "<%s>", big);
+    assert_int_equal(b.len, 1001);
+    assert_int_equal(b.data[0], '<');
+    assert_int_equal(b.data[1000], '>');
+    chat_buf_dispose(&b);
+}
+
+static void test_json_string_escaping(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    const char in[] = "a\"b\\c\n\t\x01\xc3\xa9";
+    chat_json_put_str(&b, in, sizeof in - 1);
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\n\\t\\u0001\xc3\xa9\"");
+    chat_buf_reset(&b);
+    chat_json_put_cstr_or_null(&b, NULL);
+    assert_string_equal(b.data, "null");
+    chat_buf_reset(&b);
+    chat_json_error(&b, "not_found", "no such user");
+    assert_string_equal(b.data, "{\"error\":{\"code\":\"not_found\",\"message\":\"no such user\"}}");
+    chat_buf_dispose(&b);
+}
+
+static void test_utf8_count(void **state)
+{
+    assert_int_equal(chat_utf8_count("abc", 3), 3);
+    assert_int_equal(chat_utf8_count("\xc3\xa9", 2), 1);                 /* é */
+    assert_int_equal(chat_utf8_count("\xe2\x82\xac", 3), 1);             /* € */
+    assert_int_equal(chat_utf8_count("\xf0\x9f\x98\x80", 4), 1);         /* emoji */
+    assert_int_equal(chat_utf8_count("\xff", 1), -1);                    /* invalid byte */
+    assert_int_equal(chat_utf8_count("\xc0\xaf", 2), -1);                /* overlong */
+    assert_int_equal(chat_utf8_count("\xed\xa0\x80", 3), -1);            /* surrogate */
+    assert_int_equal(chat_utf8_count("\xf4\x90\x80\x80", 4), -1);        /* > U+10FFFF */
+    assert_int_equal(chat_utf8_count("\xe2\x82", 2), -1);                /* truncated */
+    assert_int_equal(chat_utf8_count("", 0), 0);
+}
+
+static void test_metrics_render(void **state)
+{
+    chat_metric_family_t *c = chat_metrics_counter("t_requests_total", "Requests.");
+    chat_metric_t *s = chat_metric_series(c, "route=\"/x\"");
+    assert_ptr_equal(s, chat_metric_series(c, "route=\"/x\""));
+    chat_metric_inc(s);
+    chat_metric_add(s, 2);
+    assert_true(chat_metric_value(s) == 3.0);
+    static const double bounds[] = {0.1, 1};
+    chat_metric_t *h =
+        chat_metric_series(chat_metrics_histogram("t_wait_seconds", "Wait.", bounds, 2), "");
+    chat_metric_observe(h, 0.05);
+    chat_metric_observe(h, 0.5);
+    chat_metric_observe(h, 5);
+    assert_int_equal(chat_metric_hist_count(h), 3);
+    double p50 = chat_metric_hist_quantile(h, 0.5);
+    assert_true(p50 > 0.1 && p50 <= 1.0);
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_metrics_render(&b);
+    assert_non_null(strstr(b.data, "# TYPE t_requests_total counter\n"));
+    assert_non_null(strstr(b.data, "t_requests_total{route=\"/x\"} 3\n"));
+    assert_non_null(strstr(b.data, "t_wait_seconds_bucket{le=\"0.1\"} 1\n"));
+    assert_non_null(strstr(b.data, "t_wait_seconds_bucket{le=\"1\"} 2\n"));
+    assert_non_null(strstr(b.data, "t_wait_seconds_bucket{le=\"+Inf\"} 3\n"));
+    assert_non_null(strstr(b.data, "t_wait_seconds_sum 5.55\n"));
+    assert_non_null(strstr(b.data, "t_wait_seconds_count 3\n"));
+    chat_buf_dispose(&b);
+}
+
+/* A fake environment for the configuration loader. */
+static const char *const *fake_env;
+
+static const char *fake_getenv(const char *name)
+{
+    for (const char *const *p = fake_env; p && *p; p += 2)
+        if (!strcmp(p[0], name))
+            return p[1];
+    return NULL;
+}
+
+static void test_config_defaults(void **state)
+{
+    static const char *const env[] = {NULL};
+    fake_env = env;
+    chat_config_t cfg;
+    char err[256];
+    assert_int_equal(chat_config_load(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_string_equal(cfg.database_url, "postgresql://chat@127.0.0.1:6432/chat");
+    assert_null(cfg.database_url_direct);
+    assert_string_equal(cfg.listen_host, "127.0.0.1");
+    assert_int_equal(cfg.listen_port, 3000);
+    assert_int_equal(cfg.db_pool_size, 20);
+    assert_int_equal(cfg.db_queue_timeout_ms, 120000);
+    assert_int_equal(cfg.max_connections, 20000);
+    assert_true(cfg.enable_redis_cache);
+    assert_false(cfg.cache_bypass);
+    assert_true(cfg.signup_open);
+    chat_config_dispose(&cfg);
+}
+
+static void test_config_rejects_bad_values(void **state)
+{
+    static const char *const cases[][2] = {
+        {"CHATD_DB_POOL_SIZE", "0"},      {"CHATD_DB_POOL_SIZE", "abc"},
+        {"CHATD_LISTEN", "nohost"},        {"CHATD_LISTEN", "127.0.0.1:99999"},
+        {"CACHE_BYPASS", "maybe"},         {"CHATD_SIGNUP", "ajar"},
+        {"CHATD_LOG_LEVEL", "loud"},       {"CHATD_MAX_CONNECTIONS", "-5"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *env[] = {cases[i][0], cases[i][1], NULL};
+        fake_env = env;
+        chat_config_t cfg;
+        char err[256] = "";
+        assert_int_equal(chat_config_load(&cfg, fake_getenv, err, sizeof err), -1);
+        assert_non_null(strstr(err, cases[i][0]));
+        chat_config_dispose(&cfg);
+    }
+}
+
+static void test_config_ipv6_listen(void **state)
+{
+    static const char *const env[] = {"CHATD_LISTEN", "[::1]:3100", "CHATD_SIGNUP", "closed",
+                                      NULL};
+    fake_env = env;
+    chat_config_t cfg;
+    char err[256];
+    assert_int_equal(chat_config_load(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_string_equal(cfg.listen_host, "::1");
+    assert_int_equal(cfg.listen_port, 3100);
+    assert_false(cfg.signup_open);
+    chat_config_dispose(&cfg);
+}
+
+/* Every setting of the table is documented in the README. */
+static void test_config_documented_in_readme(void **state)
+{
+    const char *dir = getenv("CHATD_SOURCE_DIR");
+    assert_non_null(dir);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/README.md", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    chat_buf_t b = CHAT_BUF_INIT;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        chat_buf_append(&b, chunk, n);
+    fclose(f);
+    for (size_t i = 0; i < chat_config_nsettings; i++) {
+        char needle[128];
+        snprintf(needle, sizeof needle, "`%s`", chat_config_setting(i)->name);
+        if (!strstr(b.data, needle))
+            fail_msg("README.md does not document %s", chat_config_setting(i)->name);
+    }
+    assert_null(chat_config_setting(chat_config_nsettings));
+    chat_buf_dispose(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buf_append_and_numbers),
+        cmocka_unit_test(test_buf_large_printf),
+        cmocka_unit_test(test_json_string_escaping),
+        cmocka_unit_test(test_utf8_count),
+        cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(test_config_rejects_bad_values),
+        cmocka_unit_test(test_config_ipv6_listen),
+        cmocka_unit_test(test_config_documented_in_readme),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
