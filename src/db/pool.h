@@ -83,6 +83,20 @@ void chat_db_pool_exec(chat_db_pool_t *pool, const chat_db_stmt_t *stmts, int n,
 /** True while at least one connection is up (or was up at the last attempt). */
 int chat_db_pool_healthy(const chat_db_pool_t *pool);
 
+/** Most statements one transaction may hold. */
+#define CHAT_DB_MAX_STMTS 16
+
+/** A snapshot of one pool, for readiness checks and tests. */
+typedef struct chat_db_pool_stats {
+    int size;      /* connections configured */
+    int connected; /* connections up (idle or lent out) */
+    int active;    /* connections lent out to a transaction */
+    int waiting;   /* transactions queued for a connection */
+} chat_db_pool_stats_t;
+
+/** Fills out with the pool's current counts. Never fails. */
+void chat_db_pool_stats(const chat_db_pool_t *pool, chat_db_pool_stats_t *out);
+
 /**
  * Closes the pool: waiters get CHAT_DB_ERR_SHUTDOWN, transactions in flight
  * finish, then connections close; cb fires when every handle is closed and the
