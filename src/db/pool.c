@@ -466,7 +466,7 @@ static void log_text(char *dst, size_t cap, const char *src)
 {
     size_t n = 0;
     for (; src && *src && n + 1 < cap; src++)
-        dst[n++] = (*src == '"') ? '\'' : (*src == '\n' || *src == '\r') ? ' ' : *src;
+        dst[n++] = (*src == '"') ? '\'' : (*src == '\n' || *src == '\r' || *src == '\t') ? ' ' : *src;
     while (n > 0 && dst[n - 1] == ' ')
         n--;
     dst[n] = '\0';
