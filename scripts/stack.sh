@@ -1,0 +1,434 @@
+#!/usr/bin/env bash
+# scripts/stack.sh — chatd's private local stack: PostgreSQL 15, PgBouncer, Redis.
+#
+#   scripts/stack.sh start    initialise (once) and start all three; wait until ready
+#   scripts/stack.sh stop     stop all three (idempotent)
+#   scripts/stack.sh status   say what runs (exit 0 when all three answer, 3 otherwise)
+#   scripts/stack.sh env      print shell lines: export DATABASE_URL=... (eval "$(...)")
+#
+# Environment:
+#   CHATD_STACK_DIR  where the stack lives        (default var/stack, relative to the repo)
+#   PG_PORT          PostgreSQL port              (default 5432)
+#   PGBOUNCER_PORT   PgBouncer port               (default 6432)
+#   REDIS_PORT       Redis port                   (default 6379)
+#   PG_BIN           PostgreSQL binaries          (default /usr/lib/postgresql/15/bin)
+#   STACK_TIMEOUT    seconds to wait for a server (default 60)
+#
+# Layout of $CHATD_STACK_DIR:
+#   pg/                     the cluster (initdb once, reused afterwards)
+#   pgbouncer/pgbouncer.ini generated from deploy/pgbouncer/pgbouncer.ini at each start
+#   pgbouncer/userlist.txt  SCRAM verifiers copied from pg_authid (mode 600)
+#   redis/redis.conf        copy of deploy/redis/redis.conf; Redis' working dir
+#   run/                    pid files and unix sockets
+#   log/                    postgres.log, pgbouncer.log, redis.log
+#   secrets/                chat.password, chat_admin.password (mode 600, generated once)
+#   env                     what `env` prints (written by start)
+#
+# Roles: `chat` (LOGIN, owns database `chat`; what chatd uses) and `chat_admin`
+# (the cluster's superuser, also PgBouncer's admin user; for tests and operators).
+# Every connection, TCP or unix socket, authenticates with SCRAM-SHA-256.
+#
+# Servers never run as root (PostgreSQL and PgBouncer refuse). When this script
+# runs as root they run as the `postgres` system user through runuser; otherwise
+# as the calling user. runuser resets the soft open-file limit to 1024, so each
+# server command raises it (`ulimit -n`) itself — PgBouncer stalls near 1,000
+# clients otherwise.
+#
+# The postgres user must be able to reach the stack directory. A repo cloned
+# under a directory it cannot traverse (e.g. /root, mode 700) would break that,
+# so then the real data lives in /tmp/chatd-stack-<hash of the path> (mode 700,
+# owned by postgres) and $CHATD_STACK_DIR is a symlink to it. Paths given to the
+# servers are always the resolved ones.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_PORT=${PG_PORT:-5432}
+PGBOUNCER_PORT=${PGBOUNCER_PORT:-6432}
+REDIS_PORT=${REDIS_PORT:-6379}
+STACK_TIMEOUT=${STACK_TIMEOUT:-60}
+STACK_DIR=${CHATD_STACK_DIR:-var/stack}
+case $STACK_DIR in /*) ;; *) STACK_DIR=$REPO/$STACK_DIR ;; esac
+STACK_DIR=${STACK_DIR%/}
+
+DB_NAME=chat
+APP_USER=chat
+ADMIN_USER=chat_admin
+
+say() { printf 'stack: %s\n' "$*"; }
+die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
+
+for p in "$PG_PORT" "$PGBOUNCER_PORT" "$REDIS_PORT"; do
+  [[ $p =~ ^[0-9]+$ ]] && ((p > 0 && p < 32768)) ||
+    die "port $p: use a port below 32768 (above is the kernel's ephemeral range)"
+done
+
+if [[ $(id -u) -eq 0 ]]; then
+  RUN_USER=postgres
+  id "$RUN_USER" >/dev/null 2>&1 || die "no '$RUN_USER' user: run scripts/deps.sh first"
+else
+  RUN_USER=$(id -un)
+fi
+RUN_GROUP=$(id -gn "$RUN_USER")
+
+# as_server CMD... — run a command as the server user with the fd limit raised.
+as_server() {
+  local cmd='h=$(ulimit -Hn); if [ "$h" = unlimited ] || [ "$h" -gt 20000 ]; then h=20000; fi; ulimit -n "$h"; exec "$@"'
+  if [[ $(id -u) -eq 0 ]]; then
+    runuser -u "$RUN_USER" -- sh -c "$cmd" sh "$@" 9>&-
+  else
+    sh -c "$cmd" sh "$@" 9>&-
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# Where the data really lives (D) — see the header.
+path_hash() { printf '%s' "$1" | sha256sum | cut -c1-12; }
+ALT_DIR=/tmp/chatd-stack-$(path_hash "$STACK_DIR")
+
+server_can_use() { # DIR — can the server user create files in DIR?
+  if [[ $(id -u) -eq 0 ]]; then runuser -u "$RUN_USER" -- test -w "$1" -a -x "$1"; else test -w "$1" -a -x "$1"; fi
+}
+
+resolve_dir() { # sets D; creates the directory when $1 == create
+  if [[ -L $STACK_DIR ]]; then
+    D=$(readlink -f "$STACK_DIR" || true)
+    if [[ -z $D || ! -d $D ]]; then # /tmp was cleaned: start afresh
+      [[ $1 == create ]] || { D=; return; }
+      D=$(readlink "$STACK_DIR")
+      install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D"
+    fi
+    return
+  fi
+  D=$STACK_DIR
+  if [[ ! -d $D ]]; then
+    [[ $1 == create ]] || { D=; return; }
+    mkdir -p "$D"
+  fi
+  [[ $(id -u) -eq 0 ]] || return 0
+  [[ $(stat -c %U "$D") == "$RUN_USER" ]] || chown "$RUN_USER:" "$D"
+  chmod 700 "$D"
+  if ! server_can_use "$D"; then
+    [[ -z $(ls -A "$D") ]] || die "$D is not reachable by user $RUN_USER and not empty; move it away"
+    rmdir "$D"
+    install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$ALT_DIR"
+    ln -s "$ALT_DIR" "$STACK_DIR"
+    D=$ALT_DIR
+    say "$STACK_DIR is not reachable by user $RUN_USER; data lives in $D (symlinked)"
+  fi
+}
+
+# unix socket paths are limited to 107 bytes
+sock_dir() {
+  if ((${#D} + 30 < 100)); then echo "$D/run"; else echo "/tmp/chatd-sock-$(path_hash "$D")"; fi
+}
+
+# ---------------------------------------------------------------------------
+# helpers
+proc_is() { # PID NAME — is PID alive and running NAME?
+  [[ -n $1 && -r /proc/$1/comm ]] && [[ $(cat "/proc/$1/comm" 2>/dev/null) == "$2"* ]]
+}
+pid_from() { [[ -r $1 ]] && head -n1 "$1" | tr -dc 0-9 || true; }
+
+wait_until() { # DESCRIPTION CMD... — poll CMD until it succeeds or STACK_TIMEOUT passes
+  local what=$1 deadline=$((SECONDS + STACK_TIMEOUT))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+port_busy() { # PORT — is something listening on 127.0.0.1:PORT?
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+urlencode() {
+  local s=$1 out= c i
+  for ((i = 0; i < ${#s}; i++)); do
+    c=${s:i:1}
+    case $c in [A-Za-z0-9._~-]) out+=$c ;; *) out+=$(printf '%%%02X' "'$c") ;; esac
+  done
+  printf '%s' "$out"
+}
+
+gen_secret() { # FILE — a random password, generated once, mode 600
+  [[ -s $1 ]] && return
+  local pw
+  pw=$(head -c 4096 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9' | cut -c1-32)
+  [[ ${#pw} -eq 32 ]] || die "cannot generate a password"
+  (umask 077 && printf '%s' "$pw" >"$1.tmp" && mv "$1.tmp" "$1")
+}
+
+admin_psql() { # SQL via TCP as the superuser
+  PGPASSWORD=$(cat "$D/secrets/$ADMIN_USER.password") PGCONNECT_TIMEOUT=5 \
+    "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U "$ADMIN_USER" "$@"
+}
+
+# ---------------------------------------------------------------------------
+# PostgreSQL
+pg_running() { as_server "$PG_BIN/pg_ctl" -D "$D/pg" status >/dev/null 2>&1; }
+
+pg_init() {
+  [[ -f $D/pg/PG_VERSION ]] && return
+  say "initialising PostgreSQL cluster in $D/pg"
+  rm -rf "$D/pg.init"
+  install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D/pg.init"
+  # the superuser's password goes to initdb through a file only the server user reads
+  install -m 600 -o "$RUN_USER" -g "$RUN_GROUP" "$D/secrets/$ADMIN_USER.password" "$D/pg.init.pw"
+  as_server "$PG_BIN/initdb" -D "$D/pg.init" -U "$ADMIN_USER" --pwfile="$D/pg.init.pw" \
+    --auth=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$D/log/initdb.log" 2>&1 ||
+    { rm -f "$D/pg.init.pw"; cat "$D/log/initdb.log" >&2; die "initdb failed"; }
+  rm -f "$D/pg.init.pw"
+  printf "\n# chatd: deploy/postgres/postgresql.conf, copied by scripts/stack.sh\ninclude 'chatd.conf'\n" \
+    >>"$D/pg.init/postgresql.conf"
+  mv "$D/pg.init" "$D/pg"
+}
+
+pg_start() {
+  # what is deployed is what runs: refresh our settings and pg_hba at each start
+  install -m 600 -o "$RUN_USER" -g "$RUN_GROUP" "$REPO/deploy/postgres/postgresql.conf" "$D/pg/chatd.conf"
+  install -m 600 -o "$RUN_USER" -g "$RUN_GROUP" "$REPO/deploy/postgres/pg_hba.conf" "$D/pg/pg_hba.conf"
+  if pg_running; then
+    say "PostgreSQL already running on port $PG_PORT"
+    return
+  fi
+  # a postmaster.pid left by a crash whose pid now belongs to something else
+  local pid
+  pid=$(pid_from "$D/pg/postmaster.pid")
+  if [[ -n $pid ]] && ! proc_is "$pid" postgres; then rm -f "$D/pg/postmaster.pid"; fi
+  port_busy "$PG_PORT" && die "port $PG_PORT is taken by another process (a distro cluster? run scripts/deps.sh, or set PG_PORT)"
+  local sd
+  sd=$(sock_dir)
+  install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$sd"
+  as_server "$PG_BIN/pg_ctl" -D "$D/pg" -l "$D/log/postgres.log" -s -w -t "$STACK_TIMEOUT" \
+    -o "-p $PG_PORT -k $sd -c listen_addresses=127.0.0.1" start ||
+    { tail -n 30 "$D/log/postgres.log" >&2; die "PostgreSQL did not start"; }
+  wait_until "PostgreSQL" "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" ||
+    die "PostgreSQL not ready after ${STACK_TIMEOUT}s (see $D/log/postgres.log)"
+  say "PostgreSQL on 127.0.0.1:$PG_PORT"
+}
+
+pg_roles() {
+  local pwfile=$D/secrets/$APP_USER.password
+  admin_psql -d postgres <<'SQL' >/dev/null
+SET client_min_messages = warning;
+SELECT format('CREATE ROLE %I LOGIN', 'chat') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'chat') \gexec
+ALTER ROLE chat WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
+SELECT 'CREATE DATABASE chat OWNER chat' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'chat') \gexec
+ALTER DATABASE chat OWNER TO chat;
+SQL
+  # set the password only when it does not already work, so the SCRAM verifier
+  # (and PgBouncer's auth_file) stays the same from one start to the next;
+  # psql reads it from the file (\set with backquotes), never from argv
+  if ! PGPASSWORD=$(cat "$pwfile") PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" \
+    -U "$APP_USER" -d "$DB_NAME" -c 'SELECT 1' >/dev/null 2>&1; then
+    printf '%s\n' "\\set pw \`cat '$pwfile'\`" "ALTER ROLE chat PASSWORD :'pw';" | admin_psql -d postgres >/dev/null
+  fi
+  admin_psql -d "$DB_NAME" -c 'ALTER SCHEMA public OWNER TO chat' >/dev/null
+}
+
+pg_stop() {
+  [[ -f $D/pg/PG_VERSION ]] || return 0
+  if pg_running; then
+    as_server "$PG_BIN/pg_ctl" -D "$D/pg" -s -w -t "$STACK_TIMEOUT" -m fast stop ||
+      die "PostgreSQL did not stop"
+    say "PostgreSQL stopped"
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# PgBouncer
+PGB_INI() { echo "$D/pgbouncer/pgbouncer.ini"; }
+
+# Generate the runtime ini from the deploy file: only the values of these keys
+# change; everything else is copied line for line.
+pgb_config() {
+  local sd
+  sd=$(sock_dir)
+  install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D/pgbouncer"
+  local tmp=$D/pgbouncer/pgbouncer.ini.tmp
+  {
+    printf ';; GENERATED by scripts/stack.sh from deploy/pgbouncer/pgbouncer.ini — do not edit.\n'
+    printf ';; sha256 of the source: %s\n' "$(sha256sum <"$REPO/deploy/pgbouncer/pgbouncer.ini" | cut -d' ' -f1)"
+    awk -v pgport="$PG_PORT" -v port="$PGBOUNCER_PORT" -v sock="$sd" \
+      -v logf="$D/log/pgbouncer.log" -v pid="$D/run/pgbouncer.pid" -v auth="$D/pgbouncer/userlist.txt" '
+      /^[ \t]*\[/ { sec = $0; gsub(/[][ \t]/, "", sec); print; next }
+      sec == "databases" && /^[ \t]*[^;#[ \t]/ {
+        line = $0; sub(/port=[0-9]+/, "port=" pgport, line); print line; n["db"]++; next }
+      sec == "pgbouncer" && /^[ \t]*[a-z_]+[ \t]*=/ {
+        k = $0; sub(/[ \t]*=.*/, "", k); gsub(/^[ \t]+/, "", k)
+        v = ""
+        if (k == "listen_port") v = port
+        else if (k == "unix_socket_dir") v = sock
+        else if (k == "logfile") v = logf
+        else if (k == "pidfile") v = pid
+        else if (k == "auth_file") v = auth
+        if (v != "") { print k " = " v; n[k]++; next }
+      }
+      { print }
+      END { if (n["listen_port"] != 1 || n["auth_file"] != 1 || n["pidfile"] != 1 || n["logfile"] != 1 || !n["db"])
+              { print "pgbouncer.ini: a key stack.sh must set is missing" > "/dev/stderr"; exit 1 } }
+    ' "$REPO/deploy/pgbouncer/pgbouncer.ini"
+  } >"$tmp" || die "cannot generate pgbouncer.ini"
+  chown "$RUN_USER:" "$tmp"
+  chmod 600 "$tmp"
+  mv "$tmp" "$(PGB_INI)"
+
+  # auth_file: the SCRAM verifiers, exactly as PostgreSQL stores them
+  local users=$D/pgbouncer/userlist.txt.tmp
+  (umask 077 && admin_psql -d postgres -At -c "
+      SELECT format('\"%s\" \"%s\"', rolname, rolpassword) FROM pg_authid
+       WHERE rolname IN ('$APP_USER', '$ADMIN_USER') AND rolpassword LIKE 'SCRAM-SHA-256\$%'
+       ORDER BY rolname" >"$users") || die "cannot read verifiers from pg_authid"
+  [[ $(wc -l <"$users") -eq 2 ]] || die "expected SCRAM verifiers for $APP_USER and $ADMIN_USER"
+  chown "$RUN_USER:" "$users"
+  mv "$users" "$D/pgbouncer/userlist.txt"
+}
+
+pgb_pid() { local p; p=$(pid_from "$D/run/pgbouncer.pid"); proc_is "$p" pgbouncer && echo "$p"; }
+
+pgb_ready() {
+  PGPASSWORD=$(cat "$D/secrets/$APP_USER.password") PGCONNECT_TIMEOUT=3 \
+    "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U "$APP_USER" -d "$DB_NAME" -c 'SELECT 1' 2>/dev/null | grep -qx 1
+}
+
+pgb_start() {
+  pgb_config
+  local pid
+  if pid=$(pgb_pid); then
+    # reload picks up a changed ini or userlist; ports need a restart
+    kill -HUP "$pid"
+    say "PgBouncer already running (pid $pid), reloaded"
+  else
+    rm -f "$D/run/pgbouncer.pid"
+    port_busy "$PGBOUNCER_PORT" && die "port $PGBOUNCER_PORT is taken by another process (distro pgbouncer? run scripts/deps.sh, or set PGBOUNCER_PORT)"
+    as_server /usr/sbin/pgbouncer -q -d "$(PGB_INI)" ||
+      { tail -n 20 "$D/log/pgbouncer.log" >&2 2>/dev/null; die "PgBouncer did not start"; }
+  fi
+  wait_until "PgBouncer" pgb_ready ||
+    { tail -n 20 "$D/log/pgbouncer.log" >&2 2>/dev/null; die "PgBouncer not ready after ${STACK_TIMEOUT}s"; }
+  say "PgBouncer on 127.0.0.1:$PGBOUNCER_PORT (pid $(pgb_pid))"
+}
+
+pgb_stop() {
+  local pid
+  if pid=$(pgb_pid); then
+    kill -TERM "$pid"
+    wait_until "PgBouncer exit" eval "! kill -0 $pid" || kill -KILL "$pid" 2>/dev/null || true
+    say "PgBouncer stopped"
+  fi
+  rm -f "$D/run/pgbouncer.pid"
+}
+
+# ---------------------------------------------------------------------------
+# Redis
+redis_pid() { local p; p=$(pid_from "$D/run/redis.pid"); proc_is "$p" redis-server && echo "$p"; }
+redis_ready() { [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+
+redis_start() {
+  install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D/redis"
+  install -m 600 -o "$RUN_USER" -g "$RUN_GROUP" "$REPO/deploy/redis/redis.conf" "$D/redis/redis.conf"
+  local pid
+  if pid=$(redis_pid); then
+    say "Redis already running (pid $pid)"
+  else
+    rm -f "$D/run/redis.pid"
+    port_busy "$REDIS_PORT" && die "port $REDIS_PORT is taken by another process (distro redis? run scripts/deps.sh, or set REDIS_PORT)"
+    as_server /usr/bin/redis-server "$D/redis/redis.conf" --port "$REDIS_PORT" --daemonize yes \
+      --pidfile "$D/run/redis.pid" --logfile "$D/log/redis.log" --dir "$D/redis" ||
+      die "Redis did not start"
+  fi
+  wait_until "Redis" redis_ready ||
+    { tail -n 20 "$D/log/redis.log" >&2 2>/dev/null; die "Redis not ready after ${STACK_TIMEOUT}s"; }
+  say "Redis on 127.0.0.1:$REDIS_PORT"
+}
+
+redis_stop() {
+  local pid
+  if pid=$(redis_pid); then
+    kill -TERM "$pid"
+    wait_until "Redis exit" eval "! kill -0 $pid" || kill -KILL "$pid" 2>/dev/null || true
+    say "Redis stopped"
+  fi
+  rm -f "$D/run/redis.pid"
+}
+
+# ---------------------------------------------------------------------------
+write_env() {
+  local app admin
+  app=$(urlencode "$(cat "$D/secrets/$APP_USER.password")")
+  admin=$(urlencode "$(cat "$D/secrets/$ADMIN_USER.password")")
+  (
+    umask 077
+    cat >"$D/env.tmp" <<EOF
+# chatd stack in $STACK_DIR — source it, or: eval "\$(scripts/stack.sh env)"
+export DATABASE_URL='postgresql://$APP_USER:$app@127.0.0.1:$PGBOUNCER_PORT/$DB_NAME'
+export DATABASE_URL_DIRECT='postgresql://$APP_USER:$app@127.0.0.1:$PG_PORT/$DB_NAME'
+export REDIS_URL='redis://127.0.0.1:$REDIS_PORT'
+export CHATD_TEST_PG_ADMIN='postgresql://$ADMIN_USER:$admin@127.0.0.1:$PG_PORT/$DB_NAME'
+export CHATD_TEST_PGBOUNCER_ADMIN='postgresql://$ADMIN_USER:$admin@127.0.0.1:$PGBOUNCER_PORT/pgbouncer'
+EOF
+  )
+  mv "$D/env.tmp" "$D/env"
+}
+
+cmd_start() {
+  resolve_dir create
+  install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D/run" "$D/log"
+  install -d -m 700 "$D/secrets"
+  [[ $(id -u) -ne 0 ]] || chown "$RUN_USER:" "$D/log" "$D/run"
+  gen_secret "$D/secrets/$APP_USER.password"
+  gen_secret "$D/secrets/$ADMIN_USER.password"
+  pg_init
+  pg_start
+  pg_roles
+  redis_start
+  pgb_start
+  write_env
+  say "ready; environment in $STACK_DIR/env"
+}
+
+cmd_stop() {
+  resolve_dir check
+  [[ -n $D ]] || return 0
+  pgb_stop
+  redis_stop
+  pg_stop
+}
+
+cmd_status() {
+  resolve_dir check
+  [[ -n $D ]] || { say "not initialised ($STACK_DIR)"; return 3; }
+  local rc=0 pid
+  if pg_running && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+    say "PostgreSQL running (pid $(pid_from "$D/pg/postmaster.pid"), port $PG_PORT)"
+  else say "PostgreSQL down"; rc=3; fi
+  if pid=$(pgb_pid) && pgb_ready; then say "PgBouncer running (pid $pid, port $PGBOUNCER_PORT)"
+  else say "PgBouncer down"; rc=3; fi
+  if pid=$(redis_pid) && redis_ready; then say "Redis running (pid $pid, port $REDIS_PORT)"
+  else say "Redis down"; rc=3; fi
+  say "data in $D"
+  return $rc
+}
+
+cmd_env() {
+  resolve_dir check
+  [[ -n $D && -r $D/env ]] || die "stack not started ($STACK_DIR): run scripts/stack.sh start"
+  grep -v '^#' "$D/env"
+}
+
+# one stack command at a time per stack directory
+LOCK=/tmp/chatd-stack-$(path_hash "$STACK_DIR").lock
+case ${1:-} in
+  start | stop | status)
+    exec 9>"$LOCK"
+    flock -w 300 9 || die "another stack.sh holds $LOCK"
+    "cmd_$1"
+    ;;
+  env) cmd_env ;;
+  *)
+    echo "usage: $0 start|stop|status|env" >&2
+    exit 2
+    ;;
+esac
