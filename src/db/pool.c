@@ -609,7 +609,10 @@ static void connect_failed(conn_t *c, const char *reason)
 {
     chat_db_pool_t *pool = c->pool;
     char detail[512];
-    log_text(detail, sizeof detail, c->pg ? PQerrorMessage(c->pg) : "");
+    if (strcmp(reason, "connect_timeout") == 0)
+        snprintf(detail, sizeof detail, "no answer within %d ms", pool->connect_timeout_ms);
+    else
+        log_text(detail, sizeof detail, c->pg ? PQerrorMessage(c->pg) : "");
     if (c->failures++ == 0)
         chat_log_warn("event=db_connect_failed path=%s conn=%d reason=%s detail=\"%s\"",
                       pool->path_name, c->id, reason, detail);
@@ -868,14 +871,16 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     conn_t *c = h->data;
     chat_db_pool_t *pool = c->pool;
+    enum conn_state before = c->state;
     if (status < 0) {
-        if (c->state == CONN_CONNECTING)
-            connect_failed(c, "poll_error");
-        else if (is_up(c->state))
-            conn_broken(c, "poll_error");
-        c = NULL;
+        /*
+         * libuv stopped the handle (POLLERR, e.g. a refused connect or a
+         * reset). Let libpq read the socket error so the log says why.
+         */
+        c->poll_events = 0;
+        events = UV_READABLE | UV_WRITABLE;
     }
-    switch (c ? c->state : CONN_CLOSED) {
+    switch (c->state) {
     case CONN_CONNECTING:
         connect_step(c);
         break;
@@ -897,6 +902,16 @@ static void on_poll(uv_poll_t *h, int status, int events)
         break;
     default:
         break;
+    }
+    if (status < 0 && c->state == before && c->poll == h) {
+        /*
+         * libpq neither failed nor moved to another socket (next host), but
+         * this one has an error: give up on it rather than spin.
+         */
+        if (before == CONN_CONNECTING)
+            connect_failed(c, "poll_error");
+        else if (is_up(before))
+            conn_broken(c, "poll_error");
     }
     dispatch(pool);
     maybe_finish_close(pool);
