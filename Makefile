@@ -1,0 +1,97 @@
+# chatd — the two commands are `make run` and `make test`.
+#
+#   make deps          install missing Debian packages (scripts/deps.sh; root or sudo)
+#   make build         release build (RelWithDebInfo) in build/
+#   make build-asan    AddressSanitizer + UBSan build in build-asan/
+#   make run           deps, build, dev stack (var/stack), migrate, then chatd in the
+#                      foreground on 127.0.0.1:3000 (Ctrl-C stops chatd; the stack stays)
+#   make stop          stop chatd started by `make run`, and the dev stack
+#   make test          deps, both builds, unit tests in both, then the integration
+#                      suite on a private test stack (var/test-stack) twice
+#   make unit          unit tests of both builds only
+#   make integration   the integration half of `make test` (builds must exist)
+#   make bench         bench/run.sh
+#   make format-check  clang-format --dry-run -Werror on src/ and tests/unit
+#   make clean         remove builds and var/ (stops stacks first)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+JOBS ?= 2
+BUILD_TYPE ?= RelWithDebInfo
+M := $(MAKE) --no-print-directory
+
+STACK_DIR := var/stack
+LISTEN ?= 127.0.0.1:3000
+PIDFILE := var/chatd.pid
+
+.PHONY: all deps build build-asan run stop test unit integration bench format-check clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build:
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake --build build -j$(JOBS)
+
+build-asan:
+	cmake -S . -B build-asan -DCHATD_SANITIZE=ON
+	cmake --build build-asan -j$(JOBS)
+
+# steps in order even under make -j
+run:
+	@$(M) deps
+	@$(M) build
+	@CHATD_STACK_DIR=$(STACK_DIR) scripts/stack.sh start
+	@set -a; . $(STACK_DIR)/env; set +a; build/chatd migrate
+	@echo "chatd: serving on http://$(LISTEN) — try: curl -s http://$(LISTEN)/healthz ; Ctrl-C stops chatd, 'make stop' stops the stack"
+	@mkdir -p var
+	@set -a; . $(STACK_DIR)/env; set +a; export CHATD_LISTEN=$(LISTEN); \
+	  echo $$$$ > $(PIDFILE); exec build/chatd
+
+stop:
+	@if [ -f $(PIDFILE) ]; then \
+	  pid=$$(cat $(PIDFILE)); \
+	  if [ "$$(cat /proc/$$pid/comm 2>/dev/null)" = chatd ]; then \
+	    kill -TERM $$pid; \
+	    for i in $$(seq 150); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+	    kill -0 $$pid 2>/dev/null && kill -KILL $$pid || true; \
+	    echo "chatd (pid $$pid) stopped"; \
+	  fi; \
+	  rm -f $(PIDFILE); \
+	fi
+	@CHATD_STACK_DIR=$(STACK_DIR) scripts/stack.sh stop
+
+test:
+	@$(M) deps
+	@$(M) build
+	@$(M) build-asan
+	@$(M) unit
+	@$(M) integration
+
+unit:
+	ctest --test-dir build --output-on-failure
+	ctest --test-dir build-asan --output-on-failure
+
+integration:
+	scripts/test-integration.sh
+
+bench:
+	@if [ -x bench/run.sh ]; then exec bench/run.sh; \
+	elif [ -f bench/run.sh ]; then exec bash bench/run.sh; \
+	else echo "bench: bench/run.sh does not exist yet — nothing to run" >&2; exit 1; fi
+
+format-check:
+	@scripts/deps.sh clang-format
+	@files=$$(find src tests/unit -name '*.[ch]' | sort); \
+	  clang-format --dry-run -Werror $$files && echo "format-check: $$(echo $$files | wc -w) files ok"
+
+# a stack directory may be a symlink to /tmp (see scripts/stack.sh): remove both
+clean:
+	-@CHATD_STACK_DIR=var/test-stack scripts/stack.sh stop 2>/dev/null
+	-@CHATD_STACK_DIR=$(STACK_DIR) scripts/stack.sh stop 2>/dev/null
+	@for d in var/test-stack $(STACK_DIR); do \
+	  if [ -L $$d ]; then t=$$(readlink $$d); case $$t in /tmp/chatd-stack-*) rm -rf "$$t";; esac; fi; \
+	done
+	rm -rf build build-asan var

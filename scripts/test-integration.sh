@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# scripts/test-integration.sh — the integration half of `make test`.
+#
+# Starts the test stack (var/test-stack; PostgreSQL 15432, PgBouncer 16432,
+# Redis 16379), applies migrations with build/chatd, runs the pytest suite
+# twice — the release build through PgBouncer, then the sanitizer build
+# straight to PostgreSQL — and always stops the stack. Both runs happen even
+# when the first fails; the exit status is non-zero if either failed.
+#
+# Environment: PYTEST_ARGS (extra pytest arguments), INTEGRATION_TIMEOUT
+# (seconds per pytest run, default 480).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+export CHATD_STACK_DIR=var/test-stack PG_PORT=15432 PGBOUNCER_PORT=16432 REDIS_PORT=16379
+export CHATD_TEST_STACK_DIR=$REPO/$CHATD_STACK_DIR
+PY=/usr/bin/python3
+TIMEOUT=${INTEGRATION_TIMEOUT:-480}
+
+for bin in build/chatd build-asan/chatd; do
+  [[ -x $bin ]] || { echo "test-integration: $bin missing (make build build-asan)" >&2; exit 1; }
+done
+
+trap 'scripts/stack.sh stop' EXIT
+scripts/stack.sh start
+(
+  set -a
+  . "$CHATD_STACK_DIR/env"
+  exec build/chatd migrate
+)
+
+# sanitizer reports go to chatd's log, where the fixtures look for them
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+rc=0
+run() { # NAME BIN DB_PATH
+  echo "=== integration: $1 ($2, database path: $3) ==="
+  # SIGINT on timeout lets pytest tear its fixtures down (chatd processes, stack)
+  CHATD_BIN=$2 CHATD_TEST_DB_PATH=$3 timeout -s INT -k 30 "$TIMEOUT" \
+    "$PY" -m pytest -q tests/integration ${PYTEST_ARGS:-} || {
+    echo "=== integration: $1 FAILED ===" >&2
+    rc=1
+  }
+}
+run release build/chatd pooler
+run sanitizers build-asan/chatd direct
+exit $rc
