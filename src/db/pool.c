@@ -9,7 +9,6 @@
 #include "core/log.h"
 #include "core/metrics.h"
 
-#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -127,6 +126,7 @@ static const char msg_timeout[] = "timed out waiting for a database connection";
 static const char msg_unavailable[] = "no database connection could be made";
 static const char msg_lost[] = "the database connection was lost";
 static const char msg_shutdown[] = "the database pool is closing";
+static const char msg_bad_count[] = "a transaction needs 1 to 16 statements";
 
 static void conn_connect(conn_t *c);
 static void dispatch(chat_db_pool_t *pool);
@@ -867,51 +867,55 @@ static void busy_event(conn_t *c, int events)
         conn_broken(c, "poll_failed");
 }
 
+/*
+ * libuv stopped the handle on a socket error (POLLERR: a refused connect, a
+ * reset). Let libpq read the error so the log says why.
+ */
+static void poll_error(conn_t *c, uv_poll_t *h)
+{
+    c->poll_events = 0;
+    if (c->state == CONN_CONNECTING) {
+        connect_step(c);
+        /* libpq neither failed nor moved to another socket (next host): give up. */
+        if (c->state == CONN_CONNECTING && c->poll == h)
+            connect_failed(c, "poll_error");
+    } else if (is_up(c->state)) {
+        (void)PQconsumeInput(c->pg);
+        conn_broken(c, "poll_error");
+    }
+}
+
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     conn_t *c = h->data;
     chat_db_pool_t *pool = c->pool;
-    enum conn_state before = c->state;
     if (status < 0) {
-        /*
-         * libuv stopped the handle (POLLERR, e.g. a refused connect or a
-         * reset). Let libpq read the socket error so the log says why.
-         */
-        c->poll_events = 0;
-        events = UV_READABLE | UV_WRITABLE;
-    }
-    switch (c->state) {
-    case CONN_CONNECTING:
-        connect_step(c);
-        break;
-    case CONN_IDLE:
-        /*
-         * Nothing is expected: the server is going away (its FATAL message is
-         * parsed by PQisBusy and logged as a notice) or sent a ParameterStatus.
-         */
-        if (!PQconsumeInput(c->pg)) {
-            conn_broken(c, "server_closed");
+        poll_error(c, h);
+    } else {
+        switch (c->state) {
+        case CONN_CONNECTING:
+            connect_step(c);
+            break;
+        case CONN_IDLE:
+            /*
+             * Nothing is expected: the server is going away (its FATAL message
+             * is parsed by PQisBusy and logged as a notice) or sent a
+             * ParameterStatus.
+             */
+            if (!PQconsumeInput(c->pg)) {
+                conn_broken(c, "server_closed");
+                break;
+            }
+            (void)PQisBusy(c->pg);
+            if (PQstatus(c->pg) == CONNECTION_BAD)
+                conn_broken(c, "server_closed");
+            break;
+        case CONN_BUSY:
+            busy_event(c, events);
+            break;
+        default:
             break;
         }
-        (void)PQisBusy(c->pg);
-        if (PQstatus(c->pg) == CONNECTION_BAD)
-            conn_broken(c, "server_closed");
-        break;
-    case CONN_BUSY:
-        busy_event(c, events);
-        break;
-    default:
-        break;
-    }
-    if (status < 0 && c->state == before && c->poll == h) {
-        /*
-         * libpq neither failed nor moved to another socket (next host), but
-         * this one has an error: give up on it rather than spin.
-         */
-        if (before == CONN_CONNECTING)
-            connect_failed(c, "poll_error");
-        else if (is_up(before))
-            conn_broken(c, "poll_error");
     }
     dispatch(pool);
     maybe_finish_close(pool);
@@ -1005,10 +1009,12 @@ chat_db_pool_t *chat_db_pool_create(uv_loop_t *loop, const chat_db_pool_config_t
 void chat_db_pool_exec(chat_db_pool_t *pool, const chat_db_stmt_t *stmts, int n, int flags,
                        chat_db_cb cb, void *arg)
 {
-    assert(n >= 1 && n <= CHAT_DB_MAX_STMTS);
-    tx_t *tx = tx_new(stmts, n, flags, cb, arg);
+    int bad = n < 1 || n > CHAT_DB_MAX_STMTS;
+    tx_t *tx = tx_new(stmts, bad ? 0 : n, flags, cb, arg);
     pool->api_depth++;
-    if (pool->closing) {
+    if (bad) {
+        tx_complete(pool, tx, CHAT_DB_ERR_QUERY, msg_bad_count, NULL);
+    } else if (pool->closing) {
         tx_complete(pool, tx, CHAT_DB_ERR_SHUTDOWN, msg_shutdown, NULL);
     } else if (all_failed(pool)) {
         tx_complete(pool, tx, CHAT_DB_ERR_UNAVAILABLE, msg_unavailable, NULL);

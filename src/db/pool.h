@@ -72,15 +72,23 @@ enum chat_db_flags {
 };
 
 /**
- * Queues a transaction of n statements (1 <= n <= 16). cb fires exactly once,
- * later, never from inside this call. A connection that breaks is replaced
- * with back-off; work on it is retried once as the flags allow, otherwise
- * it fails with CHAT_DB_ERR_UNAVAILABLE.
+ * Queues a transaction of n statements (1 <= n <= 16; outside that range it
+ * fails with CHAT_DB_ERR_QUERY and no sqlstate). cb fires exactly once,
+ * later, never from inside this call. Parameters are copied here; the sql
+ * strings are not. A waiter still queued after queue_timeout_ms gets
+ * CHAT_DB_ERR_TIMEOUT. While no connection is up and the last connect attempt
+ * of every connection failed, transactions fail at once (and the queue is
+ * emptied) with CHAT_DB_ERR_UNAVAILABLE instead of waiting out the deadline.
+ * A connection that breaks is replaced with back-off; work on it is retried
+ * once as the flags allow, otherwise it fails with CHAT_DB_ERR_UNAVAILABLE.
  */
 void chat_db_pool_exec(chat_db_pool_t *pool, const chat_db_stmt_t *stmts, int n, int flags,
                        chat_db_cb cb, void *arg);
 
-/** True while at least one connection is up (or was up at the last attempt). */
+/**
+ * True while at least one connection is up, or the most recent connect
+ * attempt succeeded. False from creation until the first connection is up.
+ */
 int chat_db_pool_healthy(const chat_db_pool_t *pool);
 
 /** Most statements one transaction may hold. */

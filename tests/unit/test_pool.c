@@ -404,6 +404,30 @@ static void test_close_fails_waiters_and_finishes_in_flight(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static void test_bad_statement_count_fails_later(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    seen_t s = {0};
+    chat_db_pool_t *pool = fake_pool(&loop, 1, 60000);
+    fake_up(pool, 0);
+    tag_t t[2] = {{&s, 1}, {&s, 2}};
+    chat_db_stmt_t st[CHAT_DB_MAX_STMTS + 1];
+    for (int i = 0; i <= CHAT_DB_MAX_STMTS; i++)
+        st[i] = (chat_db_stmt_t){"SELECT 1", 0, NULL};
+    s.in_exec = 1;
+    chat_db_pool_exec(pool, st, 0, 0, record_cb, &t[0]);
+    chat_db_pool_exec(pool, st, CHAT_DB_MAX_STMTS + 1, 0, record_cb, &t[1]);
+    s.in_exec = 0;
+    assert_int_equal(nsent, 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.status[0], CHAT_DB_ERR_QUERY);
+    assert_int_equal(s.status[1], CHAT_DB_ERR_QUERY);
+    assert_string_equal(s.sqlstate[0], "");
+    close_and_drain(&loop, pool, &s);
+}
+
 static void stop_cb(uv_timer_t *t)
 {
     *(int *)t->data = 1;
@@ -598,6 +622,7 @@ int main(void)
         cmocka_unit_test(test_waiters_get_freed_connections_in_order),
         cmocka_unit_test(test_retry_once),
         cmocka_unit_test(test_close_fails_waiters_and_finishes_in_flight),
+        cmocka_unit_test(test_bad_statement_count_fails_later),
         cmocka_unit_test(test_no_server_fails_fast),
         cmocka_unit_test(test_real_server),
     };
