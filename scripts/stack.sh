@@ -23,6 +23,8 @@
 #   log/                    postgres.log, pgbouncer.log, redis.log
 #   secrets/                chat.password, chat_admin.password (mode 600, generated once)
 #   env                     what `env` prints (written by start)
+#   ports                   the ports of the last start: stop/status/env and a
+#                           later start use them unless the environment says otherwise
 #
 # Roles: `chat` (LOGIN, owns database `chat`; what chatd uses) and `chat_admin`
 # (the cluster's superuser, also PgBouncer's admin user; for tests and operators).
@@ -43,13 +45,19 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-PG_PORT=${PG_PORT:-5432}
-PGBOUNCER_PORT=${PGBOUNCER_PORT:-6432}
-REDIS_PORT=${REDIS_PORT:-6379}
 STACK_TIMEOUT=${STACK_TIMEOUT:-60}
 STACK_DIR=${CHATD_STACK_DIR:-var/stack}
 case $STACK_DIR in /*) ;; *) STACK_DIR=$REPO/$STACK_DIR ;; esac
 STACK_DIR=${STACK_DIR%/}
+# ports: the environment, else those of the last start of this stack, else the defaults
+if [[ -r $STACK_DIR/ports ]]; then
+  while IFS='=' read -r k v; do
+    case $k in PG_PORT | PGBOUNCER_PORT | REDIS_PORT) [[ -n ${!k:-} ]] || printf -v "$k" '%s' "$v" ;; esac
+  done <"$STACK_DIR/ports"
+fi
+PG_PORT=${PG_PORT:-5432}
+PGBOUNCER_PORT=${PGBOUNCER_PORT:-6432}
+REDIS_PORT=${REDIS_PORT:-6379}
 
 DB_NAME=chat
 APP_USER=chat
@@ -378,6 +386,7 @@ cmd_start() {
   install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D/run" "$D/log"
   install -d -m 700 "$D/secrets"
   [[ $(id -u) -ne 0 ]] || chown "$RUN_USER:" "$D/log" "$D/run"
+  printf 'PG_PORT=%s\nPGBOUNCER_PORT=%s\nREDIS_PORT=%s\n' "$PG_PORT" "$PGBOUNCER_PORT" "$REDIS_PORT" >"$D/ports"
   gen_secret "$D/secrets/$APP_USER.password"
   gen_secret "$D/secrets/$ADMIN_USER.password"
   pg_init
