@@ -9,6 +9,9 @@
 #include "core/log.h"
 #include "core/metrics.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,13 +19,16 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 5000
 #define NO_DEADLINE UINT64_MAX
+#define MAX_ADDRS 8
 
 typedef struct conn conn_t;
 typedef struct tx tx_t;
+typedef struct resolve resolve_t;
 
 /*
  * Who holds a connection in each state:
- *   CONNECTING  libpq (PQconnectPoll), with the connect-timeout timer armed;
+ *   CONNECTING  the resolver, then libpq (PQconnectPoll), with the
+ *               connect-timeout timer armed over both;
  *   IDLE        the pool's idle list, waiting to be lent;
  *   BUSY        one transaction (c->tx), until its Sync result is read;
  *   BACKOFF     the back-off timer: no PGconn, a reconnect is scheduled;
@@ -87,6 +93,7 @@ struct conn {
     dev_t sock_dev;
     ino_t sock_ino;
     int want_write;      /* PQflush left data to send */
+    resolve_t *resolve;  /* host name lookup in flight, while CONNECTING */
     uv_timer_t timer;    /* connect timeout (CONNECTING) or back-off (BACKOFF) */
     tx_t *tx;            /* while BUSY */
     int backoff_ms;
@@ -95,9 +102,21 @@ struct conn {
     int was_up;          /* connected before: the next success is a recovery */
 };
 
+/*
+ * A host name lookup on libuv's thread pool. libpq would call getaddrinfo()
+ * itself, blocking the loop; we resolve first and hand it hostaddr. If the
+ * connect gives up first, c is cleared and the answer is dropped.
+ */
+struct resolve {
+    uv_getaddrinfo_t req;
+    conn_t *c;
+    chat_db_pool_t *pool;
+};
+
 struct chat_db_pool {
     uv_loop_t *loop;
     char *conninfo;
+    char *resolve_host;      /* the host name to look up before connecting, or NULL */
     char *path_name;
     int size;
     int queue_timeout_ms;
@@ -109,7 +128,7 @@ struct chat_db_pool {
     uv_timer_t qtimer;       /* armed for the queue head's deadline */
     uint64_t qtimer_due;
     uv_idle_t defer;         /* delivers deferred completions */
-    int handles;             /* open uv handles; freed when 0 after close */
+    int handles;             /* open uv handles and requests; freed at 0 after close */
     int api_depth;           /* > 0 inside a public call: callbacks are deferred */
     int nup, nbusy, nfailed;
     int last_connect_ok;
@@ -494,6 +513,7 @@ static void handle_released(chat_db_pool_t *pool)
     void *arg = pool->close_arg;
     free(pool->conns);
     free(pool->conninfo);
+    free(pool->resolve_host);
     free(pool->path_name);
     free(pool);
     if (cb)
@@ -559,9 +579,17 @@ static int watch(conn_t *c, int events)
     return rc;
 }
 
-/* Closes the poll handle (before libpq closes its socket) and the PGconn. */
+/*
+ * Abandons a lookup in flight, closes the poll handle (before libpq closes
+ * its socket) and the PGconn.
+ */
 static void conn_drop(conn_t *c)
 {
+    if (c->resolve) {
+        c->resolve->c = NULL;
+        uv_cancel((uv_req_t *)&c->resolve->req);
+        c->resolve = NULL;
+    }
     poll_drop(c);
     PQfinish(c->pg);
     c->pg = NULL;
@@ -604,15 +632,15 @@ static void conn_backoff(conn_t *c)
     uv_timer_start(&c->timer, timer_cb, delay, 0);
 }
 
-/* A connect attempt failed: back off, and fail waiters fast if nothing is up. */
-static void connect_failed(conn_t *c, const char *reason)
+/*
+ * A connect attempt failed: back off, and fail waiters fast if nothing is up.
+ * why overrides libpq's message in the log.
+ */
+static void connect_failed_why(conn_t *c, const char *reason, const char *why)
 {
     chat_db_pool_t *pool = c->pool;
     char detail[512];
-    if (strcmp(reason, "connect_timeout") == 0)
-        snprintf(detail, sizeof detail, "no answer within %d ms", pool->connect_timeout_ms);
-    else
-        log_text(detail, sizeof detail, c->pg ? PQerrorMessage(c->pg) : "");
+    log_text(detail, sizeof detail, why ? why : c->pg ? PQerrorMessage(c->pg) : "");
     if (c->failures++ == 0)
         chat_log_warn("event=db_connect_failed path=%s conn=%d reason=%s detail=\"%s\"",
                       pool->path_name, c->id, reason, detail);
@@ -628,6 +656,11 @@ static void connect_failed(conn_t *c, const char *reason)
                       pool->path_name, pool->queue.count);
         fail_queue(pool, CHAT_DB_ERR_UNAVAILABLE, msg_unavailable, 1);
     }
+}
+
+static void connect_failed(conn_t *c, const char *reason)
+{
+    connect_failed_why(c, reason, NULL);
 }
 
 static void connected(conn_t *c)
@@ -656,19 +689,23 @@ static void connected(conn_t *c)
         connect_failed(c, "poll_failed");
 }
 
-static void conn_connect(conn_t *c)
+/*
+ * Starts libpq's non-blocking connect. hosts and addrs, when given, are
+ * matching comma-separated lists of the host name and its addresses.
+ */
+static void connect_start(conn_t *c, const char *hosts, const char *addrs)
 {
     chat_db_pool_t *pool = c->pool;
-    static const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *const vals[] = {pool->conninfo, "chatd", NULL};
+    const char *keys[] = {"dbname", "fallback_application_name", "host", "hostaddr", NULL};
+    const char *vals[] = {pool->conninfo, "chatd", hosts, addrs, NULL};
+    if (!addrs)
+        keys[2] = NULL;
     c->pg = PQconnectStartParams(keys, vals, 1);
     if (!c->pg) {
         chat_log_error("event=db_connect_oom path=%s", pool->path_name);
         abort();
     }
     PQsetNoticeProcessor(c->pg, notice_cb, c);
-    set_state(c, CONN_CONNECTING);
-    uv_timer_start(&c->timer, timer_cb, (uint64_t)pool->connect_timeout_ms, 0);
     if (PQstatus(c->pg) == CONNECTION_BAD) {
         connect_failed(c, "connect_failed");
         return;
@@ -676,6 +713,73 @@ static void conn_connect(conn_t *c)
     /* Before the first PQconnectPoll, wait as if it had said "writing". */
     if (poll_sync(c) != 0 || watch(c, UV_WRITABLE) != 0)
         connect_failed(c, "poll_failed");
+}
+
+static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    resolve_t *r = req->data;
+    chat_db_pool_t *pool = r->pool;
+    conn_t *c = r->c;
+    if (c) {
+        c->resolve = NULL;
+        char addrs[MAX_ADDRS * (INET6_ADDRSTRLEN + 1)] = "";
+        size_t hlen = strlen(pool->resolve_host) + 1;
+        char *hosts = chat_malloc(MAX_ADDRS * hlen + 1);
+        hosts[0] = '\0';
+        int n = 0;
+        for (struct addrinfo *a = status == 0 ? res : NULL; a && n < MAX_ADDRS; a = a->ai_next) {
+            char ip[INET6_ADDRSTRLEN];
+            const void *src = a->ai_family == AF_INET
+                                  ? (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr
+                                  : (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr;
+            if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+                !inet_ntop(a->ai_family, src, ip, sizeof ip))
+                continue;
+            snprintf(addrs + strlen(addrs), sizeof addrs - strlen(addrs), "%s%s", n ? "," : "", ip);
+            snprintf(hosts + strlen(hosts), MAX_ADDRS * hlen + 1 - strlen(hosts), "%s%s",
+                     n ? "," : "", pool->resolve_host);
+            n++;
+        }
+        if (n > 0) {
+            connect_start(c, hosts, addrs);
+        } else {
+            char why[300];
+            snprintf(why, sizeof why, "could not resolve '%s': %s", pool->resolve_host,
+                     status ? uv_strerror(status) : "no address");
+            connect_failed_why(c, "resolve_failed", why);
+        }
+        free(hosts);
+        dispatch(pool);
+        maybe_finish_close(pool);
+    }
+    uv_freeaddrinfo(res);
+    free(r);
+    handle_released(pool); /* the last thing: it may free the pool */
+}
+
+/* Starts a connect attempt: look the host name up first if libpq would block on it. */
+static void conn_connect(conn_t *c)
+{
+    chat_db_pool_t *pool = c->pool;
+    set_state(c, CONN_CONNECTING);
+    uv_timer_start(&c->timer, timer_cb, (uint64_t)pool->connect_timeout_ms, 0);
+    if (!pool->resolve_host) {
+        connect_start(c, NULL, NULL);
+        return;
+    }
+    resolve_t *r = chat_calloc(1, sizeof *r);
+    r->c = c;
+    r->pool = pool;
+    r->req.data = r;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc = uv_getaddrinfo(pool->loop, &r->req, resolved_cb, pool->resolve_host, NULL, &hints);
+    if (rc != 0) {
+        free(r);
+        connect_failed_why(c, "resolve_failed", uv_strerror(rc));
+        return;
+    }
+    pool->handles++;
+    c->resolve = r;
 }
 
 static void connect_step(conn_t *c)
@@ -925,8 +1029,11 @@ static void timer_cb(uv_timer_t *t)
 {
     conn_t *c = t->data;
     chat_db_pool_t *pool = c->pool;
-    if (c->state == CONN_CONNECTING)
-        connect_failed(c, "connect_timeout");
+    if (c->state == CONN_CONNECTING) {
+        char why[64];
+        snprintf(why, sizeof why, "no answer within %d ms", pool->connect_timeout_ms);
+        connect_failed_why(c, "connect_timeout", why);
+    }
     else if (c->state == CONN_BACKOFF)
         conn_connect(c);
     dispatch(pool);
@@ -963,12 +1070,46 @@ static void metrics_init(chat_db_pool_t *pool)
         "");
 }
 
+static int is_numeric_addr(const char *s)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/*
+ * The host name libpq would resolve with a blocking getaddrinfo(), or NULL:
+ * none for socket directories, numeric addresses, a given hostaddr, or a
+ * list of hosts (left to libpq). PGHOST from the environment is not seen.
+ */
+static char *host_to_resolve(const char *conninfo)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    PQfreemem(err);
+    if (!opts)
+        return NULL;
+    const char *host = NULL, *hostaddr = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+    }
+    char *name = NULL;
+    if (host && *host && !(hostaddr && *hostaddr) && host[0] != '/' && host[0] != '@' &&
+        !strchr(host, ',') && !is_numeric_addr(host))
+        name = chat_strdup(host);
+    PQconninfoFree(opts);
+    return name;
+}
+
 /* Everything but connecting, so unit tests can drive a pool without a server. */
 static chat_db_pool_t *pool_new(uv_loop_t *loop, const chat_db_pool_config_t *cfg)
 {
     chat_db_pool_t *pool = chat_calloc(1, sizeof *pool);
     pool->loop = loop;
     pool->conninfo = chat_strdup(cfg->conninfo ? cfg->conninfo : "");
+    pool->resolve_host = host_to_resolve(pool->conninfo);
     pool->path_name = chat_strdup(cfg->path_name ? cfg->path_name : "db");
     pool->size = cfg->size > 0 ? cfg->size : 1;
     pool->queue_timeout_ms = cfg->queue_timeout_ms;

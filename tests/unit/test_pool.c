@@ -223,6 +223,31 @@ static void test_params_copied(void **state)
     free(tx);
 }
 
+static void test_host_to_resolve(void **state)
+{
+    struct {
+        const char *conninfo, *want;
+    } cases[] = {
+        {"host=db.example port=5432", "db.example"},
+        {"postgresql://chatd@pgbouncer:6432/chatd", "pgbouncer"},
+        {"host=/tmp port=5432", NULL},
+        {"host=127.0.0.1", NULL},
+        {"postgresql://[::1]:5432/x", NULL},
+        {"host=db.example hostaddr=10.0.0.1", NULL},
+        {"host=a,b", NULL},
+        {"dbname=x", NULL},
+        {"not a conninfo '", NULL},
+    };
+    for (size_t i = 0; i < CHAT_ARRAY_LEN(cases); i++) {
+        char *got = host_to_resolve(cases[i].conninfo);
+        if (cases[i].want)
+            assert_string_equal(got, cases[i].want);
+        else
+            assert_null(got);
+        free(got);
+    }
+}
+
 /* ---- a pool without a server ---- */
 
 static void test_deadlines_time_out_in_order(void **state)
@@ -618,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_queue_fifo),
         cmocka_unit_test(test_queue_expiry_and_retry_order),
         cmocka_unit_test(test_params_copied),
+        cmocka_unit_test(test_host_to_resolve),
         cmocka_unit_test(test_deadlines_time_out_in_order),
         cmocka_unit_test(test_waiters_get_freed_connections_in_order),
         cmocka_unit_test(test_retry_once),
