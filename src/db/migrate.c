@@ -15,10 +15,9 @@
 /* Key of the transaction-scoped advisory lock that serialises migrators ("chatdmig"). */
 #define MIGRATE_LOCK_KEY "6368617464696d67"
 
-static const char create_table_sql[] =
-    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-    " version text PRIMARY KEY,"
-    " applied_at timestamptz NOT NULL DEFAULT now())";
+static const char create_table_sql[] = "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                       " version text PRIMARY KEY,"
+                                       " applied_at timestamptz NOT NULL DEFAULT now())";
 
 static const char lock_sql[] = "SELECT pg_advisory_xact_lock(x'" MIGRATE_LOCK_KEY "'::bigint)";
 
@@ -85,8 +84,8 @@ static int is_applied(PGconn *pg, const char *version, char *err, unsigned long 
 static int record(PGconn *pg, const char *version, char *err, unsigned long errlen)
 {
     const char *params[1] = {version};
-    PGresult *r = PQexecParams(pg, "INSERT INTO schema_migrations (version) VALUES ($1)", 1,
-                               NULL, params, NULL, NULL, 0);
+    PGresult *r = PQexecParams(pg, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, NULL,
+                               params, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
         set_err(err, errlen, "recording %s: %s", version,

@@ -58,21 +58,21 @@ struct tx {
     tx_t *prev, *next; /* links in the wait queue or the deferred list */
     enum tx_state state;
     int flags;
-    int retries;    /* times re-queued after its connection broke (at most 1) */
-    int observed;   /* queue wait already recorded in the histogram */
-    int n;          /* statements */
-    int expect;     /* statement whose results are being read; n = the Sync */
+    int retries;  /* times re-queued after its connection broke (at most 1) */
+    int observed; /* queue wait already recorded in the histogram */
+    int n;        /* statements */
+    int expect;   /* statement whose results are being read; n = the Sync */
     chat_db_cb cb;
     void *arg;
-    uint64_t deadline;  /* uv_now() ms after which a queued tx times out */
-    uint64_t enq_ns;    /* uv_hrtime() when it last entered the queue */
-    double queue_wait;  /* seconds spent queued so far */
+    uint64_t deadline; /* uv_now() ms after which a queued tx times out */
+    uint64_t enq_ns;   /* uv_hrtime() when it last entered the queue */
+    double queue_wait; /* seconds spent queued so far */
     int status;
-    const char *message;   /* for failures that are not a PGresult */
-    char *message_owned;   /* freed with the tx */
-    PGresult *error;       /* first failing result (also in res[]) */
+    const char *message; /* for failures that are not a PGresult */
+    char *message_owned; /* freed with the tx */
+    PGresult *error;     /* first failing result (also in res[]) */
     PGresult *res[CHAT_DB_MAX_STMTS];
-    tx_stmt_t stmts[];     /* followed by the copied params */
+    tx_stmt_t stmts[]; /* followed by the copied params */
 };
 
 /* Intrusive doubly linked FIFO of transactions, kept in deadline order. */
@@ -87,19 +87,19 @@ struct conn {
     enum conn_state state;
     conn_t *idle_next, *idle_prev; /* idle list links, while IDLE */
     PGconn *pg;
-    uv_poll_t *poll;     /* heap: a new one per socket; freed in its close callback */
+    uv_poll_t *poll; /* heap: a new one per socket; freed in its close callback */
     int poll_events;
-    int sock_fd;         /* the socket poll watches, identified by inode too */
+    int sock_fd; /* the socket poll watches, identified by inode too */
     dev_t sock_dev;
     ino_t sock_ino;
-    int want_write;      /* PQflush left data to send */
-    resolve_t *resolve;  /* host name lookup in flight, while CONNECTING */
-    uv_timer_t timer;    /* connect timeout (CONNECTING) or back-off (BACKOFF) */
-    tx_t *tx;            /* while BUSY */
+    int want_write;     /* PQflush left data to send */
+    resolve_t *resolve; /* host name lookup in flight, while CONNECTING */
+    uv_timer_t timer;   /* connect timeout (CONNECTING) or back-off (BACKOFF) */
+    tx_t *tx;           /* while BUSY */
     int backoff_ms;
-    int failed;          /* the last connect attempt failed */
-    int failures;        /* failed attempts since the last success */
-    int was_up;          /* connected before: the next success is a recovery */
+    int failed;   /* the last connect attempt failed */
+    int failures; /* failed attempts since the last success */
+    int was_up;   /* connected before: the next success is a recovery */
 };
 
 /*
@@ -116,20 +116,20 @@ struct resolve {
 struct chat_db_pool {
     uv_loop_t *loop;
     char *conninfo;
-    char *resolve_host;      /* the host name to look up before connecting, or NULL */
+    char *resolve_host; /* the host name to look up before connecting, or NULL */
     char *path_name;
     int size;
     int queue_timeout_ms;
     int connect_timeout_ms;
     conn_t *conns;
-    conn_t *idle;            /* idle list head (LIFO keeps few server connections hot) */
-    chat_db_queue_t queue;   /* waiters */
-    chat_db_queue_t done;    /* completions deferred to the idle handle */
-    uv_timer_t qtimer;       /* armed for the queue head's deadline */
+    conn_t *idle;          /* idle list head (LIFO keeps few server connections hot) */
+    chat_db_queue_t queue; /* waiters */
+    chat_db_queue_t done;  /* completions deferred to the idle handle */
+    uv_timer_t qtimer;     /* armed for the queue head's deadline */
     uint64_t qtimer_due;
-    uv_idle_t defer;         /* delivers deferred completions */
-    int handles;             /* open uv handles and requests; freed at 0 after close */
-    int api_depth;           /* > 0 inside a public call: callbacks are deferred */
+    uv_idle_t defer; /* delivers deferred completions */
+    int handles;     /* open uv handles and requests; freed at 0 after close */
+    int api_depth;   /* > 0 inside a public call: callbacks are deferred */
     int nup, nbusy, nfailed;
     int last_connect_ok;
     int closing, finishing;
@@ -485,7 +485,9 @@ static void log_text(char *dst, size_t cap, const char *src)
 {
     size_t n = 0;
     for (; src && *src && n + 1 < cap; src++)
-        dst[n++] = (*src == '"') ? '\'' : (*src == '\n' || *src == '\r' || *src == '\t') ? ' ' : *src;
+        dst[n++] = (*src == '"')                                    ? '\''
+                   : (*src == '\n' || *src == '\r' || *src == '\t') ? ' '
+                                                                    : *src;
     while (n > 0 && dst[n - 1] == ' ')
         n--;
     dst[n] = '\0';
@@ -829,7 +831,8 @@ static void conn_broken(conn_t *c, const char *reason)
                       tx->state != TX_SENDING);
         enqueue(pool, tx, 1);
     } else {
-        tx_complete(pool, tx, safe && pool->closing ? CHAT_DB_ERR_SHUTDOWN : CHAT_DB_ERR_UNAVAILABLE,
+        tx_complete(pool, tx,
+                    safe && pool->closing ? CHAT_DB_ERR_SHUTDOWN : CHAT_DB_ERR_UNAVAILABLE,
                     msg_lost, detail);
     }
 }
@@ -1033,8 +1036,7 @@ static void timer_cb(uv_timer_t *t)
         char why[64];
         snprintf(why, sizeof why, "no answer within %d ms", pool->connect_timeout_ms);
         connect_failed_why(c, "connect_timeout", why);
-    }
-    else if (c->state == CONN_BACKOFF)
+    } else if (c->state == CONN_BACKOFF)
         conn_connect(c);
     dispatch(pool);
     maybe_finish_close(pool);

@@ -18,7 +18,7 @@ typedef struct chat_db_pool chat_db_pool_t;
 
 /** One statement: SQL with $1.. placeholders and text parameters. */
 typedef struct chat_db_stmt {
-    const char *sql;           /* must outlive the transaction (a literal) */
+    const char *sql; /* must outlive the transaction (a literal) */
     int nparams;
     const char *const *params; /* copied at submit; NULL entry = SQL NULL */
 } chat_db_stmt_t;
@@ -32,12 +32,12 @@ enum chat_db_status {
 };
 
 typedef struct chat_db_result {
-    int status;              /* enum chat_db_status */
-    const char *sqlstate;    /* CHAT_DB_ERR_QUERY: five-character SQLSTATE, else NULL */
-    const char *message;     /* human text for logs (never sent to clients) */
-    PGresult *const *res;    /* one per statement when status == CHAT_DB_OK */
+    int status;           /* enum chat_db_status */
+    const char *sqlstate; /* CHAT_DB_ERR_QUERY: five-character SQLSTATE, else NULL */
+    const char *message;  /* human text for logs (never sent to clients) */
+    PGresult *const *res; /* one per statement when status == CHAT_DB_OK */
     int nres;
-    double queue_wait;       /* seconds spent waiting for a connection */
+    double queue_wait; /* seconds spent waiting for a connection */
 } chat_db_result_t;
 
 /**
@@ -47,11 +47,11 @@ typedef struct chat_db_result {
 typedef void (*chat_db_cb)(const chat_db_result_t *r, void *arg);
 
 typedef struct chat_db_pool_config {
-    const char *conninfo;    /* libpq URL or key=value string */
-    int size;                /* connections held by this pool */
-    int queue_timeout_ms;    /* deadline for a waiter */
-    int connect_timeout_ms;  /* longest time one connect may take */
-    const char *path_name;   /* "pooler" or "direct": label for logs and metrics */
+    const char *conninfo;   /* libpq URL or key=value string */
+    int size;               /* connections held by this pool */
+    int queue_timeout_ms;   /* deadline for a waiter */
+    int connect_timeout_ms; /* longest time one connect may take */
+    const char *path_name;  /* "pooler" or "direct": label for logs and metrics */
 } chat_db_pool_config_t;
 
 /**

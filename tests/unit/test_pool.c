@@ -23,7 +23,7 @@
 
 typedef struct seen {
     int n;
-    int order[MAX_SEEN];  /* the tag of each callback, in call order */
+    int order[MAX_SEEN]; /* the tag of each callback, in call order */
     int status[MAX_SEEN];
     double wait[MAX_SEEN];
     char sqlstate[MAX_SEEN][6];
