@@ -825,6 +825,10 @@ static void conn_broken(conn_t *c, const char *reason)
         return;
     int safe = tx->state == TX_SENDING || (tx->flags & CHAT_DB_RETRY_SENT);
     tx_clear_results(tx);
+    /*
+     * A retry keeps its first deadline: it goes to the front and is usually
+     * lent at once; if the pool is saturated it may time out from there.
+     */
     if (safe && tx->retries == 0 && !pool->closing) {
         tx->retries++;
         chat_log_info("event=db_tx_retry path=%s conn=%d sent=%d", pool->path_name, c->id,
@@ -869,7 +873,7 @@ static void lend(conn_t *c, tx_t *tx)
         conn_broken(c, "send_failed");
 }
 
-/* Hands queued transactions to idle connections, oldest first (tx already off the queue). */
+/* Hands queued transactions to idle connections, oldest first. */
 static void dispatch(chat_db_pool_t *pool)
 {
     while (!pool->closing && pool->queue.head && pool->idle)
