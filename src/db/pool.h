@@ -108,7 +108,9 @@ void chat_db_pool_stats(const chat_db_pool_t *pool, chat_db_pool_stats_t *out);
 /**
  * Closes the pool: waiters get CHAT_DB_ERR_SHUTDOWN, transactions in flight
  * finish, then connections close; cb fires when every handle is closed and the
- * pool is freed.
+ * pool is freed. No callback runs from inside this call. Until cb, exec still
+ * accepts calls and fails them (later) with CHAT_DB_ERR_SHUTDOWN. A statement
+ * that never returns holds the close up: bound it with statement_timeout.
  */
 void chat_db_pool_close(chat_db_pool_t *pool, void (*cb)(void *arg), void *arg);
 
