@@ -83,7 +83,8 @@ RUN_GROUP=$(id -gn "$RUN_USER")
 as_server() {
   local cmd='h=$(ulimit -Hn); if [ "$h" = unlimited ] || [ "$h" -gt 20000 ]; then h=20000; fi; ulimit -n "$h"; exec "$@"'
   if [[ $(id -u) -eq 0 ]]; then
-    runuser -u "$RUN_USER" -- sh -c "$cmd" sh "$@" 9>&-
+    # from / : the server user may not be allowed into the caller's directory
+    (cd / && runuser -u "$RUN_USER" -- sh -c "$cmd" sh "$@" 9>&-)
   else
     sh -c "$cmd" sh "$@" 9>&-
   fi
