@@ -199,8 +199,13 @@ pg_start() {
   install -m 600 -o "$RUN_USER" -g "$RUN_GROUP" "$REPO/deploy/postgres/postgresql.conf" "$D/pg/chatd.conf"
   install -m 600 -o "$RUN_USER" -g "$RUN_GROUP" "$REPO/deploy/postgres/pg_hba.conf" "$D/pg/pg_hba.conf"
   if pg_running; then
-    say "PostgreSQL already running on port $PG_PORT"
-    return
+    # line 4 of postmaster.pid is the port
+    if [[ $(sed -n 4p "$D/pg/postmaster.pid" 2>/dev/null) == "$PG_PORT" ]]; then
+      say "PostgreSQL already running on port $PG_PORT"
+      return
+    fi
+    say "PostgreSQL runs on another port; restarting on $PG_PORT"
+    pg_stop
   fi
   # a postmaster.pid left by a crash whose pid now belongs to something else
   local pid
@@ -297,6 +302,9 @@ pgb_config() {
 
 pgb_pid() { local p; p=$(pid_from "$D/run/pgbouncer.pid"); proc_is "$p" pgbouncer && echo "$p"; }
 
+# the port a running PgBouncer was started with (recorded next to its pid file)
+pgb_listen_port() { cat "$D/run/pgbouncer.port" 2>/dev/null || true; }
+
 pgb_ready() {
   PGPASSWORD=$(cat "$D/secrets/$APP_USER.password") PGCONNECT_TIMEOUT=3 \
     "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U "$APP_USER" -d "$DB_NAME" -c 'SELECT 1' 2>/dev/null | grep -qx 1
@@ -305,8 +313,12 @@ pgb_ready() {
 pgb_start() {
   pgb_config
   local pid
+  if pid=$(pgb_pid) && [[ $(pgb_listen_port) != "$PGBOUNCER_PORT" ]]; then
+    say "PgBouncer listens on another port; restarting on $PGBOUNCER_PORT"
+    pgb_stop
+  fi
   if pid=$(pgb_pid); then
-    # reload picks up a changed ini or userlist; ports need a restart
+    # reload picks up a changed ini or userlist
     kill -HUP "$pid"
     say "PgBouncer already running (pid $pid), reloaded"
   else
@@ -314,6 +326,7 @@ pgb_start() {
     port_busy "$PGBOUNCER_PORT" && die "port $PGBOUNCER_PORT is taken by another process (distro pgbouncer? run scripts/deps.sh, or set PGBOUNCER_PORT)"
     as_server /usr/sbin/pgbouncer -q -d "$(PGB_INI)" ||
       { tail -n 20 "$D/log/pgbouncer.log" >&2 2>/dev/null; die "PgBouncer did not start"; }
+    echo "$PGBOUNCER_PORT" >"$D/run/pgbouncer.port"
   fi
   wait_until "PgBouncer" pgb_ready ||
     { tail -n 20 "$D/log/pgbouncer.log" >&2 2>/dev/null; die "PgBouncer not ready after ${STACK_TIMEOUT}s"; }
@@ -327,7 +340,7 @@ pgb_stop() {
     wait_until "PgBouncer exit" eval "! kill -0 $pid" || kill -KILL "$pid" 2>/dev/null || true
     say "PgBouncer stopped"
   fi
-  rm -f "$D/run/pgbouncer.pid"
+  rm -f "$D/run/pgbouncer.pid" "$D/run/pgbouncer.port"
 }
 
 # ---------------------------------------------------------------------------
@@ -339,6 +352,10 @@ redis_start() {
   install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D/redis"
   install -m 600 -o "$RUN_USER" -g "$RUN_GROUP" "$REPO/deploy/redis/redis.conf" "$D/redis/redis.conf"
   local pid
+  if pid=$(redis_pid) && ! redis_ready; then
+    say "Redis does not answer on port $REDIS_PORT; restarting it there"
+    redis_stop
+  fi
   if pid=$(redis_pid); then
     say "Redis already running (pid $pid)"
   else
