@@ -8,7 +8,7 @@
 # when the first fails; the exit status is non-zero if either failed.
 #
 # Environment: PYTEST_ARGS (extra pytest arguments), INTEGRATION_TIMEOUT
-# (seconds per pytest run, default 480).
+# (seconds per pytest run, default 450).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,7 +17,7 @@ cd "$REPO"
 export CHATD_STACK_DIR=var/test-stack PG_PORT=15432 PGBOUNCER_PORT=16432 REDIS_PORT=16379
 export CHATD_TEST_STACK_DIR=$REPO/$CHATD_STACK_DIR
 PY=/usr/bin/python3
-TIMEOUT=${INTEGRATION_TIMEOUT:-480}
+TIMEOUT=${INTEGRATION_TIMEOUT:-450}
 
 for bin in build/chatd build-asan/chatd; do
   [[ -x $bin ]] || { echo "test-integration: $bin missing (make build build-asan)" >&2; exit 1; }
