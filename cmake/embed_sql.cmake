@@ -2,7 +2,7 @@
 # name, in chat_migrations[] (see src/db/migrate.h).
 file(GLOB files ${SQL_DIR}/*.sql)
 list(SORT files)
-set(body "/* Generated from sql/*.sql by cmake/embed_sql.cmake; do not edit. */\n#include \"db/migrate.h\"\n\nconst chat_migration_t chat_migrations[] = {\n")
+set(body "/* Generated from the files of sql/ by cmake/embed_sql.cmake; do not edit. */\n#include \"db/migrate.h\"\n\nconst chat_migration_t chat_migrations[] = {\n")
 set(count 0)
 foreach(f ${files})
   get_filename_component(name ${f} NAME)
