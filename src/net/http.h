@@ -68,6 +68,9 @@ typedef struct chat_http_server_config {
 chat_http_server_t *chat_http_server_create(uv_loop_t *loop, const chat_http_server_config_t *cfg,
                                             int *err);
 
+/** The port the server is bound to (useful with port 0), or -1. */
+int chat_http_server_port(chat_http_server_t *srv);
+
 /**
  * Graceful close: stops accepting, closes idle connections at once, lets
  * requests in flight finish (closing their connection after the response),
