@@ -552,10 +552,23 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return head_add(p, n);
 }
 
+/* RFC 9110 token characters: what a header name may hold. */
+static int is_token(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= ' ' || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch))
+            return 0;
+    }
+    return n > 0;
+}
+
 static int commit_header(conn_t *c)
 {
     if (!c->field.len)
         return 0;
+    if (!is_token(c->field.data, c->field.len))
+        return -1;
     req_t *r = c->cur;
     const char *v = c->value.data ? c->value.data : "";
     if (!strcasecmp(c->field.data, "authorization")) {
@@ -599,6 +612,8 @@ static int on_headers_complete(http_parser *p)
     if (c->last_was_value && commit_header(c) < 0)
         return fail(p, 400);
     c->last_was_value = 0;
+    if (p->http_major != 1)
+        return fail(p, 400); /* HTTP/1.0 and 1.1 only */
     req_t *r = c->cur;
     r->start = uv_hrtime();
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->cfg.max_body)
