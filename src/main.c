@@ -5,6 +5,7 @@
  * gracefully within the shutdown timeout. `chatd migrate` applies the schema.
  */
 #include "api/api.h"
+#include "cache/cache.h"
 #include "chat/chat.h"
 #include "core/alloc.h"
 #include "core/config.h"
@@ -54,11 +55,21 @@ static void worker_pool_closed(void *arg)
     uv_close((uv_handle_t *)&w->stop, NULL);
 }
 
+static void worker_cache_closed(void *arg)
+{
+    worker_t *w = arg;
+    w->ctx.cache = NULL;
+    chat_db_pool_close(w->db, worker_pool_closed, w);
+}
+
 static void worker_http_closed(void *arg)
 {
     worker_t *w = arg;
     w->http = NULL;
-    chat_db_pool_close(w->db, worker_pool_closed, w);
+    if (w->ctx.cache)
+        chat_cache_close(w->ctx.cache, worker_cache_closed, w);
+    else
+        worker_cache_closed(w);
 }
 
 static void worker_stop_cb(uv_async_t *h)
@@ -87,8 +98,22 @@ static void *worker_main(void *arg)
         .path_name = "pooler",
     };
     w->db = chat_db_pool_create(&w->loop, &pc);
+    w->ctx.loop = &w->loop;
     w->ctx.db = w->db;
     w->ctx.auth = chat_auth_cache_create();
+    w->ctx.members = chat_members_create();
+    w->ctx.fill_delay_ms = cfg.cache_fill_delay_ms;
+    if (cfg.enable_redis_cache) {
+        chat_cache_config_t cc = {
+            .redis_url = cfg.redis_url,
+            .cmd_timeout_ms = cfg.cache_timeout_ms,
+            .poll_info = w->index == 0,
+        };
+        char err[256];
+        w->ctx.cache = chat_cache_create(&w->loop, &cc, err, sizeof err);
+        if (!w->ctx.cache)
+            chat_log_error("event=cache_disabled reason=\"%s\"", err);
+    }
     w->api.ctx = &w->ctx;
     w->api.cfg = &cfg;
     chat_http_server_config_t hc = {
@@ -112,6 +137,7 @@ static void *worker_main(void *arg)
         worker_stop_cb(&w->stop);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     chat_auth_cache_destroy(w->ctx.auth);
+    chat_members_destroy(w->ctx.members);
     if (uv_loop_close(&w->loop) != 0)
         chat_log_warn("event=worker_loop_busy worker=%d", w->index);
     atomic_fetch_sub(&workers_running, 1);
@@ -218,6 +244,7 @@ static int serve(void)
                                        "path=\"direct\""),
                     0);
 
+    chat_cache_set_bypass(cfg.cache_bypass);
     main_loop = uv_default_loop();
     uv_async_init(main_loop, &worker_done, worker_done_cb);
     uv_signal_init(main_loop, &sigterm);

@@ -51,6 +51,14 @@ int chat_api_parse_history_query(const char *q, size_t len, chat_api_history_par
                                  const char **why);
 
 /**
+ * Finds parameter name in a query string and percent-decodes its value into
+ * out (size cap). Returns 1 when found, 0 when absent, -1 (with *why) when
+ * repeated, undecodable or too long.
+ */
+int chat_api_query_string(const char *q, size_t len, const char *name, char *out, size_t cap,
+                          const char **why);
+
+/**
  * Extracts the token of an "Authorization: Bearer <token>" value. Returns 0
  * with the token span, or -1 when the header is malformed.
  */

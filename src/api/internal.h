@@ -70,5 +70,8 @@ void chat_h_msg_count(chat_call_t *call);
 void chat_h_healthz(chat_call_t *call);
 void chat_h_readyz(chat_call_t *call);
 void chat_h_metrics(chat_call_t *call);
+void chat_h_cache_metrics(chat_call_t *call);
+void chat_h_cache_bypass(chat_call_t *call);
+void chat_h_cache_keys_delete(chat_call_t *call);
 
 #endif

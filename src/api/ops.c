@@ -2,6 +2,8 @@
  * Operations endpoints: liveness, readiness and the Prometheus exposition.
  */
 #include "api/internal.h"
+#include "cache/cache.h"
+#include "core/alloc.h"
 #include "core/metrics.h"
 
 #include <stdlib.h>
@@ -19,11 +21,11 @@ void chat_h_healthz(chat_call_t *call)
 void chat_h_readyz(chat_call_t *call)
 {
     int db_up = chat_db_pool_healthy(call->api->ctx->db);
-    /* The cache layer is not part of this build: reads always go to the database. */
-    const char *cache = "bypassed";
+    const char *cache = chat_cache_state(call->api->ctx->cache);
+    const char *status = !db_up ? "unavailable" : strcmp(cache, "down") ? "ready" : "degraded";
     chat_buf_t b = CHAT_BUF_INIT;
-    chat_buf_printf(&b, "{\"status\":\"%s\",\"db\":\"%s\",\"cache\":\"%s\"}",
-                    db_up ? "ready" : "unavailable", db_up ? "up" : "down", cache);
+    chat_buf_printf(&b, "{\"status\":\"%s\",\"db\":\"%s\",\"cache\":\"%s\"}", status,
+                    db_up ? "up" : "down", cache);
     size_t len;
     char *body = chat_buf_steal(&b, &len);
     chat_call_ok(call, db_up ? 200 : 503, body, len);
@@ -40,4 +42,75 @@ void chat_h_metrics(chat_call_t *call)
     req->data = NULL;
     chat_http_respond_owned(req, 200, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n",
                             body, len);
+}
+
+static char *cache_metrics_body(chat_api_t *api, size_t *len)
+{
+    chat_cache_totals_t t;
+    chat_cache_totals(api->ctx->cache, &t);
+    if (!api->ctx->cache)
+        t.bypass = true; /* ENABLE_REDIS_CACHE=false: every read goes to the database */
+    double lookups = t.hits + t.misses;
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_buf_printf(&b,
+                    "{\"hits\":%.0f,\"misses\":%.0f,\"hit_ratio\":%.6f,\"evictions\":%.0f,"
+                    "\"errors\":%.0f,\"bypass\":%s,\"healthy\":%s}",
+                    t.hits, t.misses, lookups > 0 ? t.hits / lookups : 0.0, t.evictions, t.errors,
+                    t.bypass ? "true" : "false", t.healthy ? "true" : "false");
+    return chat_buf_steal(&b, len);
+}
+
+void chat_h_cache_metrics(chat_call_t *call)
+{
+    size_t len;
+    char *body = cache_metrics_body(call->api, &len);
+    chat_call_ok(call, 200, body, len);
+}
+
+void chat_h_cache_bypass(chat_call_t *call)
+{
+    json_t *j = chat_call_json_object(call);
+    if (!j)
+        return;
+    json_t *v = json_object_get(j, "enabled");
+    if (!v || !json_is_boolean(v)) {
+        json_decref(j);
+        chat_call_error(call, 400, "bad_request", "enabled must be true or false", NULL);
+        return;
+    }
+    chat_cache_set_bypass(json_is_true(v));
+    json_decref(j);
+    size_t len;
+    char *body = cache_metrics_body(call->api, &len);
+    chat_call_ok(call, 200, body, len);
+}
+
+static void deleted_cb(long long n, void *arg)
+{
+    chat_call_t *call = arg;
+    if (n < 0) {
+        chat_call_fail(call, CHAT_ERR_UNAVAILABLE, "the cache is unavailable");
+        return;
+    }
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_buf_printf(&b, "{\"deleted\":%lld}", n);
+    size_t len;
+    char *body = chat_buf_steal(&b, &len);
+    chat_call_ok(call, 200, body, len);
+}
+
+void chat_h_cache_keys_delete(chat_call_t *call)
+{
+    char pattern[512];
+    const char *why = NULL;
+    if (chat_api_query_string(call->req->query, call->req->query_len, "pattern", pattern,
+                              sizeof pattern, &why) <= 0) {
+        chat_call_error(call, 400, "bad_request", why ? why : "pattern is required", NULL);
+        return;
+    }
+    if (!call->api->ctx->cache) {
+        chat_call_fail(call, CHAT_ERR_UNAVAILABLE, "the cache is disabled");
+        return;
+    }
+    chat_cache_delete_pattern(call->api->ctx->cache, pattern, deleted_cb, call);
 }

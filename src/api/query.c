@@ -123,3 +123,33 @@ int chat_api_parse_history_query(const char *q, size_t len, chat_api_history_par
     }
     return 0;
 }
+
+int chat_api_query_string(const char *q, size_t len, const char *name, char *out, size_t cap,
+                          const char **why)
+{
+    int found = 0;
+    size_t i = 0;
+    while (q && i < len) {
+        size_t start = i;
+        while (i < len && q[i] != '&')
+            i++;
+        size_t plen = i - start;
+        i++;
+        const char *p = q + start;
+        const char *eq = memchr(p, '=', plen);
+        size_t klen = eq ? (size_t)(eq - p) : plen;
+        char key[64];
+        if (plen == 0 || decode(p, klen, key, sizeof key) < 0 || strcmp(key, name) != 0)
+            continue;
+        if (found) {
+            *why = "a query parameter is repeated";
+            return -1;
+        }
+        found = 1;
+        if (!eq || decode(eq + 1, plen - klen - 1, out, cap) <= 0) {
+            *why = "a query parameter has no valid value";
+            return -1;
+        }
+    }
+    return found;
+}

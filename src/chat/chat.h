@@ -14,11 +14,17 @@
 #include <stdint.h>
 
 typedef struct chat_auth_cache chat_auth_cache_t;
+typedef struct chat_members chat_members_t;
+struct chat_cache;
 
 /** Per-worker context: everything an operation needs, owned by the worker. */
 typedef struct chat_ctx {
+    uv_loop_t *loop;
     chat_db_pool_t *db;
-    chat_auth_cache_t *auth; /* token hash -> user id, per worker */
+    chat_auth_cache_t *auth;  /* token hash -> user id, per worker */
+    chat_members_t *members;  /* (conversation, user) pairs proven members, per worker */
+    struct chat_cache *cache; /* NULL when the cache is disabled */
+    int fill_delay_ms;        /* fault injection: delay cache fills (tests only) */
 } chat_ctx_t;
 
 enum chat_status {
@@ -71,6 +77,10 @@ int chat_auth_equal(const char *a, size_t alen, const char *b, size_t blen);
  */
 typedef void (*chat_auth_cb)(int status, int64_t user_id, void *arg);
 void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_cb cb, void *arg);
+
+/** The per-worker memory of proven memberships (cached.c). */
+chat_members_t *chat_members_create(void);
+void chat_members_destroy(chat_members_t *s);
 
 /* ---- users (users.c) ---- */
 

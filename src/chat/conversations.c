@@ -4,6 +4,7 @@
  * conversation is told.
  */
 #include "chat/internal.h"
+#include "cache/cache.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -13,11 +14,13 @@
 struct conv_op {
     chat_reply_cb cb;
     void *arg;
+    chat_ctx_t *ctx;
+    int64_t conv;
 };
 
 static struct conv_op *op_new(chat_reply_cb cb, void *arg)
 {
-    struct conv_op *op = chat_malloc(sizeof *op);
+    struct conv_op *op = chat_calloc(1, sizeof *op);
     op->cb = cb;
     op->arg = arg;
     return op;
@@ -115,8 +118,10 @@ static void get_cb(const chat_db_result_t *r, void *arg)
     free(op);
 }
 
-void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
+static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb,
+                   void *arg)
 {
+    int64_t conv_id = *(const int64_t *)what;
     char a[24], b[24];
     const char *params[] = {chat_i64_str(a, conv_id), chat_i64_str(b, caller)};
     chat_db_stmt_t st = {"SELECT " CONV_COLUMNS " FROM conversations c "
@@ -124,6 +129,26 @@ void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_
                          "WHERE c.id = $1",
                          2, params};
     chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, get_cb, op_new(cb, arg));
+}
+
+void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
+{
+    if (!ctx->cache) {
+        get_db(ctx, caller, &conv_id, cb, arg);
+        return;
+    }
+    char prefix[CHAT_CACHE_KEY_MAX];
+    chat_cache_key_metadata(prefix, conv_id);
+    chat_cached_read(ctx, caller, CHAT_CACHE_METADATA, conv_id, prefix,
+                     chat_cache_ttl(CHAT_CACHE_METADATA, 0, 0), get_db, &conv_id, sizeof conv_id,
+                     cb, arg);
+}
+
+static void add_member_done(void *arg)
+{
+    struct conv_op *op = arg;
+    chat_reply_ok(op->cb, op->arg, CHAT_NO_CONTENT, NULL);
+    free(op);
 }
 
 static void add_member_cb(const chat_db_result_t *r, void *arg)
@@ -135,8 +160,11 @@ static void add_member_cb(const chat_db_result_t *r, void *arg)
         chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
     else if (chat_pg_i64(r->res[0], 0, 1) == 0)
         chat_reply_err(op->cb, op->arg, CHAT_ERR_INVALID, "user_id names no user");
-    else
-        chat_reply_ok(op->cb, op->arg, CHAT_NO_CONTENT, NULL);
+    else {
+        /* member_count is part of the cached metadata. */
+        chat_after_write(op->ctx, op->conv, add_member_done, op);
+        return;
+    }
     free(op);
 }
 
@@ -160,5 +188,8 @@ void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int6
         "  WHERE id = $1 AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
         "SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM u), (SELECT count(*) FROM upd)",
         3, params};
-    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, add_member_cb, op_new(cb, arg));
+    struct conv_op *op = op_new(cb, arg);
+    op->ctx = ctx;
+    op->conv = conv_id;
+    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, add_member_cb, op);
 }

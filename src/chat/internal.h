@@ -35,4 +35,26 @@ void chat_auth_hash_hex(const unsigned char hash[32], char out[CHAT_HASH_HEX_LEN
 /** Appends the message object built from columns col.. of a row (see messages.c). */
 void chat_encode_message(chat_buf_t *b, const PGresult *res, int row, int col);
 
+/**
+ * Loads a value from the database for a cached read: params is the copy
+ * given to chat_cached_read(); the reply's body is what gets cached.
+ */
+typedef void (*chat_loader_fn)(chat_ctx_t *ctx, int64_t caller, const void *params,
+                               chat_reply_cb cb, void *arg);
+
+/**
+ * Cache-aside read (cached.c): checks that caller is a member of conv (when
+ * conv > 0), then answers from the cache, or loads once per key with load
+ * and stores the answer for ttl seconds. Requires ctx->cache.
+ */
+void chat_cached_read(chat_ctx_t *ctx, int64_t caller, int kind, int64_t conv, const char *prefix,
+                      int ttl, chat_loader_fn load, const void *params, size_t params_size,
+                      chat_reply_cb cb, void *arg);
+
+/**
+ * After a committed write to conv: invalidates its cached data, then calls
+ * done. Without a cache, done is called at once.
+ */
+void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), void *arg);
+
 #endif

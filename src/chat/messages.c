@@ -3,6 +3,7 @@
  * index, and counts kept on the conversation row so they never scan.
  */
 #include "chat/internal.h"
+#include "cache/cache.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -38,6 +39,9 @@ struct msg_op {
     chat_reply_cb cb;
     void *arg;
     chat_ctx_t *ctx;
+    int64_t conv_id;
+    int status;          /* send: the answer to give once the cache is invalidated */
+    chat_buf_t body;     /* send: the message object */
     char conv[24], sender[24];
     char *client_msg_id; /* send only, owned */
     int limit, offset;   /* history only */
@@ -55,14 +59,28 @@ static struct msg_op *op_new(chat_ctx_t *ctx, chat_reply_cb cb, void *arg)
 static void op_free(struct msg_op *op)
 {
     free(op->client_msg_id);
+    chat_buf_dispose(&op->body);
     free(op);
 }
 
-static void reply_message(struct msg_op *op, int status, const PGresult *res)
+static void send_done(void *arg)
 {
-    chat_buf_t b = CHAT_BUF_INIT;
-    chat_encode_message(&b, res, 0, 0);
-    chat_reply_ok(op->cb, op->arg, status, &b);
+    struct msg_op *op = arg;
+    chat_reply_ok(op->cb, op->arg, op->status, &op->body);
+    op_free(op);
+}
+
+/*
+ * A send is acknowledged only after the conversation's cached data is
+ * invalidated, so no read that follows the answer can see an older page.
+ * A retry (200) invalidates too: the first attempt may have died between
+ * its commit and its invalidation.
+ */
+static void reply_message(struct msg_op *op, int status, const PGresult *res, int col)
+{
+    op->status = status;
+    chat_encode_message(&op->body, res, 0, col);
+    chat_after_write(op->ctx, op->conv_id, send_done, op);
 }
 
 static void existing_cb(const chat_db_result_t *r, void *arg)
@@ -73,8 +91,10 @@ static void existing_cb(const chat_db_result_t *r, void *arg)
     else if (PQntuples(r->res[0]) == 0)
         /* The row that made our insert a no-op is committed, so this cannot happen. */
         chat_reply_err(op->cb, op->arg, CHAT_ERR_UNAVAILABLE, "the message could not be stored");
-    else
-        reply_message(op, CHAT_OK, r->res[0]);
+    else {
+        reply_message(op, CHAT_OK, r->res[0], 0);
+        return;
+    }
     op_free(op);
 }
 
@@ -91,10 +111,7 @@ static void send_cb(const chat_db_result_t *r, void *arg)
         chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
         op_free(op);
     } else if (!PQgetisnull(res, 0, 1)) {
-        chat_buf_t b = CHAT_BUF_INIT;
-        chat_encode_message(&b, res, 0, 1);
-        chat_reply_ok(op->cb, op->arg, CHAT_CREATED, &b);
-        op_free(op);
+        reply_message(op, CHAT_CREATED, res, 1);
     } else {
         /*
          * The insert met an existing (sender, conversation, client_msg_id):
@@ -113,6 +130,7 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
                    size_t body_len, const char *client_msg_id, chat_reply_cb cb, void *arg)
 {
     struct msg_op *op = op_new(ctx, cb, arg);
+    op->conv_id = conv_id;
     chat_i64_str(op->conv, conv_id);
     chat_i64_str(op->sender, caller);
     if (client_msg_id)
@@ -180,9 +198,10 @@ static void history_cb(const chat_db_result_t *r, void *arg)
     op_free(op);
 }
 
-void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_t *q,
-                      chat_reply_cb cb, void *arg)
+static void history_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb,
+                       void *arg)
 {
+    const chat_history_query_t *q = what;
     struct msg_op *op = op_new(ctx, cb, arg);
     chat_i64_str(op->conv, q->conv_id);
     chat_i64_str(op->sender, caller);
@@ -207,6 +226,20 @@ void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_
     chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
 }
 
+void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_t *q,
+                      chat_reply_cb cb, void *arg)
+{
+    if (!ctx->cache) {
+        history_db(ctx, caller, q, cb, arg);
+        return;
+    }
+    char prefix[CHAT_CACHE_KEY_MAX];
+    chat_cache_key_history(prefix, q->conv_id, q->limit, q->offset, q->before_id);
+    chat_cached_read(ctx, caller, CHAT_CACHE_HISTORY, q->conv_id, prefix,
+                     chat_cache_ttl(CHAT_CACHE_HISTORY, q->offset, q->before_id), history_db, q,
+                     sizeof *q, cb, arg);
+}
+
 static void count_cb(const chat_db_result_t *r, void *arg)
 {
     struct msg_op *op = arg;
@@ -226,8 +259,10 @@ static void count_cb(const chat_db_result_t *r, void *arg)
     op_free(op);
 }
 
-void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
+static void count_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb,
+                     void *arg)
 {
+    int64_t conv_id = *(const int64_t *)what;
     struct msg_op *op = op_new(ctx, cb, arg);
     chat_i64_str(op->conv, conv_id);
     chat_i64_str(op->sender, caller);
@@ -237,4 +272,17 @@ void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply
                          "WHERE c.id = $1",
                          2, params};
     chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, count_cb, op);
+}
+
+void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
+{
+    if (!ctx->cache) {
+        count_db(ctx, caller, &conv_id, cb, arg);
+        return;
+    }
+    char prefix[CHAT_CACHE_KEY_MAX];
+    chat_cache_key_count(prefix, conv_id);
+    chat_cached_read(ctx, caller, CHAT_CACHE_COUNT, conv_id, prefix,
+                     chat_cache_ttl(CHAT_CACHE_COUNT, 0, 0), count_db, &conv_id, sizeof conv_id,
+                     cb, arg);
 }

@@ -2,6 +2,7 @@
  * Users: sign-up (which issues the user's token) and profiles.
  */
 #include "chat/internal.h"
+#include "cache/cache.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -89,8 +90,10 @@ static void get_cb(const chat_db_result_t *r, void *arg)
     free(op);
 }
 
-void chat_users_get(chat_ctx_t *ctx, int64_t id, chat_reply_cb cb, void *arg)
+static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb,
+                   void *arg)
 {
+    int64_t id = *(const int64_t *)what;
     struct user_op *op = chat_calloc(1, sizeof *op);
     op->cb = cb;
     op->arg = arg;
@@ -99,4 +102,17 @@ void chat_users_get(chat_ctx_t *ctx, int64_t id, chat_reply_cb cb, void *arg)
     chat_db_stmt_t st = {"SELECT id, name, " CHAT_SQL_TS("created_at") " FROM users WHERE id = $1",
                          1, params};
     chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, get_cb, op);
+}
+
+void chat_users_get(chat_ctx_t *ctx, int64_t id, chat_reply_cb cb, void *arg)
+{
+    if (!ctx->cache) {
+        get_db(ctx, 0, &id, cb, arg);
+        return;
+    }
+    char prefix[CHAT_CACHE_KEY_MAX];
+    chat_cache_key_profile(prefix, id);
+    /* Users never change once signed up: profiles need no version. */
+    chat_cached_read(ctx, 0, CHAT_CACHE_PROFILE, 0, prefix,
+                     chat_cache_ttl(CHAT_CACHE_PROFILE, 0, 0), get_db, &id, sizeof id, cb, arg);
 }

@@ -56,6 +56,10 @@ static const struct row rows[] = {
      T_SIGNUP, OFF(signup_open), 0, 0},
     {{"CHATD_ADMIN_TOKEN", "token for sign-up when closed and the cache admin endpoints", NULL},
      T_STR, OFF(admin_token), 0, 0},
+    {{"CHATD_CACHE_TIMEOUT_MS", "deadline of every Redis command; then the read goes to the database",
+      "50"}, T_INT, OFF(cache_timeout_ms), 1, 60000},
+    {{"CHATD_CACHE_FILL_DELAY_MS", "fault injection for tests: delay every cache fill by this", "0"},
+     T_INT, OFF(cache_fill_delay_ms), 0, 600000},
     {{"CHATD_LOG_LEVEL", "debug, info, warn or error (debug logs one line per request)", "info"},
      T_LOGLEVEL, OFF(log_level), 0, 0},
 };
@@ -155,6 +159,11 @@ int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *),
             break;
         }
         }
+    }
+    if (cfg->redis_url && strncmp(cfg->redis_url, "redis://", 8) != 0) {
+        snprintf(err, errlen, "REDIS_URL must look like redis://host:port[/db], got \"%s\"",
+                 cfg->redis_url);
+        return -1;
     }
     if (!cfg->database_url) {
         snprintf(err, errlen, "DATABASE_URL must not be empty");

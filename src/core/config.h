@@ -31,6 +31,8 @@ typedef struct chat_config {
     bool signup_open;          /* CHATD_SIGNUP: open / closed */
     char *admin_token;         /* CHATD_ADMIN_TOKEN, NULL if unset */
     int log_level;             /* CHATD_LOG_LEVEL */
+    int cache_timeout_ms;      /* CHATD_CACHE_TIMEOUT_MS */
+    int cache_fill_delay_ms;   /* CHATD_CACHE_FILL_DELAY_MS (fault injection for tests) */
 } chat_config_t;
 
 /** One row of the settings table, exported for the documentation test. */

@@ -1,0 +1,543 @@
+/*
+ * Cache-aside over Redis (see cache.h for the freshness scheme).
+ */
+#include "cache/cache.h"
+#include "cache/redis.h"
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#include <hiredis/hiredis.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * KEYS[1] epoch key, KEYS[2] (optional) version key; ARGV[1] key prefix,
+ * ARGV[2]/ARGV[3] fresh tokens used when the epoch/version is missing.
+ * Returns {full key, value or false}.
+ */
+static const char lookup_script[] =
+    "local e = redis.call('GET', KEYS[1]) "
+    "if not e then e = ARGV[2] redis.call('SET', KEYS[1], e) end "
+    "local k = ARGV[1] .. ':e' .. e "
+    "if KEYS[2] then "
+    "  local v = redis.call('GET', KEYS[2]) "
+    "  if not v then v = ARGV[3] redis.call('SET', KEYS[2], v) end "
+    "  k = k .. ':v' .. v "
+    "end "
+    "return {k, redis.call('GET', k)}";
+
+struct chat_cache {
+    uv_loop_t *loop;
+    chat_redis_t *redis;
+    chat_flights_t *flights;
+    uint64_t token_prefix;
+    uint64_t token_counter;
+    unsigned long clean_gen;  /* dirty generation this worker has cleaned */
+    int epoch_bump_inflight;
+    int was_healthy;          /* last sampled Redis health, counted in healthy_workers */
+    int poll_info;
+    uv_timer_t info_timer;
+    void (*close_cb)(void *);
+    void *close_arg;
+};
+
+static atomic_bool bypass;
+static atomic_ulong dirty_gen;
+static atomic_int healthy_workers;
+
+static struct {
+    chat_metric_t *hits[CHAT_CACHE_NKINDS];
+    chat_metric_t *misses[CHAT_CACHE_NKINDS];
+    chat_metric_t *errors;
+    chat_metric_t *hit_ratio;
+    chat_metric_t *bypass;
+    chat_metric_t *healthy;
+    chat_metric_t *evictions;
+} m;
+
+static void refresh_gauges(void *arg)
+{
+    double h = 0, mi = 0;
+    for (int k = 0; k < CHAT_CACHE_NKINDS; k++) {
+        h += chat_metric_value(m.hits[k]);
+        mi += chat_metric_value(m.misses[k]);
+    }
+    chat_metric_set(m.hit_ratio, h + mi > 0 ? h / (h + mi) : 0.0);
+    chat_metric_set(m.bypass, atomic_load(&bypass) ? 1 : 0);
+}
+
+static void metrics_init_once(void)
+{
+    chat_metric_family_t *hits =
+        chat_metrics_counter("chatd_cache_hits_total", "Cache lookups answered from Redis.");
+    chat_metric_family_t *misses = chat_metrics_counter(
+        "chatd_cache_misses_total", "Cache lookups that found nothing and went to the database.");
+    for (int k = 0; k < CHAT_CACHE_NKINDS; k++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "kind=\"%s\"", chat_cache_kind_name(k));
+        m.hits[k] = chat_metric_series(hits, labels);
+        m.misses[k] = chat_metric_series(misses, labels);
+    }
+    m.errors = chat_metric_series(
+        chat_metrics_counter("chatd_cache_errors_total",
+                             "Redis commands that failed, timed out or were refused."),
+        "");
+    m.hit_ratio = chat_metric_series(
+        chat_metrics_gauge("chatd_cache_hit_ratio", "Hits over lookups since start."), "");
+    m.bypass = chat_metric_series(
+        chat_metrics_gauge("chatd_cache_bypass", "1 while the cache is bypassed."), "");
+    m.healthy = chat_metric_series(
+        chat_metrics_gauge("chatd_cache_healthy", "Workers whose Redis connection is up."), "");
+    m.evictions = chat_metric_series(
+        chat_metrics_counter("chatd_cache_evictions_total",
+                             "Keys Redis evicted under maxmemory (INFO stats evicted_keys)."),
+        "");
+    chat_metrics_on_render(refresh_gauges, NULL);
+}
+
+static void metrics_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, metrics_init_once);
+}
+
+void chat_cache_set_bypass(bool on)
+{
+    metrics_init();
+    bool was = atomic_exchange(&bypass, on);
+    if (was != on)
+        chat_log_info("event=cache_bypass enabled=%s", on ? "true" : "false");
+    /*
+     * While bypassed, writes skip invalidation; the epoch must change before
+     * the cache is trusted again.
+     */
+    if (was && !on)
+        chat_cache_mark_dirty();
+    chat_metric_set(m.bypass, on ? 1 : 0);
+}
+
+bool chat_cache_bypassed(void)
+{
+    return atomic_load(&bypass);
+}
+
+void chat_cache_mark_dirty(void)
+{
+    atomic_fetch_add(&dirty_gen, 1);
+}
+
+/* A value never used before as an epoch or version: random prefix + counter. */
+static void new_token(chat_cache_t *c, char out[40])
+{
+    snprintf(out, 40, "%016llx%llx", (unsigned long long)c->token_prefix,
+             (unsigned long long)++c->token_counter);
+}
+
+/* ---- health sampling and INFO polling ---- */
+
+static int last_healthy_state(chat_cache_t *c);
+
+static void info_cb(int status, redisReply *reply, void *arg)
+{
+    if (status != CHAT_REDIS_OK || !reply || reply->type != REDIS_REPLY_STRING)
+        return;
+    const char *p = strstr(reply->str, "evicted_keys:");
+    if (p)
+        chat_metric_set(m.evictions, strtod(p + strlen("evicted_keys:"), NULL));
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    chat_cache_t *c = t->data;
+    last_healthy_state(c);
+    if (c->poll_info && chat_redis_healthy(c->redis)) {
+        const char *argv[] = {"INFO", "stats"};
+        chat_redis_command(c->redis, info_cb, c, 2, argv, NULL);
+    }
+}
+
+/* Samples this worker's Redis health into the process-wide gauge. */
+static int last_healthy_state(chat_cache_t *c)
+{
+    int h = chat_redis_healthy(c->redis) ? 1 : 0;
+    if (h != c->was_healthy) {
+        atomic_fetch_add(&healthy_workers, h ? 1 : -1);
+        chat_metric_set(m.healthy, atomic_load(&healthy_workers));
+        c->was_healthy = h;
+    }
+    return h;
+}
+
+chat_cache_t *chat_cache_create(uv_loop_t *loop, const chat_cache_config_t *cfg, char *err,
+                                size_t errlen)
+{
+    metrics_init();
+    chat_redis_config_t rc = {
+        .url = cfg->redis_url,
+        .cmd_timeout_ms = cfg->cmd_timeout_ms > 0 ? cfg->cmd_timeout_ms : 50,
+        .connect_timeout_ms = 200,
+        .retry_interval_ms = 500,
+        .max_pending = 20000,
+    };
+    chat_redis_t *r = chat_redis_create(loop, &rc, err, errlen);
+    if (!r)
+        return NULL;
+    chat_cache_t *c = chat_calloc(1, sizeof *c);
+    c->loop = loop;
+    c->redis = r;
+    c->flights = chat_flights_create();
+    c->poll_info = cfg->poll_info;
+    if (RAND_bytes((unsigned char *)&c->token_prefix, sizeof c->token_prefix) != 1)
+        c->token_prefix = (uint64_t)uv_hrtime() ^ ((uint64_t)(uintptr_t)c << 16);
+    c->clean_gen = atomic_load(&dirty_gen);
+    uv_timer_init(loop, &c->info_timer);
+    c->info_timer.data = c;
+    uv_timer_start(&c->info_timer, tick_cb, 1000, 1000);
+    return c;
+}
+
+static void redis_closed_cb(void *arg)
+{
+    chat_cache_t *c = arg;
+    void (*cb)(void *) = c->close_cb;
+    void *cb_arg = c->close_arg;
+    chat_flights_destroy(c->flights);
+    free(c);
+    if (cb)
+        cb(cb_arg);
+}
+
+static void timer_closed_cb(uv_handle_t *h)
+{
+    chat_cache_t *c = h->data;
+    chat_redis_close(c->redis, redis_closed_cb, c);
+}
+
+void chat_cache_close(chat_cache_t *c, void (*cb)(void *arg), void *arg)
+{
+    c->close_cb = cb;
+    c->close_arg = arg;
+    if (c->was_healthy) {
+        atomic_fetch_add(&healthy_workers, -1);
+        chat_metric_set(m.healthy, atomic_load(&healthy_workers));
+        c->was_healthy = 0;
+    }
+    uv_close((uv_handle_t *)&c->info_timer, timer_closed_cb);
+}
+
+const char *chat_cache_state(const chat_cache_t *c)
+{
+    if (!c || atomic_load(&bypass))
+        return "bypassed";
+    return chat_redis_healthy(c->redis) ? "up" : "down";
+}
+
+chat_flights_t *chat_cache_flights(chat_cache_t *c)
+{
+    return c->flights;
+}
+
+/* ---- the epoch ---- */
+
+struct epoch_op {
+    chat_cache_t *c;
+    unsigned long gen;
+};
+
+static void epoch_cb(int status, redisReply *reply, void *arg)
+{
+    struct epoch_op *op = arg;
+    op->c->epoch_bump_inflight = 0;
+    if (status == CHAT_REDIS_OK) {
+        op->c->clean_gen = op->gen;
+        chat_log_info("event=cache_epoch_changed");
+    }
+    free(op);
+}
+
+/*
+ * True when lookups may use the cache now. A dirty cache first gets a new
+ * epoch (one command in flight at a time); until Redis acknowledges it,
+ * reads go to the database.
+ */
+static int usable(chat_cache_t *c)
+{
+    if (atomic_load(&bypass) || !last_healthy_state(c))
+        return 0;
+    unsigned long gen = atomic_load(&dirty_gen);
+    if (gen == c->clean_gen)
+        return 1;
+    if (!c->epoch_bump_inflight) {
+        char token[40];
+        new_token(c, token);
+        const char *argv[] = {"SET", CHAT_CACHE_EPOCH_KEY, token};
+        struct epoch_op *op = chat_malloc(sizeof *op);
+        op->c = c;
+        op->gen = gen;
+        if (chat_redis_command(c->redis, epoch_cb, op, 3, argv, NULL) == 0)
+            c->epoch_bump_inflight = 1;
+        else
+            free(op);
+    }
+    return 0;
+}
+
+/* ---- lookups ---- */
+
+struct lookup_op {
+    chat_cache_t *c;
+    int kind;
+    chat_cache_lookup_cb cb;
+    void *arg;
+};
+
+static void lookup_cb(int status, redisReply *reply, void *arg)
+{
+    struct lookup_op *op = arg;
+    chat_cache_lookup_t r = {.status = CHAT_CACHE_ERROR};
+    if (status == CHAT_REDIS_OK && reply && reply->type == REDIS_REPLY_ARRAY &&
+        reply->elements == 2 && reply->element[0]->type == REDIS_REPLY_STRING) {
+        redisReply *v = reply->element[1];
+        if (v->type == REDIS_REPLY_STRING) {
+            r.status = CHAT_CACHE_HIT;
+            r.value = v->str;
+            r.len = v->len;
+            chat_metric_inc(m.hits[op->kind]);
+        } else {
+            r.status = CHAT_CACHE_MISS;
+            r.key = reply->element[0]->str;
+            chat_metric_inc(m.misses[op->kind]);
+        }
+    } else {
+        /* A failed lookup is a miss that must not fill. */
+        chat_metric_inc(m.misses[op->kind]);
+    }
+    op->cb(&r, op->arg);
+    free(op);
+}
+
+int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t conv_id,
+                      chat_cache_lookup_cb cb, void *arg)
+{
+    if (!c || !usable(c)) {
+        if (c && !atomic_load(&bypass))
+            chat_metric_inc(m.misses[kind]);
+        return -1;
+    }
+    char vkey[CHAT_CACHE_KEY_MAX], t1[40], t2[40];
+    new_token(c, t1);
+    new_token(c, t2);
+    const char *argv[8] = {"EVAL", lookup_script, conv_id > 0 ? "2" : "1", CHAT_CACHE_EPOCH_KEY};
+    int argc = 4;
+    if (conv_id > 0) {
+        chat_cache_key_version(vkey, conv_id);
+        argv[argc++] = vkey;
+    }
+    argv[argc++] = prefix;
+    argv[argc++] = t1;
+    argv[argc++] = t2;
+    struct lookup_op *op = chat_malloc(sizeof *op);
+    op->c = c;
+    op->kind = kind;
+    op->cb = cb;
+    op->arg = arg;
+    if (chat_redis_command(c->redis, lookup_cb, op, argc, argv, NULL) != 0) {
+        free(op);
+        chat_metric_inc(m.misses[kind]);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- fills and invalidation ---- */
+
+struct done_op {
+    void (*done)(void *);
+    void *arg;
+    int mark_dirty_on_error;
+};
+
+static void done_cb(int status, redisReply *reply, void *arg)
+{
+    struct done_op *op = arg;
+    if (status != CHAT_REDIS_OK && op->mark_dirty_on_error)
+        chat_cache_mark_dirty();
+    if (op->done)
+        op->done(op->arg);
+    free(op);
+}
+
+void chat_cache_fill(chat_cache_t *c, const char *key, const char *val, size_t len, int ttl,
+                     void (*done)(void *arg), void *arg)
+{
+    char ttlbuf[16];
+    snprintf(ttlbuf, sizeof ttlbuf, "%d", ttl);
+    const char *argv[] = {"SET", key, val, "EX", ttlbuf};
+    size_t argvlen[] = {3, strlen(key), len, 2, strlen(ttlbuf)};
+    struct done_op *op = chat_malloc(sizeof *op);
+    op->done = done;
+    op->arg = arg;
+    op->mark_dirty_on_error = 0;
+    if (chat_redis_command(c->redis, done_cb, op, 5, argv, argvlen) != 0) {
+        free(op);
+        if (done)
+            done(arg);
+    }
+}
+
+struct deferred {
+    uv_timer_t timer;
+    void (*done)(void *);
+    void *arg;
+};
+
+static void deferred_closed_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void deferred_fire_cb(uv_timer_t *t)
+{
+    struct deferred *d = t->data;
+    d->done(d->arg);
+    uv_close((uv_handle_t *)&d->timer, deferred_closed_cb);
+}
+
+/* Calls done on the next loop iteration. */
+static void defer(uv_loop_t *loop, void (*done)(void *), void *arg)
+{
+    struct deferred *d = chat_malloc(sizeof *d);
+    d->done = done;
+    d->arg = arg;
+    uv_timer_init(loop, &d->timer);
+    d->timer.data = d;
+    uv_timer_start(&d->timer, deferred_fire_cb, 0, 0);
+}
+
+void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(void *arg),
+                                void *arg)
+{
+    if (atomic_load(&bypass) || !chat_redis_healthy(c->redis)) {
+        /* Cannot invalidate now: older entries must not be trusted later. */
+        chat_cache_mark_dirty();
+        defer(c->loop, done, arg);
+        return;
+    }
+    char vkey[CHAT_CACHE_KEY_MAX], token[40];
+    chat_cache_key_version(vkey, conv_id);
+    new_token(c, token);
+    const char *argv[] = {"SET", vkey, token};
+    struct done_op *op = chat_malloc(sizeof *op);
+    op->done = done;
+    op->arg = arg;
+    op->mark_dirty_on_error = 1;
+    if (chat_redis_command(c->redis, done_cb, op, 3, argv, NULL) != 0) {
+        free(op);
+        chat_cache_mark_dirty();
+        defer(c->loop, done, arg);
+    }
+}
+
+void chat_cache_totals(chat_cache_t *c, chat_cache_totals_t *out)
+{
+    metrics_init();
+    memset(out, 0, sizeof *out);
+    for (int k = 0; k < CHAT_CACHE_NKINDS; k++) {
+        out->hits += chat_metric_value(m.hits[k]);
+        out->misses += chat_metric_value(m.misses[k]);
+    }
+    out->errors = chat_metric_value(m.errors);
+    out->evictions = chat_metric_value(m.evictions);
+    out->bypass = atomic_load(&bypass);
+    out->healthy = c && chat_redis_healthy(c->redis);
+}
+
+/* ---- operator deletion by pattern ---- */
+
+struct scan_op {
+    chat_cache_t *c;
+    char *pattern;
+    char cursor[32];
+    long long deleted;
+    void (*cb)(long long, void *);
+    void *arg;
+};
+
+static void scan_step(struct scan_op *op);
+
+static void scan_finish(struct scan_op *op, long long n)
+{
+    op->cb(n, op->arg);
+    free(op->pattern);
+    free(op);
+}
+
+static void unlink_cb(int status, redisReply *reply, void *arg)
+{
+    struct scan_op *op = arg;
+    if (status != CHAT_REDIS_OK || !reply || reply->type != REDIS_REPLY_INTEGER) {
+        scan_finish(op, -1);
+        return;
+    }
+    op->deleted += reply->integer;
+    if (!strcmp(op->cursor, "0"))
+        scan_finish(op, op->deleted);
+    else
+        scan_step(op);
+}
+
+static void scan_cb(int status, redisReply *reply, void *arg)
+{
+    struct scan_op *op = arg;
+    if (status != CHAT_REDIS_OK || !reply || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements != 2) {
+        scan_finish(op, -1);
+        return;
+    }
+    snprintf(op->cursor, sizeof op->cursor, "%s", reply->element[0]->str);
+    redisReply *keys = reply->element[1];
+    if (keys->elements == 0) {
+        if (!strcmp(op->cursor, "0"))
+            scan_finish(op, op->deleted);
+        else
+            scan_step(op);
+        return;
+    }
+    int argc = 1 + (int)keys->elements;
+    const char **argv = chat_malloc(sizeof *argv * (size_t)argc);
+    size_t *lens = chat_malloc(sizeof *lens * (size_t)argc);
+    argv[0] = "UNLINK";
+    lens[0] = 6;
+    for (size_t i = 0; i < keys->elements; i++) {
+        argv[1 + i] = keys->element[i]->str;
+        lens[1 + i] = keys->element[i]->len;
+    }
+    if (chat_redis_command(op->c->redis, unlink_cb, op, argc, argv, lens) != 0)
+        scan_finish(op, -1);
+    free(argv);
+    free(lens);
+}
+
+static void scan_step(struct scan_op *op)
+{
+    const char *argv[] = {"SCAN", op->cursor, "MATCH", op->pattern, "COUNT", "1000"};
+    if (chat_redis_command(op->c->redis, scan_cb, op, 6, argv, NULL) != 0)
+        scan_finish(op, -1);
+}
+
+void chat_cache_delete_pattern(chat_cache_t *c, const char *pattern,
+                               void (*cb)(long long deleted, void *arg), void *arg)
+{
+    struct scan_op *op = chat_calloc(1, sizeof *op);
+    op->c = c;
+    op->pattern = chat_strdup(pattern);
+    strcpy(op->cursor, "0");
+    op->cb = cb;
+    op->arg = arg;
+    scan_step(op);
+}
