@@ -24,7 +24,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdint.h>
@@ -76,6 +75,7 @@ struct chat_redis {
     cmd_t *head, *tail;       /* commands whose callback is owed, send order */
     size_t npending;          /* length of the FIFO */
     size_t nlive;             /* records alive in hiredis, owed or not */
+    int nhandles;             /* timers and poll handles not closed yet */
     int in_cb;                /* depth of hiredis callbacks on the stack */
     int consecutive_timeouts;
     int down_logged; /* redis_down logged since the last redis_up */
@@ -447,6 +447,103 @@ static void on_disconnect(const redisAsyncContext *cac, int status)
     r->in_cb--;
 }
 
+/* ---- event hooks ----
+ * Our own binding of hiredis to libuv instead of hiredis 0.14's
+ * adapters/libuv.h, which drops poll errors: libuv reports POLLERR (a refused
+ * connect, a reset connection) as status < 0 and stops the poll, and that
+ * adapter then returns without telling hiredis, so a refused connect looks
+ * like a connect timeout and a reset connection hangs until its commands time
+ * out. Here hiredis reads or writes anyway and so meets the error. The poll
+ * handles are counted in r->nhandles so that close waits for them.
+ */
+typedef struct evw {
+    uv_poll_t poll;
+    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+    chat_redis_t *r;
+    int events;
+} evw_t;
+
+static void handle_closed(chat_redis_t *r);
+
+static void ev_poll_cb(uv_poll_t *h, int status, int events)
+{
+    evw_t *w = h->data;
+    if (status < 0)
+        events = w->events; /* libuv has stopped the poll: let hiredis find out why */
+    if (w->ac && (events & UV_READABLE))
+        redisAsyncHandleRead(w->ac);
+    if (w->ac && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(w->ac);
+    if (status < 0 && w->ac && w->events)
+        uv_poll_start(&w->poll, w->events, ev_poll_cb);
+}
+
+static void ev_update(evw_t *w, int add, int del)
+{
+    w->events = (w->events | add) & ~del;
+    if (w->events)
+        uv_poll_start(&w->poll, w->events, ev_poll_cb);
+    else
+        uv_poll_stop(&w->poll);
+}
+
+static void ev_add_read(void *p)
+{
+    ev_update(p, UV_READABLE, 0);
+}
+
+static void ev_del_read(void *p)
+{
+    ev_update(p, 0, UV_READABLE);
+}
+
+static void ev_add_write(void *p)
+{
+    ev_update(p, UV_WRITABLE, 0);
+}
+
+static void ev_del_write(void *p)
+{
+    ev_update(p, 0, UV_WRITABLE);
+}
+
+static void ev_closed(uv_handle_t *h)
+{
+    evw_t *w = h->data;
+    chat_redis_t *r = w->r;
+    free(w);
+    handle_closed(r);
+}
+
+static void ev_cleanup(void *p)
+{
+    evw_t *w = p;
+    if (w->ac == NULL)
+        return; /* hiredis may clean up twice */
+    w->ac = NULL;
+    uv_close((uv_handle_t *)&w->poll, ev_closed);
+}
+
+static int ev_attach(chat_redis_t *r, redisAsyncContext *ac)
+{
+    evw_t *w = chat_calloc(1, sizeof *w);
+    if (uv_poll_init(r->loop, &w->poll, ac->c.fd) != 0) {
+        free(w);
+        return -1;
+    }
+    w->poll.data = w;
+    w->ac = ac;
+    w->r = r;
+    r->nhandles++;
+    ac->ev.data = w;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return 0;
+}
+
 /* ---- connecting ---- */
 
 static void start_connect(chat_redis_t *r)
@@ -463,10 +560,7 @@ static void start_connect(chat_redis_t *r)
         set_state(r, ST_DOWN, reason);
         return;
     }
-    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
-        /* The 0.14 adapter sets its hooks before it can fail: unset cleanup so
-         * the free does not run it on a NULL event structure. */
-        ac->ev.cleanup = NULL;
+    if (ev_attach(r, ac) != 0) {
         redisAsyncFree(ac);
         set_state(r, ST_DOWN, "cannot attach the connection to the loop");
         return;
@@ -480,24 +574,27 @@ static void start_connect(chat_redis_t *r)
 
 /* ---- closing ---- */
 
-static void on_cmd_timer_closed(uv_handle_t *h)
+/* Every handle's close callback ends here; the last one of a closing client
+ * frees it, so hiredis's poll handles are gone too when the caller hears. */
+static void handle_closed(chat_redis_t *r)
 {
-    chat_redis_t *r = h->data;
-    void (*cb)(void *) = r->close_cb;
-    void *arg = r->close_arg;
-    assert(r->nlive == 0 && r->npending == 0);
+    void (*cb)(void *);
+    void *arg;
+
+    if (--r->nhandles > 0 || r->state != ST_CLOSING)
+        return;
+    assert(r->nlive == 0 && r->npending == 0 && r->ac == NULL && r->dying == NULL);
+    cb = r->close_cb;
+    arg = r->close_arg;
     free(r->host);
     free(r);
     if (cb)
         cb(arg);
 }
 
-static void on_conn_timer_closed(uv_handle_t *h)
+static void on_timer_closed(uv_handle_t *h)
 {
-    chat_redis_t *r = h->data;
-    /* Closed one iteration after the contexts, so hiredis's poll handles
-     * are gone too when the caller's callback runs. */
-    uv_close((uv_handle_t *)&r->cmd_timer, on_cmd_timer_closed);
+    handle_closed(h->data);
 }
 
 static void finish_close(chat_redis_t *r)
@@ -510,7 +607,8 @@ static void finish_close(chat_redis_t *r)
         redisAsyncFree(ac); /* hands back every record, with NULL replies */
     }
     reap(r);
-    uv_close((uv_handle_t *)&r->conn_timer, on_conn_timer_closed);
+    uv_close((uv_handle_t *)&r->conn_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&r->cmd_timer, on_timer_closed);
 }
 
 /* ---- timers ---- */
@@ -606,6 +704,7 @@ chat_redis_t *chat_redis_create(uv_loop_t *loop, const chat_redis_config_t *cfg,
     uv_timer_init(loop, &r->cmd_timer);
     r->conn_timer.data = r;
     r->cmd_timer.data = r;
+    r->nhandles = 2;
     start_connect(r);
     return r;
 }

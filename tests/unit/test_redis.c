@@ -1,0 +1,678 @@
+/*
+ * Unit tests of cache/redis.c against a real redis-server that the tests
+ * start as a child on a private port (26380-26399), kill, restart and pause.
+ * Every test ends with the client closed and uv_loop_close() == 0.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cache/redis.c"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define REDIS_SERVER "/usr/bin/redis-server"
+#define PORT_LO 26380
+#define PORT_HI 26399
+
+static int g_port;   /* where our server listens */
+static pid_t g_pid;  /* our server, 0 when not running */
+static int g_in_call; /* set around chat_redis_command: a callback then is a bug */
+
+/* ---- the server ---- */
+
+static double ms_since(uint64_t t0)
+{
+    return (double)(uv_hrtime() - t0) / 1e6;
+}
+
+static int port_free(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int one = 1, ok, fd = socket(AF_INET, SOCK_STREAM, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+static int server_ping(int port)
+{
+    struct timeval tv = {0, 200000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    int ok = 0;
+    if (c && !c->err) {
+        redisReply *rep = redisCommand(c, "PING");
+        ok = rep && rep->type == REDIS_REPLY_STATUS;
+        if (rep)
+            freeReplyObject(rep);
+    }
+    if (c)
+        redisFree(c);
+    return ok;
+}
+
+/* Starts redis-server on port; 0 once it answers PING, -1 if it exited. */
+static int server_start(int port)
+{
+    char ps[16];
+    uint64_t t0 = uv_hrtime();
+    pid_t pid;
+
+    snprintf(ps, sizeof ps, "%d", port);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execl(REDIS_SERVER, "redis-server", "--port", ps, "--bind", "127.0.0.1", "--save", "",
+              "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", (char *)NULL);
+        _exit(127);
+    }
+    while (ms_since(t0) < 5000) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return -1; /* could not bind, most likely */
+        if (server_ping(port)) {
+            g_pid = pid;
+            return 0;
+        }
+        usleep(20000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+static void server_kill(void)
+{
+    if (g_pid > 0) {
+        kill(g_pid, SIGKILL);
+        waitpid(g_pid, NULL, 0);
+        g_pid = 0;
+    }
+}
+
+static int group_setup(void **state)
+{
+    if (access(REDIS_SERVER, X_OK) != 0) {
+        fprintf(stderr, "test_redis: %s not found; redis-server is a declared dependency "
+                        "(Debian package redis-server)\n", REDIS_SERVER);
+        return -1;
+    }
+    for (int p = PORT_LO; p <= PORT_HI; p++) {
+        if (port_free(p) && server_start(p) == 0) {
+            g_port = p;
+            return 0;
+        }
+    }
+    fprintf(stderr, "test_redis: no free port in %d-%d for redis-server\n", PORT_LO, PORT_HI);
+    return -1;
+}
+
+static int group_teardown(void **state)
+{
+    server_kill();
+    return 0;
+}
+
+/* A port in our range where nothing listens. */
+static int dead_port(void)
+{
+    for (int p = PORT_HI; p >= PORT_LO; p--)
+        if (p != g_port && port_free(p))
+            return p;
+    fail_msg("no free port");
+    return 0;
+}
+
+/* ---- the loop ---- */
+
+typedef struct env {
+    uv_loop_t loop;
+    uv_timer_t tick; /* keeps UV_RUN_ONCE from blocking forever */
+    chat_redis_t *r;
+    int close_called;
+    int closed;
+} env_t;
+
+static void on_tick(uv_timer_t *t)
+{
+}
+
+static chat_redis_t *mkclient(env_t *e, int port, int db, int cmd_timeout_ms, int max_pending)
+{
+    char url[64], err[256];
+    chat_redis_config_t cfg = {.url = url,
+                               .cmd_timeout_ms = cmd_timeout_ms,
+                               .connect_timeout_ms = 200,
+                               .retry_interval_ms = 200,
+                               .max_pending = max_pending};
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/%d", port, db);
+    e->r = chat_redis_create(&e->loop, &cfg, err, sizeof err);
+    assert_non_null(e->r);
+    return e->r;
+}
+
+static void env_init(env_t *e)
+{
+    memset(e, 0, sizeof *e);
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    uv_timer_init(&e->loop, &e->tick);
+    uv_timer_start(&e->tick, on_tick, 5, 5);
+}
+
+typedef int (*pred_fn)(void *arg);
+
+/* Runs the loop until pred(arg) holds or ms pass; returns pred(arg). */
+static int run_until(env_t *e, pred_fn pred, void *arg, int ms)
+{
+    uint64_t t0 = uv_hrtime();
+    while (!(pred && pred(arg)) && ms_since(t0) < ms)
+        uv_run(&e->loop, UV_RUN_ONCE);
+    return pred && pred(arg);
+}
+
+static int is_healthy(void *arg)
+{
+    return chat_redis_healthy(arg);
+}
+
+static void on_closed(void *arg)
+{
+    ((env_t *)arg)->closed++;
+}
+
+static void close_client(env_t *e)
+{
+    e->close_called = 1;
+    chat_redis_close(e->r, on_closed, e);
+}
+
+/* Closes the client (if still open) and the loop; both must end cleanly. */
+static void env_done(env_t *e)
+{
+    if (e->r && !e->close_called)
+        chat_redis_close(e->r, on_closed, e);
+    uv_close((uv_handle_t *)&e->tick, NULL);
+    assert_int_equal(uv_run(&e->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(e->closed, 1);
+    assert_int_equal(uv_loop_close(&e->loop), 0);
+}
+
+/* ---- recording callbacks ---- */
+
+typedef struct rec {
+    int calls;
+    int status;
+    int type;
+    long long integer;
+    char str[64];
+    uint64_t t_sent, t_done;
+    int *order; /* optional: appends idx here on completion */
+    int *norder;
+    int idx;
+} rec_t;
+
+static void rec_cb(int status, struct redisReply *reply, void *arg)
+{
+    rec_t *x = arg;
+    assert_false(g_in_call);
+    x->calls++;
+    x->status = status;
+    x->t_done = uv_hrtime();
+    x->type = reply ? reply->type : -1;
+    if (reply && reply->type == REDIS_REPLY_INTEGER)
+        x->integer = reply->integer;
+    if (reply && reply->str)
+        snprintf(x->str, sizeof x->str, "%.*s", (int)reply->len, reply->str);
+    if (x->order)
+        x->order[(*x->norder)++] = x->idx;
+    if (status != CHAT_REDIS_OK)
+        assert_true(status == CHAT_REDIS_ERR_REPLY ? reply != NULL : reply == NULL);
+}
+
+static int cmd(chat_redis_t *r, rec_t *x, int argc, const char **argv)
+{
+    int rc;
+    if (x) {
+        memset(x, 0, sizeof *x);
+        x->t_sent = uv_hrtime();
+    }
+    g_in_call = 1;
+    rc = chat_redis_command(r, x ? rec_cb : NULL, x, argc, argv, NULL);
+    g_in_call = 0;
+    return rc;
+}
+
+static int rec_done(void *arg)
+{
+    return ((rec_t *)arg)->calls > 0;
+}
+
+typedef struct many {
+    rec_t *v;
+    int n;
+} many_t;
+
+static int all_done(void *arg)
+{
+    many_t *m = arg;
+    for (int i = 0; i < m->n; i++)
+        if (m->v[i].calls == 0)
+            return 0;
+    return 1;
+}
+
+/* Runs one command to completion; returns its record. */
+static rec_t run_cmd(env_t *e, int argc, const char **argv)
+{
+    rec_t x;
+    assert_int_equal(cmd(e->r, &x, argc, argv), CHAT_REDIS_OK);
+    assert_true(run_until(e, rec_done, &x, 3000));
+    return x;
+}
+
+static double errors_total(void)
+{
+    return chat_metric_value(chat_metric_series(chat_metrics_counter("chatd_cache_errors_total", ""), ""));
+}
+
+/* ---- tests ---- */
+
+static void test_url(void **state)
+{
+    static const char *bad[] = {
+        "http://127.0.0.1:1", "redis://", "redis://:1", "redis://h:0", "redis://h:70000",
+        "redis://h:12ab", "redis://h:", "redis://h:1/x", "redis://u:p@h:1", "rediss://h:1",
+        "redis://[::1", "redis://h:1?db=2", "redis://h:1/1/2",
+    };
+    char err[256];
+    char *host;
+    int port, db;
+
+    for (size_t i = 0; i < CHAT_ARRAY_LEN(bad); i++) {
+        chat_redis_config_t cfg = {.url = bad[i]};
+        err[0] = '\0';
+        env_t e;
+        env_init(&e);
+        assert_null(chat_redis_create(&e.loop, &cfg, err, sizeof err));
+        assert_true(strlen(err) > 10);
+        e.closed = 1; /* nothing to close */
+        env_done(&e);
+    }
+    assert_int_equal(parse_url("redis://localhost", &host, &port, &db, err, sizeof err), 0);
+    assert_string_equal(host, "localhost");
+    assert_int_equal(port, 6379);
+    assert_int_equal(db, 0);
+    free(host);
+    assert_int_equal(parse_url("redis://10.1.2.3:7000/5", &host, &port, &db, err, sizeof err), 0);
+    assert_string_equal(host, "10.1.2.3");
+    assert_int_equal(port, 7000);
+    assert_int_equal(db, 5);
+    free(host);
+    assert_int_equal(parse_url("redis://[::1]:7001/", &host, &port, &db, err, sizeof err), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 7001);
+    assert_int_equal(db, 0);
+    free(host);
+}
+
+static void test_set_get(void **state)
+{
+    env_t e;
+    rec_t x;
+    const char *set[] = {"SET", "t:k", "hello"};
+    const char *get[] = {"GET", "t:k"};
+    const char *bad[] = {"NOSUCHCOMMAND"};
+    const char *nokey[] = {"GET", "t:missing"};
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, 1000, 0);
+    assert_false(chat_redis_healthy(e.r));
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+
+    x = run_cmd(&e, 3, set);
+    assert_int_equal(x.status, CHAT_REDIS_OK);
+    assert_string_equal(x.str, "OK");
+    x = run_cmd(&e, 2, get);
+    assert_int_equal(x.status, CHAT_REDIS_OK);
+    assert_int_equal(x.type, REDIS_REPLY_STRING);
+    assert_string_equal(x.str, "hello");
+    x = run_cmd(&e, 2, nokey);
+    assert_int_equal(x.status, CHAT_REDIS_OK);
+    assert_int_equal(x.type, REDIS_REPLY_NIL);
+
+    double before = errors_total();
+    x = run_cmd(&e, 1, bad);
+    assert_int_equal(x.status, CHAT_REDIS_ERR_REPLY);
+    assert_int_equal(x.type, REDIS_REPLY_ERROR);
+    assert_true(errors_total() == before + 1);
+
+    /* fire and forget */
+    assert_int_equal(cmd(e.r, NULL, 3, set), CHAT_REDIS_OK);
+    x = run_cmd(&e, 2, get);
+    assert_string_equal(x.str, "hello");
+    assert_int_equal(chat_redis_pending(e.r), 0);
+    env_done(&e);
+}
+
+static void test_select_db(void **state)
+{
+    env_t e;
+    rec_t x;
+    const char *set[] = {"SET", "t:db", "three"};
+    redisContext *c;
+    redisReply *rep;
+
+    env_init(&e);
+    mkclient(&e, g_port, 3, 1000, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    x = run_cmd(&e, 3, set);
+    assert_int_equal(x.status, CHAT_REDIS_OK);
+    env_done(&e);
+
+    c = redisConnect("127.0.0.1", g_port);
+    assert_true(c && !c->err);
+    rep = redisCommand(c, "EXISTS t:db");
+    assert_int_equal(rep->integer, 0); /* not in db 0 */
+    freeReplyObject(rep);
+    freeReplyObject(redisCommand(c, "SELECT 3"));
+    rep = redisCommand(c, "GET t:db");
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_string_equal(rep->str, "three");
+    freeReplyObject(rep);
+    redisFree(c);
+}
+
+#define NINCR 1000
+
+static void test_pipeline(void **state)
+{
+    env_t e;
+    rec_t *v = calloc(NINCR, sizeof *v);
+    int *order = calloc(NINCR, sizeof *order);
+    int norder = 0;
+    many_t m = {v, NINCR};
+    const char *del[] = {"DEL", "t:incr"};
+    const char *incr[] = {"INCR", "t:incr"};
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, 2000, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    run_cmd(&e, 2, del);
+    for (int i = 0; i < NINCR; i++) {
+        assert_int_equal(cmd(e.r, &v[i], 2, incr), CHAT_REDIS_OK);
+        v[i].order = order;
+        v[i].norder = &norder;
+        v[i].idx = i;
+    }
+    assert_int_equal(chat_redis_pending(e.r), NINCR);
+    assert_true(run_until(&e, all_done, &m, 5000));
+    assert_int_equal(norder, NINCR);
+    for (int i = 0; i < NINCR; i++) {
+        assert_int_equal(v[i].calls, 1);
+        assert_int_equal(v[i].status, CHAT_REDIS_OK);
+        assert_int_equal(v[i].integer, i + 1);
+        assert_int_equal(order[i], i);
+    }
+    assert_int_equal(chat_redis_pending(e.r), 0);
+    env_done(&e);
+    free(v);
+    free(order);
+}
+
+static void test_max_pending(void **state)
+{
+    env_t e;
+    rec_t v[4];
+    many_t m = {v, 3};
+    const char *get[] = {"GET", "t:k"};
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, 1000, 3);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(cmd(e.r, &v[i], 2, get), CHAT_REDIS_OK);
+    assert_int_equal(cmd(e.r, &v[3], 2, get), CHAT_REDIS_ERR_DOWN);
+    assert_true(run_until(&e, all_done, &m, 3000));
+    assert_int_equal(v[3].calls, 0);
+    assert_int_equal(cmd(e.r, &v[3], 2, get), CHAT_REDIS_OK);
+    assert_true(run_until(&e, rec_done, &v[3], 3000));
+    env_done(&e);
+}
+
+static void test_down_is_fast(void **state)
+{
+    env_t e;
+    rec_t x;
+    const char *get[] = {"GET", "t:k"};
+    double before = errors_total();
+
+    env_init(&e);
+    mkclient(&e, dead_port(), 0, 50, 0);
+    for (int round = 0; round < 2; round++) {
+        uint64_t t0 = uv_hrtime();
+        assert_int_equal(cmd(e.r, &x, 2, get), CHAT_REDIS_ERR_DOWN);
+        assert_true(ms_since(t0) < 5);
+        assert_int_equal(x.calls, 0);
+        assert_int_equal(chat_redis_pending(e.r), 0);
+        assert_int_equal(e.r->nlive, 0);
+        assert_false(chat_redis_healthy(e.r));
+        /* let a few probes fail in the background */
+        run_until(&e, NULL, NULL, 500);
+        /* between probes, or a probe on its way to being refused */
+        assert_true(e.r->state == ST_DOWN || e.r->state == ST_CONNECTING);
+    }
+    assert_int_equal(x.calls, 0);
+    assert_true(errors_total() >= before + 2);
+    env_done(&e);
+}
+
+#define NKILL 11
+
+static void test_kill_and_restart(void **state)
+{
+    env_t e;
+    rec_t v[NKILL], x;
+    many_t m = {v, NKILL};
+    const char *blpop[] = {"BLPOP", "t:nolist", "0"};
+    const char *get[] = {"GET", "t:k"};
+    const char *set[] = {"SET", "t:k", "again"};
+    uint64_t t0;
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, 3000, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    /* BLPOP holds the connection, so everything behind it is in flight. */
+    assert_int_equal(cmd(e.r, &v[0], 3, blpop), CHAT_REDIS_OK);
+    for (int i = 1; i < NKILL; i++)
+        assert_int_equal(cmd(e.r, &v[i], 2, get), CHAT_REDIS_OK);
+    run_until(&e, NULL, NULL, 100);
+    assert_int_equal(v[0].calls, 0);
+    server_kill();
+    assert_true(run_until(&e, all_done, &m, 2000));
+    for (int i = 0; i < NKILL; i++) {
+        assert_int_equal(v[i].calls, 1);
+        assert_int_equal(v[i].status, CHAT_REDIS_ERR_DISCONNECTED);
+    }
+    assert_false(chat_redis_healthy(e.r));
+    assert_int_equal(cmd(e.r, &x, 2, get), CHAT_REDIS_ERR_DOWN);
+    run_until(&e, NULL, NULL, 700); /* several failed probes, logged once */
+    assert_false(chat_redis_healthy(e.r));
+
+    assert_int_equal(server_start(g_port), 0);
+    t0 = uv_hrtime();
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    assert_true(ms_since(t0) < 5000);
+    x = run_cmd(&e, 3, set);
+    assert_int_equal(x.status, CHAT_REDIS_OK);
+    x = run_cmd(&e, 2, get);
+    assert_string_equal(x.str, "again");
+    run_until(&e, NULL, NULL, 50);
+    for (int i = 0; i < NKILL; i++)
+        assert_int_equal(v[i].calls, 1);
+    env_done(&e);
+}
+
+#define NBURST 30
+
+static void test_pause(void **state)
+{
+    env_t e;
+    rec_t v[NBURST], x;
+    many_t m = {v, NBURST};
+    const char *get[] = {"GET", "t:k"};
+    redisContext *c;
+    redisReply *rep;
+    uint64_t t_pause, t0;
+    const int timeout_ms = 50;
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, timeout_ms, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+
+    c = redisConnect("127.0.0.1", g_port);
+    assert_true(c && !c->err);
+    rep = redisCommand(c, "CLIENT PAUSE 2000");
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+    redisFree(c);
+    t_pause = uv_hrtime();
+
+    /* One by one: each costs one deadline, no more. */
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(cmd(e.r, &x, 2, get), CHAT_REDIS_OK);
+        assert_true(run_until(&e, rec_done, &x, 2000));
+        assert_int_equal(x.status, CHAT_REDIS_ERR_TIMEOUT);
+        double took = (double)(x.t_done - x.t_sent) / 1e6;
+        assert_true(took >= timeout_ms / 2);
+        assert_true(took < 10 * timeout_ms);
+    }
+    assert_true(chat_redis_healthy(e.r));
+    /* A burst past the consecutive-timeout limit trips the breaker. */
+    for (int i = 0; i < NBURST; i++)
+        assert_int_equal(cmd(e.r, &v[i], 2, get), CHAT_REDIS_OK);
+    assert_true(run_until(&e, all_done, &m, 2000));
+    for (int i = 0; i < NBURST; i++) {
+        assert_int_equal(v[i].calls, 1);
+        assert_int_equal(v[i].status, CHAT_REDIS_ERR_TIMEOUT);
+        assert_true((double)(v[i].t_done - v[i].t_sent) / 1e6 < 10 * timeout_ms);
+    }
+    assert_false(chat_redis_healthy(e.r));
+    t0 = uv_hrtime();
+    assert_int_equal(cmd(e.r, &x, 2, get), CHAT_REDIS_ERR_DOWN);
+    assert_true(ms_since(t0) < 5);
+    assert_int_equal(chat_redis_pending(e.r), 0);
+
+    /* Recovers by itself once the pause ends. */
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    assert_true(ms_since(t_pause) > 1500);
+    x = run_cmd(&e, 2, get);
+    assert_int_equal(x.status, CHAT_REDIS_OK);
+    run_until(&e, NULL, NULL, 50);
+    for (int i = 0; i < NBURST; i++)
+        assert_int_equal(v[i].calls, 1);
+    env_done(&e);
+}
+
+#define NCLOSE 6
+
+static void test_close_pending(void **state)
+{
+    env_t e;
+    rec_t v[NCLOSE], x;
+    const char *blpop[] = {"BLPOP", "t:nolist", "0"};
+    const char *get[] = {"GET", "t:k"};
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, 3000, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    assert_int_equal(cmd(e.r, &v[0], 3, blpop), CHAT_REDIS_OK);
+    for (int i = 1; i < NCLOSE; i++)
+        assert_int_equal(cmd(e.r, &v[i], 2, get), CHAT_REDIS_OK);
+    run_until(&e, NULL, NULL, 50);
+    close_client(&e);
+    for (int i = 0; i < NCLOSE; i++) {
+        assert_int_equal(v[i].calls, 1);
+        assert_int_equal(v[i].status, CHAT_REDIS_ERR_CLOSED);
+    }
+    assert_int_equal(cmd(e.r, &x, 2, get), CHAT_REDIS_ERR_DOWN);
+    assert_int_equal(e.closed, 0); /* the close callback comes later */
+    env_done(&e);
+}
+
+/* Closing from inside a reply callback: the rest get ERR_CLOSED, hiredis's
+ * context is freed on a later iteration, nothing runs twice. */
+typedef struct closer {
+    env_t *e;
+    rec_t *rest;
+    int n;
+    int calls;
+} closer_t;
+
+static void close_in_cb(int status, struct redisReply *reply, void *arg)
+{
+    closer_t *cl = arg;
+    cl->calls++;
+    assert_int_equal(status, CHAT_REDIS_OK);
+    close_client(cl->e);
+    for (int i = 0; i < cl->n; i++) {
+        assert_int_equal(cl->rest[i].calls, 1);
+        assert_int_equal(cl->rest[i].status, CHAT_REDIS_ERR_CLOSED);
+    }
+}
+
+static int closer_done(void *arg)
+{
+    return ((closer_t *)arg)->calls > 0;
+}
+
+static void test_close_in_callback(void **state)
+{
+    env_t e;
+    rec_t v[5];
+    closer_t cl = {&e, v, 5, 0};
+    const char *get[] = {"GET", "t:k"};
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, 3000, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    assert_int_equal(chat_redis_command(e.r, close_in_cb, &cl, 2, get, NULL), CHAT_REDIS_OK);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(cmd(e.r, &v[i], 2, get), CHAT_REDIS_OK);
+    assert_true(run_until(&e, closer_done, &cl, 3000));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(v[i].calls, 1);
+    env_done(&e);
+    assert_int_equal(cl.calls, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_url),
+        cmocka_unit_test(test_set_get),
+        cmocka_unit_test(test_select_db),
+        cmocka_unit_test(test_pipeline),
+        cmocka_unit_test(test_max_pending),
+        cmocka_unit_test(test_down_is_fast),
+        cmocka_unit_test(test_close_pending),
+        cmocka_unit_test(test_close_in_callback),
+        cmocka_unit_test(test_kill_and_restart),
+        cmocka_unit_test(test_pause),
+    };
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
