@@ -587,6 +587,57 @@ static void test_pause(void **state)
     env_done(&e);
 }
 
+/* A short pause: a few timeouts, below the trip limit; the late replies
+ * arrive afterwards and are dropped, the connection stays up. */
+static void test_late_replies(void **state)
+{
+    env_t e;
+    rec_t v[3], x;
+    const char *get[] = {"GET", "t:k"};
+    redisContext *c;
+    redisReply *rep;
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, 50, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    c = redisConnect("127.0.0.1", g_port);
+    assert_true(c && !c->err);
+    rep = redisCommand(c, "CLIENT PAUSE 300");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    redisFree(c);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(cmd(e.r, &v[i], 2, get), CHAT_REDIS_OK);
+        assert_true(run_until(&e, rec_done, &v[i], 2000));
+        assert_int_equal(v[i].status, CHAT_REDIS_ERR_TIMEOUT);
+    }
+    assert_int_equal(e.r->nlive, 3); /* the late replies are still owed by hiredis */
+    run_until(&e, NULL, NULL, 400);
+    assert_int_equal(e.r->nlive, 0);
+    assert_true(chat_redis_healthy(e.r));
+    x = run_cmd(&e, 2, get);
+    assert_int_equal(x.status, CHAT_REDIS_OK);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(v[i].calls, 1);
+    env_done(&e);
+}
+
+/* A handshake that fails (SELECT of a db the server lacks) keeps the circuit
+ * open; the connection is dropped from inside hiredis's callback, deferred. */
+static void test_handshake_error(void **state)
+{
+    env_t e;
+    rec_t x;
+    const char *get[] = {"GET", "t:k"};
+
+    env_init(&e);
+    mkclient(&e, g_port, 100, 50, 0);
+    run_until(&e, NULL, NULL, 700);
+    assert_false(chat_redis_healthy(e.r));
+    assert_int_equal(cmd(e.r, &x, 2, get), CHAT_REDIS_ERR_DOWN);
+    env_done(&e);
+}
+
 #define NCLOSE 6
 
 static void test_close_pending(void **state)
@@ -668,6 +719,8 @@ int main(void)
         cmocka_unit_test(test_pipeline),
         cmocka_unit_test(test_max_pending),
         cmocka_unit_test(test_down_is_fast),
+        cmocka_unit_test(test_late_replies),
+        cmocka_unit_test(test_handshake_error),
         cmocka_unit_test(test_close_pending),
         cmocka_unit_test(test_close_in_callback),
         cmocka_unit_test(test_kill_and_restart),
