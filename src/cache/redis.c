@@ -23,7 +23,6 @@
 #include "core/metrics.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdint.h>

@@ -59,7 +59,8 @@ enum {
 typedef void (*chat_redis_cb)(int status, struct redisReply *reply, void *arg);
 
 /**
- * Creates a client on loop and starts connecting in the background; the
+ * Creates a client on loop and starts connecting in the background (the host
+ * name is resolved synchronously on each connect attempt: prefer an IP); the
  * client is not healthy until the connection is up and has answered PING
  * (and SELECT first when the URL names a db > 0).
  * Returns NULL only when cfg->url is not a valid redis:// URL, with a
@@ -76,8 +77,9 @@ chat_redis_t *chat_redis_create(uv_loop_t *loop, const chat_redis_config_t *cfg,
  * disconnect or CHAT_REDIS_ERR_CLOSED. Returns CHAT_REDIS_ERR_DOWN when the
  * circuit is open, the connection not yet up, max_pending reached or the
  * client closing: nothing was sent, cb is never called, and the caller should
- * fall back to the database at once. Pub/sub commands (SUBSCRIBE, MONITOR)
- * are not supported on this connection.
+ * fall back to the database at once. The deadline counts from the loop's
+ * time (uv_now) of this iteration. Pub/sub commands (SUBSCRIBE, MONITOR) are
+ * not supported on this connection.
  */
 int chat_redis_command(chat_redis_t *r, chat_redis_cb cb, void *arg, int argc, const char **argv,
                        const size_t *argvlen);
