@@ -469,7 +469,8 @@ def test_idle_timeout_resets_on_activity(chatd_factory):
             assert_healthz(rs[0])
             n += 1
             time.sleep(0.3)
-        assert n >= 8
+        # Alive for three idle timeouts, a request every 0.3 s (plus its answer time).
+        assert n >= 5
     finally:
         s.close()
 
