@@ -5,6 +5,7 @@
 #   scripts/stack.sh stop     stop all three (idempotent)
 #   scripts/stack.sh status   say what runs (exit 0 when all three answer, 3 otherwise)
 #   scripts/stack.sh env      print shell lines: export DATABASE_URL=... (eval "$(...)")
+#   scripts/stack.sh reset-db empty database `chat` (drop, recreate) and Redis (make test does)
 #
 # Environment:
 #   CHATD_STACK_DIR  where the stack lives        (default var/stack, relative to the repo)
@@ -445,17 +446,39 @@ cmd_env() {
   grep -v '^#' "$D/env"
 }
 
+# drop and recreate database `chat` (empty, no schema) and empty Redis: `make test` starts each
+# run from the state CI starts from. PgBouncer's connections to it are killed
+# first and the database resumed afterwards.
+cmd_reset_db() {
+  resolve_dir check
+  [[ -n $D && -r $D/env ]] || die "stack not started ($STACK_DIR)"
+  pg_running || die "PostgreSQL is not running"
+  local pgb=
+  if pgb_pid >/dev/null; then pgb=1; fi
+  pgb_admin() {
+    PGPASSWORD=$(cat "$D/secrets/$ADMIN_USER.password") PGCONNECT_TIMEOUT=5 \
+      "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U "$ADMIN_USER" -d pgbouncer -c "$1" >/dev/null
+  }
+  [[ -z $pgb ]] || pgb_admin "KILL $DB_NAME"
+  admin_psql -d postgres -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null
+  pg_roles
+  [[ -z $pgb ]] || pgb_admin "RESUME $DB_NAME"
+  # cached rows of the old database must not answer for the new one
+  if redis_pid >/dev/null; then redis-cli -h 127.0.0.1 -p "$REDIS_PORT" flushall >/dev/null; fi
+  say "database $DB_NAME recreated (empty), Redis flushed"
+}
+
 # one stack command at a time per stack directory
 LOCK=/tmp/chatd-stack-$(path_hash "$STACK_DIR").lock
 case ${1:-} in
-  start | stop | status)
+  start | stop | status | reset-db)
     exec 9>"$LOCK"
     flock -w 300 9 || die "another stack.sh holds $LOCK"
-    "cmd_$1"
+    "cmd_${1//-/_}"
     ;;
   env) cmd_env ;;
   *)
-    echo "usage: $0 start|stop|status|env" >&2
+    echo "usage: $0 start|stop|status|env|reset-db" >&2
     exit 2
     ;;
 esac

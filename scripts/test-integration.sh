@@ -2,7 +2,7 @@
 # scripts/test-integration.sh — the integration half of `make test`.
 #
 # Starts the test stack (var/test-stack; PostgreSQL 15432, PgBouncer 16432,
-# Redis 16379), applies migrations with build/chatd, runs the pytest suite
+# Redis 16379), empties its database and Redis, applies migrations with build/chatd, runs the pytest suite
 # twice — the release build through PgBouncer, then the sanitizer build
 # straight to PostgreSQL — and always stops the stack. Both runs happen even
 # when the first fails; the exit status is non-zero if either failed.
@@ -31,6 +31,8 @@ done
 
 trap 'scripts/stack.sh stop' EXIT
 scripts/stack.sh start
+# every run starts from an empty database and cache, as on CI
+scripts/stack.sh reset-db
 (
   set -a
   . "$CHATD_STACK_DIR/env"
