@@ -43,7 +43,14 @@ struct chat_http_request {
     /* private fields follow in http.c */
 };
 
-/** Called once per complete request. Must eventually call chat_http_respond(). */
+/**
+ * Called once per complete request. Must eventually call chat_http_respond().
+ * Pipelined requests are handed over as they complete (up to 32 unanswered
+ * per connection), except around a request whose method is not safe (POST,
+ * PUT, PATCH, DELETE, ...): it is handed over only once every earlier request
+ * is answered, and later ones wait for its answer, so a pipelined read sees
+ * an earlier write. Answers always leave in request order.
+ */
 typedef void (*chat_http_handler_cb)(chat_http_request_t *req);
 
 typedef struct chat_http_server_config {
