@@ -24,7 +24,7 @@ STACK_DIR := var/stack
 LISTEN ?= 127.0.0.1:3000
 PIDFILE := var/chatd.pid
 
-.PHONY: all deps build build-asan run stop test unit integration bench format-check clean
+.PHONY: all deps build build-asan run stop test unit integration bench format-check clean monitor
 
 all: build
 
@@ -76,6 +76,11 @@ unit:
 
 integration:
 	scripts/test-integration.sh
+
+# Prometheus (127.0.0.1:19090), Alertmanager and exporters against the dev stack;
+# `scripts/monitor.sh stop` stops them
+monitor:
+	@scripts/monitor.sh start
 
 bench:
 	@if [ -x bench/run.sh ]; then exec bench/run.sh; \
