@@ -1119,8 +1119,13 @@ static void test_listen_errors_and_ipv6(void **state)
 /*
  * Heap held per idle keep-alive connection, measured with mallinfo2 while
  * the server runs with one malloc arena. Skipped under ASan, whose allocator
- * mallinfo does not see.
+ * mallinfo does not see. CHATD_TEST_IDLE_CONNS sets the count (1000).
  */
+static void many_cfg(chat_http_server_config_t *cfg)
+{
+    cfg->max_connections = 100000;
+}
+
 static void test_idle_connection_memory(void **state)
 {
     if (UNDER_ASAN) {
@@ -1132,10 +1137,12 @@ static void test_idle_connection_memory(void **state)
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
-    int n = 1000;
+    int n = getenv("CHATD_TEST_IDLE_CONNS") ? atoi(getenv("CHATD_TEST_IDLE_CONNS")) : 1000;
+    if (n < 2)
+        n = 2;
     if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)(2 * n + 64) > rl.rlim_cur)
         n = ((int)rl.rlim_cur - 64) / 2;
-    tserver_t *ts = server_start();
+    tserver_t *ts = server_start_with(many_cfg);
     cli_t *cs = chat_calloc((size_t)n, sizeof *cs);
     /* Warm up: one request so lazily created state (metrics, buffers) is there. */
     cli_open(&cs[0], ts->port);
