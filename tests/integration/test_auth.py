@@ -156,3 +156,20 @@ def test_token_of_one_user_cannot_act_as_another_on_the_same_connection(api, wor
         assert_error(r, 401, "unauthorized")
     finally:
         a.close()
+
+
+def test_token_in_query_string_is_not_a_credential(api, world):
+    """?token= is for WebSocket handshakes only; REST wants the Authorization header."""
+    a = world["a"]
+    r = api.req("GET", f"/api/v1/users/{a['id']}?token={a['token']}")
+    assert_error(r, 401, "unauthorized")
+    r = api.req("GET", f"/api/v1/conversations/{world['conv']['id']}?token={a['token']}")
+    assert_error(r, 401, "unauthorized")
+
+
+def test_bearer_scheme_is_case_insensitive(api, world):
+    """RFC 9110 section 11.1: the authentication scheme name is case-insensitive."""
+    a = world["a"]
+    for scheme in ("bearer", "BEARER", "BeArEr"):
+        r = api.req("GET", f"/api/v1/users/{a['id']}", headers={"Authorization": f"{scheme} {a['token']}"})
+        assert r.status_code == 200, f"{scheme}: {r.status_code} {r.content[:200]!r}"

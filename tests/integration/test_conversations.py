@@ -330,3 +330,25 @@ def test_member_count_fresh_after_add(api, users):
     for n, u in enumerate((b, c, d), start=2):
         assert api.add_member(a["token"], conv["id"], u["id"]).status_code == 204
         assert json_body(api.get_conversation(a["token"], conv["id"]), 200)["member_count"] == n
+
+
+def test_concurrent_adds_count_each_member_once(api, users, chatd):
+    """Twenty members added at once, each also added twice: member_count is exact."""
+    a = users[0]
+    newcomers = [api.signup() for _ in range(20)]
+    conv = api.create_conversation(a["token"], member_ids=[])
+
+    def add(u):
+        x = Api(chatd.base_url)
+        try:
+            return x.add_member(a["token"], conv["id"], u["id"]).status_code
+        finally:
+            x.close()
+
+    with ThreadPoolExecutor(20) as ex:
+        statuses = list(ex.map(add, newcomers + newcomers))
+    assert statuses == [204] * 40
+    got = json_body(api.get_conversation(a["token"], conv["id"]), 200)
+    assert got["member_count"] == 21
+    for u in newcomers[:3]:
+        assert json_body(api.get_conversation(u["token"], conv["id"]), 200)["member_count"] == 21

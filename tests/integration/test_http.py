@@ -4,6 +4,7 @@ malformed requests, HTTP/1.0, and the header and idle timeouts. Raw sockets."""
 import json
 import time
 
+import psycopg2
 import pytest
 
 from chatlib import (Api, connect, http_get, http_req, parse_responses, raw_assert_error, raw_request,
@@ -500,3 +501,98 @@ def test_expect_100_continue(chatd):
         s.close()
     rs, _ = parse_responses(buf)
     assert rs and rs[0].status == 201 and rs[0].json()["name"] == name, buf[:300]
+
+
+def test_keep_alive_survives_application_errors(chatd, w):
+    """404, 401, 422, 400 (bad JSON), 405 answers leave the connection open."""
+    s = connect(chatd.host, chatd.port)
+    try:
+        for data, status in [
+            (http_get("/nope"), 404),
+            (http_req("GET", f"/api/v1/users/{w['a']['id']}"), 401),
+            (http_req("POST", "/api/v1/users", body=json.dumps({"name": ""})), 422),
+            (http_req("POST", "/api/v1/users", body=b"{"), 400),
+            (http_req("DELETE", f"/api/v1/users/{w['a']['id']}", token=w["token"]), 405),
+            (http_get("/healthz"), 200),
+        ]:
+            s.sendall(data)
+            buf, eof = read_until(s, responses=1, timeout=5)
+            rs, _ = parse_responses(buf)
+            assert rs and rs[0].status == status, (status, buf[:200])
+            assert not eof, f"connection closed after a {status}"
+    finally:
+        s.close()
+
+
+def test_pipelined_large_responses_with_a_slow_reader(chatd, api, w):
+    """Ten ~400 KB answers pipelined to a client that reads late: all arrive, whole, in order."""
+    a = w["a"]
+    conv = api.create_conversation(a["token"])
+    body = "😀" * 4000
+    for _ in range(25):
+        api.send(a["token"], conv["id"], body)
+    req = http_req("GET", f"/api/v1/conversations/{conv['id']}/messages?limit=25", token=a["token"])
+    s = connect(chatd.host, chatd.port, timeout=30)
+    try:
+        s.sendall(req * 10 + http_get("/healthz"))
+        time.sleep(1.0)  # 4 MB of answers: the server meets a full socket buffer meanwhile
+        buf, _ = read_until(s, responses=11, timeout=30)
+    finally:
+        s.close()
+    rs, _ = parse_responses(buf)
+    assert len(rs) == 11
+    for r in rs[:10]:
+        assert r.status == 200
+        msgs = r.json()["messages"]
+        assert len(msgs) == 25 and all(m["body"] == body for m in msgs)
+    assert_healthz(rs[10])
+
+
+def test_timeouts_do_not_cut_a_request_in_flight(chatd_factory, db, stack):
+    """A request waiting on the database is not idle: short timeouts leave it alone."""
+    inst = chatd_factory(env={"CHATD_IDLE_TIMEOUT_MS": "500", "CHATD_HEADER_TIMEOUT_MS": "500",
+                              "CACHE_BYPASS": "true"})
+    x = Api(inst.base_url)
+    try:
+        a = x.signup()
+        c = x.create_conversation(a["token"])
+        m = x.send(a["token"], c["id"], "slow")
+        watcher = psycopg2.connect(stack.pg_admin_dsn)
+        watcher.autocommit = True
+        s = connect(inst.host, inst.port, timeout=15)
+        locked = False
+        try:
+            with db.cursor() as cur:
+                cur.execute("SET lock_timeout = '10s'")
+                cur.execute("BEGIN")
+                cur.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+                locked = True
+            s.sendall(http_req("GET", f"/api/v1/conversations/{c['id']}/messages", token=a["token"]))
+
+            def blocked():
+                with watcher.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                "AND usename <> current_user")
+                    return cur.fetchone()[0] > 0
+
+            deadline = time.monotonic() + 10
+            while not blocked():
+                assert time.monotonic() < deadline, "the request never reached the database"
+                time.sleep(0.02)
+            # Hold it well past both timeouts.
+            time.sleep(1.5)
+            with db.cursor() as cur:
+                cur.execute("ROLLBACK")
+                locked = False
+            buf, _ = read_until(s, responses=1, timeout=10)
+            rs, _ = parse_responses(buf)
+            assert rs and rs[0].status == 200, f"request cut by a timeout: {buf[:200]!r}"
+            assert rs[0].json()["messages"][0]["id"] == m["id"]
+        finally:
+            if locked:
+                with db.cursor() as cur:
+                    cur.execute("ROLLBACK")
+            s.close()
+            watcher.close()
+    finally:
+        x.close()

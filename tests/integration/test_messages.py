@@ -354,3 +354,66 @@ def test_freshness_of_older_pages(api, trio, conv):
     ids.append(new["id"])
     p = api.history(a["token"], conv["id"], limit=5, offset=5)
     assert [m["id"] for m in p["messages"]] == ids[::-1][5:10]
+
+
+def test_large_history_page(api, trio, conv):
+    """100 messages of 4,000 four-byte characters: a ~1.6 MB page arrives whole."""
+    a = trio[0]
+    bodies = [rand_chars(4000, 0x1F300, 0x1F5FF) for _ in range(100)]
+
+    def work(i):
+        x = Api(api.base_url)
+        try:
+            return x.send(a["token"], conv["id"], bodies[i])["id"]
+        finally:
+            x.close()
+
+    with ThreadPoolExecutor(8) as ex:
+        ids = list(ex.map(work, range(100)))
+    h = api.history(a["token"], conv["id"], limit=100)
+    assert len(h["messages"]) == 100
+    got = {m["id"]: m["body"] for m in h["messages"]}
+    assert all(got[i] == bodies[n] for n, i in enumerate(ids))
+
+
+# --- freshness across instances ------------------------------------------------------
+
+
+def test_freshness_across_instances(api, trio, chatd_factory):
+    """A send acknowledged by one instance is seen at once by another sharing the stack."""
+    other_inst = chatd_factory()
+    b_api = Api(other_inst.base_url)
+    try:
+        a, b, c = trio
+        conv = api.create_conversation(a["token"], member_ids=[b["id"]])
+        for i in range(15):
+            # Prime reads (and any caches) on instance B.
+            b_api.history(b["token"], conv["id"])
+            b_api.history(b["token"], conv["id"], limit=5, offset=1)
+            b_api.count(b["token"], conv["id"])
+            json_body(b_api.get_conversation(b["token"], conv["id"]), 200)
+
+            m = api.send(a["token"], conv["id"], f"x{i}")
+
+            h = b_api.history(b["token"], conv["id"])
+            assert h["messages"][0]["id"] == m["id"], f"instance B stale after send {i}"
+            assert b_api.count(b["token"], conv["id"]) == i + 1
+            meta = json_body(b_api.get_conversation(b["token"], conv["id"]), 200)
+            assert meta["last_message_at"] == m["created_at"]
+            if i >= 1:
+                p = b_api.history(b["token"], conv["id"], limit=5, offset=1)
+                assert p["messages"][0]["id"] != m["id"]
+                assert len(p["messages"]) == min(5, i)
+
+        # Membership: added on A, usable on B at once (after B said 404 to the outsider).
+        assert_error(b_api.get_conversation(c["token"], conv["id"]), 404, "not_found")
+        assert_error(b_api.history_raw(c["token"], conv["id"]), 404, "not_found")
+        assert api.add_member(a["token"], conv["id"], c["id"]).status_code == 204
+        got = json_body(b_api.get_conversation(c["token"], conv["id"]), 200)
+        assert got["member_count"] == 3
+        assert b_api.history(c["token"], conv["id"])["messages"][0]["conversation_id"] == conv["id"]
+        assert b_api.count(c["token"], conv["id"]) == 15
+        m = b_api.send(c["token"], conv["id"], "c via B")
+        assert api.history(a["token"], conv["id"])["messages"][0]["id"] == m["id"]
+    finally:
+        b_api.close()

@@ -140,6 +140,18 @@ def test_http_requests_total_labels_and_counting(api):
     assert any(lab.get("status") == "404" for lab, _ in m3.series("chatd_http_requests_total"))
 
 
+def test_route_label_does_not_grow_with_unknown_paths(api):
+    """Unknown paths do not each become a route label (bounded cardinality)."""
+    import uuid
+    junk = [uuid.uuid4().hex for _ in range(5)]
+    for j in junk:
+        assert api.req("GET", f"/{j}").status_code == 404
+        assert api.req("GET", f"/api/v1/conversations/{j}").status_code in (401, 404)
+    _, m = fetch(api)
+    labels = [lab for name, lab, _ in m.samples if name.startswith("chatd_http_")]
+    assert not any(j in v for lab in labels for v in lab.values() for j in junk), "raw paths in labels"
+
+
 def test_request_duration_histogram_has_route(api):
     api.req("GET", "/healthz")
     _, m = fetch(api)
