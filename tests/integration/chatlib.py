@@ -423,22 +423,35 @@ def read_until(sock, responses=None, timeout=5):
     Returns (bytes, eof) where eof says whether the peer closed (FIN or RST).
     """
     deadline = time.monotonic() + timeout
-    buf = b""
+    buf = bytearray()
+    pos = 0  # where the first response not yet seen complete starts
+    done = 0
     while True:
-        if responses is not None and count_complete(buf) >= responses:
-            return buf, False
+        if responses is not None:
+            while done < responses and pos < len(buf):
+                try:
+                    r, nxt = _parse_one(buf, pos)
+                except Incomplete:
+                    break
+                if r.header("content-length") is None and "chunked" not in (r.header("transfer-encoding") or "") \
+                        and r.status not in (204, 304):
+                    break  # close-delimited: complete only at EOF
+                done += 1
+                pos = nxt
+            if done >= responses:
+                return bytes(buf), False
         left = deadline - time.monotonic()
         if left <= 0:
-            return buf, False
+            return bytes(buf), False
         sock.settimeout(left)
         try:
-            chunk = sock.recv(65536)
+            chunk = sock.recv(262144)
         except socket.timeout:
-            return buf, False
+            return bytes(buf), False
         except ConnectionResetError:
-            return buf, True
+            return bytes(buf), True
         if not chunk:
-            return buf, True
+            return bytes(buf), True
         buf += chunk
 
 
