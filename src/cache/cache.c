@@ -40,6 +40,9 @@ struct chat_cache {
     unsigned long clean_gen;  /* dirty generation this worker has cleaned */
     int epoch_bump_inflight;
     int was_healthy;          /* last sampled Redis health, counted in healthy_workers */
+    int ever_up;              /* Redis answered at least once since start */
+    uint64_t created_ms;      /* loop time at creation */
+    int closing;
     int poll_info;
     uv_timer_t info_timer;
     void (*close_cb)(void *);
@@ -165,6 +168,8 @@ static void tick_cb(uv_timer_t *t)
 static int last_healthy_state(chat_cache_t *c)
 {
     int h = chat_redis_healthy(c->redis) ? 1 : 0;
+    if (h)
+        c->ever_up = 1;
     if (h != c->was_healthy) {
         atomic_fetch_add(&healthy_workers, h ? 1 : -1);
         chat_metric_set(m.healthy, atomic_load(&healthy_workers));
@@ -195,6 +200,7 @@ chat_cache_t *chat_cache_create(uv_loop_t *loop, const chat_cache_config_t *cfg,
     if (RAND_bytes((unsigned char *)&c->token_prefix, sizeof c->token_prefix) != 1)
         c->token_prefix = (uint64_t)uv_hrtime() ^ ((uint64_t)(uintptr_t)c << 16);
     c->clean_gen = atomic_load(&dirty_gen);
+    c->created_ms = uv_now(loop);
     uv_timer_init(loop, &c->info_timer);
     c->info_timer.data = c;
     uv_timer_start(&c->info_timer, tick_cb, 1000, 1000);
@@ -220,6 +226,7 @@ static void timer_closed_cb(uv_handle_t *h)
 
 void chat_cache_close(chat_cache_t *c, void (*cb)(void *arg), void *arg)
 {
+    c->closing = 1;
     c->close_cb = cb;
     c->close_arg = arg;
     if (c->was_healthy) {
@@ -419,10 +426,51 @@ static void defer(uv_loop_t *loop, void (*done)(void *), void *arg)
     uv_timer_start(&d->timer, deferred_fire_cb, 0, 0);
 }
 
+/* How long after start a write waits for the first Redis connection to invalidate. */
+#define STARTUP_WAIT_MS 1000
+#define STARTUP_RETRY_MS 10
+
+struct retry {
+    uv_timer_t timer;
+    chat_cache_t *c;
+    int64_t conv_id;
+    void (*done)(void *);
+    void *arg;
+};
+
+static void retry_closed_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void retry_fire_cb(uv_timer_t *t)
+{
+    struct retry *r = t->data;
+    chat_cache_invalidate_conv(r->c, r->conv_id, r->done, r->arg);
+    uv_close((uv_handle_t *)&r->timer, retry_closed_cb);
+}
+
 void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(void *arg),
                                 void *arg)
 {
-    if (atomic_load(&bypass) || !chat_redis_healthy(c->redis)) {
+    if (!atomic_load(&bypass) && !c->closing && !last_healthy_state(c) && !c->ever_up &&
+        uv_now(c->loop) - c->created_ms < STARTUP_WAIT_MS) {
+        /*
+         * Just started and Redis not connected yet: other instances may hold
+         * entries of this conversation, so wait briefly for the connection
+         * rather than acknowledge a write nobody invalidated.
+         */
+        struct retry *r = chat_malloc(sizeof *r);
+        r->c = c;
+        r->conv_id = conv_id;
+        r->done = done;
+        r->arg = arg;
+        uv_timer_init(c->loop, &r->timer);
+        r->timer.data = r;
+        uv_timer_start(&r->timer, retry_fire_cb, STARTUP_RETRY_MS, 0);
+        return;
+    }
+    if (atomic_load(&bypass) || c->closing || !chat_redis_healthy(c->redis)) {
         /* Cannot invalidate now: older entries must not be trusted later. */
         chat_cache_mark_dirty();
         defer(c->loop, done, arg);

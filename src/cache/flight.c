@@ -45,6 +45,17 @@ chat_flights_t *chat_flights_create(void)
 
 void chat_flights_destroy(chat_flights_t *f)
 {
+    /* Landed flights whose fill never completed may remain; nobody waits on them. */
+    for (int i = 0; i < NBUCKETS; i++) {
+        flight_t *fl = f->buckets[i];
+        while (fl) {
+            flight_t *next = fl->next;
+            free(fl->key);
+            free(fl->val);
+            free(fl);
+            fl = next;
+        }
+    }
     free(f);
 }
 

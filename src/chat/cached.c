@@ -154,7 +154,10 @@ static void fill_now(chat_ctx_t *ctx, char *key_owned, const char *val, size_t l
 static void delayed_fill_cb(uv_timer_t *t)
 {
     struct delayed_fill *d = t->data;
-    fill_now(d->ctx, d->key, d->val, d->len, d->ttl);
+    if (d->ctx->cache)
+        fill_now(d->ctx, d->key, d->val, d->len, d->ttl);
+    else
+        free(d->key); /* shut down meanwhile: nothing to fill */
     uv_close((uv_handle_t *)&d->timer, delayed_fill_closed_cb);
 }
 
