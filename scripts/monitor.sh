@@ -109,7 +109,8 @@ launch() { # NAME PORT READY-URL BINARY ARGS... — start in the background unle
   fi
   printf '%s' "$bin" >"$MON/run/$name.bin"
   # setsid: not in the caller's process group, so Ctrl-C in that shell leaves it running
-  setsid "$bin" "$@" </dev/null >>"$MON/log/$name.log" 2>&1 &
+  # 9>&-: the children must not hold the lock of this script
+  setsid "$bin" "$@" </dev/null >>"$MON/log/$name.log" 2>&1 9>&- &
   echo $! >"$MON/run/$name.pid"
   wait_http "$name" "$url" || return 1
   say "$name on http://127.0.0.1:$port (pid $(pid_of "$name"))"

@@ -1,0 +1,138 @@
+"""chatload (tools/chatload): the scheduler against a tiny threaded HTTP
+server, and a short seed + two-stage smoke run against a real chatd.
+Timing targets are never asserted here; they are the benchmark's to report."""
+import json
+import os
+import socket
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def chatload_bin():
+    p = Path(os.environ.get("CHATLOAD_BIN", "build/chatload"))
+    p = p if p.is_absolute() else REPO / p
+    if not p.exists():
+        pytest.fail(f"chatload binary not found: {p} (cmake --build build, or set CHATLOAD_BIN)")
+    return str(p)
+
+
+def run_chatload(args, timeout):
+    return subprocess.run([chatload_bin()] + args, capture_output=True, text=True, timeout=timeout)
+
+
+class _Counting(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+        if self.path != "/metrics":
+            with self.server.lock:
+                self.server.count += 1
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *a):
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+@pytest.fixture
+def tiny_server():
+    srv = None
+    for port in range(19500, 19600):
+        try:
+            srv = _Server(("127.0.0.1", port), _Counting)
+            break
+        except OSError:
+            continue
+    if srv is None:
+        pytest.skip("no free port in 19500-19599")
+    srv.count = 0
+    srv.lock = threading.Lock()
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _fake_seed(path):
+    path.write_text(json.dumps({
+        "users": [{"id": i + 1, "token": f"tok{i}"} for i in range(10)],
+        "conversations": [{"id": c + 1, "members": [c % 10, (c + 1) % 10]} for c in range(20)],
+    }))
+
+
+def test_refuses_non_loopback(tmp_path):
+    _fake_seed(tmp_path / "seed.json")
+    r = run_chatload(["run", "--url", "http://192.0.2.1:3000", "--seedfile", str(tmp_path / "seed.json"),
+                      "--stages", "1:1:1"], timeout=10)
+    assert r.returncode != 0
+    assert "loopback" in r.stderr
+
+
+def test_scheduler_rate(tiny_server, tmp_path):
+    _fake_seed(tmp_path / "seed.json")
+    out = tmp_path / "out.json"
+    port = tiny_server.server_address[1]
+    r = run_chatload(["run", "--url", f"http://127.0.0.1:{port}", "--seedfile", str(tmp_path / "seed.json"),
+                      "--stages", "20:200:3", "--json", str(out)], timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    st = res["stages"][0]
+    assert st["due"] == 600
+    assert abs(tiny_server.count - 600) <= 30, (tiny_server.count, r.stderr)
+    assert abs(st["completed"] - 600) <= 30
+    assert st["sent"] == tiny_server.count
+    assert st["errors"] == 0, st
+    assert st["latency_ms"]["overall"]["count"] == st["completed"]
+    assert set(st["latency_ms"]) >= {"overall", "history", "count", "metadata", "profile", "send"}
+
+
+def test_seed_and_two_stage_smoke(chatd_factory, tmp_path):
+    chatd = chatd_factory()
+    url = f"http://{chatd.host}:{chatd.port}"
+    seed = tmp_path / "seed.json"
+    r = run_chatload(["seed", "--url", url, "--users", "30", "--conversations", "20", "--messages", "400",
+                      "--seed", "42", "--out", str(seed)], timeout=120)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(seed.read_text())
+    assert len(data["users"]) == 30 and len(data["conversations"]) == 20
+    assert all(u["token"] and u["id"] > 0 for u in data["users"])
+
+    out, md = tmp_path / "out.json", tmp_path / "report.md"
+    r = run_chatload(["run", "--url", url, "--seedfile", str(seed), "--stages", "50:100:3,200:200:3",
+                      "--zipf", "1.1", "--json", str(out), "--report", str(md)], timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert len(res["stages"]) == 2
+    for st in res["stages"]:
+        for k in ("connections", "target_rate", "achieved_rate", "latency_ms", "errors_by_status",
+                  "cache_hit_ratio", "queue_wait_p95_ms", "db_queries_per_s_mean", "db_queries_per_s_cv"):
+            assert k in st, k
+        assert st["errors"] == 0, (st["errors_by_status"], r.stderr[-2000:])
+        assert st["completed"] == st["due"]
+        assert st["latency_ms"]["overall"]["p95"] >= st["latency_ms"]["overall"]["p50"]
+        assert st["metrics_samples"] >= 1
+    assert res["stages"][1]["connections"] == 200
+    assert res["metrics"], "no /metrics scrape recorded"
+    text = md.read_text()
+    assert "| stage |" in text and "queue-wait p95" in text
