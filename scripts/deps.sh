@@ -40,7 +40,7 @@ fi
 as_root() {
   if [[ $(id -u) -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
     say "need root for: $*  (run as root, or install sudo)" >&2
-    exit 1
+    return 1
   fi
   "${SUDO[@]}" "$@"
 }
@@ -80,12 +80,18 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
     [[ $ver =~ ^[0-9]+$ ]] || continue
     conf=/etc/postgresql/$ver/$name/start.conf
     if [[ -f $conf ]] && grep -qx 'auto' "$conf"; then
-      as_root sh -c "sed -i 's/^auto\$/manual/' '$conf'"
-      say "distro cluster $ver/$name set to manual start"
+      if as_root sh -c "sed -i 's/^auto\$/manual/' '$conf'"; then
+        say "distro cluster $ver/$name set to manual start"
+      else
+        say "warning: could not set distro cluster $ver/$name to manual start" >&2
+      fi
     fi
     if [[ $status == online* ]]; then
-      as_root pg_ctlcluster "$ver" "$name" stop -m fast
-      say "distro cluster $ver/$name (port $port) stopped"
+      if as_root pg_ctlcluster "$ver" "$name" stop -m fast; then
+        say "distro cluster $ver/$name (port $port) stopped"
+      else
+        say "warning: distro cluster $ver/$name still runs on port $port" >&2
+      fi
     fi
   done < <(pg_lsclusters -h 2>/dev/null || true)
 fi
@@ -98,8 +104,8 @@ for svc in pgbouncer redis-server; do
         say "distro service $unit disabled"
       fi
       if systemctl is-active --quiet "$unit" 2>/dev/null; then
-        as_root systemctl stop "$unit"
-        say "distro service $unit stopped"
+        if as_root systemctl stop "$unit"; then say "distro service $unit stopped"
+        else say "warning: distro service $unit still runs" >&2; fi
       fi
     done
   elif [[ -x /etc/init.d/$svc ]]; then
