@@ -136,3 +136,25 @@ def test_seed_and_two_stage_smoke(chatd_factory, tmp_path):
     assert res["metrics"], "no /metrics scrape recorded"
     text = md.read_text()
     assert "| stage |" in text and "queue-wait p95" in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("CHATLOAD_SLOW"), reason="set CHATLOAD_SLOW=1 to run")
+def test_many_connections_grow_and_shrink(chatd_factory, tmp_path):
+    """5,000 connections spread over source addresses, then fewer again."""
+    chatd = chatd_factory()
+    url = f"http://{chatd.host}:{chatd.port}"
+    seed = tmp_path / "seed.json"
+    r = run_chatload(["seed", "--url", url, "--users", "100", "--conversations", "100", "--messages", "2000",
+                      "--out", str(seed)], timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out.json"
+    r = run_chatload(["run", "--url", url, "--seedfile", str(seed), "--stages", "5000:1000:5,300:1000:3",
+                      "--json", str(out), "--report", str(tmp_path / "r.md")], timeout=120)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["connect_errors"] == 0, r.stderr[-2000:]
+    assert max(t["open_connections"] for t in res["timeline"]) == 5000
+    for st in res["stages"]:
+        assert st["completed"] == st["due"]
+        assert st["errors"] == 0, st["errors_by_status"]
