@@ -451,3 +451,29 @@ def test_monitor_script_runs_against_a_stack(chatd_factory, stack, tmp_path):
     assert stop.returncode == 0, stop.stdout
     st = run([script, "status"], env=env)
     assert st.returncode == 3, st.stdout
+
+
+# --- systemd ------------------------------------------------------------------------
+
+
+def test_systemd_unit_hardened_and_valid(tmp_path):
+    unit = (DEPLOY / "systemd" / "chatd.service").read_text()
+    settings = {}
+    for line in unit.splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            k, _, v = line.partition("=")
+            settings.setdefault(k.strip(), []).append(v.strip())
+    for key, want in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
+                      ("PrivateTmp", "yes"), ("DynamicUser", "yes"), ("LimitNOFILE", "65536")):
+        assert settings.get(key) == [want], f"{key}={settings.get(key)} (want {want})"
+    analyze = need("systemd-analyze", "systemd")
+    # the unit as installed, with the binary of this checkout and no env file
+    binary = Path(os.environ.get("CHATD_BIN", "build/chatd"))
+    binary = binary if binary.is_absolute() else REPO / binary
+    local = tmp_path / "chatd.service"
+    local.write_text("\n".join(
+        f"ExecStart={binary}" if ln.startswith("ExecStart=") else
+        "EnvironmentFile=-/nonexistent" if ln.startswith("EnvironmentFile=") else ln
+        for ln in unit.splitlines()) + "\n")
+    r = run([analyze, "verify", str(local)])
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stdout
