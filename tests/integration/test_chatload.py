@@ -28,6 +28,7 @@ def run_chatload(args, timeout):
 
 class _Counting(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def _answer(self):
         n = int(self.headers.get("Content-Length") or 0)

@@ -111,6 +111,8 @@ int cl_report_json(const cl_results_t *r, const char *path) {
     json_object_set_new(js, "connections", json_integer(st->conns));
     json_object_set_new(js, "target_rate", json_real(st->rate));
     json_object_set_new(js, "seconds", json_real(st->seconds));
+    json_object_set_new(js, "ramp_seconds", json_real(st->ramp_seconds));
+    json_object_set_new(js, "open_connections_at_start", json_integer(st->open_at_start));
     json_object_set_new(js, "due", json_integer((json_int_t)st->due));
     json_object_set_new(js, "sent", json_integer((json_int_t)st->sent));
     json_object_set_new(js, "completed", json_integer((json_int_t)st->completed));

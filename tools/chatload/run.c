@@ -27,6 +27,7 @@ const char *const cl_op_names[CL_OP_N] = {"history", "count", "metadata", "profi
 #define QUEUE_CAP (1u << 20)
 #define OPEN_PER_TICK 500
 #define DRAIN_SECONDS 10.0
+#define RAMP_SECONDS 30.0 /* longest wait for a stage's connections to open */
 
 typedef enum { C_DEAD, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSING } conn_state_t;
 
@@ -79,6 +80,10 @@ static struct {
   scraper_t scr;
   uint64_t t0, stage_t0, next_due, k;
   int cur, finished;
+  int ramping;          /* stage clock not started: connections still opening */
+  uint64_t ramp_deadline;
+  double ramp_t0;
+  int connecting;
   uint64_t drain_deadline;
   int inflight;
   cl_results_t res;
@@ -178,6 +183,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 
 static void on_connected(uv_connect_t *req, int status) {
   conn_t *c = req->data;
+  R.connecting--;
   if (c->state != C_CONNECTING)
     return;
   if (status != 0) {
@@ -201,6 +207,7 @@ static void conn_open(conn_t *c) {
   c->connect.data = c;
   c->in_idle = 0;
   c->state = C_CONNECTING;
+  R.connecting++;
   if (!R.url.ipv6 && R.src_addrs > 0) {
     struct sockaddr_in src;
     memset(&src, 0, sizeof src);
@@ -212,6 +219,7 @@ static void conn_open(conn_t *c) {
   int rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&R.url.addr, on_connected);
   if (rc != 0) {
     R.res.connect_errors++;
+    R.connecting--;
     c->state = C_CLOSING;
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
   }
@@ -292,15 +300,14 @@ static void dispatch(void) {
 static void stage_begin(int i) {
   cl_stage_t *st = &R.res.stages[i];
   R.cur = i;
-  R.stage_t0 = uv_hrtime();
-  R.k = 0;
-  R.next_due = R.stage_t0;
   R.target = st->conns;
-  st->t_start = now_s();
+  R.ramping = 1;
+  R.ramp_t0 = now_s();
+  R.ramp_deadline = uv_hrtime() + (uint64_t)(RAMP_SECONDS * 1e9);
   for (int j = 0; j < R.nconns_alloc; j++)
     if (j >= R.target && R.conns[j].state == C_IDLE)
       conn_close(&R.conns[j]);
-  fprintf(stderr, "chatload: stage %d: %d connections, %.0f req/s for %.0f s\n", i + 1, st->conns, st->rate,
+  fprintf(stderr, "chatload: stage %d: opening %d connections, then %.0f req/s for %.0f s\n", i + 1, st->conns, st->rate,
           st->seconds);
 }
 
@@ -311,7 +318,18 @@ static void on_tick(uv_timer_t *t) {
   uint64_t now = uv_hrtime();
   if (R.finished)
     return;
-  if (R.cur < R.res.nstages) {
+  if (R.cur < R.res.nstages && R.ramping && (R.open_conns >= R.target || now >= R.ramp_deadline)) {
+    /* the stage clock starts once its connections are open (or the ramp timed out) */
+    cl_stage_t *st = &R.res.stages[R.cur];
+    R.ramping = 0;
+    R.stage_t0 = now;
+    R.k = 0;
+    R.next_due = now;
+    st->t_start = now_s();
+    st->ramp_seconds = st->t_start - R.ramp_t0;
+    st->open_at_start = R.open_conns;
+  }
+  if (R.cur < R.res.nstages && !R.ramping) {
     cl_stage_t *st = &R.res.stages[R.cur];
     uint64_t end = R.stage_t0 + (uint64_t)(st->seconds * 1e9);
     while (R.next_due <= now && R.next_due < end) {
@@ -339,7 +357,7 @@ static void on_tick(uv_timer_t *t) {
     }
   }
   int opened = 0;
-  for (int j = 0; j < R.target && opened < OPEN_PER_TICK; j++) {
+  for (int j = 0; R.open_conns + R.connecting < R.target && j < R.target && opened < OPEN_PER_TICK; j++) {
     conn_t *c = &R.conns[j];
     if (c->state == C_DEAD && c->retry_at <= now) {
       conn_open(c);

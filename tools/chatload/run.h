@@ -50,6 +50,8 @@ typedef struct {
   uint64_t status[CL_STATUS_SLOTS];
   cl_hist_t hist[CL_OP_N + 1]; /* [CL_OP_N] = all operations */
   double t_start, t_end;
+  double ramp_seconds; /* opening connections before the stage clock started */
+  int open_at_start;
 } cl_stage_t;
 
 typedef struct {
