@@ -23,6 +23,7 @@ PKGS=(
   postgresql-15 postgresql-client-15 pgbouncer redis-server redis-tools
   # integration tests (run with /usr/bin/python3)
   python3 python3-pytest python3-requests python3-psycopg2 python3-redis
+  prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter prometheus-pgbouncer-exporter python3-yaml
   # stack.sh uses these
   util-linux coreutils
 )
