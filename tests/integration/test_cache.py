@@ -461,9 +461,12 @@ def test_delete_keys_by_pattern(chatd_factory, redis_client):
     u = c.signup()
     conv = c.conversation(u["token"])
     c.send(u["token"], conv, "a")
-    for lim in (1, 2, 3):
-        c.history(u["token"], conv, limit=lim)
-    wait_for(lambda: len(find_keys(redis_client, f"msg:history:{conv}:*")) == 3, 5, "fills")
+    def filled():
+        for lim in (1, 2, 3):  # reads repeat until the cache took all three pages
+            c.history(u["token"], conv, limit=lim)
+        return len(find_keys(redis_client, f"msg:history:{conv}:*")) == 3
+
+    wait_for(filled, 10, "fills")
     assert c.call("DELETE", f"/api/cache/keys?pattern=msg:history:{conv}:*").status_code == 401
     assert c.call("DELETE", "/api/cache/keys", ADMIN).status_code == 400
     r = c.call("DELETE", f"/api/cache/keys?pattern=msg:history:{conv}:*", ADMIN)
