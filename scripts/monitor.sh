@@ -5,6 +5,8 @@
 #   scripts/monitor.sh [start]   start what is not running; print the Prometheus URL
 #   scripts/monitor.sh stop      stop what start started (idempotent)
 #   scripts/monitor.sh status    say what runs (exit 0 when Prometheus answers, 3 otherwise)
+#   scripts/monitor.sh pgbouncer-exporter PORT   the minimal PgBouncer exporter, in the
+#                                foreground (start uses it when Debian's cannot run)
 #
 # Uses Debian's packages (scripts/deps.sh installs them): prometheus,
 # prometheus-alertmanager, prometheus-postgres-exporter,
@@ -107,7 +109,8 @@ launch() { # NAME PORT READY-URL BINARY ARGS... — start in the background unle
     say "port $port is taken by another process (set MONITOR_*_PORT)" >&2
     return 1
   fi
-  printf '%s' "$bin" >"$MON/run/$name.bin"
+  # what its command line must contain for pid_of (MATCH overrides the binary's path)
+  printf '%s' "${MATCH:-$bin}" >"$MON/run/$name.bin"
   # setsid: not in the caller's process group, so Ctrl-C in that shell leaves it running
   # 9>&-: the children must not hold the lock of this script
   setsid "$bin" "$@" </dev/null >>"$MON/log/$name.log" 2>&1 9>&- &
@@ -127,6 +130,79 @@ stop_one() { # NAME
   kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
   rm -f "$MON/run/$1.pid"
   say "$1 stopped"
+}
+
+# --- a minimal PgBouncer exporter -------------------------------------------------
+# Debian 12's prometheus-pgbouncer-exporter (1.7) reads SHOW STATS columns that
+# PgBouncer 1.18 no longer has and exits at start. When it does, this one runs
+# instead: SHOW POOLS on the admin console at every scrape, under the metric
+# names of the Prometheus community's pgbouncer_exporter (what the alert and
+# the dashboards read). Environment: PGB_HOST, PGB_PORT, PGB_USER, PGPASSWORD.
+#   scripts/monitor.sh pgbouncer-exporter LISTEN-PORT     (foreground)
+pgbouncer_exporter_fallback() {
+  # the last argument marks the process for pid_of
+  exec /usr/bin/python3 - "$1" chatd-pgbouncer-exporter <<'PY'
+import http.server, os, sys
+import psycopg2
+
+METRICS = [  # SHOW POOLS column -> (name, help)
+    ("cl_active", "pgbouncer_pools_client_active_connections", "Client connections linked to a server connection"),
+    ("cl_waiting", "pgbouncer_pools_client_waiting_connections", "Client connections waiting for a server connection (cl_waiting)"),
+    ("sv_active", "pgbouncer_pools_server_active_connections", "Server connections linked to a client"),
+    ("sv_idle", "pgbouncer_pools_server_idle_connections", "Server connections idle and ready"),
+]
+
+def esc(v):
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+def scrape():
+    out = []
+    try:
+        conn = psycopg2.connect(host=os.environ.get("PGB_HOST", "127.0.0.1"),
+                                port=os.environ.get("PGB_PORT", "6432"),
+                                user=os.environ.get("PGB_USER", "pgbouncer"),
+                                dbname="pgbouncer", connect_timeout=3)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SHOW POOLS")
+            cols = [c.name for c in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        conn.close()
+    except Exception as e:  # noqa: BLE001
+        sys.stderr.write(f"pgbouncer-exporter: {e}\n")
+        return "# HELP pgbouncer_up 1 when PgBouncer's admin console answered\n# TYPE pgbouncer_up gauge\npgbouncer_up 0\n"
+    out.append("# HELP pgbouncer_up 1 when PgBouncer's admin console answered")
+    out.append("# TYPE pgbouncer_up gauge")
+    out.append("pgbouncer_up 1")
+    for col, name, help_ in METRICS:
+        out.append(f"# HELP {name} {help_}")
+        out.append(f"# TYPE {name} gauge")
+        for r in rows:
+            out.append(f'{name}{{database="{esc(r["database"])}",user="{esc(r["user"])}"}} {int(r[col])}')
+    name = "pgbouncer_pools_client_maxwait_seconds"
+    out.append(f"# HELP {name} Longest wait of a client for a server connection")
+    out.append(f"# TYPE {name} gauge")
+    for r in rows:
+        w = float(r["maxwait"]) + float(r.get("maxwait_us") or 0) / 1e6
+        out.append(f'{name}{{database="{esc(r["database"])}",user="{esc(r["user"])}"}} {w}')
+    return "\n".join(out) + "\n"
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.split("?")[0] != "/metrics":
+            self.send_error(404)
+            return
+        body = scrape().encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
 }
 
 # --- the stack's env file ---------------------------------------------------------
@@ -185,14 +261,19 @@ cmd_start() {
   admin_pw=$(url_part "$CHATD_TEST_PG_ADMIN" password)
 
   # exporters first, so Prometheus' first scrape finds them
+  # PgBouncer: Debian's exporter, else the minimal one above (see there)
+  local pgb_ok=
   if command -v prometheus-pgbouncer-exporter >/dev/null; then
-    # connects once at start (SHOW POOLS/STATS/DATABASES/LISTS on the admin console)
     PGPASSWORD=$admin_pw launch pgbouncer-exporter "$PGB_EXP_PORT" "http://127.0.0.1:$PGB_EXP_PORT/metrics" \
       "$(command -v prometheus-pgbouncer-exporter)" --host 127.0.0.1 --port "$PGB_EXP_PORT" \
-      --pgbouncer-host 127.0.0.1 --pgbouncer-port "$pgb_port" --pgbouncer-user "$admin_user" ||
-      failed+=(pgbouncer-exporter)
-  else
-    say "prometheus-pgbouncer-exporter not installed: PgBouncer panels and PgBouncerClientsWaiting stay empty"
+      --pgbouncer-host 127.0.0.1 --pgbouncer-port "$pgb_port" --pgbouncer-user "$admin_user" && pgb_ok=1
+  fi
+  if [[ -z $pgb_ok ]]; then
+    say "using scripts/monitor.sh's own PgBouncer exporter (SHOW POOLS) instead"
+    PGPASSWORD=$admin_pw PGB_HOST=127.0.0.1 PGB_PORT=$pgb_port PGB_USER=$admin_user \
+      MATCH=chatd-pgbouncer-exporter \
+      launch pgbouncer-exporter "$PGB_EXP_PORT" "http://127.0.0.1:$PGB_EXP_PORT/metrics" \
+      "$REPO/scripts/monitor.sh" pgbouncer-exporter "$PGB_EXP_PORT" || failed+=(pgbouncer-exporter)
   fi
   if command -v prometheus-redis-exporter >/dev/null; then
     launch redis-exporter "$REDIS_EXP_PORT" "http://127.0.0.1:$REDIS_EXP_PORT/metrics" \
@@ -232,8 +313,6 @@ cmd_start() {
 
   say "scraping chatd at $CHATD_TARGET, the stack in $STACK_DIR"
   if ((${#failed[@]})); then
-    # Debian 12's prometheus-pgbouncer-exporter (1.7) reads SHOW STATS columns
-    # that PgBouncer 1.18 no longer has (total_requests) and exits at start.
     say "did not start: ${failed[*]} — their panels and alerts stay empty (logs in $MON/log)" >&2
   fi
   say "Prometheus: http://127.0.0.1:$PROM_PORT   (alerts: http://127.0.0.1:$PROM_PORT/alerts)"
@@ -259,6 +338,11 @@ cmd_status() {
   fi
   return $rc
 }
+
+if [[ ${1:-} == pgbouncer-exporter ]]; then
+  [[ ${2:-} =~ ^[0-9]+$ ]] || die "usage: $0 pgbouncer-exporter LISTEN-PORT"
+  pgbouncer_exporter_fallback "$2"
+fi
 
 LOCK=/tmp/chatd-monitor-$(printf '%s' "$MON" | sha256sum | cut -c1-12).lock
 exec 9>"$LOCK"
