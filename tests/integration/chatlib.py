@@ -892,3 +892,80 @@ def mass_exchange(socks, request_of, timeout=60):
         return list(zip(out, eof))
     finally:
         sel.close()
+
+
+# --- a TCP forwarder the tests can cut -----------------------------------------------
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to target; stop() refuses new connections and cuts live ones."""
+
+    def __init__(self, target_host, target_port):
+        import threading
+        self.target = (target_host, target_port)
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.lsock.listen(128)
+        self.conns = []
+        self.lock = threading.Lock()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                if self.stopped:
+                    c.close()
+                    u.close()
+                    return
+                self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                dst.sendall(d)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self):
+        with self.lock:
+            self.stopped = True
+            conns, self.conns = self.conns, []
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.lsock.close()
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self.thread.join(timeout=5)

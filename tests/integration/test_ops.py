@@ -9,7 +9,7 @@ import time
 import psycopg2
 import pytest
 
-from chatlib import (Api, Metrics, connect, http_get, json_body, parse_responses, read_until,
+from chatlib import (Api, Metrics, TcpProxy, connect, http_get, json_body, parse_responses, read_until,
                      wait_closed, wait_for)
 
 
@@ -339,3 +339,55 @@ def test_max_connections(chatd_factory):
     finally:
         for s in first:
             s.close()
+
+
+# --- the direct fallback path ---------------------------------------------------------
+
+
+def with_port(url, port):
+    import urllib.parse
+    u = urllib.parse.urlsplit(url)
+    netloc = u.netloc.rsplit("@", 1)
+    hostport = f"127.0.0.1:{port}"
+    netloc = f"{netloc[0]}@{hostport}" if len(netloc) == 2 else hostport
+    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
+
+
+def test_pooler_lost_falls_back_to_direct(chatd_factory, stack):
+    """DATABASE_URL goes away mid-run: chatd moves to DATABASE_URL_DIRECT and keeps serving."""
+    import urllib.parse
+    target = urllib.parse.urlsplit(stack.database_url)
+    proxy = TcpProxy(target.hostname, target.port)
+    try:
+        inst = chatd_factory(env={"DATABASE_URL": with_port(stack.database_url, proxy.port),
+                                  "DATABASE_URL_DIRECT": stack.database_url_direct,
+                                  "CHATD_DB_QUEUE_TIMEOUT_MS": "3000", "CHATD_DB_CONNECT_TIMEOUT_MS": "1000"})
+        x = Api(inst.base_url, timeout=15)
+        try:
+            a = x.signup()
+            c = x.create_conversation(a["token"])
+            x.send(a["token"], c["id"], "via the pooler")
+            m = Metrics(inst.metrics())
+            assert m.value("chatd_db_path", {"path": "pooler"}) == 1
+
+            proxy.stop()  # the pooler is gone: refused connects, cut sessions
+
+            def served():
+                r = x.send_raw(a["token"], c["id"], "after the cut")
+                assert r.status_code in (201, 503), (r.status_code, r.content[:200])
+                return r.status_code == 201
+
+            wait_for(served, 20, interval=0.2, what="sends to succeed on the direct path")
+            m = Metrics(inst.metrics())
+            assert m.value("chatd_db_path", {"path": "direct"}) == 1, m.series("chatd_db_path")
+            assert m.value("chatd_db_path", {"path": "pooler"}) == 0
+            r = x.req("GET", "/readyz")
+            b = json_body(r, 200)
+            assert b["db"] == "up" and b["status"] in ("ready", "degraded")
+            h = x.history(a["token"], c["id"])
+            assert h["messages"][0]["body"] == "after the cut"
+            x.signup()
+        finally:
+            x.close()
+    finally:
+        proxy.stop()
