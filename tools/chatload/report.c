@@ -111,6 +111,7 @@ int cl_report_json(const cl_results_t *r, const char *path) {
     json_object_set_new(js, "connections", json_integer(st->conns));
     json_object_set_new(js, "target_rate", json_real(st->rate));
     json_object_set_new(js, "seconds", json_real(st->seconds));
+    json_object_set_new(js, "connections_capped", json_boolean(st->capped));
     json_object_set_new(js, "ramp_seconds", json_real(st->ramp_seconds));
     json_object_set_new(js, "open_connections_at_start", json_integer(st->open_at_start));
     json_object_set_new(js, "due", json_integer((json_int_t)st->due));
@@ -160,6 +161,7 @@ int cl_report_json(const cl_results_t *r, const char *path) {
   json_object_set_new(root, "completed", json_integer((json_int_t)completed));
   json_object_set_new(root, "errors", json_integer((json_int_t)errors));
   json_object_set_new(root, "connect_errors", json_integer((json_int_t)r->connect_errors));
+  json_object_set_new(root, "retries", json_integer((json_int_t)r->retries));
   json_object_set_new(root, "dropped", json_integer((json_int_t)r->dropped));
   json_object_set_new(root, "latency_ms", hist_json(&all));
   json_object_set_new(root, "stages", stages);
@@ -200,8 +202,8 @@ int cl_report_md(const cl_results_t *r, const char *path) {
     const cl_hist_t *h = &st->hist[CL_OP_N];
     server_t sv;
     server_figures(r, i, &sv);
-    fprintf(f, "| %d | %d | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %llu |", i + 1, st->conns,
-            st->rate, (double)(st->completed - st->errors) / st->seconds, cl_hist_quantile(h, 0.5) / 1000.0,
+    fprintf(f, "| %d | %d%s | %.0f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %llu |", i + 1, st->conns,
+            st->capped ? " (capped)" : "", st->rate, (double)(st->completed - st->errors) / st->seconds, cl_hist_quantile(h, 0.5) / 1000.0,
             cl_hist_quantile(h, 0.9) / 1000.0, cl_hist_quantile(h, 0.95) / 1000.0,
             cl_hist_quantile(h, 0.99) / 1000.0, cl_hist_quantile(h, 0.999) / 1000.0,
             cl_hist_quantile(h, 1.0) / 1000.0, (unsigned long long)st->errors);
@@ -240,8 +242,9 @@ int cl_report_md(const cl_results_t *r, const char *path) {
       }
   if (!any)
     fprintf(f, "none\n");
-  fprintf(f, "\nConnect errors: %llu; requests dropped by a full queue: %llu.\n",
-          (unsigned long long)r->connect_errors, (unsigned long long)r->dropped);
+  fprintf(f, "\nConnect errors: %llu; reads retried after a keep-alive close: %llu; "
+             "requests dropped by a full queue: %llu.\n",
+          (unsigned long long)r->connect_errors, (unsigned long long)r->retries, (unsigned long long)r->dropped);
   fclose(f);
   return 0;
 }

@@ -25,9 +25,10 @@ const char *const cl_op_names[CL_OP_N] = {"history", "count", "metadata", "profi
 
 #define MAX_CONNS 20000
 #define QUEUE_CAP (1u << 20)
-#define OPEN_PER_TICK 500
+#define OPEN_PER_TICK 200
+#define MAX_CONNECTING 256 /* handshakes in progress at once, below listen backlogs */
 #define DRAIN_SECONDS 10.0
-#define RAMP_SECONDS 30.0 /* longest wait for a stage's connections to open */
+#define RAMP_SECONDS 10.0 /* longest wait for a stage's connections to open */
 
 typedef enum { C_DEAD, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSING } conn_state_t;
 
@@ -44,6 +45,8 @@ typedef struct conn {
   int idx;
   conn_state_t state;
   int in_idle;
+  int got_bytes;   /* some of the answer to the request in flight arrived */
+  uint64_t served; /* answers received on this connection */
   uint64_t retry_at;
   due_t req;
   int op;
@@ -135,6 +138,7 @@ static int on_response(http_parser *p) {
     return 0;
   record(c->req.stage, c->op, c->req.due, (int)p->status_code);
   R.inflight--;
+  c->served++;
   c->state = C_IDLE;
   if (!http_should_keep_alive(p) || c->idx >= R.target)
     conn_close(c);
@@ -153,8 +157,17 @@ static void conn_close(conn_t *c) {
   if (c->state == C_DEAD || c->state == C_CLOSING)
     return;
   if (c->state == C_BUSY) {
-    record(c->req.stage, c->op, c->req.due, 0);
     R.inflight--;
+    if (!c->got_bytes && c->served > 0 && c->op != CL_OP_SEND && !R.finished && R.qlen < QUEUE_CAP) {
+      /* the server closed a reused keep-alive connection as the request went
+       * out: retry a read once elsewhere, its latency still counted from due */
+      R.qhead = (R.qhead + QUEUE_CAP - 1) % QUEUE_CAP;
+      R.queue[R.qhead] = c->req;
+      R.qlen++;
+      R.res.retries++;
+    } else {
+      record(c->req.stage, c->op, c->req.due, 0);
+    }
   }
   if (c->state == C_IDLE || c->state == C_BUSY)
     R.open_conns--;
@@ -170,6 +183,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     conn_close(c);
     return;
   }
+  if (c->state == C_BUSY)
+    c->got_bytes = 1;
   size_t used = http_parser_execute(&c->parser, &R.psettings, b->base, (size_t)n);
   if (c->parser.http_errno != HPE_OK || used != (size_t)n) {
     if (c->state == C_BUSY) {
@@ -187,7 +202,8 @@ static void on_connected(uv_connect_t *req, int status) {
   if (c->state != C_CONNECTING)
     return;
   if (status != 0) {
-    R.res.connect_errors++;
+    if (R.res.connect_errors++ < 5)
+      fprintf(stderr, "chatload: connect (connection %d): %s\n", c->idx, uv_strerror(status));
     c->state = C_IDLE; /* so that close counts nothing in flight */
     R.open_conns++;
     conn_close(c);
@@ -205,7 +221,9 @@ static void conn_open(conn_t *c) {
   uv_tcp_init(R.loop, &c->tcp);
   c->tcp.data = c;
   c->connect.data = c;
-  c->in_idle = 0;
+  c->served = 0;
+  /* in_idle stays as it is: a stale entry left in the idle stack by the
+   * previous connection in this slot is reused, never duplicated */
   c->state = C_CONNECTING;
   R.connecting++;
   if (!R.url.ipv6 && R.src_addrs > 0) {
@@ -218,7 +236,8 @@ static void conn_open(conn_t *c) {
   uv_tcp_nodelay(&c->tcp, 1);
   int rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&R.url.addr, on_connected);
   if (rc != 0) {
-    R.res.connect_errors++;
+    if (R.res.connect_errors++ < 5)
+      fprintf(stderr, "chatload: connect (connection %d): %s\n", c->idx, uv_strerror(rc));
     R.connecting--;
     c->state = C_CLOSING;
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
@@ -271,6 +290,7 @@ static void send_request(conn_t *c, due_t d) {
     n = (int)strlen(c->wbuf);
   c->req = d;
   c->op = op;
+  c->got_bytes = 0;
   c->state = C_BUSY;
   R.inflight++;
   R.res.stages[d.stage].sent++;
@@ -357,7 +377,8 @@ static void on_tick(uv_timer_t *t) {
     }
   }
   int opened = 0;
-  for (int j = 0; R.open_conns + R.connecting < R.target && j < R.target && opened < OPEN_PER_TICK; j++) {
+  for (int j = 0; R.open_conns + R.connecting < R.target && j < R.target && opened < OPEN_PER_TICK &&
+                  R.connecting < MAX_CONNECTING; j++) {
     conn_t *c = &R.conns[j];
     if (c->state == C_DEAD && c->retry_at <= now) {
       conn_open(c);
@@ -645,8 +666,20 @@ int cl_cmd_run(int argc, char **argv) {
     total += R.res.stages[i].seconds;
   }
   long nofile = cl_raise_nofile();
-  if (nofile > 0 && maxc + 64 > nofile)
-    fprintf(stderr, "chatload: warning: descriptor limit %ld is below %d connections\n", nofile, maxc);
+  if (nofile > 0 && maxc + 64 > nofile) {
+    /* 64 descriptors for the loop, the scraper and stdio */
+    int cap = nofile > 128 ? (int)nofile - 64 : 64;
+    fprintf(stderr,
+            "chatload: WARNING: the descriptor hard limit is %ld; stages are capped at %d connections "
+            "(raise ulimit -Hn for more)\n",
+            nofile, cap);
+    for (int i = 0; i < R.res.nstages; i++)
+      if (R.res.stages[i].conns > cap) {
+        R.res.stages[i].conns = cap;
+        R.res.stages[i].capped = 1;
+      }
+    maxc = cap;
+  }
   R.nconns_alloc = maxc;
   R.conns = calloc((size_t)maxc, sizeof *R.conns);
   R.idle = calloc((size_t)maxc, sizeof *R.idle);

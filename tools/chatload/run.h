@@ -52,6 +52,7 @@ typedef struct {
   double t_start, t_end;
   double ramp_seconds; /* opening connections before the stage clock started */
   int open_at_start;
+  int capped; /* connections lowered to fit the descriptor limit */
 } cl_stage_t;
 
 typedef struct {
@@ -63,7 +64,7 @@ typedef struct {
   size_t nticks, nscrapes;
   cl_tick_t *ticks;
   cl_scrape_t *scrapes;
-  uint64_t connect_errors, dropped;
+  uint64_t connect_errors, dropped, retries;
   double duration;
 } cl_results_t;
 
