@@ -417,3 +417,26 @@ def test_freshness_across_instances(api, trio, chatd_factory):
         assert api.history(a["token"], conv["id"])["messages"][0]["id"] == m["id"]
     finally:
         b_api.close()
+
+
+def test_acknowledged_send_is_committed(api, trio, conv, db):
+    """A 201 means the row is in the database, as answered."""
+    a = trio[0]
+    for cm in (None, unique_name("c")):
+        m = api.send(a["token"], conv["id"], "durable ✓", client_msg_id=cm)
+        with db.cursor() as cur:
+            cur.execute("SELECT conversation_id, sender_id, body, client_msg_id, "
+                        "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+                        "FROM messages WHERE id = %s", (m["id"],))
+            row = cur.fetchone()
+        assert row == (conv["id"], a["id"], "durable ✓", cm, m["created_at"])
+
+
+def test_history_query_values_are_percent_decoded(api, trio, big):
+    c, ids = big
+    r = api.history_raw(trio[0]["token"], c["id"], query=f"limit=%35&offset=%31&before_id=%3{str(ids[50])[0]}"
+                        f"{str(ids[50])[1:]}")
+    body = json_body(r, 200)
+    assert body["limit"] == 5 and body["offset"] == 1
+    older = [i for i in ids[::-1] if i < ids[50]]
+    assert [m["id"] for m in body["messages"]] == older[1:6]

@@ -197,8 +197,17 @@ def test_db_pool_gauges_sane(chatd_factory):
         x.get_user(u["token"], u["id"])
         m = Metrics(inst.metrics())
         assert not m.errors, m.errors[:10]
-        size = m.value("chatd_db_pool_size")
-        assert 0 < size
+        series = m.series("chatd_db_pool_size")
+        if any("path" in lab for lab, _ in series):
+            series = [(lab, v) for lab, v in series if lab.get("path") == "pooler"]
+        size = sum(v for _, v in series)
+        assert size == 6, f"chatd_db_pool_size {m.series('chatd_db_pool_size')} with CHATD_DB_POOL_SIZE=6"
+        q0 = m.value("chatd_db_queries_total")
+        for _ in range(3):
+            x.get_user(u["token"], u["id"])
+            x.create_conversation(u["token"])
+        m = Metrics(inst.metrics())
+        assert m.value("chatd_db_queries_total") > q0
         assert m.value("chatd_db_pool_active") <= size
         assert m.value("chatd_db_pool_waiting") >= 0
         assert m.value("chatd_db_queries_total") > 0

@@ -3,6 +3,8 @@ CHATD_DB_POOL_SIZE database connections, queue FIFO, and all get correct
 answers; a queue wait past CHATD_DB_QUEUE_TIMEOUT_MS answers 503 with
 Retry-After."""
 
+import socket
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -259,4 +261,90 @@ def test_queue_deadline_answers_503(chatd_factory, db, stack):
                 cur.execute("ROLLBACK")
         ta.join(timeout=15)
         watcher.close()
+        x.close()
+
+
+def test_clients_leaving_mid_request(chatd_factory, db, stack):
+    """Clients that hang up while their request holds or waits for the only connection
+    do not wedge the pool: the next client is served."""
+    inst = chatd_factory(env={"CHATD_DB_POOL_SIZE": "1", "CHATD_DB_QUEUE_TIMEOUT_MS": "20000",
+                              "CACHE_BYPASS": "true", "ENABLE_REDIS_CACHE": "false"}, workers=1)
+    x = Api(inst.base_url, timeout=20)
+    a = x.signup()
+    conv = x.create_conversation(a["token"])
+    m = x.send(a["token"], conv["id"], "still here")
+    watcher = psycopg2.connect(stack.pg_admin_dsn)
+    watcher.autocommit = True
+    req = http_req("GET", f"/api/v1/conversations/{conv['id']}/messages", token=a["token"])
+    socks = []
+    locked = False
+    try:
+        with db.cursor() as cur:
+            cur.execute("SET lock_timeout = '10s'")
+            cur.execute("BEGIN")
+            cur.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            locked = True
+        for _ in range(20):
+            s = socket.create_connection((inst.host, inst.port), timeout=5)
+            s.sendall(req)
+            socks.append(s)
+        wait_for(lambda: lock_waiters(watcher, chat_user(stack)) > 0, 10, what="a request blocked on the lock")
+        wait_for(lambda: Metrics(inst.metrics()).value("chatd_db_pool_waiting") > 0, 10, interval=0.05,
+                 what="requests queued behind it")
+        # Everyone hangs up (RST), the one in the database and the ones queued.
+        for s in socks:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        socks = []
+        with db.cursor() as cur:
+            cur.execute("ROLLBACK")
+            locked = False
+        wait_for(lambda: (lambda mm: mm.value("chatd_db_pool_waiting") == 0
+                          and mm.value("chatd_db_pool_active") == 0)(Metrics(inst.metrics())),
+                 20, interval=0.05, what="the pool to drain after the clients left")
+        for _ in range(3):
+            assert x.history(a["token"], conv["id"])["messages"][0]["id"] == m["id"]
+        assert x.req("GET", "/healthz").status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+        if locked:
+            with db.cursor() as cur:
+                cur.execute("ROLLBACK")
+        watcher.close()
+        x.close()
+
+
+def test_two_thousand_clients_hanging_up(chatd_factory):
+    """2,000 requests whose clients reset the connection right after sending: the server
+    stays up, the pool drains, and serves the next client."""
+    raise_nofile()
+    inst = chatd_factory(env={"CHATD_DB_POOL_SIZE": str(POOL), "CACHE_BYPASS": "true",
+                              "ENABLE_REDIS_CACHE": "false"}, workers=1)
+    x = Api(inst.base_url, timeout=20)
+    try:
+        a = x.signup()
+        conv = x.create_conversation(a["token"])
+        m = x.send(a["token"], conv["id"], "hi")
+        socks = mass_connect(inst.host, inst.port, CLIENTS, in_flight=512, timeout=60)
+        req = http_req("GET", f"/api/v1/conversations/{conv['id']}/messages", token=a["token"])
+        try:
+            for s in socks:
+                try:
+                    s.send(req)
+                except OSError:
+                    pass
+        finally:
+            for s in socks:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+
+        def drained():
+            mm = Metrics(inst.metrics())
+            return (mm.value("chatd_db_pool_waiting") == 0 and mm.value("chatd_db_pool_active") == 0
+                    and mm.value("chatd_connections_open", {"kind": "http"}) <= 2)
+
+        wait_for(drained, 30, interval=0.1, what="the pool and connections to drain")
+        assert x.history(a["token"], conv["id"])["messages"][0]["id"] == m["id"]
+    finally:
         x.close()

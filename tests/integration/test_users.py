@@ -254,3 +254,39 @@ def test_tokens_stored_only_as_sha256_hash(api, db):
         # The token appears in no text column of the schema either.
         cur.execute("SELECT count(*) FROM users WHERE name = %s", (token,))
         assert cur.fetchone()[0] == 0
+
+
+def test_signup_created_at_matches_the_database(api, db):
+    u = api.signup()
+    with db.cursor() as cur:
+        cur.execute("SELECT name, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+                    "FROM users WHERE id = %s", (u["id"],))
+        assert cur.fetchone() == (u["name"], u["created_at"])
+
+
+def test_racing_signups_for_one_name(chatd):
+    """Ten clients take the same name at once: one 201, nine 409, never a 500."""
+    import threading
+    name = unique_name()
+    clients = [Api(chatd.base_url) for _ in range(10)]
+    for c in clients:
+        assert c.req("GET", "/healthz").status_code == 200
+    barrier = threading.Barrier(10)
+    out = [None] * 10
+
+    def run(i):
+        barrier.wait(timeout=20)
+        out[i] = clients[i].req("POST", "/api/v1/users", json={"name": name})
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    for c in clients:
+        c.close()
+    statuses = sorted(r.status_code for r in out if r is not None)
+    assert statuses == [201] + [409] * 9, statuses
+    for r in out:
+        if r.status_code == 409:
+            assert_error(r, 409, "conflict")
