@@ -286,8 +286,8 @@ def start_pgbouncer_exporter(stack, tmp_path):
 @pytest.mark.xfail(strict=True, reason=(
     "Debian 12's prometheus-pgbouncer-exporter 1.7 reads SHOW STATS column total_requests, "
     "which PgBouncer 1.18 (Debian 12) no longer has: it exits at start with KeyError. "
-    "PgBouncer panels and the PgBouncerClientsWaiting alert need another exporter "
-    "(e.g. prometheus-community/pgbouncer_exporter, metric pgbouncer_pools_client_waiting_connections)."))
+    "scripts/monitor.sh runs its own minimal exporter instead (metric names of "
+    "prometheus-community/pgbouncer_exporter); compose uses the community exporter."))
 def test_debian_pgbouncer_exporter_serves(stack, tmp_path):
     p, port = start_pgbouncer_exporter(stack, tmp_path)
     try:
@@ -329,12 +329,25 @@ def test_dashboard_queries_answered_by_live_prometheus(chatd_factory, stack, tmp
                   env={"DATA_SOURCE_NAME": stack.pg_admin_dsn + sep + "sslmode=disable"})
         procs.append(pg)
         assert wait_http(pg, f"http://127.0.0.1:{pport}/metrics"), pg.tail()
-        # The PgBouncer exporter Debian ships cannot read PgBouncer 1.18 (see the
-        # xfail above): when it is not serving, pgbouncer_* queries may be empty;
-        # they must still parse.
+        # PgBouncer: Debian's exporter when it serves; it cannot read PgBouncer
+        # 1.18 (see the xfail above), and then scripts/monitor.sh's own minimal
+        # exporter runs instead, as `make monitor` does
         pgb, bport = start_pgbouncer_exporter(stack, tmp_path)
         procs.append(pgb)
-        pgbouncer_exporter_up = wait_http(pgb, f"http://127.0.0.1:{bport}/metrics", timeout=10)
+        if not wait_http(pgb, f"http://127.0.0.1:{bport}/metrics", timeout=10):
+            pgb.stop()
+            import urllib.parse
+            u = urllib.parse.urlsplit(stack.pgbouncer_admin_dsn)
+            pgb = Proc("pgbouncer-exporter-fallback",
+                       [str(REPO / "scripts" / "monitor.sh"), "pgbouncer-exporter", str(bport)],
+                       tmp_path / "pgbouncer-exporter-fallback.log",
+                       env={"PGB_HOST": "127.0.0.1", "PGB_PORT": str(u.port),
+                            "PGB_USER": urllib.parse.unquote(u.username),
+                            "PGPASSWORD": urllib.parse.unquote(u.password or "")})
+            procs.append(pgb)
+            assert wait_http(pgb, f"http://127.0.0.1:{bport}/metrics"), pgb.tail()
+        text = requests.get(f"http://127.0.0.1:{bport}/metrics", timeout=5).text
+        assert "pgbouncer_up 1" in text, text[:2000]
 
         # Prometheus: the deployed alert rules, 1 s scrapes of all of the above
         prom_port = private_port()
@@ -362,7 +375,7 @@ def test_dashboard_queries_answered_by_live_prometheus(chatd_factory, stack, tmp
         assert wait_http(pr, prom + "/-/ready", timeout=60), pr.tail()
 
         # at least two scrapes of every serving target, with traffic in between
-        want = {"chatd", "redis", "postgres"} | ({"pgbouncer"} if pgbouncer_exporter_up else set())
+        want = {"chatd", "redis", "postgres", "pgbouncer"}
         deadline = time.monotonic() + 60
         while True:
             make_traffic(chatd.base_url, rounds=1)
@@ -381,8 +394,6 @@ def test_dashboard_queries_answered_by_live_prometheus(chatd_factory, stack, tmp
                 continue
             if "offset 1d" in expr:
                 continue  # a fresh Prometheus has no data from a day ago
-            if "pgbouncer_" in expr and not pgbouncer_exporter_up:
-                continue  # see test_debian_pgbouncer_exporter_serves
             empty.append(f"{dash} / {title}: {expr}")
         assert not empty, "dashboard queries with no data:\n" + "\n".join(empty)
 
@@ -439,8 +450,8 @@ def test_monitor_script_runs_against_a_stack(chatd_factory, stack, tmp_path):
         assert f"127.0.0.1:{chatd.port}" in gen and str(ALERTS) in gen
         deadline = time.monotonic() + 60
         while True:
-            up = query(url, 'up{job=~"chatd|redis|postgres"} == 1')
-            if {s["metric"]["job"] for s in up} >= {"chatd", "redis", "postgres"}:
+            up = query(url, 'up{job=~"chatd|redis|postgres|pgbouncer"} == 1')
+            if {s["metric"]["job"] for s in up} >= {"chatd", "redis", "postgres", "pgbouncer"}:
                 break
             assert time.monotonic() < deadline, f"targets not up: {up}"
             time.sleep(1)
