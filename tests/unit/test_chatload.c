@@ -13,6 +13,7 @@
 
 #include "../../tools/chatload/hist.c"
 #include "../../tools/chatload/zipf.c"
+#include "../../tools/chatload/scrape.c"
 
 static void assert_within(double got, double want, double rel) {
   double err = fabs(got - want) / want;
@@ -139,11 +140,58 @@ static void test_rng_reproducible(void **state) {
   }
 }
 
+static const char METRICS_A[] =
+    "# HELP chatd_cache_hits_total hits\n"
+    "# TYPE chatd_cache_hits_total counter\n"
+    "chatd_cache_hits_total{kind=\"history\"} 10\n"
+    "chatd_cache_hits_total{kind=\"count\"} 5\n"
+    "chatd_cache_misses_total{kind=\"history\"} 5\n"
+    "chatd_cache_hit_ratio 0.75\n"
+    "chatd_db_pool_waiting 3\n"
+    "chatd_db_queries_total 100\n"
+    "chatd_db_queries_total_other 7\n"
+    "chatd_db_tx_queue_wait_seconds_bucket{le=\"0.001\"} 10\n"
+    "chatd_db_tx_queue_wait_seconds_bucket{le=\"0.01\"} 10\n"
+    "chatd_db_tx_queue_wait_seconds_bucket{le=\"0.1\"} 10\n"
+    "chatd_db_tx_queue_wait_seconds_bucket{le=\"+Inf\"} 10\n"
+    "chatd_db_tx_queue_wait_seconds_count 10\n";
+
+/* 100 more observations after A: 50 in (0.001, 0.01], 50 in (0.01, 0.1] */
+static const char METRICS_B[] =
+    "chatd_cache_hits_total{kind=\"history\"} 40\n"
+    "chatd_cache_misses_total{kind=\"history\"} 15\n"
+    "chatd_db_queries_total 250\n"
+    "chatd_db_tx_queue_wait_seconds_bucket{le=\"0.01\"} 60\n"
+    "chatd_db_tx_queue_wait_seconds_bucket{le=\"0.001\"} 10\n"
+    "chatd_db_tx_queue_wait_seconds_bucket{le=\"+Inf\"} 110\n"
+    "chatd_db_tx_queue_wait_seconds_bucket{le=\"0.1\"} 110\n";
+
+static void test_scrape_parse_and_wait_quantile(void **state) {
+  cl_scrape_t a, b;
+  cl_scrape_parse(&a, METRICS_A, sizeof METRICS_A - 1);
+  cl_scrape_parse(&b, METRICS_B, sizeof METRICS_B - 1);
+  assert_true(a.ok && b.ok);
+  assert_true(a.hits == 15 && a.misses == 5 && a.hit_ratio == 0.75);
+  assert_true(a.pool_waiting == 3 && a.queries == 100);
+  assert_int_equal(b.nle, 4);
+  assert_true(b.le[0] == 0.001 && isinf(b.le[3])); /* sorted whatever the input order */
+  /* p50 of the 100 new observations: the top of (0.001, 0.01] */
+  assert_within(cl_scrape_wait_quantile(&a, &b, 0.5), 0.01, 1e-9);
+  /* p95: 45 of the 50 in (0.01, 0.1] -> 0.01 + 0.09 * 0.9 */
+  assert_within(cl_scrape_wait_quantile(&a, &b, 0.95), 0.091, 1e-9);
+  /* no new observation between a scrape and itself */
+  assert_true(cl_scrape_wait_quantile(&b, &b, 0.95) < 0);
+  cl_scrape_t empty;
+  cl_scrape_parse(&empty, "{}", 2);
+  assert_false(empty.ok);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bucket_layout),   cmocka_unit_test(test_uniform),
       cmocka_unit_test(test_exponential),     cmocka_unit_test(test_merge),
       cmocka_unit_test(test_zipf_frequencies), cmocka_unit_test(test_rng_reproducible),
+      cmocka_unit_test(test_scrape_parse_and_wait_quantile),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
