@@ -57,6 +57,8 @@ BAD_AUTH = {
     "token-with-suffix": "Bearer TOKEN_PLACEHOLDERx",
     "token-prefix": "Bearer TOKEN_PLACEHOLDER_PREFIX",
     "empty-header": "",
+    "huge-token": "Bearer " + "A" * 8000,
+    "token-and-junk": "Bearer TOKEN_PLACEHOLDER junk",
 }
 
 

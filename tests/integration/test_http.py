@@ -596,3 +596,40 @@ def test_timeouts_do_not_cut_a_request_in_flight(chatd_factory, db, stack):
             watcher.close()
     finally:
         x.close()
+
+
+def test_header_timeout_applies_to_the_next_request_too(chatd_factory):
+    """After a served request, a half-sent second head is timed out like the first."""
+    inst = chatd_factory(env={"CHATD_HEADER_TIMEOUT_MS": "500", "CHATD_IDLE_TIMEOUT_MS": "60000"})
+    s = connect(inst.host, inst.port)
+    try:
+        s.sendall(http_get("/healthz"))
+        buf, eof = read_until(s, responses=1, timeout=5)
+        assert not eof
+        assert_healthz(parse_responses(buf)[0][0])
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        t, buf = wait_closed(s, 8)
+        assert t is not None, "a half-sent second head was never timed out"
+        assert t <= 5, f"closed after {t:.2f}s with a 500 ms header timeout"
+        assert_timeout_close(buf)
+    finally:
+        s.close()
+
+
+def test_many_small_headers(chatd):
+    extra = "".join(f"X-H-{i}: v{i}\r\n" for i in range(500))  # ~7 KB in 500 fields
+    assert_healthz(one(chatd, http_get("/healthz", extra=extra)))
+
+
+def test_long_unknown_path_404(chatd):
+    r = one(chatd, http_get("/" + "a" * 8000))
+    raw_assert_error(r, 404, "not_found")
+
+
+def test_one_thousand_pipelined_requests(chatd):
+    data = http_get("/healthz") * 1000
+    buf = raw_request(chatd.host, chatd.port, data, timeout=20, responses=1000)
+    rs, _ = parse_responses(buf)
+    assert len(rs) == 1000
+    for r in rs:
+        assert_healthz(r)
