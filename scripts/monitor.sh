@@ -56,7 +56,7 @@ die() {
 }
 
 for p in "$PROM_PORT" "$AM_PORT" "$PGB_EXP_PORT" "$REDIS_EXP_PORT" "$PG_EXP_PORT"; do
-  [[ $p =~ ^[0-9]+$ ]] && ((p > 0 && p < 32768)) || die "port $p: use a port below 32768"
+  if ! [[ $p =~ ^[0-9]+$ ]] || ((p <= 0 || p >= 32768)); then die "port $p: use a port below 32768"; fi
 done
 
 # --- processes -------------------------------------------------------------------
@@ -120,10 +120,10 @@ launch() { # NAME PORT READY-URL BINARY ARGS... — start in the background unle
 }
 
 stop_one() { # NAME
-  local pid i
+  local pid
   pid=$(pid_of "$1") || { rm -f "$MON/run/$1.pid"; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -209,8 +209,8 @@ PY
 read_stack_env() {
   local f=$STACK_DIR/env
   [[ -r $f ]] || die "no $f: start the stack first (make run, or scripts/stack.sh start)"
-  # shellcheck disable=SC1090
   set -a
+  # shellcheck disable=SC1090
   . "$f"
   set +a
 }
