@@ -87,6 +87,7 @@ static struct {
   uint64_t ramp_deadline;
   double ramp_t0;
   int connecting;
+  int unreachable;
   uint64_t drain_deadline;
   int inflight;
   cl_results_t res;
@@ -338,6 +339,13 @@ static void on_tick(uv_timer_t *t) {
   uint64_t now = uv_hrtime();
   if (R.finished)
     return;
+  if (R.cur < R.res.nstages && R.ramping && now >= R.ramp_deadline && R.open_conns == 0) {
+    fprintf(stderr, "chatload: no connection to %s:%d opened in %.0f s; giving up\n", R.url.host, R.url.port,
+            RAMP_SECONDS);
+    R.unreachable = 1;
+    finish();
+    return;
+  }
   if (R.cur < R.res.nstages && R.ramping && (R.open_conns >= R.target || now >= R.ramp_deadline)) {
     /* the stage clock starts once its connections are open (or the ramp timed out) */
     cl_stage_t *st = &R.res.stages[R.cur];
@@ -532,9 +540,38 @@ static void finish(void) {
 
 /* ---- command line ---- */
 
+/* "@path": the mix is read from a file, weights separated by commas,
+ * spaces or newlines, '#' starting a comment. */
+static char *mix_text(const char *s) {
+  if (s[0] != '@')
+    return strdup(s);
+  FILE *f = fopen(s + 1, "r");
+  if (!f)
+    return NULL;
+  char line[512], *out = calloc(1, 1);
+  size_t len = 0;
+  while (out && fgets(line, sizeof line, f)) {
+    line[strcspn(line, "#")] = 0;
+    for (char *tok = strtok(line, ", \t\r\n"); tok; tok = strtok(NULL, ", \t\r\n")) {
+      size_t n = strlen(tok);
+      out = realloc(out, len + n + 2);
+      if (!out)
+        abort();
+      if (len)
+        out[len++] = ',';
+      memcpy(out + len, tok, n + 1);
+      len += n;
+    }
+  }
+  fclose(f);
+  return out;
+}
+
 static int parse_mix(const char *s) {
   memset(R.mix, 0, sizeof R.mix);
-  char *dup = strdup(s), *save = NULL;
+  char *dup = mix_text(s), *save = NULL;
+  if (!dup)
+    return -1;
   int rc = 0;
   for (char *tok = strtok_r(dup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     char *eq = strchr(tok, '=');
@@ -719,7 +756,7 @@ int cl_cmd_run(int argc, char **argv) {
   }
   fprintf(stderr, "chatload: done in %.1f s: %llu requests answered or failed, %llu errors\n", R.res.duration,
           (unsigned long long)completed, (unsigned long long)errors);
-  int rc = 0;
+  int rc = R.unreachable ? 1 : 0;
   if (json && cl_report_json(&R.res, json) != 0)
     rc = 1;
   if (md && cl_report_md(&R.res, md) != 0)
