@@ -144,6 +144,7 @@ def test_seed_and_two_stage_smoke(chatd_factory, tmp_path):
 def test_many_connections_grow_and_shrink(chatd_factory, tmp_path):
     """5,000 connections (CHATLOAD_SLOW_CONNS) over source addresses, then fewer."""
     conns = int(os.environ.get("CHATLOAD_SLOW_CONNS", "5000"))
+    rate = int(os.environ.get("CHATLOAD_SLOW_RATE", "1000"))
     chatd = chatd_factory()
     url = f"http://{chatd.host}:{chatd.port}"
     seed = tmp_path / "seed.json"
@@ -151,7 +152,7 @@ def test_many_connections_grow_and_shrink(chatd_factory, tmp_path):
                       "--out", str(seed)], timeout=300)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out.json"
-    r = run_chatload(["run", "--url", url, "--seedfile", str(seed), "--stages", f"{conns}:1000:5,300:1000:3",
+    r = run_chatload(["run", "--url", url, "--seedfile", str(seed), "--stages", f"{conns}:{rate}:5,300:{rate}:3",
                       "--json", str(out), "--report", str(tmp_path / "r.md")], timeout=120)
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
