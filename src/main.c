@@ -244,7 +244,8 @@ static int serve(void)
                                        "path=\"direct\""),
                     0);
 
-    chat_cache_set_bypass(cfg.cache_bypass);
+    /* Without a cache every read goes to the database: report it as bypassed. */
+    chat_cache_set_bypass(cfg.cache_bypass || !cfg.enable_redis_cache);
     main_loop = uv_default_loop();
     uv_async_init(main_loop, &worker_done, worker_done_cb);
     uv_signal_init(main_loop, &sigterm);
