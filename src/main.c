@@ -36,6 +36,11 @@ typedef struct worker {
     chat_ctx_t ctx;
     chat_api_t api;
     int pool_size;
+    int direct_size;
+    chat_db_pool_t *direct;   /* fallback pool, created on first switch */
+    uv_timer_t path_timer;    /* watches the pooler path */
+    int pooler_bad_ticks;
+    int pooler_good_ticks;
     int bind_error;        /* set before start_sem is posted */
     int stopping;
 } worker_t;
@@ -52,6 +57,12 @@ static _Atomic int workers_running;
 static void worker_pool_closed(void *arg)
 {
     worker_t *w = arg;
+    if (w->direct) {
+        chat_db_pool_t *d = w->direct;
+        w->direct = NULL;
+        chat_db_pool_close(d, worker_pool_closed, w);
+        return;
+    }
     uv_close((uv_handle_t *)&w->stop, NULL);
 }
 
@@ -59,6 +70,7 @@ static void worker_cache_closed(void *arg)
 {
     worker_t *w = arg;
     w->ctx.cache = NULL;
+    uv_close((uv_handle_t *)&w->path_timer, NULL);
     chat_db_pool_close(w->db, worker_pool_closed, w);
 }
 
@@ -84,6 +96,61 @@ static void worker_stop_cb(uv_async_t *h)
         worker_http_closed(w);
 }
 
+/* ---- the database path: pooler, or the direct fallback ---- */
+
+#define PATH_TICK_MS 250
+#define PATH_BAD_TICKS 2   /* pooler unreachable this long (x tick) before leaving it */
+#define PATH_GOOD_TICKS 20 /* pooler healthy this long before coming back */
+
+static _Atomic int workers_on_direct;
+static chat_metric_t *path_pooler, *path_direct;
+
+static void path_gauges(void)
+{
+    int n = atomic_load(&workers_on_direct);
+    chat_metric_set(path_direct, n > 0 ? 1 : 0);
+    chat_metric_set(path_pooler, n < nworkers ? 1 : 0);
+}
+
+static void path_tick_cb(uv_timer_t *t)
+{
+    worker_t *w = t->data;
+    int pooler_ok = chat_db_pool_healthy(w->db);
+    if (w->ctx.db == w->db) {
+        w->pooler_bad_ticks = pooler_ok ? 0 : w->pooler_bad_ticks + 1;
+        if (w->pooler_bad_ticks < PATH_BAD_TICKS)
+            return;
+        if (!w->direct) {
+            chat_db_pool_config_t pc = {
+                .conninfo = cfg.database_url_direct,
+                .size = w->direct_size,
+                .queue_timeout_ms = cfg.db_queue_timeout_ms,
+                .connect_timeout_ms = cfg.db_connect_timeout_ms,
+                .path_name = "direct",
+            };
+            w->direct = chat_db_pool_create(&w->loop, &pc);
+        }
+        w->ctx.db = w->direct;
+        w->pooler_good_ticks = 0;
+        atomic_fetch_add(&workers_on_direct, 1);
+        path_gauges();
+        chat_log_warn("event=db_path_switch worker=%d from=pooler to=direct "
+                      "reason=\"the pooler refuses or drops connections\"",
+                      w->index);
+    } else {
+        w->pooler_good_ticks = pooler_ok ? w->pooler_good_ticks + 1 : 0;
+        if (w->pooler_good_ticks < PATH_GOOD_TICKS)
+            return;
+        w->ctx.db = w->db;
+        w->pooler_bad_ticks = 0;
+        atomic_fetch_sub(&workers_on_direct, 1);
+        path_gauges();
+        chat_log_info("event=db_path_switch worker=%d from=direct to=pooler "
+                      "reason=\"the pooler is healthy again\"",
+                      w->index);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
@@ -98,6 +165,11 @@ static void *worker_main(void *arg)
         .path_name = "pooler",
     };
     w->db = chat_db_pool_create(&w->loop, &pc);
+    uv_timer_init(&w->loop, &w->path_timer);
+    w->path_timer.data = w;
+    if (cfg.database_url_direct && strcmp(cfg.database_url_direct, cfg.database_url) != 0)
+        /* A grace period at start: the pooler gets a moment to connect. */
+        uv_timer_start(&w->path_timer, path_tick_cb, 1000, PATH_TICK_MS);
     w->ctx.loop = &w->loop;
     w->ctx.db = w->db;
     w->ctx.auth = chat_auth_cache_create();
@@ -235,14 +307,11 @@ static int serve(void)
     if (nworkers > cfg.db_pool_size)
         nworkers = cfg.db_pool_size; /* every worker needs at least one connection */
 
-    chat_metric_set(chat_metric_series(chat_metrics_gauge("chatd_db_path",
-                                                          "1 on the database path in use"),
-                                       "path=\"pooler\""),
-                    1);
-    chat_metric_set(chat_metric_series(chat_metrics_gauge("chatd_db_path",
-                                                          "1 on the database path in use"),
-                                       "path=\"direct\""),
-                    0);
+    chat_metric_family_t *path = chat_metrics_gauge("chatd_db_path", "1 on the database path in use");
+    path_pooler = chat_metric_series(path, "path=\"pooler\"");
+    path_direct = chat_metric_series(path, "path=\"direct\"");
+    chat_metric_set(path_pooler, 1);
+    chat_metric_set(path_direct, 0);
 
     /* Without a cache every read goes to the database: report it as bypassed. */
     chat_cache_set_bypass(cfg.cache_bypass || !cfg.enable_redis_cache);
@@ -262,6 +331,9 @@ static int serve(void)
         worker_t *w = &workers[i];
         w->index = i;
         w->pool_size = cfg.db_pool_size / nworkers + (i < cfg.db_pool_size % nworkers);
+        w->direct_size = cfg.db_pool_size_direct / nworkers + (i < cfg.db_pool_size_direct % nworkers);
+        if (w->direct_size < 1)
+            w->direct_size = 1;
         pthread_create(&w->thread, NULL, worker_main, w);
         uv_sem_wait(&start_sem);
         if (w->bind_error && !failed) {
