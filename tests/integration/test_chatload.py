@@ -148,7 +148,7 @@ def test_many_connections_grow_and_shrink(chatd_factory, tmp_path):
     chatd = chatd_factory()
     url = f"http://{chatd.host}:{chatd.port}"
     seed = tmp_path / "seed.json"
-    r = run_chatload(["seed", "--url", url, "--users", "100", "--conversations", "100", "--messages", "2000",
+    r = run_chatload(["seed", "--url", url, "--users", "100", "--conversations", "100", "--messages", "2000", "--parallel", "4",
                       "--out", str(seed)], timeout=300)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out.json"

@@ -13,7 +13,9 @@
 #include <http_parser.h>
 #include <netinet/in.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,10 +144,72 @@ static void add_request(sbuf_t *b, const cl_url_t *u, const char *method, const 
   sb_printf(b, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
 }
 
+#define MAX_PARALLEL 64
+
+typedef struct {
+  const cl_url_t *u;
+  const cl_user_t *users;
+  const cl_conv_t *convs;
+  unsigned tag;
+  long nmsgs;
+  int parallel;
+  int *conv, *sender; /* per message: conversation index, user index */
+  atomic_long done;
+  atomic_int failed;
+} msg_job_t;
+
+typedef struct {
+  msg_job_t *job;
+  int index;
+} msg_worker_t;
+
+static int run_batch(bconn_t *c, sbuf_t *b, resp_t *resps, int n, const char *what);
+static void free_resps(resp_t *r, int n);
+
+/* Thread body: sends messages index, index+parallel, ... on its own
+ * keep-alive connection, BATCH pipelined at a time. */
+static void *send_messages(void *arg) {
+  msg_worker_t *w = arg;
+  msg_job_t *j = w->job;
+  bconn_t c;
+  if (bconn_open(&c, j->u) != 0) {
+    fprintf(stderr, "chatload seed: cannot connect: %s\n", strerror(errno));
+    atomic_store(&j->failed, 1);
+    return NULL;
+  }
+  resp_t resps[BATCH];
+  memset(resps, 0, sizeof resps);
+  sbuf_t b = {0};
+  char path[128], body[128];
+  long i = w->index;
+  while (i < j->nmsgs && !atomic_load(&j->failed)) {
+    int n = 0;
+    for (; n < BATCH && i < j->nmsgs; n++, i += j->parallel) {
+      snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages", (long long)j->convs[j->conv[i]].id);
+      snprintf(body, sizeof body, "{\"body\":\"seed message %ld of run %06x\"}", i, j->tag);
+      add_request(&b, j->u, "POST", path, j->users[j->sender[i]].token, body);
+    }
+    if (run_batch(&c, &b, resps, n, "messages") != 0) {
+      atomic_store(&j->failed, 1);
+      break;
+    }
+    free_resps(resps, n);
+    long d = atomic_fetch_add(&j->done, n) + n;
+    if (d / 10000 != (d - n) / 10000)
+      fprintf(stderr, "chatload seed: %ld/%ld messages\n", d, j->nmsgs);
+  }
+  free_resps(resps, BATCH);
+  free(b.data);
+  free(c.cur);
+  close(c.fd);
+  return NULL;
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage: chatload seed --url http://127.0.0.1:3000 --users N --conversations N\n"
-          "                     --messages N [--members K] [--zipf S] [--seed N] --out seed.json\n");
+          "                     --messages N [--members K] [--zipf S] [--seed N] [--parallel P]\n"
+          "                     --out seed.json\n");
 }
 
 /* Runs the batch in b against c; on any non-2xx answer, reports and fails. */
@@ -181,12 +245,13 @@ static int64_t body_id(const resp_t *r) {
 int cl_cmd_seed(int argc, char **argv) {
   const char *url = "http://127.0.0.1:3000", *out = NULL;
   long nusers = 100, nconvs = 50, nmsgs = 1000, members = 4;
+  int parallel = 8;
   double zipf_s = 1.1;
   unsigned long long seed = 42;
   static const struct option opts[] = {
       {"url", 1, 0, 'u'},      {"users", 1, 0, 'U'}, {"conversations", 1, 0, 'c'},
       {"messages", 1, 0, 'm'}, {"members", 1, 0, 'k'}, {"zipf", 1, 0, 'z'},
-      {"seed", 1, 0, 's'},     {"out", 1, 0, 'o'},   {"help", 0, 0, 'h'},
+      {"seed", 1, 0, 's'},     {"out", 1, 0, 'o'},   {"parallel", 1, 0, 'p'}, {"help", 0, 0, 'h'},
       {0, 0, 0, 0}};
   int ch;
   optind = 1;
@@ -200,10 +265,11 @@ int cl_cmd_seed(int argc, char **argv) {
     case 'z': zipf_s = atof(optarg); break;
     case 's': seed = strtoull(optarg, NULL, 10); break;
     case 'o': out = optarg; break;
+    case 'p': parallel = atoi(optarg); break;
     default: usage(); return 2;
     }
   }
-  if (!out || nusers < 1 || nconvs < 1 || nmsgs < 0 || members < 1) {
+  if (!out || nusers < 1 || nconvs < 1 || nmsgs < 0 || members < 1 || parallel < 1 || parallel > MAX_PARALLEL) {
     usage();
     return 2;
   }
@@ -229,7 +295,7 @@ int cl_cmd_seed(int argc, char **argv) {
   resp_t resps[BATCH];
   memset(resps, 0, sizeof resps);
   sbuf_t b = {0};
-  char path[128], body[512];
+  char body[512];
   int rc = 1;
   if (!users || !convs)
     abort();
@@ -288,22 +354,32 @@ int cl_cmd_seed(int argc, char **argv) {
     fprintf(stderr, "chatload seed: bad --zipf\n");
     goto done;
   }
-  for (long i = 0; i < nmsgs; i += BATCH) {
-    int n = (int)(nmsgs - i < BATCH ? nmsgs - i : BATCH);
-    for (int k = 0; k < n; k++) {
-      cl_conv_t *cv = &convs[cl_zipf_sample(&z, &rng)];
-      int sender = cv->members[cl_rng_below(&rng, (uint64_t)cv->nmembers)];
-      snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages", (long long)cv->id);
-      snprintf(body, sizeof body, "{\"body\":\"seed message %ld of run %06x\"}", i + k, tag);
-      add_request(&b, &u, "POST", path, users[sender].token, body);
-    }
-    if (run_batch(&c, &b, resps, n, "messages") != 0) {
-      cl_zipf_dispose(&z);
-      goto done;
-    }
-    free_resps(resps, n);
-    if ((i / BATCH) % 200 == 199)
-      fprintf(stderr, "chatload seed: %ld/%ld messages\n", i + n, nmsgs);
+  msg_job_t job = {.u = &u, .users = users, .convs = convs, .tag = tag, .nmsgs = nmsgs, .parallel = parallel};
+  job.conv = malloc((size_t)(nmsgs ? nmsgs : 1) * sizeof *job.conv);
+  job.sender = malloc((size_t)(nmsgs ? nmsgs : 1) * sizeof *job.sender);
+  if (!job.conv || !job.sender)
+    abort();
+  /* where each message goes is drawn here, in order, so it follows --seed
+   * whatever the number of sending threads */
+  for (long i = 0; i < nmsgs; i++) {
+    job.conv[i] = (int)cl_zipf_sample(&z, &rng);
+    const cl_conv_t *cv = &convs[job.conv[i]];
+    job.sender[i] = cv->members[cl_rng_below(&rng, (uint64_t)cv->nmembers)];
+  }
+  pthread_t th[MAX_PARALLEL];
+  msg_worker_t w[MAX_PARALLEL];
+  for (int t = 0; t < parallel; t++) {
+    w[t] = (msg_worker_t){.job = &job, .index = t};
+    if (pthread_create(&th[t], NULL, send_messages, &w[t]) != 0)
+      abort();
+  }
+  for (int t = 0; t < parallel; t++)
+    pthread_join(th[t], NULL);
+  free(job.conv);
+  free(job.sender);
+  if (atomic_load(&job.failed)) {
+    cl_zipf_dispose(&z);
+    goto done;
   }
   cl_zipf_dispose(&z);
 
