@@ -444,7 +444,9 @@ static int scr_done(http_parser *p) {
     cl_scrape_parse(sc, s->body ? s->body : "", s->len);
     sc->t = now_s();
     /* the first scrape is the baseline of the first stage */
-    sc->stage = R.res.nscrapes == 0 ? -1 : R.cur < R.res.nstages ? R.cur : R.res.nstages - 1;
+    /* while a stage is still opening its connections, samples count as the
+     * end of the previous stage (the baseline of this one) */
+    sc->stage = R.res.nscrapes == 0 ? -1 : R.cur >= R.res.nstages ? R.res.nstages - 1 : R.ramping ? R.cur - 1 : R.cur;
     if (sc->ok)
       R.res.nscrapes++;
   }
