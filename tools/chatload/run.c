@@ -35,6 +35,7 @@ typedef enum { C_DEAD, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSING } conn_state_t;
 typedef struct {
   uint64_t due;
   int stage;
+  int retried; /* already retried once after a keep-alive close */
 } due_t;
 
 typedef struct conn {
@@ -159,11 +160,13 @@ static void conn_close(conn_t *c) {
     return;
   if (c->state == C_BUSY) {
     R.inflight--;
-    if (!c->got_bytes && c->served > 0 && c->op != CL_OP_SEND && !R.finished && R.qlen < QUEUE_CAP) {
+    if (!c->got_bytes && c->served > 0 && c->op != CL_OP_SEND && !c->req.retried && !R.finished &&
+        R.qlen < QUEUE_CAP) {
       /* the server closed a reused keep-alive connection as the request went
        * out: retry a read once elsewhere, its latency still counted from due */
       R.qhead = (R.qhead + QUEUE_CAP - 1) % QUEUE_CAP;
       R.queue[R.qhead] = c->req;
+      R.queue[R.qhead].retried = 1;
       R.qlen++;
       R.res.retries++;
     } else {
@@ -366,7 +369,7 @@ static void on_tick(uv_timer_t *t) {
         st->status[0]++;
         st->errors++;
       } else {
-        R.queue[(R.qhead + R.qlen) % QUEUE_CAP] = (due_t){R.next_due, R.cur};
+        R.queue[(R.qhead + R.qlen) % QUEUE_CAP] = (due_t){R.next_due, R.cur, 0};
         R.qlen++;
       }
       st->due++;
