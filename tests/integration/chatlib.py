@@ -900,12 +900,12 @@ def mass_exchange(socks, request_of, timeout=60):
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to target; stop() refuses new connections and cuts live ones."""
 
-    def __init__(self, target_host, target_port):
+    def __init__(self, target_host, target_port, port=0):
         import threading
         self.target = (target_host, target_port)
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.bind(("127.0.0.1", port))
         self.port = self.lsock.getsockname()[1]
         self.lsock.listen(128)
         self.conns = []

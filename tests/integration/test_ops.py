@@ -396,6 +396,19 @@ def test_pooler_lost_falls_back_to_direct(chatd_factory, stack):
             h = x.history(a["token"], c["id"])
             assert h["messages"][0]["body"] == "after the cut"
             x.signup()
+
+            # The pooler comes back: chatd returns to it (design.md: "and back when the
+            # pooler is healthy again"), serving all along.
+            proxy = TcpProxy(target.hostname, target.port, port=proxy.port)
+
+            def back():
+                assert x.send_raw(a["token"], c["id"], "meanwhile").status_code == 201
+                return Metrics(inst.metrics()).value("chatd_db_path", {"path": "pooler"}) == 1
+
+            wait_for(back, 30, interval=0.2, what="chatd to return to the pooler path")
+            m = Metrics(inst.metrics())
+            assert m.value("chatd_db_path", {"path": "direct"}) == 0
+            x.send(a["token"], c["id"], "via the pooler again")
         finally:
             x.close()
     finally:
