@@ -155,6 +155,7 @@ int cl_report_json(const cl_results_t *r, const char *path) {
   json_object_set_new(root, "mix", json_string(r->mix));
   json_object_set_new(root, "zipf", json_real(r->zipf));
   json_object_set_new(root, "seed", json_integer((json_int_t)r->seed));
+  json_object_set_new(root, "interrupted", json_boolean(r->interrupted));
   json_object_set_new(root, "duration_s", json_real(r->duration));
   json_object_set_new(root, "due", json_integer((json_int_t)due));
   json_object_set_new(root, "sent", json_integer((json_int_t)sent));

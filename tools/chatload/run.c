@@ -16,6 +16,7 @@
 #include <http_parser.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,8 @@ static struct {
   due_t *queue;
   size_t qhead, qlen;
   uv_timer_t tick, second;
+  uv_signal_t sigint, sigterm;
+  int interrupted;
   scraper_t scr;
   uint64_t t0, stage_t0, next_due, k;
   int cur, finished;
@@ -538,9 +541,22 @@ static void finish(void) {
   uv_timer_stop(&R.second);
   uv_close((uv_handle_t *)&R.tick, NULL);
   uv_close((uv_handle_t *)&R.second, NULL);
+  uv_close((uv_handle_t *)&R.sigint, NULL);
+  uv_close((uv_handle_t *)&R.sigterm, NULL);
   if (R.scr.busy)
     scr_close();
   R.res.duration = now_s();
+}
+
+/* SIGINT/SIGTERM end the run early; the results so far are still written. */
+static void on_signal(uv_signal_t *h, int signum) {
+  if (R.finished)
+    return;
+  fprintf(stderr, "chatload: %s, stopping early\n", strsignal(signum));
+  R.interrupted = R.res.interrupted = 1;
+  if (R.cur < R.res.nstages && !R.ramping)
+    R.res.stages[R.cur].t_end = now_s();
+  finish();
 }
 
 /* ---- command line ---- */
@@ -750,6 +766,10 @@ int cl_cmd_run(int argc, char **argv) {
   uv_timer_init(R.loop, &R.second);
   scrape_start(); /* the baseline for the first stage */
   stage_begin(0);
+  uv_signal_init(R.loop, &R.sigint);
+  uv_signal_init(R.loop, &R.sigterm);
+  uv_signal_start(&R.sigint, on_signal, SIGINT);
+  uv_signal_start(&R.sigterm, on_signal, SIGTERM);
   uv_timer_start(&R.tick, on_tick, 1, 1);
   uv_timer_start(&R.second, on_second, 1000, 1000);
   uv_run(R.loop, UV_RUN_DEFAULT);
@@ -761,7 +781,7 @@ int cl_cmd_run(int argc, char **argv) {
   }
   fprintf(stderr, "chatload: done in %.1f s: %llu requests answered or failed, %llu errors\n", R.res.duration,
           (unsigned long long)completed, (unsigned long long)errors);
-  int rc = R.unreachable ? 1 : 0;
+  int rc = R.unreachable || R.interrupted ? 1 : 0;
   if (json && cl_report_json(&R.res, json) != 0)
     rc = 1;
   if (md && cl_report_md(&R.res, md) != 0)

@@ -66,6 +66,7 @@ typedef struct {
   cl_scrape_t *scrapes;
   uint64_t connect_errors, dropped, retries;
   double duration;
+  int interrupted; /* stopped early by a signal */
 } cl_results_t;
 
 int cl_report_json(const cl_results_t *r, const char *path);
