@@ -88,6 +88,11 @@ def test_refuses_non_loopback(tmp_path):
                       "--stages", "1:1:1"], timeout=10)
     assert r.returncode != 0
     assert "loopback" in r.stderr
+    for url in ("http://10.1.2.3:3000", "http://example.com:3000", "http://[2001:db8::1]:3000"):
+        r = run_chatload(["seed", "--url", url, "--users", "1", "--conversations", "1", "--messages", "0",
+                          "--out", str(tmp_path / "s2.json")], timeout=10)
+        assert r.returncode != 0 and "refusing target" in r.stderr, (url, r.stderr)
+    assert not (tmp_path / "s2.json").exists()
 
 
 def test_scheduler_rate(tiny_server, tmp_path):
