@@ -32,15 +32,10 @@ typedef struct worker {
     uv_loop_t loop;
     uv_async_t stop;
     chat_http_server_t *http;
-    chat_db_pool_t *db;
     chat_ctx_t ctx;
     chat_api_t api;
     int pool_size;
     int direct_size;
-    chat_db_pool_t *direct;   /* fallback pool, created on first switch */
-    uv_timer_t path_timer;    /* watches the pooler path */
-    int pooler_bad_ticks;
-    int pooler_good_ticks;
     int bind_error;        /* set before start_sem is posted */
     int stopping;
 } worker_t;
@@ -57,12 +52,7 @@ static _Atomic int workers_running;
 static void worker_pool_closed(void *arg)
 {
     worker_t *w = arg;
-    if (w->direct) {
-        chat_db_pool_t *d = w->direct;
-        w->direct = NULL;
-        chat_db_pool_close(d, worker_pool_closed, w);
-        return;
-    }
+    w->ctx.db = NULL;
     uv_close((uv_handle_t *)&w->stop, NULL);
 }
 
@@ -70,8 +60,7 @@ static void worker_cache_closed(void *arg)
 {
     worker_t *w = arg;
     w->ctx.cache = NULL;
-    uv_close((uv_handle_t *)&w->path_timer, NULL);
-    chat_db_pool_close(w->db, worker_pool_closed, w);
+    chat_db_close(w->ctx.db, worker_pool_closed, w);
 }
 
 static void worker_http_closed(void *arg)
@@ -96,59 +85,17 @@ static void worker_stop_cb(uv_async_t *h)
         worker_http_closed(w);
 }
 
-/* ---- the database path: pooler, or the direct fallback ---- */
-
-#define PATH_TICK_MS 250
-#define PATH_BAD_TICKS 2   /* pooler unreachable this long (x tick) before leaving it */
-#define PATH_GOOD_TICKS 20 /* pooler healthy this long before coming back */
+/* ---- the database path: which workers are on the direct fallback ---- */
 
 static _Atomic int workers_on_direct;
 static chat_metric_t *path_pooler, *path_direct;
 
-static void path_gauges(void)
+static void path_switched(int to_direct, void *arg)
 {
-    int n = atomic_load(&workers_on_direct);
+    (void)arg;
+    int n = atomic_fetch_add(&workers_on_direct, to_direct ? 1 : -1) + (to_direct ? 1 : -1);
     chat_metric_set(path_direct, n > 0 ? 1 : 0);
     chat_metric_set(path_pooler, n < nworkers ? 1 : 0);
-}
-
-static void path_tick_cb(uv_timer_t *t)
-{
-    worker_t *w = t->data;
-    int pooler_ok = chat_db_pool_healthy(w->db);
-    if (w->ctx.db == w->db) {
-        w->pooler_bad_ticks = pooler_ok ? 0 : w->pooler_bad_ticks + 1;
-        if (w->pooler_bad_ticks < PATH_BAD_TICKS)
-            return;
-        if (!w->direct) {
-            chat_db_pool_config_t pc = {
-                .conninfo = cfg.database_url_direct,
-                .size = w->direct_size,
-                .queue_timeout_ms = cfg.db_queue_timeout_ms,
-                .connect_timeout_ms = cfg.db_connect_timeout_ms,
-                .path_name = "direct",
-            };
-            w->direct = chat_db_pool_create(&w->loop, &pc);
-        }
-        w->ctx.db = w->direct;
-        w->pooler_good_ticks = 0;
-        atomic_fetch_add(&workers_on_direct, 1);
-        path_gauges();
-        chat_log_warn("event=db_path_switch worker=%d from=pooler to=direct "
-                      "reason=\"the pooler refuses or drops connections\"",
-                      w->index);
-    } else {
-        w->pooler_good_ticks = pooler_ok ? w->pooler_good_ticks + 1 : 0;
-        if (w->pooler_good_ticks < PATH_GOOD_TICKS)
-            return;
-        w->ctx.db = w->db;
-        w->pooler_bad_ticks = 0;
-        atomic_fetch_sub(&workers_on_direct, 1);
-        path_gauges();
-        chat_log_info("event=db_path_switch worker=%d from=direct to=pooler "
-                      "reason=\"the pooler is healthy again\"",
-                      w->index);
-    }
 }
 
 static void *worker_main(void *arg)
@@ -157,21 +104,26 @@ static void *worker_main(void *arg)
     uv_loop_init(&w->loop);
     uv_async_init(&w->loop, &w->stop, worker_stop_cb);
     w->stop.data = w;
-    chat_db_pool_config_t pc = {
-        .conninfo = cfg.database_url,
-        .size = w->pool_size,
-        .queue_timeout_ms = cfg.db_queue_timeout_ms,
-        .connect_timeout_ms = cfg.db_connect_timeout_ms,
-        .path_name = "pooler",
+    chat_db_path_config_t pc = {
+        .pooler =
+            {
+                .conninfo = cfg.database_url,
+                .size = w->pool_size,
+                .queue_timeout_ms = cfg.db_queue_timeout_ms,
+                .connect_timeout_ms = cfg.db_connect_timeout_ms,
+                .path_name = "pooler",
+            },
+        .direct_conninfo = cfg.database_url_direct,
+        .direct_size = w->direct_size,
+        .error_percent = cfg.failover_error_percent,
+        .queue_wait_ms = cfg.failover_queue_wait_ms,
+        .window_ms = cfg.failover_window_ms,
+        .hold_ms = cfg.failover_hold_ms,
+        .worker = w->index,
+        .on_switch = path_switched,
     };
-    w->db = chat_db_pool_create(&w->loop, &pc);
-    uv_timer_init(&w->loop, &w->path_timer);
-    w->path_timer.data = w;
-    if (cfg.database_url_direct && strcmp(cfg.database_url_direct, cfg.database_url) != 0)
-        /* A grace period at start: the pooler gets a moment to connect. */
-        uv_timer_start(&w->path_timer, path_tick_cb, 1000, PATH_TICK_MS);
     w->ctx.loop = &w->loop;
-    w->ctx.db = w->db;
+    w->ctx.db = chat_db_create(&w->loop, &pc);
     w->ctx.auth = chat_auth_cache_create();
     w->ctx.members = chat_members_create();
     w->ctx.fill_delay_ms = cfg.cache_fill_delay_ms;

@@ -20,7 +20,7 @@ void chat_h_healthz(chat_call_t *call)
 
 void chat_h_readyz(chat_call_t *call)
 {
-    int db_up = chat_db_pool_healthy(call->api->ctx->db);
+    int db_up = chat_db_healthy(call->api->ctx->db);
     const char *cache = chat_cache_state(call->api->ctx->cache);
     const char *status = !db_up ? "unavailable" : strcmp(cache, "down") ? "ready" : "degraded";
     chat_buf_t b = CHAT_BUF_INIT;

@@ -104,6 +104,25 @@ int chat_auth_token_new(char out[64])
     return 0;
 }
 
+int chat_op_id_new(char out[CHAT_OP_ID_LEN])
+{
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof raw) != 1)
+        return -1;
+    raw[6] = (unsigned char)((raw[6] & 0x0f) | 0x40); /* version 4 */
+    raw[8] = (unsigned char)((raw[8] & 0x3f) | 0x80); /* variant 1 */
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < sizeof raw; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[raw[i] >> 4];
+        out[o++] = hex[raw[i] & 15];
+    }
+    out[o] = '\0';
+    return 0;
+}
+
 void chat_auth_token_hash(const char *token, size_t len, unsigned char out[32])
 {
     SHA256((const unsigned char *)token, len, out);
@@ -170,5 +189,5 @@ void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_c
     chat_auth_hash_hex(hash, hex);
     const char *params[] = {hex};
     chat_db_stmt_t st = {"SELECT user_id FROM tokens WHERE hash = $1::bytea", 1, params};
-    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, auth_db_cb, op);
+    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, auth_db_cb, op);
 }

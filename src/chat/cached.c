@@ -265,7 +265,7 @@ void chat_cached_read(chat_ctx_t *ctx, int64_t caller, int kind, int64_t conv, c
     char a[24], b[24];
     const char *p[] = {chat_i64_str(a, conv), chat_i64_str(b, caller)};
     chat_db_stmt_t st = {"SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2", 2, p};
-    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, membership_cb, op);
+    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, membership_cb, op);
 }
 
 void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), void *arg)

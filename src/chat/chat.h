@@ -8,7 +8,7 @@
 #ifndef CHAT_CHAT_CHAT_H
 #define CHAT_CHAT_CHAT_H
 
-#include "db/pool.h"
+#include "db/path.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -20,7 +20,7 @@ struct chat_cache;
 /** Per-worker context: everything an operation needs, owned by the worker. */
 typedef struct chat_ctx {
     uv_loop_t *loop;
-    chat_db_pool_t *db;
+    chat_db_t *db;            /* the database path: pooler or direct */
     chat_auth_cache_t *auth;  /* token hash -> user id, per worker */
     chat_members_t *members;  /* (conversation, user) pairs proven members, per worker */
     struct chat_cache *cache; /* NULL when the cache is disabled */
@@ -63,6 +63,14 @@ void chat_auth_cache_destroy(chat_auth_cache_t *c);
  * (at least 44 bytes). Returns 0 or -1 if the system RNG failed.
  */
 int chat_auth_token_new(char out[64]) __attribute__((warn_unused_result));
+
+/**
+ * A random operation id (UUID text) for a creating write: sent again after a
+ * lost answer, the write finds its first attempt instead of repeating it.
+ * -1 when no randomness is available.
+ */
+#define CHAT_OP_ID_LEN 37
+int chat_op_id_new(char out[CHAT_OP_ID_LEN]) __attribute__((warn_unused_result));
 /** SHA-256 of the token string, the only form in which tokens are stored. */
 void chat_auth_token_hash(const char *token, size_t len, unsigned char out[32]);
 /** Constant-time comparison of two strings. */

@@ -16,6 +16,7 @@ struct conv_op {
     void *arg;
     chat_ctx_t *ctx;
     int64_t conv;
+    char op_id[CHAT_OP_ID_LEN]; /* create only */
 };
 
 static struct conv_op *op_new(chat_reply_cb cb, void *arg)
@@ -31,20 +32,20 @@ static struct conv_op *op_new(chat_reply_cb cb, void *arg)
     "c.id, c.title, c.created_by, " CHAT_SQL_TS("c.created_at") ", c.member_count, "            \
         CHAT_SQL_TS("c.last_message_at")
 
-static void encode_conv(chat_buf_t *b, const PGresult *res)
+static void encode_conv(chat_buf_t *b, const PGresult *res, int col)
 {
     chat_buf_puts(b, "{\"id\":");
-    chat_buf_puts(b, PQgetvalue(res, 0, 0));
+    chat_buf_puts(b, PQgetvalue(res, 0, col));
     chat_buf_puts(b, ",\"title\":");
-    chat_json_put_str(b, PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
+    chat_json_put_str(b, PQgetvalue(res, 0, col + 1), (size_t)PQgetlength(res, 0, col + 1));
     chat_buf_puts(b, ",\"created_by\":");
-    chat_buf_puts(b, PQgetvalue(res, 0, 2));
+    chat_buf_puts(b, PQgetvalue(res, 0, col + 2));
     chat_buf_puts(b, ",\"created_at\":\"");
-    chat_buf_puts(b, PQgetvalue(res, 0, 3));
+    chat_buf_puts(b, PQgetvalue(res, 0, col + 3));
     chat_buf_puts(b, "\",\"member_count\":");
-    chat_buf_puts(b, PQgetvalue(res, 0, 4));
+    chat_buf_puts(b, PQgetvalue(res, 0, col + 4));
     chat_buf_puts(b, ",\"last_message_at\":");
-    const char *last = chat_pg_str(res, 0, 5);
+    const char *last = chat_pg_str(res, 0, col + 5);
     if (last) {
         chat_buf_putc(b, '"');
         chat_buf_puts(b, last);
@@ -55,16 +56,44 @@ static void encode_conv(chat_buf_t *b, const PGresult *res)
     chat_buf_putc(b, '}');
 }
 
-static void create_cb(const chat_db_result_t *r, void *arg)
+static void created_cb(const chat_db_result_t *r, void *arg)
 {
     struct conv_op *op = arg;
     if (r->status != CHAT_DB_OK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_INVALID, "member_ids contains an unknown user id");
+        /* The row that made our insert a no-op is committed, so this cannot happen. */
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_UNAVAILABLE,
+                       "the conversation could not be stored");
     else {
         chat_buf_t b = CHAT_BUF_INIT;
-        encode_conv(&b, r->res[0]);
+        encode_conv(&b, r->res[0], 0);
+        chat_reply_ok(op->cb, op->arg, CHAT_CREATED, &b);
+    }
+    free(op);
+}
+
+static void create_cb(const chat_db_result_t *r, void *arg)
+{
+    struct conv_op *op = arg;
+    if (r->status != CHAT_DB_OK) {
+        chat_reply_db_err(op->cb, op->arg, r);
+    } else if (chat_pg_i64(r->res[0], 0, 0) > 0) {
+        chat_reply_err(op->cb, op->arg, CHAT_ERR_INVALID, "member_ids contains an unknown user id");
+    } else if (PQgetisnull(r->res[0], 0, 1)) {
+        /*
+         * Our op_id is taken: this is a second attempt of a create whose
+         * answer was lost. ON CONFLICT waited for the first to commit, so a
+         * new statement sees it; answer with it.
+         */
+        const char *params[] = {op->op_id};
+        chat_db_stmt_t st = {"SELECT " CONV_COLUMNS " FROM conversations c WHERE c.op_id = $1::uuid",
+                             1, params};
+        chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, created_cb, op);
+        return;
+    } else {
+        chat_buf_t b = CHAT_BUF_INIT;
+        encode_conv(&b, r->res[0], 1);
         chat_reply_ok(op->cb, op->arg, CHAT_CREATED, &b);
     }
     free(op);
@@ -82,23 +111,34 @@ void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t
         chat_buf_put_i64(&ids, member_ids[i]);
     }
     chat_buf_putc(&ids, '}');
+    struct conv_op *op = op_new(cb, arg);
+    op->ctx = ctx;
+    if (chat_op_id_new(op->op_id) < 0) {
+        chat_reply_err(cb, arg, CHAT_ERR_UNAVAILABLE, "no randomness for the operation id");
+        chat_buf_dispose(&ids);
+        free(op);
+        return;
+    }
     char callerbuf[24];
     char *title_z = chat_strndup(title, title_len);
-    const char *params[] = {title_z, chat_i64_str(callerbuf, caller), ids.data};
+    const char *params[] = {title_z, chat_i64_str(callerbuf, caller), ids.data, op->op_id};
     /*
      * One statement: the conversation is inserted only when every id names a
-     * user, so an unknown id leaves nothing behind and yields no row.
+     * user, so an unknown id leaves nothing behind. The first column counts
+     * unknown ids; the rest is the new conversation, or NULLs when the op_id
+     * was already used (a second attempt: the pool may send it again).
      */
     chat_db_stmt_t st = {
         "WITH ids AS (SELECT DISTINCT unnest($3::bigint[]) AS id), "
         "bad AS (SELECT count(*) AS n FROM ids WHERE NOT EXISTS "
         "  (SELECT 1 FROM users u WHERE u.id = ids.id)), "
-        "c AS (INSERT INTO conversations (title, created_by, member_count) "
-        "  SELECT $1::text, $2::bigint, (SELECT count(*) FROM ids) WHERE (SELECT n FROM bad) = 0 RETURNING *), "
+        "c AS (INSERT INTO conversations (title, created_by, member_count, op_id) "
+        "  SELECT $1::text, $2::bigint, (SELECT count(*) FROM ids), $4::uuid "
+        "  WHERE (SELECT n FROM bad) = 0 ON CONFLICT DO NOTHING RETURNING *), "
         "m AS (INSERT INTO members (conversation_id, user_id) SELECT c.id, ids.id FROM c, ids) "
-        "SELECT " CONV_COLUMNS " FROM c",
-        3, params};
-    chat_db_pool_exec(ctx->db, &st, 1, 0, create_cb, op_new(cb, arg));
+        "SELECT (SELECT n FROM bad), " CONV_COLUMNS " FROM (SELECT 1) one LEFT JOIN c ON true",
+        4, params};
+    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, create_cb, op);
     free(title_z);
     chat_buf_dispose(&ids);
 }
@@ -112,7 +152,7 @@ static void get_cb(const chat_db_result_t *r, void *arg)
         chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
     else {
         chat_buf_t b = CHAT_BUF_INIT;
-        encode_conv(&b, r->res[0]);
+        encode_conv(&b, r->res[0], 0);
         chat_reply_ok(op->cb, op->arg, CHAT_OK, &b);
     }
     free(op);
@@ -128,7 +168,7 @@ static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply
                          "JOIN members m ON m.conversation_id = c.id AND m.user_id = $2 "
                          "WHERE c.id = $1",
                          2, params};
-    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, get_cb, op_new(cb, arg));
+    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, get_cb, op_new(cb, arg));
 }
 
 void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
@@ -191,5 +231,5 @@ void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int6
     struct conv_op *op = op_new(cb, arg);
     op->ctx = ctx;
     op->conv = conv_id;
-    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, add_member_cb, op);
+    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, add_member_cb, op);
 }

@@ -44,6 +44,7 @@ struct msg_op {
     chat_buf_t body;     /* send: the message object */
     char conv[24], sender[24];
     char *client_msg_id; /* send only, owned */
+    char op_id[CHAT_OP_ID_LEN]; /* send only */
     int limit, offset;   /* history only */
 };
 
@@ -92,7 +93,12 @@ static void existing_cb(const chat_db_result_t *r, void *arg)
         /* The row that made our insert a no-op is committed, so this cannot happen. */
         chat_reply_err(op->cb, op->arg, CHAT_ERR_UNAVAILABLE, "the message could not be stored");
     else {
-        reply_message(op, CHAT_OK, r->res[0], 0);
+        /*
+         * The last column says whether the row is this request's own first
+         * attempt (its answer was lost): then it is still a creation.
+         */
+        int own = !strcmp(PQgetvalue(r->res[0], 0, PQnfields(r->res[0]) - 1), "t");
+        reply_message(op, own ? CHAT_CREATED : CHAT_OK, r->res[0], 0);
         return;
     }
     op_free(op);
@@ -114,15 +120,17 @@ static void send_cb(const chat_db_result_t *r, void *arg)
         reply_message(op, CHAT_CREATED, res, 1);
     } else {
         /*
-         * The insert met an existing (sender, conversation, client_msg_id):
-         * ON CONFLICT waited for that row's transaction to commit, so a new
-         * statement (new snapshot) sees it. Answer with the original.
+         * The insert met an existing (sender, conversation, client_msg_id),
+         * or this request's own op_id: ON CONFLICT waited for that row's
+         * transaction to commit, so a new statement (new snapshot) sees it.
+         * Answer with the original.
          */
-        const char *params[] = {op->sender, op->conv, op->client_msg_id};
-        chat_db_stmt_t st = {"SELECT " MSG_COLUMNS("") " FROM messages WHERE sender_id = $1 "
-                             "AND conversation_id = $2 AND client_msg_id = $3",
-                             3, params};
-        chat_db_pool_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, existing_cb, op);
+        const char *params[] = {op->sender, op->conv, op->client_msg_id, op->op_id};
+        chat_db_stmt_t st = {"SELECT " MSG_COLUMNS("") ", op_id IS NOT DISTINCT FROM $4::uuid "
+                             "FROM messages WHERE (sender_id = $1 AND conversation_id = $2 "
+                             "AND client_msg_id = $3) OR op_id = $4::uuid",
+                             4, params};
+        chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, existing_cb, op);
     }
 }
 
@@ -133,30 +141,35 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
     op->conv_id = conv_id;
     chat_i64_str(op->conv, conv_id);
     chat_i64_str(op->sender, caller);
+    if (chat_op_id_new(op->op_id) < 0) {
+        chat_reply_err(cb, arg, CHAT_ERR_UNAVAILABLE, "no randomness for the operation id");
+        op_free(op);
+        return;
+    }
     if (client_msg_id)
         op->client_msg_id = chat_strdup(client_msg_id);
     char *body_z = chat_strndup(body, body_len);
-    const char *params[] = {op->conv, op->sender, body_z, op->client_msg_id};
+    const char *params[] = {op->conv, op->sender, body_z, op->client_msg_id, op->op_id};
     /*
      * One statement is one transaction: membership check, insert, and the
      * conversation's count and last_message_at move together. The first column
      * says whether the caller is a member; the rest is the new message, or
-     * NULLs when the client_msg_id was already used.
+     * NULLs when the client_msg_id or the op_id was already used. Any unique
+     * index is an arbiter: (sender, conversation, client_msg_id) and op_id.
      */
     chat_db_stmt_t st = {
         "WITH ok AS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2), "
-        "ins AS (INSERT INTO messages (conversation_id, sender_id, body, client_msg_id) "
-        "  SELECT $1::bigint, $2::bigint, $3::text, $4::text FROM ok "
-        "  ON CONFLICT (sender_id, conversation_id, client_msg_id) "
-        "  WHERE client_msg_id IS NOT NULL DO NOTHING RETURNING *), "
+        "ins AS (INSERT INTO messages (conversation_id, sender_id, body, client_msg_id, op_id) "
+        "  SELECT $1::bigint, $2::bigint, $3::text, $4::text, $5::uuid FROM ok "
+        "  ON CONFLICT DO NOTHING RETURNING *), "
         "upd AS (UPDATE conversations c SET message_count = c.message_count + 1, "
         "  last_message_at = GREATEST(c.last_message_at, ins.created_at) "
         "  FROM ins WHERE c.id = ins.conversation_id RETURNING 1) "
         "SELECT (SELECT count(*) FROM ok), " MSG_COLUMNS("ins.") ", (SELECT count(*) FROM upd) "
         "FROM (SELECT 1) one LEFT JOIN ins ON true",
-        4, params};
-    /* With a client_msg_id a repeated send is harmless, so it may be retried. */
-    chat_db_pool_exec(ctx->db, &st, 1, client_msg_id ? CHAT_DB_RETRY_SENT : 0, send_cb, op);
+        5, params};
+    /* The op_id makes a repeated send harmless, so it may be sent again. */
+    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, send_cb, op);
     free(body_z);
 }
 
@@ -223,7 +236,7 @@ static void history_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_r
         "  ORDER BY id DESC LIMIT $3::int OFFSET $4::int) p ON true "
         "WHERE mem.conversation_id = $1 AND mem.user_id = $2 ORDER BY p.id DESC",
         5, params};
-    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
+    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
 }
 
 void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_t *q,
@@ -271,7 +284,7 @@ static void count_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_rep
                          "JOIN members m ON m.conversation_id = c.id AND m.user_id = $2 "
                          "WHERE c.id = $1",
                          2, params};
-    chat_db_pool_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, count_cb, op);
+    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, count_cb, op);
 }
 
 void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)

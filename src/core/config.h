@@ -23,6 +23,10 @@ typedef struct chat_config {
     int db_pool_size;          /* CHATD_DB_POOL_SIZE */
     int db_pool_size_direct;   /* CHATD_DB_POOL_SIZE_DIRECT */
     int db_queue_timeout_ms;   /* CHATD_DB_QUEUE_TIMEOUT_MS */
+    int failover_error_percent; /* CHATD_FAILOVER_ERROR_PERCENT */
+    int failover_queue_wait_ms; /* CHATD_FAILOVER_QUEUE_WAIT_MS */
+    int failover_window_ms;     /* CHATD_FAILOVER_WINDOW_MS */
+    int failover_hold_ms;       /* CHATD_FAILOVER_HOLD_MS */
     int db_connect_timeout_ms; /* CHATD_DB_CONNECT_TIMEOUT_MS */
     int max_connections;       /* CHATD_MAX_CONNECTIONS */
     int header_timeout_ms;     /* CHATD_HEADER_TIMEOUT_MS */

@@ -1,0 +1,461 @@
+/*
+ * The database path of one worker: pooler pool, lazily created direct pool,
+ * the switch between them, and transactions held across a switch. See
+ * path.h for the rules. Everything runs on the worker's loop.
+ */
+#include "db/path.h"
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TICK_MS 250
+#define BAD_TICKS 2           /* pooler unreachable this many ticks before leaving it */
+#define MAX_WINDOW_TICKS 2400 /* 10 minutes */
+#define MAX_ATTEMPTS 3        /* sends of one held transaction, the first included */
+#define HOLD_MAX_MS 300000    /* the hold time doubles up to this after relapses */
+#define RELAPSE_MS 60000      /* leaving the pooler again this soon is a relapse */
+#define HOLD_LIMIT_MS 3000    /* longest a failed transaction waits for a path */
+
+enum reason { R_UNREACHABLE, R_ERRORS, R_QUEUE_WAIT, R_HEALTHY, R_COUNT };
+static const char *const reason_label[R_COUNT] = {"unreachable", "error_ratio", "queue_wait",
+                                                  "healthy"};
+
+struct bucket {
+    uint32_t total, errors, slow;
+};
+
+typedef struct ptx {
+    struct ptx *next; /* held list */
+    chat_db_t *db;
+    chat_db_pool_t *pool; /* where it was last sent */
+    chat_db_cb cb;
+    void *arg;
+    int flags, n, attempts;
+    uint64_t deadline; /* loop ms: no more sends after this */
+    uint64_t hold_until; /* loop ms: the end of the wait for a path once held */
+    double waited;     /* queue wait of the attempts so far, seconds */
+    chat_db_stmt_t stmts[CHAT_DB_MAX_STMTS];
+    /* parameter pointers and strings follow */
+} ptx_t;
+
+struct chat_db {
+    uv_loop_t *loop;
+    chat_db_path_config_t cfg;
+    char *direct_conninfo;
+    chat_db_pool_t *pooler, *direct, *cur;
+    uv_timer_t timer;
+    int bad_ticks, good_ticks;
+    int nbuckets, bucket;
+    struct bucket *buckets;
+    uint64_t hold_ms;          /* current hold time */
+    uint64_t back_at;          /* loop ms of the last move back to the pooler */
+    int probe_inflight, probe_ok;
+    uint64_t probe_started;
+    ptx_t *held, **held_tail;
+    int closing;
+    void (*close_cb)(void *);
+    void *close_arg;
+};
+
+static chat_metric_t *m_switches[R_COUNT], *m_retries, *m_held;
+
+static void metrics_init(void)
+{
+    chat_metric_family_t *f =
+        chat_metrics_counter("chatd_db_path_switches_total", "Moves between the database paths");
+    for (int i = 0; i < R_COUNT; i++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "to=\"%s\",reason=\"%s\"",
+                 i == R_HEALTHY ? "pooler" : "direct", reason_label[i]);
+        m_switches[i] = chat_metric_series(f, labels);
+    }
+    m_retries = chat_metric_series(
+        chat_metrics_counter("chatd_db_path_retries_total",
+                             "Transactions sent again after their database path failed"),
+        "");
+    m_held = chat_metric_series(
+        chat_metrics_gauge("chatd_db_path_held", "Transactions held for a database path"), "");
+}
+
+/* ---- the window of pooler outcomes ---- */
+
+static int is_path_error(const chat_db_result_t *r)
+{
+    if (r->status == CHAT_DB_ERR_UNAVAILABLE || r->status == CHAT_DB_ERR_TIMEOUT)
+        return 1;
+    if (r->status != CHAT_DB_ERR_QUERY || !r->sqlstate)
+        return 0;
+    /* connection exceptions, insufficient resources, operator intervention */
+    return !strncmp(r->sqlstate, "08", 2) || !strncmp(r->sqlstate, "53", 2) ||
+           !strncmp(r->sqlstate, "57P", 3);
+}
+
+static void window_record(chat_db_t *db, const chat_db_result_t *r)
+{
+    if (!db->buckets || r->status == CHAT_DB_ERR_SHUTDOWN)
+        return;
+    struct bucket *b = &db->buckets[db->bucket];
+    b->total++;
+    if (is_path_error(r))
+        b->errors++;
+    if (db->cfg.queue_wait_ms > 0 && r->queue_wait * 1000.0 > db->cfg.queue_wait_ms)
+        b->slow++;
+}
+
+static void window_reset(chat_db_t *db)
+{
+    if (db->buckets)
+        memset(db->buckets, 0, sizeof *db->buckets * (size_t)db->nbuckets);
+}
+
+/* The reason the pooler's window asks for a switch, or -1. */
+static int window_verdict(chat_db_t *db, uint64_t *total, uint64_t *bad)
+{
+    uint64_t t = 0, e = 0, s = 0;
+    for (int i = 0; i < db->nbuckets; i++) {
+        t += db->buckets[i].total;
+        e += db->buckets[i].errors;
+        s += db->buckets[i].slow;
+    }
+    *total = t;
+    if (t < CHAT_DB_PATH_MIN_SAMPLES)
+        return -1;
+    if (db->cfg.error_percent > 0 && e * 100 > (uint64_t)db->cfg.error_percent * t) {
+        *bad = e;
+        return R_ERRORS;
+    }
+    /* More than 5 % slower than the threshold: the p95 is past it. */
+    if (db->cfg.queue_wait_ms > 0 && s * 20 > t) {
+        *bad = s;
+        return R_QUEUE_WAIT;
+    }
+    return -1;
+}
+
+/* ---- transactions ---- */
+
+static void ptx_cb(const chat_db_result_t *r, void *arg);
+
+static void ptx_send(ptx_t *t, chat_db_pool_t *pool)
+{
+    t->pool = pool;
+    t->attempts++;
+    chat_db_pool_exec(pool, t->stmts, t->n, t->flags, ptx_cb, t);
+}
+
+static void ptx_finish(ptx_t *t, const chat_db_result_t *r)
+{
+    chat_db_result_t copy = *r;
+    copy.queue_wait += t->waited;
+    t->cb(&copy, t->arg);
+    free(t);
+}
+
+static void ptx_fail(ptx_t *t, int status, const char *message)
+{
+    chat_db_result_t r = {.status = status, .message = message};
+    ptx_finish(t, &r);
+}
+
+static int may_hold(chat_db_t *db, const ptx_t *t, const chat_db_result_t *r)
+{
+    if (db->closing || !(t->flags & CHAT_DB_RETRY_SENT) || t->attempts >= MAX_ATTEMPTS)
+        return 0;
+    if (r->status == CHAT_DB_ERR_UNAVAILABLE)
+        return uv_now(db->loop) < t->deadline;
+    /* The pooler itself failed the transaction before PostgreSQL ran it. */
+    return r->status == CHAT_DB_ERR_QUERY && r->sqlstate && t->pool == db->pooler &&
+           (!strncmp(r->sqlstate, "08", 2) || !strncmp(r->sqlstate, "57P", 3)) &&
+           uv_now(db->loop) < t->deadline;
+}
+
+static void ptx_cb(const chat_db_result_t *r, void *arg)
+{
+    ptx_t *t = arg;
+    chat_db_t *db = t->db;
+    if (t->pool == db->pooler)
+        window_record(db, r);
+    if (r->status != CHAT_DB_OK && may_hold(db, t, r)) {
+        t->waited += r->queue_wait;
+        if (!t->hold_until) {
+            t->hold_until = uv_now(db->loop) + HOLD_LIMIT_MS;
+            if (t->hold_until > t->deadline)
+                t->hold_until = t->deadline;
+        }
+        t->next = NULL;
+        *db->held_tail = t;
+        db->held_tail = &t->next;
+        chat_metric_add(m_held, 1);
+        return;
+    }
+    ptx_finish(t, r);
+}
+
+void chat_db_exec(chat_db_t *db, const chat_db_stmt_t *stmts, int n, int flags, chat_db_cb cb,
+                  void *arg)
+{
+    if (!db->direct_conninfo || n < 1 || n > CHAT_DB_MAX_STMTS) {
+        /* No other path to hold for: straight to the pool. */
+        chat_db_pool_exec(db->cur, stmts, n, flags, cb, arg);
+        return;
+    }
+    size_t size = sizeof(ptx_t);
+    for (int i = 0; i < n; i++) {
+        size += sizeof(char *) * (size_t)stmts[i].nparams;
+        for (int j = 0; j < stmts[i].nparams; j++)
+            if (stmts[i].params[j])
+                size += strlen(stmts[i].params[j]) + 1;
+    }
+    ptx_t *t = chat_malloc(size);
+    memset(t, 0, sizeof *t);
+    t->db = db;
+    t->cb = cb;
+    t->arg = arg;
+    t->flags = flags;
+    t->n = n;
+    t->deadline = uv_now(db->loop) + (uint64_t)db->cfg.pooler.queue_timeout_ms;
+    const char **ptrs = (const char **)(t + 1);
+    size_t nptrs = 0;
+    for (int i = 0; i < n; i++)
+        nptrs += (size_t)stmts[i].nparams;
+    char *strs = (char *)(ptrs + nptrs);
+    for (int i = 0; i < n; i++) {
+        t->stmts[i].sql = stmts[i].sql;
+        t->stmts[i].nparams = stmts[i].nparams;
+        t->stmts[i].params = ptrs;
+        for (int j = 0; j < stmts[i].nparams; j++) {
+            const char *p = stmts[i].params[j];
+            if (p) {
+                size_t len = strlen(p) + 1;
+                memcpy(strs, p, len);
+                *ptrs++ = strs;
+                strs += len;
+            } else {
+                *ptrs++ = NULL;
+            }
+        }
+    }
+    ptx_send(t, db->cur);
+}
+
+/* Sends held transactions again where they can go; fails the expired. */
+static void held_run(chat_db_t *db)
+{
+    uint64_t now = uv_now(db->loop);
+    ptx_t *list = db->held;
+    db->held = NULL;
+    db->held_tail = &db->held;
+    while (list) {
+        ptx_t *t = list;
+        list = t->next;
+        if (db->closing) {
+            chat_metric_add(m_held, -1);
+            ptx_fail(t, CHAT_DB_ERR_SHUTDOWN, "the database pool is closing");
+        } else if (now >= t->hold_until) {
+            chat_metric_add(m_held, -1);
+            ptx_fail(t, CHAT_DB_ERR_UNAVAILABLE, "no database path answered in time");
+        } else if (db->cur != t->pool || chat_db_pool_healthy(db->cur)) {
+            chat_metric_add(m_held, -1);
+            chat_metric_inc(m_retries);
+            ptx_send(t, db->cur);
+        } else {
+            t->next = NULL;
+            *db->held_tail = t;
+            db->held_tail = &t->next;
+        }
+    }
+}
+
+/* ---- switching ---- */
+
+static void switch_to(chat_db_t *db, int to_direct, int reason, const char *detail)
+{
+    uint64_t now = uv_now(db->loop);
+    if (to_direct) {
+        if (!db->direct) {
+            chat_db_pool_config_t pc = db->cfg.pooler;
+            pc.conninfo = db->direct_conninfo;
+            pc.size = db->cfg.direct_size;
+            pc.path_name = "direct";
+            db->direct = chat_db_pool_create(db->loop, &pc);
+        }
+        db->cur = db->direct;
+        db->good_ticks = 0;
+        db->probe_ok = 0;
+        if (db->back_at && now - db->back_at < RELAPSE_MS) {
+            db->hold_ms *= 2;
+            if (db->hold_ms > HOLD_MAX_MS)
+                db->hold_ms = HOLD_MAX_MS;
+        } else {
+            db->hold_ms = (uint64_t)db->cfg.hold_ms;
+        }
+        chat_log_warn("event=db_path_switch worker=%d from=pooler to=direct reason=%s "
+                      "detail=\"%s\" hold_ms=%llu",
+                      db->cfg.worker, reason_label[reason], detail,
+                      (unsigned long long)db->hold_ms);
+    } else {
+        db->cur = db->pooler;
+        db->bad_ticks = 0;
+        db->back_at = now;
+        window_reset(db);
+        chat_log_info("event=db_path_switch worker=%d from=direct to=pooler reason=%s detail=\"%s\"",
+                      db->cfg.worker, reason_label[reason], detail);
+    }
+    chat_metric_inc(m_switches[reason]);
+    if (db->cfg.on_switch)
+        db->cfg.on_switch(to_direct, db->cfg.switch_arg);
+}
+
+static void probe_cb(const chat_db_result_t *r, void *arg)
+{
+    chat_db_t *db = arg;
+    db->probe_inflight = 0;
+    uint64_t rtt = uv_now(db->loop) - db->probe_started;
+    db->probe_ok = r->status == CHAT_DB_OK &&
+                   (db->cfg.queue_wait_ms <= 0 || rtt < (uint64_t)db->cfg.queue_wait_ms);
+}
+
+static void tick_cb(uv_timer_t *timer)
+{
+    chat_db_t *db = timer->data;
+    uint64_t now = uv_now(db->loop);
+    int healthy = chat_db_pool_healthy(db->pooler);
+    if (db->cur == db->pooler) {
+        db->bad_ticks = healthy ? 0 : db->bad_ticks + 1;
+        uint64_t total = 0, bad = 0;
+        int verdict = window_verdict(db, &total, &bad);
+        char detail[128];
+        if (db->bad_ticks >= BAD_TICKS) {
+            snprintf(detail, sizeof detail, "the pooler refuses or drops connections for %d ms",
+                     db->bad_ticks * TICK_MS);
+            switch_to(db, 1, R_UNREACHABLE, detail);
+        } else if (verdict == R_ERRORS) {
+            snprintf(detail, sizeof detail, "%llu of %llu transactions failed in %d ms",
+                     (unsigned long long)bad, (unsigned long long)total, db->cfg.window_ms);
+            switch_to(db, 1, R_ERRORS, detail);
+        } else if (verdict == R_QUEUE_WAIT) {
+            snprintf(detail, sizeof detail,
+                     "%llu of %llu transactions waited over %d ms for a connection in %d ms",
+                     (unsigned long long)bad, (unsigned long long)total, db->cfg.queue_wait_ms,
+                     db->cfg.window_ms);
+            switch_to(db, 1, R_QUEUE_WAIT, detail);
+        }
+    } else {
+        uint64_t limit = db->cfg.queue_wait_ms > 1000 ? (uint64_t)db->cfg.queue_wait_ms : 1000;
+        if (!healthy || (db->probe_inflight && now - db->probe_started > limit) ||
+            (!db->probe_inflight && !db->probe_ok))
+            db->good_ticks = 0;
+        else if (db->probe_ok)
+            db->good_ticks++;
+        if ((uint64_t)db->good_ticks * TICK_MS >= db->hold_ms) {
+            char detail[96];
+            snprintf(detail, sizeof detail, "the pooler answered probes for %llu ms",
+                     (unsigned long long)db->hold_ms);
+            switch_to(db, 0, R_HEALTHY, detail);
+        } else if (!db->probe_inflight) {
+            static const chat_db_stmt_t probe = {"SELECT 1", 0, NULL};
+            db->probe_inflight = 1;
+            db->probe_ok = 0;
+            db->probe_started = now;
+            chat_db_pool_exec(db->pooler, &probe, 1, 0, probe_cb, db);
+        }
+    }
+    if (db->nbuckets) {
+        db->bucket = (db->bucket + 1) % db->nbuckets;
+        memset(&db->buckets[db->bucket], 0, sizeof db->buckets[0]);
+    }
+    if (db->held)
+        held_run(db);
+}
+
+chat_db_t *chat_db_create(uv_loop_t *loop, const chat_db_path_config_t *cfg)
+{
+    static uv_once_t once = UV_ONCE_INIT;
+    uv_once(&once, metrics_init);
+    chat_db_t *db = chat_calloc(1, sizeof *db);
+    db->loop = loop;
+    db->cfg = *cfg;
+    db->held_tail = &db->held;
+    db->pooler = chat_db_pool_create(loop, &cfg->pooler);
+    db->cur = db->pooler;
+    uv_timer_init(loop, &db->timer);
+    db->timer.data = db;
+    if (cfg->direct_conninfo && cfg->pooler.conninfo &&
+        strcmp(cfg->direct_conninfo, cfg->pooler.conninfo) != 0) {
+        db->direct_conninfo = chat_strdup(cfg->direct_conninfo);
+        db->cfg.direct_conninfo = db->direct_conninfo;
+        if (db->cfg.direct_size < 1)
+            db->cfg.direct_size = 1;
+        if (db->cfg.hold_ms < TICK_MS)
+            db->cfg.hold_ms = TICK_MS;
+        db->hold_ms = (uint64_t)db->cfg.hold_ms;
+        int nb = db->cfg.window_ms / TICK_MS;
+        db->nbuckets = nb < 1 ? 1 : nb > MAX_WINDOW_TICKS ? MAX_WINDOW_TICKS : nb;
+        db->buckets = chat_calloc((size_t)db->nbuckets, sizeof *db->buckets);
+        /* A grace period at start: the pooler gets a moment to connect. */
+        uv_timer_start(&db->timer, tick_cb, 1000, TICK_MS);
+    }
+    db->cfg.pooler.conninfo = NULL; /* not kept: the pool copied it */
+    return db;
+}
+
+int chat_db_healthy(const chat_db_t *db)
+{
+    return chat_db_pool_healthy(db->cur);
+}
+
+int chat_db_on_direct(const chat_db_t *db)
+{
+    return db->cur != db->pooler;
+}
+
+void chat_db_stats(const chat_db_t *db, chat_db_pool_stats_t *out)
+{
+    chat_db_pool_stats(db->cur, out);
+}
+
+/* ---- close: timer, held transactions, pooler pool, direct pool ---- */
+
+static void close_done(chat_db_t *db)
+{
+    void (*cb)(void *) = db->close_cb;
+    void *arg = db->close_arg;
+    free(db->buckets);
+    free(db->direct_conninfo);
+    free(db);
+    if (cb)
+        cb(arg);
+}
+
+static void direct_closed(void *arg)
+{
+    close_done(arg);
+}
+
+static void pooler_closed(void *arg)
+{
+    chat_db_t *db = arg;
+    if (db->direct)
+        chat_db_pool_close(db->direct, direct_closed, db);
+    else
+        close_done(db);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    chat_db_t *db = h->data;
+    held_run(db); /* closing: every held transaction fails */
+    chat_db_pool_close(db->pooler, pooler_closed, db);
+}
+
+void chat_db_close(chat_db_t *db, void (*cb)(void *arg), void *arg)
+{
+    db->closing = 1;
+    db->close_cb = cb;
+    db->close_arg = arg;
+    uv_close((uv_handle_t *)&db->timer, timer_closed);
+}
