@@ -380,3 +380,82 @@ def test_signup_with_lost_answer_is_not_a_conflict(lossy, db):
         assert cur.fetchone()[0] == 1
     # And a real second sign-up with the name is still a conflict.
     assert api.req("POST", "/api/v1/users", json={"name": name}).status_code == 409
+
+
+# --- the thresholds: queue wait and error ratio over the window -----------------------
+
+
+def _threshold_chatd(chatd_factory, stack, extra):
+    env = {"DATABASE_URL": stack.database_url, "DATABASE_URL_DIRECT": stack.database_url_direct,
+           "CHATD_DB_POOL_SIZE": "1", "CHATD_FAILOVER_WINDOW_MS": "3000",
+           "CHATD_FAILOVER_HOLD_MS": "1000", "CACHE_BYPASS": "true"}
+    env.update(extra)
+    return chatd_factory(env=env, workers=1)
+
+
+def _burst_behind_lock(inst, db, n=30, until_failed=False):
+    """n concurrent history reads queue behind one connection held up by a table lock,
+    released 0.4 s after they all queued, or (until_failed) once all but one failed."""
+    api = Api(inst.base_url, timeout=30)
+    a = api.signup()
+    c = api.create_conversation(a["token"])
+    api.close()
+    results = []
+    lock = threading.Lock()
+
+    def one():
+        x = Api(inst.base_url, timeout=30)
+        try:
+            r = x.history_raw(a["token"], c["id"])
+            with lock:
+                results.append(r.status_code)
+        finally:
+            x.close()
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    with db.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("LOCK TABLE members IN ACCESS EXCLUSIVE MODE")
+        for t in threads:
+            t.start()
+        if until_failed:
+            wait_for(lambda: len(results) >= n - 1, 20, what="the queued requests to fail")
+        else:
+            # every request has arrived and waits: one on the lock, the rest in the queue
+            wait_for(lambda: (Metrics(inst.metrics()).value("chatd_db_pool_waiting") or 0) >= n - 1,
+                     20, what="the requests to queue")
+            time.sleep(0.4)  # the fault itself: the queue is held past the 200 ms threshold
+        cur.execute("COMMIT")
+    for t in threads:
+        t.join(30)
+    return a, c, results
+
+
+def test_queue_wait_over_threshold_moves_to_direct_and_back(chatd_factory, stack, db):
+    inst = _threshold_chatd(chatd_factory, stack, {"CHATD_FAILOVER_QUEUE_WAIT_MS": "200"})
+    a, c, results = _burst_behind_lock(inst, db)
+    assert results == [200] * len(results)
+    wait_for(lambda: _paths(inst) == (0, 1), 10, what="the direct path")
+    m = Metrics(inst.metrics())
+    assert m.value("chatd_db_path_switches_total", {"to": "direct", "reason": "queue_wait"}) == 1
+    assert inst.log_contains("reason=queue_wait")
+    api = Api(inst.base_url, timeout=30)
+    try:
+        assert api.send_raw(a["token"], c["id"], "on the direct path").status_code == 201
+        # probes answer quickly again: back on the pooler after the hold time
+        wait_for(lambda: _paths(inst) == (1, 0), 20, what="the pooler path again")
+        assert api.send_raw(a["token"], c["id"], "on the pooler again").status_code == 201
+    finally:
+        api.close()
+
+
+def test_error_ratio_over_threshold_moves_to_direct(chatd_factory, stack, db):
+    # A queue deadline of 100 ms turns the held-up requests into errors (503).
+    inst = _threshold_chatd(chatd_factory, stack, {"CHATD_FAILOVER_QUEUE_WAIT_MS": "0",
+                                                   "CHATD_DB_QUEUE_TIMEOUT_MS": "100"})
+    a, c, results = _burst_behind_lock(inst, db, until_failed=True)
+    assert results.count(503) >= 20, results
+    wait_for(lambda: _paths(inst) == (0, 1), 10, what="the direct path")
+    m = Metrics(inst.metrics())
+    assert m.value("chatd_db_path_switches_total", {"to": "direct", "reason": "error_ratio"}) == 1
+    assert inst.log_contains("reason=error_ratio")
