@@ -18,7 +18,7 @@
 #define MAX_ATTEMPTS 3        /* sends of one held transaction, the first included */
 #define HOLD_MAX_MS 300000    /* the hold time doubles up to this after relapses */
 #define RELAPSE_MS 60000      /* leaving the pooler again this soon is a relapse */
-#define HOLD_LIMIT_MS 3000    /* longest a failed transaction waits for a path */
+#define HOLD_LIMIT_MS 3000    /* a failed transaction waits this + one connect for a path */
 
 enum reason { R_UNREACHABLE, R_ERRORS, R_QUEUE_WAIT, R_HEALTHY, R_COUNT };
 static const char *const reason_label[R_COUNT] = {"unreachable", "error_ratio", "queue_wait",
@@ -182,7 +182,8 @@ static void ptx_cb(const chat_db_result_t *r, void *arg)
     if (r->status != CHAT_DB_OK && may_hold(db, t, r)) {
         t->waited += r->queue_wait;
         if (!t->hold_until) {
-            t->hold_until = uv_now(db->loop) + HOLD_LIMIT_MS;
+            t->hold_until = uv_now(db->loop) + HOLD_LIMIT_MS +
+                            (uint64_t)db->cfg.pooler.connect_timeout_ms;
             if (t->hold_until > t->deadline)
                 t->hold_until = t->deadline;
         }

@@ -9,7 +9,8 @@
  *
  * A transaction that may be repeated (CHAT_DB_RETRY_SENT) and fails because
  * its path is unavailable is held, not failed: it is sent again once the path
- * changes or its pool is back, within its queue deadline. So a request caught
+ * changes or its pool is back, within its queue deadline and at most 3 s plus
+ * one connect timeout after it first failed. So a request caught
  * in a switch is answered by the other path instead of failing.
  */
 #ifndef CHAT_DB_PATH_H

@@ -174,7 +174,6 @@ def test_pgbouncer_stopped_and_restarted_under_load(chatd_factory, stack, privat
     inst = chatd_factory(env={
         "DATABASE_URL": _with_port(stack.database_url, pgb.port),
         "DATABASE_URL_DIRECT": stack.database_url_direct,
-        "CHATD_DB_CONNECT_TIMEOUT_MS": "1000",
         "CACHE_BYPASS": "true",  # every read goes to the database path
     }, workers=2)
     assert _paths(inst) == (1, 0)
