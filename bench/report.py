@@ -123,6 +123,14 @@ def reduction(cached, bypass):
     return 1 - c / b if c is not None and b else None
 
 
+def lower(red):
+    """'12.3 % lower' or '4.5 % higher' for a reduction 1 - new/old."""
+    red = num(red)
+    if red is None:
+        return "–"
+    return f"{100 * red:.1f} % lower" if red >= 0 else f"{-100 * red:.1f} % higher"
+
+
 def verdict(ok):
     return "–" if ok is None else ("**met**" if ok else "**not met**")
 
@@ -253,10 +261,10 @@ def main():
         ("cache hit ratio > 60 %", f"cache on, {conns_label} connections", pct(hit),
          None if hit is None else hit > 0.6),
         ("p95 latency at least 30 % lower with the cache", f"{conns_label} connections, p95 bypass → cache on",
-         f"{fmt(p95b, '.2f')} → {fmt(p95c, '.2f')} ms ({pct(p95_red)} lower)",
+         f"{fmt(p95b, '.2f')} → {fmt(p95c, '.2f')} ms ({lower(p95_red)})",
          None if p95_red is None else p95_red >= 0.3),
         ("DB queries/s variance at least 30 % lower", f"{conns_label} connections, variance of per-second rate",
-         f"{fmt(varb, '.0f')} → {fmt(varc, '.0f')} (q/s)² ({pct(var_red)} lower; CV {fmt(cv_b, '.3f')} → "
+         f"{fmt(varb, '.0f')} → {fmt(varc, '.0f')} (q/s)² ({lower(var_red)}; CV {fmt(cv_b, '.3f')} → "
          f"{fmt(cv_c, '.3f')})", None if var_red is None else var_red >= 0.3),
         ("stretch: cached reads ≥ 0.8× the nginx ceiling", "wrk hot page, cache on / nginx static page",
          f"{fmt(wc and wc['rps'], '.0f')} / {fmt(nginx and nginx['rps'], '.0f')} req/s = {fmt(r_nginx, '.2f')}×",
@@ -340,7 +348,7 @@ def main():
     w(f"| chatd, hot page, `CACHE_BYPASS=true` | {wd} | {fmt(wb and wb['rps'], ',.0f')} req/s "
       f"(p50 {fmt(wb and wb['p50_ms'], '.2f')} ms, p95 {fmt(wb and wb['p95_ms'], '.2f')} ms) | |")
     w(f"\nCache on / bypass on the hot page: throughput {fmt(ratio(wc and wc['rps'], wb and wb['rps']), '.2f')}×, "
-      f"p95 {pct(reduction(wc and wc['p95_ms'], wb and wb['p95_ms']))} lower. "
+      f"p95 {lower(reduction(wc and wc['p95_ms'], wb and wb['p95_ms']))}. "
       f"wrk errors (bypass / cache on): {fmt(wb and wb['errors'], '.0f')} / {fmt(wc and wc['errors'], '.0f')}, "
       f"non-2xx {fmt(wb and wb['non2xx'], '.0f')} / {fmt(wc and wc['non2xx'], '.0f')}.\n")
 

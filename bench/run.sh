@@ -37,16 +37,20 @@
 #                          not emptied (the seed adds to it). For tests.
 #   --listen HOST:PORT     chatd's address (127.0.0.1:27300)
 #   --nginx-port N         nginx's port (27380)
+#   --var DIR              scratch files and logs (var/bench): seed.json, chatd-*.log, …
 #   --no-deps              do not run scripts/deps.sh / make build
 # Environment: CHATD_BIN (build/chatd), CHATLOAD_BIN (build/chatload),
 # BENCH_DATABASE_URL (chatd's DATABASE_URL; default: the stack's PgBouncer).
 set -euo pipefail
+# one compound command: bash reads all of it before running any, so editing
+# this file during a run cannot change the run
+{
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
 QUICK=0 RATE=800 CONNS=1000,5000,10000 STAGE_S= BURST_S= RECOVER_S=
 USERS=10000 CONVS=10000 MSGS=1000000 REF_S= REDIS_N= WRK_RUNS= WRK_S= WRK_CONNS=100
-OUT=docs STACK_ENV= LISTEN=127.0.0.1:27300 NGINX_PORT=27380 DEPS=1
+OUT=docs STACK_ENV= LISTEN=127.0.0.1:27300 NGINX_PORT=27380 DEPS=1 VAR=$REPO/var/bench
 ARGS_SEEN=("$@")
 while (($#)); do
   case $1 in
@@ -68,6 +72,7 @@ while (($#)); do
     --stack-env) STACK_ENV=$2; shift ;;
     --listen) LISTEN=$2; shift ;;
     --nginx-port) NGINX_PORT=$2; shift ;;
+    --var) VAR=$2; shift ;;
     --no-deps) DEPS=0 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option $1 (--help)" >&2; exit 2 ;;
@@ -87,7 +92,6 @@ CHATD_BIN=${CHATD_BIN:-build/chatd}
 CHATLOAD_BIN=${CHATLOAD_BIN:-build/chatload}
 BASE=http://$LISTEN
 PERF=$OUT/perf
-VAR=$REPO/var/bench
 mkdir -p "$PERF" "$VAR"
 rm -f "$PERF"/*.json "$PERF"/*.md "$PERF"/*.svg "$PERF"/*.dat "$PERF"/*.gp "$PERF"/commands.txt
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -224,11 +228,12 @@ kill -QUIT "$(cat "$N/nginx.pid")"
 nginx_started=
 
 say "reference: pgbench, the history query, 20 clients through PgBouncer"
-# chatd's history statement (src/chat/messages.c) for the hot conversation
+# chatd's history statement (src/chat/messages.c) for the hot conversation;
+# pgbench would take the colons of the time format for variables: chr(58)
 cat >"$VAR/history.sql" <<EOF
 \\set cid $HOT_CID
 \\set uid $HOT_UID
-SELECT p.id, p.conversation_id, p.sender_id, p.body, to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), p.client_msg_id FROM members mem LEFT JOIN LATERAL (  SELECT * FROM messages WHERE conversation_id = :cid AND (NULL::bigint IS NULL OR id < NULL::bigint) ORDER BY id DESC LIMIT 50 OFFSET 0) p ON true WHERE mem.conversation_id = :cid AND mem.user_id = :uid ORDER BY p.id DESC;
+SELECT p.id, p.conversation_id, p.sender_id, p.body, to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"'), p.client_msg_id FROM members mem LEFT JOIN LATERAL (  SELECT * FROM messages WHERE conversation_id = :cid::bigint AND (NULL::bigint IS NULL OR id < NULL::bigint) ORDER BY id DESC LIMIT 50 OFFSET 0) p ON true WHERE mem.conversation_id = :cid::bigint AND mem.user_id = :uid::bigint ORDER BY p.id DESC;
 EOF
 cp "$VAR/history.sql" "$PERF/pgbench-history.sql"
 logcmd "pgbench -n -M extended -c 20 -j 2 -T $REF_S -f perf/pgbench-history.sql $DATABASE_URL"
@@ -286,3 +291,5 @@ json.dump({
 PY
 /usr/bin/python3 bench/report.py --perf "$PERF" --out "$OUT/performance.md"
 say "done in $(( $(date +%s) - T_START )) s; report: $OUT/performance.md"
+exit
+}
