@@ -10,7 +10,7 @@
 #                      suite on a private test stack (var/test-stack) twice
 #   make unit          unit tests of both builds only
 #   make integration   the integration half of `make test` (builds must exist)
-#   make bench         bench/run.sh: the validation run (~27 min; ARGS=--quick: ~5 min),
+#   make bench         bench/run.sh: the validation run (~25 min; ARGS=--quick: ~3 min),
 #                      writes docs/performance.md and docs/perf/
 #   make format-check  clang-format --dry-run -Werror on src/ and tests/unit
 #   make clean         remove builds and var/ (stops stacks first)

@@ -17,8 +17,8 @@
 # Then bench/report.py writes docs/performance.md and the plots docs/perf/*.svg
 # from the JSON results (kept in docs/perf/). Everything it starts it stops.
 #
-# Full run: about 27 minutes (2 x 12.5 min of stages, plus seeding, references
-# and wrk). --quick shortens every stage (about 5 minutes; a smoke run, and
+# Full run: about 25 minutes (2 x 10.5 min of stages, plus seeding, references
+# and wrk). --quick shortens every stage (about 3 minutes; a smoke run, and
 # the report says so).
 #
 # Options (defaults of the full run; --quick changes those marked *):
@@ -189,6 +189,7 @@ say "hot page: conversation $HOT_CID, $PAGE_BYTES bytes"
 
 # --- references ------------------------------------------------------------
 REFS=$VAR/refs.txt
+: >"$VAR/wrk.txt"
 : >"$REFS"
 echo "page_bytes $PAGE_BYTES" >>"$REFS"
 
