@@ -181,9 +181,9 @@ def plots(perf, runs, bench):
         c, r, _ = stages[s - 1].split(":")
         marks.append(f'set arrow from {t},graph 0 to {t},graph 1 nohead dt 3 lc rgb "#999999"\n'
                      f'set label "{int(c) // 1000 if int(c) >= 1000 else c}{"k" if int(c) >= 1000 else ""}'
-                     f' @{r}/s" at {t},graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666"')
-    common = ("set terminal svg size 900,420 dynamic font 'sans,11' background '#ffffff'\n"
-              "set grid\nset key top left\nset xlabel 'seconds since the start of the run'\n"
+                     f', {r}/s" at {t},graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced')
+    common = ("set terminal svg size 1000,420 dynamic font 'sans,11' background '#ffffff'\n"
+              "set grid\nset key outside right top noenhanced\nset xlabel 'seconds since the start of the run'\n"
               + "\n".join(marks) + "\n")
     figs = [
         ("latency.svg", "Latency percentiles per second (ms, log scale)",
@@ -389,7 +389,7 @@ def main():
 
     w("## Plots\n")
     if figs:
-        w("Dotted vertical lines mark the start of each stage (connections @ rate).\n")
+        w("Dotted vertical lines mark the start of each stage (connections, rate).\n")
         for name, title in figs:
             w(f"### {title}\n\n![{title}]({rel}/{name})\n")
     else:
