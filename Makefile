@@ -10,7 +10,8 @@
 #                      suite on a private test stack (var/test-stack) twice
 #   make unit          unit tests of both builds only
 #   make integration   the integration half of `make test` (builds must exist)
-#   make bench         bench/run.sh
+#   make bench         bench/run.sh: the validation run (~25 min; ARGS=--quick: ~3 min),
+#                      writes docs/performance.md and docs/perf/
 #   make format-check  clang-format --dry-run -Werror on src/ and tests/unit
 #   make clean         remove builds and var/ (stops stacks first)
 
@@ -83,9 +84,7 @@ monitor:
 	@scripts/monitor.sh start
 
 bench:
-	@if [ -x bench/run.sh ]; then exec bench/run.sh; \
-	elif [ -f bench/run.sh ]; then exec bash bench/run.sh; \
-	else echo "bench: bench/run.sh does not exist yet — nothing to run" >&2; exit 1; fi
+	@exec bash bench/run.sh $(ARGS)
 
 format-check:
 	@scripts/deps.sh clang-format

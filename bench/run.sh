@@ -1,80 +1,296 @@
 #!/usr/bin/env bash
-# bench/run.sh — `make bench`: the hot history page with the cache on and with
-# CACHE_BYPASS=true, measured in one run on loopback with wrk, and the ratios.
+# bench/run.sh — `make bench`: the validation run of chatd (issue 5).
 #
-# Starts its own stack (var/bench-stack; ports 17532/17632/17679), one chatd
-# per phase on 127.0.0.1:17300, seeds one conversation of 200 messages and
-# reads its newest page (50 messages, ~10 KiB) with wrk: RUNS runs of DURATION
-# seconds each, 100 connections, 2 threads. Prints every run and the medians.
-# Environment: RUNS (3), DURATION (8), CONNS (100).
+#   bench/run.sh [--quick] [options]        (make bench ARGS="--quick ...")
+#
+# Starts its own stack (var/bench-stack: PostgreSQL 27532, PgBouncer 27632,
+# Redis 27679) and chatd on 127.0.0.1:27300, empties the database, seeds it
+# with `chatload seed --copy` (10,000 users, 10,000 conversations, 1,000,000
+# messages), then measures, all on loopback:
+#   1. references: nginx serving the hot history page as a static file (wrk),
+#      pgbench running chatd's history query with 20 clients through PgBouncer,
+#      redis-benchmark GET of a value of the page's size;
+#   2. baseline, CACHE_BYPASS=true: chatload stages 1k -> 5k -> 10k connections
+#      at the base rate, a burst at twice the rate, then back to the base rate;
+#   3. the same stages with the cache on;
+#   4. the hot page closed-loop with wrk, cache bypassed and cache on.
+# Then bench/report.py writes docs/performance.md and the plots docs/perf/*.svg
+# from the JSON results (kept in docs/perf/). Everything it starts it stops.
+#
+# Full run: about 25 minutes (2 x 10.5 min of stages, plus seeding, references
+# and wrk). --quick shortens every stage (about 3 minutes; a smoke run, and
+# the report says so).
+#
+# Options (defaults of the full run; --quick changes those marked *):
+#   --rate N               base rate, requests/s (800); the burst is 2x
+#   --conns A,B,C          connections of the three base stages (1000,5000,10000)
+#   --stage-seconds N      * each base stage (90; quick 10)
+#   --burst-seconds N      * the burst (300; quick 15)
+#   --recover-seconds N    * back at the base rate after the burst (60; quick 5)
+#   --users/--conversations/--messages N   the seed (10000/10000/1000000)
+#   --ref-seconds N        * nginx and pgbench runs (20; quick 5)
+#   --redis-requests N     * redis-benchmark requests (500000; quick 100000)
+#   --wrk-runs N --wrk-seconds N --wrk-conns N   * hot page runs (3 x 10 s, 100; quick 1 x 5 s)
+#   --out DIR              where performance.md and perf/ go (docs)
+#   --stack-env FILE       use a running stack (its env file, as scripts/stack.sh
+#                          writes it) instead of starting one; the database is
+#                          not emptied (the seed adds to it). For tests.
+#   --listen HOST:PORT     chatd's address (127.0.0.1:27300)
+#   --nginx-port N         nginx's port (27380)
+#   --var DIR              scratch files and logs (var/bench): seed.json, chatd-*.log, …
+#   --no-deps              do not run scripts/deps.sh / make build
+# Environment: CHATD_BIN (build/chatd), CHATLOAD_BIN (build/chatload),
+# BENCH_DATABASE_URL (chatd's DATABASE_URL; default: the stack's PgBouncer).
 set -euo pipefail
+# one compound command: bash reads all of it before running any, so editing
+# this file during a run cannot change the run
+{
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
-RUNS=${RUNS:-3} DURATION=${DURATION:-8} CONNS=${CONNS:-100}
-export CHATD_STACK_DIR=var/bench-stack PG_PORT=17532 PGBOUNCER_PORT=17632 REDIS_PORT=17679
-LISTEN=127.0.0.1:17300
+
+QUICK=0 RATE=800 CONNS=1000,5000,10000 STAGE_S= BURST_S= RECOVER_S=
+USERS=10000 CONVS=10000 MSGS=1000000 REF_S= REDIS_N= WRK_RUNS= WRK_S= WRK_CONNS=100
+OUT=docs STACK_ENV= LISTEN=127.0.0.1:27300 NGINX_PORT=27380 DEPS=1 VAR=$REPO/var/bench
+ARGS_SEEN=("$@")
+while (($#)); do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --rate) RATE=$2; shift ;;
+    --conns) CONNS=$2; shift ;;
+    --stage-seconds) STAGE_S=$2; shift ;;
+    --burst-seconds) BURST_S=$2; shift ;;
+    --recover-seconds) RECOVER_S=$2; shift ;;
+    --users) USERS=$2; shift ;;
+    --conversations) CONVS=$2; shift ;;
+    --messages) MSGS=$2; shift ;;
+    --ref-seconds) REF_S=$2; shift ;;
+    --redis-requests) REDIS_N=$2; shift ;;
+    --wrk-runs) WRK_RUNS=$2; shift ;;
+    --wrk-seconds) WRK_S=$2; shift ;;
+    --wrk-conns) WRK_CONNS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --stack-env) STACK_ENV=$2; shift ;;
+    --listen) LISTEN=$2; shift ;;
+    --nginx-port) NGINX_PORT=$2; shift ;;
+    --var) VAR=$2; shift ;;
+    --no-deps) DEPS=0 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench: unknown option $1 (--help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if ((QUICK)); then
+  : "${STAGE_S:=10}" "${BURST_S:=15}" "${RECOVER_S:=5}" "${REF_S:=5}" "${REDIS_N:=100000}" "${WRK_RUNS:=1}" "${WRK_S:=5}"
+else
+  : "${STAGE_S:=90}" "${BURST_S:=300}" "${RECOVER_S:=60}" "${REF_S:=20}" "${REDIS_N:=500000}" "${WRK_RUNS:=3}" "${WRK_S:=10}"
+fi
+IFS=, read -r C1 C2 C3 <<<"$CONNS"
+[[ -n ${C3:-} ]] || { echo "bench: --conns takes three counts, e.g. 1000,5000,10000" >&2; exit 2; }
+BURST_RATE=$((2 * RATE))
+STAGES="$C1:$RATE:$STAGE_S,$C2:$RATE:$STAGE_S,$C3:$RATE:$STAGE_S,$C3:$BURST_RATE:$BURST_S,$C3:$RATE:$RECOVER_S"
+CHATD_BIN=${CHATD_BIN:-build/chatd}
+CHATLOAD_BIN=${CHATLOAD_BIN:-build/chatload}
 BASE=http://$LISTEN
+PERF=$OUT/perf
+mkdir -p "$PERF" "$VAR"
+rm -f "$PERF"/*.json "$PERF"/*.md "$PERF"/*.svg "$PERF"/*.dat "$PERF"/*.gp "$PERF"/commands.txt
+say() { printf 'bench: %s\n' "$*" >&2; }
+T_START=$(date +%s)
 
-command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || sudo -n apt-get install -y -qq wrk; }
-make --no-print-directory build >/dev/null
-pid=
-cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; scripts/stack.sh stop >/dev/null; }
-trap cleanup EXIT
-scripts/stack.sh start >/dev/null
-set -a; . "$CHATD_STACK_DIR/env"; set +a
-build/chatd migrate 2>/dev/null
+if ((DEPS)); then
+  scripts/deps.sh
+  make --no-print-directory build >/dev/null
+fi
+for b in "$CHATD_BIN" "$CHATLOAD_BIN"; do [[ -x $b ]] || { say "$b missing (make build)"; exit 1; }; done
 
-start_chatd() { # extra env...
-  env "$@" CHATD_LISTEN=$LISTEN CHATD_LOG_LEVEL=warn build/chatd 2>>var/bench-chatd.log &
-  pid=$!
-  for _ in $(seq 100); do curl -sf "$BASE/readyz" >/dev/null && return; sleep 0.1; done
-  echo "bench: chatd did not become ready" >&2; exit 1
+# --- commands, logged for the report (passwords masked) ---------------------
+mask() { sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#g'; }
+logcmd() { printf '%s\n' "$*" | mask >>"$PERF/commands.txt"; }
+logcmd "bench/run.sh ${ARGS_SEEN[*]}"
+
+# --- processes we start, stopped on any exit -------------------------------
+chatd_pid= nginx_started= own_stack=
+cleanup() {
+  set +e
+  [[ -n $chatd_pid ]] && kill "$chatd_pid" 2>/dev/null && wait "$chatd_pid" 2>/dev/null
+  if [[ -n $nginx_started && -r $VAR/nginx/nginx.pid ]]; then
+    kill -QUIT "$(cat "$VAR/nginx/nginx.pid")" 2>/dev/null
+  fi
+  [[ -n $own_stack ]] && scripts/stack.sh stop >/dev/null
 }
-stop_chatd() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-start_chatd
-read -r TOKEN CID < <(/usr/bin/python3 - "$BASE" <<'PY'
-import json, sys, urllib.request, uuid
-base = sys.argv[1]
-def call(method, path, body, token=None):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method=method)
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    return json.load(urllib.request.urlopen(req))
-u = call("POST", "/api/v1/users", {"name": "bench-" + uuid.uuid4().hex[:10]})
-c = call("POST", "/api/v1/conversations", {"title": "bench", "member_ids": []}, u["token"])
-for i in range(200):
-    call("POST", f"/api/v1/conversations/{c['id']}/messages",
-         {"body": f"message {i} with some typical chat text in it, about eighty bytes long"}, u["token"])
-print(u["token"], c["id"])
-PY
-)
-export TOKEN WPATH=/api/v1/conversations/$CID/messages
+if [[ -n $STACK_ENV ]]; then
+  set -a; . "$STACK_ENV"; set +a
+else
+  export CHATD_STACK_DIR=var/bench-stack PG_PORT=27532 PGBOUNCER_PORT=27632 REDIS_PORT=27679
+  own_stack=1
+  scripts/stack.sh start >&2
+  # every run starts from the same state: an empty database and cache
+  scripts/stack.sh reset-db >&2
+  set -a; . "$CHATD_STACK_DIR/env"; set +a
+fi
+CHATD_DB_URL=${BENCH_DATABASE_URL:-$DATABASE_URL}
+CHATD_DB_KIND=pgbouncer
+[[ $CHATD_DB_URL == "$DATABASE_URL" ]] || CHATD_DB_KIND=postgresql
+"$CHATD_BIN" migrate >&2
 
-measure() { # label
-  for _ in $(seq "$RUNS"); do
-    wrk -t2 -c"$CONNS" -d"${DURATION}s" -s bench/hot_page.lua "$BASE" | grep RESULT | sed "s/^RESULT/$1/"
+# --- seed ------------------------------------------------------------------
+say "seeding $USERS users, $CONVS conversations, $MSGS messages by COPY"
+logcmd "$CHATLOAD_BIN seed --copy --db-url $DATABASE_URL_DIRECT --users $USERS --conversations $CONVS --messages $MSGS --seed 42 --out $VAR/seed.json"
+t0=$(date +%s.%N)
+"$CHATLOAD_BIN" seed --copy --db-url "$DATABASE_URL_DIRECT" --users "$USERS" --conversations "$CONVS" \
+  --messages "$MSGS" --seed 42 --out "$VAR/seed.json"
+SEED_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+# the hottest conversation (Zipf rank 0) and one of its members
+read -r HOT_CID HOT_UID HOT_TOKEN < <(/usr/bin/python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1])); c = s["conversations"][0]; u = s["users"][c["members"][0]]
+print(c["id"], u["id"], u["token"])' "$VAR/seed.json")
+export TOKEN=$HOT_TOKEN WPATH=/api/v1/conversations/$HOT_CID/messages
+
+# --- chatd -----------------------------------------------------------------
+start_chatd() { # LABEL extra env...
+  local label=$1; shift
+  logcmd "env $* DATABASE_URL=$CHATD_DB_URL CHATD_LISTEN=$LISTEN CHATD_LOG_LEVEL=warn $CHATD_BIN"
+  env "$@" DATABASE_URL="$CHATD_DB_URL" CHATD_LISTEN="$LISTEN" CHATD_LOG_LEVEL=warn \
+    "$CHATD_BIN" >>"$VAR/chatd-$label.log" 2>&1 &
+  chatd_pid=$!
+  for _ in $(seq 150); do
+    curl -sf "$BASE/readyz" >/dev/null && return
+    kill -0 "$chatd_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  say "chatd did not become ready; $VAR/chatd-$label.log:"; tail -n 20 "$VAR/chatd-$label.log" >&2; exit 1
+}
+stop_chatd() { kill "$chatd_pid"; wait "$chatd_pid" 2>/dev/null || true; chatd_pid=; }
+
+wrk_runs() { # LABEL URL RUNS SECONDS -> RESULT lines on stdout
+  for _ in $(seq "$3"); do
+    logcmd "TOKEN=... WPATH=$WPATH wrk -t2 -c$WRK_CONNS -d${4}s -s bench/hot_page.lua $2"
+    wrk -t2 -c"$WRK_CONNS" -d"${4}s" -s bench/hot_page.lua "$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
   done
 }
-results=$(mktemp)
-measure cached | tee -a "$results"
-stop_chatd
-start_chatd CACHE_BYPASS=true
-measure bypass | tee -a "$results"
+
+stage_run() { # LABEL
+  logcmd "$CHATLOAD_BIN run --url $BASE --seedfile $VAR/seed.json --stages $STAGES --seed 42 --json $PERF/$1.json --report $PERF/$1.md"
+  say "chatload ($1): stages $STAGES"
+  "$CHATLOAD_BIN" run --url "$BASE" --seedfile "$VAR/seed.json" --stages "$STAGES" --seed 42 \
+    --json "$PERF/$1.json" --report "$PERF/$1.md" 2>"$VAR/chatload-$1.log" ||
+    { say "chatload ($1) exited non-zero; the tail of its log:"; tail -n 5 "$VAR/chatload-$1.log" >&2; }
+  [[ -s $PERF/$1.json ]] || { say "chatload ($1) wrote no results"; exit 1; }
+}
+
+start_chatd bypass CACHE_BYPASS=true
+curl -sf -H "Authorization: Bearer $HOT_TOKEN" "$BASE$WPATH?limit=50" -o "$VAR/page.json"
+PAGE_BYTES=$(stat -c %s "$VAR/page.json")
+say "hot page: conversation $HOT_CID, $PAGE_BYTES bytes"
+
+# --- references ------------------------------------------------------------
+REFS=$VAR/refs.txt
+: >"$VAR/wrk.txt"
+: >"$REFS"
+echo "page_bytes $PAGE_BYTES" >>"$REFS"
+
+say "reference: nginx, static page of $PAGE_BYTES bytes"
+N=$VAR/nginx
+rm -rf "$N" && mkdir -p "$N/www" "$N/tmp"
+cp "$VAR/page.json" "$N/www/page.json"
+{
+  [[ $(id -u) -ne 0 ]] || echo "user root;"
+  cat <<EOF
+worker_processes $(nproc);
+pid $N/nginx.pid;
+error_log $N/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $N/tmp/body;
+  proxy_temp_path $N/tmp/proxy;
+  fastcgi_temp_path $N/tmp/fastcgi;
+  uwsgi_temp_path $N/tmp/uwsgi;
+  scgi_temp_path $N/tmp/scgi;
+  types { application/json json; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $N/www;
+  }
+}
+EOF
+} >"$N/nginx.conf"
+logcmd "nginx -p $N -c $N/nginx.conf -e $N/error.log   # worker_processes $(nproc), the page as $N/www/page.json"
+nginx -p "$N" -c "$N/nginx.conf" -e "$N/error.log"
+nginx_started=1
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$NGINX_PORT/page.json" -o /dev/null && break; sleep 0.1; done
+WPATH=/page.json wrk_runs nginx "http://127.0.0.1:$NGINX_PORT" "$WRK_RUNS" "$REF_S" | tee -a "$VAR/wrk.txt" >&2
+kill -QUIT "$(cat "$N/nginx.pid")"
+nginx_started=
+
+say "reference: pgbench, the history query, 20 clients through PgBouncer"
+# chatd's history statement (src/chat/messages.c) for the hot conversation;
+# pgbench would take the colons of the time format for variables: chr(58)
+cat >"$VAR/history.sql" <<EOF
+\\set cid $HOT_CID
+\\set uid $HOT_UID
+SELECT p.id, p.conversation_id, p.sender_id, p.body, to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"'), p.client_msg_id FROM members mem LEFT JOIN LATERAL (  SELECT * FROM messages WHERE conversation_id = :cid::bigint AND (NULL::bigint IS NULL OR id < NULL::bigint) ORDER BY id DESC LIMIT 50 OFFSET 0) p ON true WHERE mem.conversation_id = :cid::bigint AND mem.user_id = :uid::bigint ORDER BY p.id DESC;
+EOF
+cp "$VAR/history.sql" "$PERF/pgbench-history.sql"
+logcmd "pgbench -n -M extended -c 20 -j 2 -T $REF_S -f perf/pgbench-history.sql $DATABASE_URL"
+pgbench -n -M extended -c 20 -j 2 -T "$REF_S" -f "$VAR/history.sql" "$DATABASE_URL" >"$VAR/pgbench.txt" 2>&1 ||
+  { say "pgbench failed:"; tail -n 5 "$VAR/pgbench.txt" >&2; }
+grep -E '^tps' "$VAR/pgbench.txt" | head -1 >&2 || true
+awk '/^tps = / { print "pgbench_tps", $3; exit }' "$VAR/pgbench.txt" >>"$REFS"
+
+say "reference: redis-benchmark GET of $PAGE_BYTES bytes"
+RPORT=${REDIS_URL##*:}
+RPORT=${RPORT%%/*}
+logcmd "redis-benchmark -h 127.0.0.1 -p $RPORT -t set,get -d $PAGE_BYTES -c 100 -n $REDIS_N --csv"
+redis-benchmark -h 127.0.0.1 -p "$RPORT" -t set,get -d "$PAGE_BYTES" -c 100 -n "$REDIS_N" --csv >"$VAR/redis.txt" 2>&1 ||
+  { say "redis-benchmark failed:"; tail -n 5 "$VAR/redis.txt" >&2; }
+redis-cli -h 127.0.0.1 -p "$RPORT" del 'key:__rand_int__' >/dev/null || true
+awk -F, '$1 == "\"GET\"" { gsub(/"/, "", $2); print "redis_get_rps", $2 }' "$VAR/redis.txt" | tee -a "$REFS" >&2
+
+# --- baseline: cache bypassed ----------------------------------------------
+stage_run bypass
+say "wrk hot page, cache bypassed"
+wrk_runs bypass "$BASE" "$WRK_RUNS" "$WRK_S" | tee -a "$VAR/wrk.txt" >&2
 stop_chatd
 
-/usr/bin/python3 - "$results" <<'PY'
-import re, statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
+# --- cache on ---------------------------------------------------------------
+start_chatd cached
+stage_run cached
+say "wrk hot page, cache on"
+wrk_runs cached "$BASE" "$WRK_RUNS" "$WRK_S" | tee -a "$VAR/wrk.txt" >&2
+stop_chatd
+
+# --- what the report needs beyond chatload's JSON ---------------------------
+/usr/bin/python3 - "$VAR" "$PERF/bench.json" <<PY
+import json, sys
+var, out = sys.argv[1], sys.argv[2]
+refs = {}
+for line in open(var + "/refs.txt"):
+    k, v = line.split()
+    refs[k] = float(v)
+wrk = {}
+for line in open(var + "/wrk.txt"):
     label, *kv = line.split()
-    rows.setdefault(label, []).append({k: float(v) for k, v in (x.split("=") for x in kv)})
-med = {l: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for l, rs in rows.items()}
-for l, m in med.items():
-    print(f"median {l}: {m['rps']:.0f} req/s, p50 {m['p50_ms']:.2f} ms, p95 {m['p95_ms']:.2f} ms, "
-          f"errors {m['errors']:.0f}, non-2xx {m['non2xx']:.0f}")
-c, b = med["cached"], med["bypass"]
-print(f"cache on / bypass: throughput x{c['rps'] / b['rps']:.2f}, "
-      f"p95 {100 * (1 - c['p95_ms'] / b['p95_ms']):.0f} % lower")
+    wrk.setdefault(label, []).append({k: float(v) for k, v in (x.split("=") for x in kv)})
+json.dump({
+    "quick": bool($QUICK), "rate": $RATE, "burst_rate": $BURST_RATE, "stages": "$STAGES",
+    "conns": [$C1, $C2, $C3], "stage_seconds": $STAGE_S, "burst_seconds": $BURST_S,
+    "recover_seconds": $RECOVER_S, "ref_seconds": $REF_S, "redis_requests": $REDIS_N,
+    "wrk": {"runs": $WRK_RUNS, "seconds": $WRK_S, "connections": $WRK_CONNS, "threads": 2, "results": wrk},
+    "seed": {"users": $USERS, "conversations": $CONVS, "messages": $MSGS, "seconds": $SEED_S,
+             "hot_conversation": $HOT_CID},
+    "page_bytes": $PAGE_BYTES, "refs": refs,
+    "own_stack": bool("$own_stack"), "chatd_bin": "$CHATD_BIN",
+    "chatd_db": "$CHATD_DB_KIND",
+    "elapsed_s": $(date +%s) - $T_START,
+}, open(out, "w"), indent=1)
 PY
-rm -f "$results"
+/usr/bin/python3 bench/report.py --perf "$PERF" --out "$OUT/performance.md"
+say "done in $(( $(date +%s) - T_START )) s; report: $OUT/performance.md"
+exit
+}

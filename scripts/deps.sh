@@ -11,7 +11,8 @@
 # (scripts/stack.sh) listens. So services are kept from starting during the
 # install (policy-rc.d), and afterwards the distro's instances are stopped and
 # set to manual start: the cluster 15/main that postgresql-common creates, the
-# pgbouncer and redis-server services. Each step runs only when needed.
+# pgbouncer and redis-server services; likewise nginx (port 80), which the
+# benchmark only runs privately on its own port. Each step runs only when needed.
 set -euo pipefail
 
 PKGS=(
@@ -26,6 +27,9 @@ PKGS=(
   prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter prometheus-pgbouncer-exporter python3-yaml
   # stack.sh uses these
   util-linux coreutils
+  # make bench (bench/run.sh) and its smoke test: references (nginx, pgbench in
+  # postgresql-15, redis-benchmark in redis-tools), wrk, and the plots
+  nginx-light wrk gnuplot-nox
 )
 PKGS+=("$@")
 
@@ -97,7 +101,7 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
   done < <(pg_lsclusters -h 2>/dev/null || true)
 fi
 
-for svc in pgbouncer redis-server; do
+for svc in pgbouncer redis-server nginx; do
   if have_systemd; then
     for unit in "$svc.service" "$svc.socket"; do
       if systemctl is-enabled --quiet "$unit" 2>/dev/null; then
@@ -114,6 +118,7 @@ for svc in pgbouncer redis-server; do
     case $svc in
       pgbouncer) pidf=/var/run/postgresql/pgbouncer.pid ;;
       redis-server) pidf=/var/run/redis/redis-server.pid ;;
+      nginx) pidf=/var/run/nginx.pid ;;
     esac
     if [[ -r $pidf ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
       as_root /etc/init.d/"$svc" stop >/dev/null 2>&1 || true

@@ -166,3 +166,92 @@ def test_many_connections_grow_and_shrink(chatd_factory, tmp_path):
     for st in res["stages"]:
         assert st["completed"] == st["due"]
         assert st["errors"] == 0, st["errors_by_status"]
+
+
+def _copy_seed(stack, path, seed, users=40, convs=30, msgs=3000):
+    return run_chatload(["seed", "--copy", "--db-url", stack.database_url_direct, "--users", str(users),
+                         "--conversations", str(convs), "--messages", str(msgs), "--seed", str(seed),
+                         "--out", str(path)], timeout=120)
+
+
+def test_copy_seed_refuses_non_loopback_db(tmp_path):
+    for url in ("postgresql://chat@10.1.2.3:5432/chat", "host=db.example.com dbname=chat",
+                "postgresql://chat@127.0.0.1,192.0.2.7/chat"):
+        r = run_chatload(["seed", "--copy", "--db-url", url, "--users", "1", "--conversations", "1",
+                          "--messages", "1", "--out", str(tmp_path / "s.json")], timeout=10)
+        assert r.returncode != 0 and "refusing database host" in r.stderr, (url, r.stderr)
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_copy_seed_agrees_with_the_api(stack, chatd_factory, tmp_path):
+    """A COPY-seeded set reads back through chatd as if the API had written it."""
+    import requests
+
+    seedfile = tmp_path / "seed.json"
+    r = _copy_seed(stack, seedfile, seed=7)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(seedfile.read_text())
+    assert data["method"] == "copy" and data["messages"] == 3000
+    assert len(data["users"]) == 40 and len(data["conversations"]) == 30
+    assert sum(c["messages"] for c in data["conversations"]) == 3000
+    assert all(len(u["token"]) == 43 for u in data["users"])
+
+    chatd = chatd_factory()
+    users, convs = data["users"], data["conversations"]
+
+    def get(path, user):
+        return requests.get(chatd.url(path), headers={"Authorization": "Bearer " + users[user]["token"]}, timeout=10)
+
+    # tokens: every seeded token authenticates as its user; a made-up one does not
+    for i in (0, len(users) // 2, len(users) - 1):
+        assert get(f"/api/v1/users/{users[i]['id']}", i).json()["id"] == users[i]["id"]
+    assert requests.get(chatd.url(f"/api/v1/users/{users[0]['id']}"),
+                        headers={"Authorization": "Bearer " + "A" * 43}, timeout=10).status_code == 401
+
+    member_sets = [set(c["members"]) for c in convs]
+    for c, members in zip(convs, member_sets):
+        who = c["members"][-1]
+        count = get(f"/api/v1/conversations/{c['id']}/messages/count", who)
+        assert count.status_code == 200 and count.json()["count"] == c["messages"], (c, count.text)
+        meta = get(f"/api/v1/conversations/{c['id']}", who).json()
+        assert meta["member_count"] == len(members)
+        assert meta["created_by"] == users[c["members"][0]]["id"]
+        assert (meta["last_message_at"] is None) == (c["messages"] == 0)
+        outsider = next((u for u in range(len(users)) if u not in members), None)
+        if outsider is not None:
+            assert get(f"/api/v1/conversations/{c['id']}/messages/count", outsider).status_code == 404
+
+    # history of the hottest conversation: newest first, pages continue each other
+    hot = max(convs, key=lambda c: c["messages"])
+    who = hot["members"][0]
+    p1 = get(f"/api/v1/conversations/{hot['id']}/messages?limit=50", who).json()["messages"]
+    p2 = get(f"/api/v1/conversations/{hot['id']}/messages?limit=50&offset=50", who).json()["messages"]
+    assert len(p1) == min(50, hot["messages"])
+    ids = [m["id"] for m in p1 + p2]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
+    stamps = [m["created_at"] for m in p1 + p2]
+    assert stamps == sorted(stamps, reverse=True)
+    assert all(m["conversation_id"] == hot["id"] for m in p1 + p2)
+    senders = {users[u]["id"] for u in hot["members"]}
+    assert all(m["sender_id"] in senders for m in p1 + p2)
+
+    # a send through the API lands after the seeded rows and counts once
+    r = requests.post(chatd.url(f"/api/v1/conversations/{hot['id']}/messages"),
+                      headers={"Authorization": "Bearer " + users[who]["token"]}, json={"body": "after the seed"},
+                      timeout=10)
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] > ids[0]
+    assert r.json()["created_at"] > stamps[0]
+    assert get(f"/api/v1/conversations/{hot['id']}/messages/count", who).json()["count"] == hot["messages"] + 1
+    newest = get(f"/api/v1/conversations/{hot['id']}/messages?limit=1", who).json()["messages"][0]
+    assert newest["id"] == r.json()["id"]
+
+    # the same --seed draws the same shape again (new ids, new tokens)
+    again = tmp_path / "again.json"
+    r = _copy_seed(stack, again, seed=7)
+    assert r.returncode == 0, r.stderr
+    d2 = json.loads(again.read_text())
+    assert [c["members"] for c in d2["conversations"]] == [c["members"] for c in convs]
+    assert [c["messages"] for c in d2["conversations"]] == [c["messages"] for c in convs]
+    assert d2["users"][0]["id"] > users[-1]["id"]
+    assert {u["token"] for u in d2["users"]}.isdisjoint(u["token"] for u in users)

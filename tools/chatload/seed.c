@@ -4,15 +4,16 @@
  * pipelining requests in batches, and writes ids and tokens to a JSON file.
  * The shape (who is in which conversation, where each message goes, Zipf
  * popularity) follows from --seed; user names carry a run tag to stay unique.
+ * With --copy the same shape goes straight into PostgreSQL (copy.c).
  */
-#include "chatload.h"
-#include "zipf.h"
+#include "seed.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <http_parser.h>
 #include <netinet/in.h>
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -209,7 +210,36 @@ static void usage(void) {
   fprintf(stderr,
           "usage: chatload seed --url http://127.0.0.1:3000 --users N --conversations N\n"
           "                     --messages N [--members K] [--zipf S] [--seed N] [--parallel P]\n"
-          "                     --out seed.json\n");
+          "                     --out seed.json\n"
+          "       chatload seed --copy --db-url postgresql://chat:...@127.0.0.1:5432/chat\n"
+          "                     --users N --conversations N --messages N [--members K] [--zipf S]\n"
+          "                     [--seed N] --out seed.json\n");
+}
+
+void cl_seed_draw_members(cl_rng_t *rng, long nusers, long max_members, cl_conv_t *cv) {
+  long want = 1 + (long)cl_rng_below(rng, (uint64_t)max_members);
+  if (want > nusers)
+    want = nusers;
+  cv->nmembers = 0;
+  cv->members = calloc((size_t)want, sizeof *cv->members);
+  if (!cv->members)
+    abort();
+  while (cv->nmembers < want) {
+    int cand = (int)cl_rng_below(rng, (uint64_t)nusers), dup = 0;
+    for (int m = 0; m < cv->nmembers; m++)
+      dup |= cv->members[m] == cand;
+    if (!dup)
+      cv->members[cv->nmembers++] = cand;
+  }
+}
+
+void cl_seed_draw_messages(cl_rng_t *rng, const cl_zipf_t *z, const cl_conv_t *convs, long nmsgs,
+                           int *conv, int *sender) {
+  for (long i = 0; i < nmsgs; i++) {
+    conv[i] = (int)cl_zipf_sample(z, rng);
+    const cl_conv_t *cv = &convs[conv[i]];
+    sender[i] = cv->members[cl_rng_below(rng, (uint64_t)cv->nmembers)];
+  }
 }
 
 /* Runs the batch in b against c; on any non-2xx answer, reports and fails. */
@@ -243,16 +273,16 @@ static int64_t body_id(const resp_t *r) {
 }
 
 int cl_cmd_seed(int argc, char **argv) {
-  const char *url = "http://127.0.0.1:3000", *out = NULL;
+  const char *url = "http://127.0.0.1:3000", *out = NULL, *db_url = NULL;
   long nusers = 100, nconvs = 50, nmsgs = 1000, members = 4;
-  int parallel = 8;
+  int parallel = 8, copy = 0;
   double zipf_s = 1.1;
   unsigned long long seed = 42;
   static const struct option opts[] = {
       {"url", 1, 0, 'u'},      {"users", 1, 0, 'U'}, {"conversations", 1, 0, 'c'},
       {"messages", 1, 0, 'm'}, {"members", 1, 0, 'k'}, {"zipf", 1, 0, 'z'},
       {"seed", 1, 0, 's'},     {"out", 1, 0, 'o'},   {"parallel", 1, 0, 'p'}, {"help", 0, 0, 'h'},
-      {0, 0, 0, 0}};
+      {"copy", 0, 0, 'C'},     {"db-url", 1, 0, 'D'}, {0, 0, 0, 0}};
   int ch;
   optind = 1;
   while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -266,8 +296,20 @@ int cl_cmd_seed(int argc, char **argv) {
     case 's': seed = strtoull(optarg, NULL, 10); break;
     case 'o': out = optarg; break;
     case 'p': parallel = atoi(optarg); break;
+    case 'C': copy = 1; break;
+    case 'D': db_url = optarg; break;
     default: usage(); return 2;
     }
+  }
+  if (copy || db_url) {
+    if (!copy || !db_url || !out || nusers < 1 || nconvs < 1 || nmsgs < 0 || members < 1 || nusers > INT_MAX ||
+        nconvs > INT_MAX) {
+      usage();
+      return 2;
+    }
+    cl_copy_opts_t co = {.db_url = db_url, .out = out, .nusers = nusers, .nconvs = nconvs, .nmsgs = nmsgs,
+                         .members = members, .zipf_s = zipf_s, .seed = seed};
+    return cl_seed_copy(&co);
   }
   if (!out || nusers < 1 || nconvs < 1 || nmsgs < 0 || members < 1 || parallel < 1 || parallel > MAX_PARALLEL) {
     usage();
@@ -322,19 +364,7 @@ int cl_cmd_seed(int argc, char **argv) {
     int n = (int)(nconvs - i < BATCH ? nconvs - i : BATCH);
     for (int k = 0; k < n; k++) {
       cl_conv_t *cv = &convs[i + k];
-      long want = 1 + (long)cl_rng_below(&rng, (uint64_t)members);
-      if (want > nusers)
-        want = nusers;
-      cv->members = calloc((size_t)want, sizeof *cv->members);
-      if (!cv->members)
-        abort();
-      while (cv->nmembers < want) {
-        int cand = (int)cl_rng_below(&rng, (uint64_t)nusers), dup = 0;
-        for (int m = 0; m < cv->nmembers; m++)
-          dup |= cv->members[m] == cand;
-        if (!dup)
-          cv->members[cv->nmembers++] = cand;
-      }
+      cl_seed_draw_members(&rng, nusers, members, cv);
       int off = snprintf(body, sizeof body, "{\"title\":\"load %ld\",\"member_ids\":[", i + k);
       for (int m = 1; m < cv->nmembers; m++)
         off += snprintf(body + off, sizeof body - (size_t)off, "%s%lld", m > 1 ? "," : "",
@@ -361,11 +391,7 @@ int cl_cmd_seed(int argc, char **argv) {
     abort();
   /* where each message goes is drawn here, in order, so it follows --seed
    * whatever the number of sending threads */
-  for (long i = 0; i < nmsgs; i++) {
-    job.conv[i] = (int)cl_zipf_sample(&z, &rng);
-    const cl_conv_t *cv = &convs[job.conv[i]];
-    job.sender[i] = cv->members[cl_rng_below(&rng, (uint64_t)cv->nmembers)];
-  }
+  cl_seed_draw_messages(&rng, &z, convs, nmsgs, job.conv, job.sender);
   pthread_t th[MAX_PARALLEL];
   msg_worker_t w[MAX_PARALLEL];
   for (int t = 0; t < parallel; t++) {

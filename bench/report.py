@@ -1,0 +1,409 @@
+#!/usr/bin/python3
+"""bench/report.py — docs/performance.md and docs/perf/*.svg from a bench run.
+
+    bench/report.py --perf docs/perf --out docs/performance.md
+
+Reads what bench/run.sh left in --perf: bench.json (settings, references, wrk
+runs, seed), bypass.json and cached.json (chatload), commands.txt. Writes the
+plots with gnuplot (SVG; skipped with a note when gnuplot is missing) and the
+report. Every figure in the report comes from those files; verdicts are
+computed, never written by hand. Standard library only.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def num(v):
+    return v if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) else None
+
+
+def fmt(v, spec=".1f", unit=""):
+    v = num(v)
+    return "–" if v is None else f"{v:{spec}}{unit}"
+
+
+def pct(v):
+    v = num(v)
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+# --- the machine -------------------------------------------------------------
+
+def first_line(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        out = (r.stdout or r.stderr).strip().splitlines()
+        return out[0].strip() if out else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+
+
+def machine():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    os_name = "?"
+    try:
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    load = "?"
+    try:
+        load = " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        pass
+    commit = first_line(["git", "-C", str(Path(__file__).resolve().parents[1]), "rev-parse", "--short", "HEAD"])
+    return [
+        ("cores", str(os.cpu_count())),
+        ("CPU", cpu),
+        ("memory", mem),
+        ("kernel", platform.release()),
+        ("OS", os_name),
+        ("load average when the report was written", load),
+        ("chatd commit", commit),
+        ("compiler", first_line(["gcc", "--version"])),
+        ("PostgreSQL", first_line(["/usr/lib/postgresql/15/bin/postgres", "--version"])),
+        ("PgBouncer", first_line(["/usr/sbin/pgbouncer", "--version"])),
+        ("Redis", first_line(["redis-server", "--version"])),
+        ("nginx", first_line(["nginx", "-v"])),
+        ("wrk", first_line(["wrk", "--version"])),
+        ("pgbench", first_line(["pgbench", "--version"])),
+        ("gnuplot", first_line(["gnuplot", "--version"])),
+    ]
+
+
+# --- figures from chatload's JSON -----------------------------------------------
+
+def stage_var(st):
+    m, cv = num(st.get("db_queries_per_s_mean")), num(st.get("db_queries_per_s_cv"))
+    if m is None or cv is None:
+        return None
+    return (cv * m) ** 2
+
+
+def median_wrk(bench, label):
+    runs = bench["wrk"]["results"].get(label) or []
+    if not runs:
+        return None
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def ratio(a, b):
+    a, b = num(a), num(b)
+    return a / b if a is not None and b else None
+
+
+def reduction(cached, bypass):
+    """1 - cached/bypass: how much lower the cached figure is."""
+    c, b = num(cached), num(bypass)
+    return 1 - c / b if c is not None and b else None
+
+
+def lower(red):
+    """'12.3 % lower' or '4.5 % higher' for a reduction 1 - new/old."""
+    red = num(red)
+    if red is None:
+        return "–"
+    return f"{100 * red:.1f} % lower" if red >= 0 else f"{-100 * red:.1f} % higher"
+
+
+def verdict(ok):
+    return "–" if ok is None else ("**met**" if ok else "**not met**")
+
+
+# --- plots ---------------------------------------------------------------------
+
+def per_scrape(res):
+    """(t, hit ratio, queue-wait p95 ms, DB queries/s) from consecutive /metrics scrapes."""
+    out = []
+    ms = res.get("metrics") or []
+    for a, b in zip(ms, ms[1:]):
+        dt = b["t"] - a["t"]
+        if dt <= 0:
+            continue
+        h, m = b["cache_hits"] - a["cache_hits"], b["cache_misses"] - a["cache_misses"]
+        out.append((b["t"], h / (h + m) if h + m > 0 else None, num(b.get("queue_wait_p95_ms")),
+                    (b["db_queries"] - a["db_queries"]) / dt))
+    return out
+
+
+def write_dat(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(" ".join("NaN" if v is None else f"{v:.6g}" for v in r) + "\n")
+
+
+def stage_marks(res):
+    """Start time of each stage (from the timeline) for vertical lines."""
+    marks, seen = [], set()
+    for t in res.get("timeline") or []:
+        if t["stage"] not in seen:
+            seen.add(t["stage"])
+            marks.append((t["t"], t["stage"]))
+    return marks
+
+
+def plots(perf, runs, bench):
+    """Writes the .dat files, one gnuplot script and the SVGs; returns [(file, title)] or a reason."""
+    for label, res in runs.items():
+        tl = res.get("timeline") or []
+        write_dat(perf / f"{label}-timeline.dat",
+                  [(t["t"], t["p50_ms"], t["p95_ms"], t["p99_ms"], t["completed"], t["errors"], t["queued"],
+                    t["open_connections"]) for t in tl])
+        write_dat(perf / f"{label}-metrics.dat", per_scrape(res))
+    stages = bench["stages"].split(",")
+    marks = []
+    for t, s in stage_marks(runs.get("bypass") or {}):
+        c, r, _ = stages[s - 1].split(":")
+        marks.append(f'set arrow from {t},graph 0 to {t},graph 1 nohead dt 3 lc rgb "#999999"\n'
+                     f'set label "{int(c) // 1000 if int(c) >= 1000 else c}{"k" if int(c) >= 1000 else ""}'
+                     f', {r}/s" at {t},graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced')
+    common = ("set terminal svg size 1000,420 dynamic font 'sans,11' background '#ffffff'\n"
+              "set grid\nset key outside right top noenhanced\nset xlabel 'seconds since the start of the run'\n"
+              + "\n".join(marks) + "\n")
+    figs = [
+        ("latency.svg", "Latency percentiles per second (ms, log scale)",
+         "set logscale y\nset ylabel 'ms'\n"
+         "plot 'bypass-timeline.dat' u 1:2 w l lw 1 lc rgb '#f4a582' t 'bypass p50', "
+         "'' u 1:3 w l lw 2 lc rgb '#d6604d' t 'bypass p95', '' u 1:4 w l lw 1 lc rgb '#b2182b' t 'bypass p99', "
+         "'cached-timeline.dat' u 1:2 w l lw 1 lc rgb '#92c5de' t 'cache p50', "
+         "'' u 1:3 w l lw 2 lc rgb '#4393c3' t 'cache p95', '' u 1:4 w l lw 1 lc rgb '#2166ac' t 'cache p99'"),
+        ("throughput.svg", "Answers per second (2xx and errors)",
+         "set ylabel 'answers/s'\n"
+         "plot 'bypass-timeline.dat' u 1:($5-$6) w l lw 2 lc rgb '#d6604d' t 'bypass 2xx', "
+         "'' u 1:6 w l lc rgb '#b2182b' dt 2 t 'bypass errors', "
+         "'cached-timeline.dat' u 1:($5-$6) w l lw 2 lc rgb '#4393c3' t 'cache 2xx', "
+         "'' u 1:6 w l lc rgb '#2166ac' dt 2 t 'cache errors'"),
+        ("hit_ratio.svg", "Cache hit ratio per second (cache on)",
+         "set ylabel 'hit ratio'\nset yrange [0:1.05]\n"
+         "plot 'cached-metrics.dat' u 1:2 w l lw 2 lc rgb '#4393c3' t 'cache on', "
+         "0.6 w l dt 2 lc rgb '#999999' t 'target 0.6', 0.9 w l dt 3 lc rgb '#666666' t 'stretch 0.9'"),
+        ("queue_wait.svg", "Pool queue wait p95 per second (ms, from chatd_db_tx_queue_wait_seconds)",
+         "set ylabel 'ms'\n"
+         "plot 'bypass-metrics.dat' u 1:3 w l lw 2 lc rgb '#d6604d' t 'bypass', "
+         "'cached-metrics.dat' u 1:3 w l lw 2 lc rgb '#4393c3' t 'cache on'"),
+        ("db_qps.svg", "Database queries per second (chatd_db_queries_total)",
+         "set ylabel 'queries/s'\n"
+         "plot 'bypass-metrics.dat' u 1:4 w l lw 2 lc rgb '#d6604d' t 'bypass', "
+         "'cached-metrics.dat' u 1:4 w l lw 2 lc rgb '#4393c3' t 'cache on'"),
+    ]
+    script = []
+    for name, title, body in figs:
+        script.append(f"reset\n{common}set output '{name}'\nset title '{title}'\n{body}\nunset output\n")
+    (perf / "plots.gp").write_text("\n".join(script))
+    if not shutil.which("gnuplot"):
+        return None, "gnuplot is not installed (scripts/deps.sh installs gnuplot-nox); plots/plots.gp is ready"
+    r = subprocess.run(["gnuplot", "plots.gp"], cwd=perf, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        return None, f"gnuplot failed: {r.stderr.strip()[-500:]}"
+    return [(name, title) for name, title, _ in figs], None
+
+
+# --- the report ----------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--perf", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    perf, out = Path(a.perf), Path(a.out)
+    bench = json.loads((perf / "bench.json").read_text())
+    runs = {k: json.loads((perf / f"{k}.json").read_text()) for k in ("bypass", "cached")}
+    figs, plot_note = plots(perf, runs, bench)
+    rel = os.path.relpath(perf, out.parent)
+
+    B, C = runs["bypass"]["stages"], runs["cached"]["stages"]
+    i10k = 2  # the third base stage: the most connections at the base rate
+    ib = 3    # the burst
+    refs = bench["refs"]
+    nginx, wb, wc = median_wrk(bench, "nginx"), median_wrk(bench, "bypass"), median_wrk(bench, "cached")
+    pg_tps, redis_rps = refs.get("pgbench_tps"), refs.get("redis_get_rps")
+    c3 = bench["conns"][2]
+
+    qw = [num(B[i10k].get("queue_wait_p95_ms")), num(C[i10k].get("queue_wait_p95_ms"))]
+    qw_worst = max((v for v in qw if v is not None), default=None)
+    hit = num(C[i10k].get("cache_hit_ratio"))
+    p95b, p95c = B[i10k]["latency_ms"]["overall"]["p95"], C[i10k]["latency_ms"]["overall"]["p95"]
+    p95_red = reduction(p95c, p95b)
+    varb, varc = stage_var(B[i10k]), stage_var(C[i10k])
+    var_red = reduction(varc, varb)
+    cv_b, cv_c = num(B[i10k].get("db_queries_per_s_cv")), num(C[i10k].get("db_queries_per_s_cv"))
+    r_nginx = ratio(wc and wc["rps"], nginx and nginx["rps"])
+    r_pg = ratio(wb and wb["rps"], pg_tps)
+    conns_label = f"{c3:,}"
+    targets = [
+        (f"queue wait p95 at {conns_label} connections < 500 ms", "worse of bypass / cache on",
+         f"{fmt(qw[0], '.1f', ' ms')} / {fmt(qw[1], '.1f', ' ms')}", None if qw_worst is None else qw_worst < 500),
+        ("cache hit ratio > 60 %", f"cache on, {conns_label} connections", pct(hit),
+         None if hit is None else hit > 0.6),
+        ("p95 latency at least 30 % lower with the cache", f"{conns_label} connections, p95 bypass → cache on",
+         f"{fmt(p95b, '.2f')} → {fmt(p95c, '.2f')} ms ({lower(p95_red)})",
+         None if p95_red is None else p95_red >= 0.3),
+        ("DB queries/s variance at least 30 % lower", f"{conns_label} connections, variance of per-second rate",
+         f"{fmt(varb, '.0f')} → {fmt(varc, '.0f')} (q/s)² ({lower(var_red)}; CV {fmt(cv_b, '.3f')} → "
+         f"{fmt(cv_c, '.3f')})", None if var_red is None else var_red >= 0.3),
+        ("stretch: cached reads ≥ 0.8× the nginx ceiling", "wrk hot page, cache on / nginx static page",
+         f"{fmt(wc and wc['rps'], '.0f')} / {fmt(nginx and nginx['rps'], '.0f')} req/s = {fmt(r_nginx, '.2f')}×",
+         None if r_nginx is None else r_nginx >= 0.8),
+        ("stretch: uncached reads ≥ 0.9× the pgbench ceiling", "wrk hot page, bypass / pgbench tps",
+         f"{fmt(wb and wb['rps'], '.0f')} / {fmt(pg_tps, '.0f')} = {fmt(r_pg, '.2f')}×",
+         None if r_pg is None else r_pg >= 0.9),
+        (f"stretch: queue wait p95 at {conns_label} connections < 50 ms", "worse of bypass / cache on",
+         fmt(qw_worst, ".1f", " ms"), None if qw_worst is None else qw_worst < 50),
+        ("stretch: cache hit ratio > 90 %", f"cache on, {conns_label} connections", pct(hit),
+         None if hit is None else hit > 0.9),
+    ]
+
+    L = []
+    w = L.append
+    w("# chatd performance report\n")
+    w("*Written by `bench/report.py` from the measurements of one `make bench` run; "
+      "no figure here is typed by hand.*\n")
+    if bench["quick"]:
+        w("> **Quick run (`--quick`).** Every stage is shortened to a smoke test "
+          f"({bench['stage_seconds']} s stages, {bench['burst_seconds']} s burst): the figures show that the "
+          "pipeline works, not what chatd sustains. The validation is the full `make bench`.\n")
+    elif not bench.get("own_stack", True):
+        w("> **Run against an existing stack** (`--stack-env`), not the bench's own.\n")
+    w(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; the run took "
+      f"{bench['elapsed_s'] / 60:.1f} min.\n")
+
+    w("## Machine\n")
+    w("| | |\n|---|---|")
+    for k, v in machine():
+        w(f"| {k} | {v} |")
+    w("\nchatload, wrk, nginx, pgbench, redis-benchmark and the servers all share these cores, so every figure "
+      "includes the load generator's own cost. Nothing else is controlled: on a shared machine other work "
+      "shows up as noise.\n")
+
+    w("## How it was run\n")
+    w(f"`make bench{' ARGS=--quick' if bench['quick'] else ''}` (`bench/run.sh`): its own PostgreSQL 15, "
+      f"PgBouncer (transaction pooling) and Redis under `var/bench-stack`, chatd with its defaults "
+      f"(workers = cores, pool 20) talking to {'PgBouncer' if bench['chatd_db'] == 'pgbouncer' else 'PostgreSQL'}. "
+      "The data set, seeded by `chatload seed --copy`: "
+      f"{bench['seed']['users']:,} users, {bench['seed']['conversations']:,} conversations, "
+      f"{bench['seed']['messages']:,} messages (Zipf 1.1 over conversations) in {bench['seed']['seconds']:.1f} s. "
+      f"The hot page is the newest 50 messages of the most popular conversation: {bench['page_bytes']:,} bytes.\n")
+    w(f"Staged runs (`chatload run`, open model, latency from each request's due time, mix history 90 / count 4 / "
+      f"metadata 2 / profile 2 / send 2, Zipf 1.1, 20 % of history reads at an older offset): stages "
+      f"`{bench['stages']}` (connections:rate:seconds) — three base stages at {bench['rate']:,} req/s, a burst at "
+      f"{bench['burst_rate']:,} req/s, then back. Once with `CACHE_BYPASS=true`, once with the cache on.\n")
+    w("Commands, in order (passwords masked):\n")
+    w("```")
+    w((perf / "commands.txt").read_text().rstrip())
+    w("```\n")
+
+    w("## Targets\n")
+    w(f"Measured at the {conns_label}-connection stage at the base rate ({bench['rate']:,} req/s) unless "
+      "said otherwise.\n")
+    w("| target | measured on | measured | verdict |\n|---|---|---|---|")
+    for name, on, val, ok in targets:
+        w(f"| {name} | {on} | {val} | {verdict(ok)} |")
+    w("")
+    short = [name for name, _, _, ok in targets if ok is False]
+    unknown = [name for name, _, _, ok in targets if ok is None]
+    if short:
+        w("**Short of target:** " + "; ".join(short) + ".\n")
+    if unknown:
+        w("**Not measured in this run:** " + "; ".join(unknown) + ".\n")
+    if not short and not unknown:
+        w("Every target was met in this run.\n")
+
+    w("## References and ratios\n")
+    w("Closed-loop throughput on the same machine, same page size: the ceilings chatd is compared with.\n")
+    w("| what | how | throughput | chatd ratio |\n|---|---|---|---|")
+    wd = f"wrk -t2 -c{bench['wrk']['connections']}, median of {bench['wrk']['runs']} × {bench['wrk']['seconds']} s"
+    w(f"| nginx, static page ({bench['page_bytes']:,} B) | {wd.replace(str(bench['wrk']['seconds']) + ' s', str(bench['ref_seconds']) + ' s')} "
+      f"| {fmt(nginx and nginx['rps'], ',.0f')} req/s | cached / nginx = {fmt(r_nginx, '.2f')}× |")
+    w(f"| pgbench, chatd's history query, hot conversation | 20 clients, -M extended, {bench['ref_seconds']} s, "
+      f"through PgBouncer | {fmt(pg_tps, ',.0f')} tps | bypass / pgbench = {fmt(r_pg, '.2f')}× |")
+    w(f"| redis-benchmark GET, {bench['page_bytes']:,} B value | 100 clients, {bench['redis_requests']:,} "
+      f"requests | {fmt(redis_rps, ',.0f')} req/s | cached / redis = {fmt(ratio(wc and wc['rps'], redis_rps), '.2f')}× |")
+    w(f"| chatd, hot page, cache on | {wd} | {fmt(wc and wc['rps'], ',.0f')} req/s "
+      f"(p50 {fmt(wc and wc['p50_ms'], '.2f')} ms, p95 {fmt(wc and wc['p95_ms'], '.2f')} ms) | |")
+    w(f"| chatd, hot page, `CACHE_BYPASS=true` | {wd} | {fmt(wb and wb['rps'], ',.0f')} req/s "
+      f"(p50 {fmt(wb and wb['p50_ms'], '.2f')} ms, p95 {fmt(wb and wb['p95_ms'], '.2f')} ms) | |")
+    w(f"\nCache on / bypass on the hot page: throughput {fmt(ratio(wc and wc['rps'], wb and wb['rps']), '.2f')}×, "
+      f"p95 {lower(reduction(wc and wc['p95_ms'], wb and wb['p95_ms']))}. "
+      f"wrk errors (bypass / cache on): {fmt(wb and wb['errors'], '.0f')} / {fmt(wc and wc['errors'], '.0f')}, "
+      f"non-2xx {fmt(wb and wb['non2xx'], '.0f')} / {fmt(wc and wc['non2xx'], '.0f')}.\n")
+
+    w("## Staged runs\n")
+    w("Latency in ms, from the due time of each request. Hit ratio, queue wait, DB q/s and pool waiting come "
+      "from chatd's `/metrics`, scraped every second.\n")
+    w("| run | stage | conns | target/s | achieved/s | p50 | p95 | p99 | p99.9 | max | errors | hit ratio | "
+      "queue-wait p95 ms | DB q/s mean | DB q/s variance | DB q/s CV | pool waiting max |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    names = ["base", "base", "base", "burst 2×", "back to base"]
+    for label, stages in (("bypass", B), ("cache on", C)):
+        for i, st in enumerate(stages):
+            lat = st["latency_ms"]["overall"]
+            errs = st["errors"]
+            if errs:
+                errs = f"{errs} ({', '.join(f'{k}: {v}' for k, v in st['errors_by_status'].items())})"
+            w(f"| {label} | {i + 1} {names[i] if i < len(names) else ''} | {st['connections']:,}"
+              f"{' (capped)' if st.get('connections_capped') else ''} | {st['target_rate']:,.0f} | "
+              f"{st['achieved_rate']:,.1f} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
+              f"{lat['p999']:.2f} | {lat['max']:.2f} | {errs} | {pct(st.get('cache_hit_ratio'))} | "
+              f"{fmt(st.get('queue_wait_p95_ms'), '.2f')} | {fmt(st.get('db_queries_per_s_mean'), '.1f')} | "
+              f"{fmt(stage_var(st), '.0f')} | {fmt(st.get('db_queries_per_s_cv'), '.3f')} | "
+              f"{fmt(st.get('pool_waiting_max'), '.0f')} |")
+    w("")
+    for label, stages in (("bypass", B), ("cache on", C)):
+        if len(stages) > ib:
+            bst, base = stages[ib], stages[i10k]
+            w(f"- Burst, {label}: {bst['achieved_rate']:,.0f} of {bst['target_rate']:,.0f} req/s answered with 2xx "
+              f"(counted in the stage they were due in, however late), p95 "
+              f"{bst['latency_ms']['overall']['p95']:.2f} ms against {base['latency_ms']['overall']['p95']:.2f} ms "
+              f"at the base rate, queue-wait p95 {fmt(bst.get('queue_wait_p95_ms'), '.1f', ' ms')}, hit ratio "
+              f"{pct(bst.get('cache_hit_ratio'))}, {bst['errors']} errors.")
+    for label, res in runs.items():
+        w(f"- chatload, {label}: {res['connect_errors']} connect errors, {res['retries']} reads retried after a "
+          f"keep-alive close, {res['dropped']} requests dropped{', interrupted' if res.get('interrupted') else ''}.")
+    w(f"\nchatload's own reports: [{rel}/bypass.md]({rel}/bypass.md), [{rel}/cached.md]({rel}/cached.md); "
+      f"raw results: `{rel}/bypass.json`, `{rel}/cached.json`, `{rel}/bench.json`.\n")
+
+    w("## Plots\n")
+    if figs:
+        w("Dotted vertical lines mark the start of each stage (connections, rate).\n")
+        for name, title in figs:
+            w(f"### {title}\n\n![{title}]({rel}/{name})\n")
+    else:
+        w(f"No plots: {plot_note}.\n")
+
+    w("## Where the time goes\n")
+    w("*For the lead to fill in with profiles (perf, callgrind) of a full run; the generated sections above say "
+      "which targets were met.*\n")
+
+    out.write_text("\n".join(L) + "\n")
+    print(f"report: {out}" + (f" ({len(figs)} plots)" if figs else f" (no plots: {plot_note})"), file=sys.stderr)
+    for name, _, val, ok in targets:
+        print(f"  {verdict(ok).strip('*'):9} {name}: {val}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

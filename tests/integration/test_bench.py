@@ -1,0 +1,90 @@
+"""make bench, in small: bench/run.sh against the test stack with a small
+seed, few connections and 2-second stages, then the report. It checks that
+the pipeline works end to end (seed by COPY, references, chatload with the
+cache bypassed and on, wrk, JSON, report, plots); the figures themselves are
+the benchmark's to report and are never asserted here."""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SANITIZER_MARKERS, chatd_bin, free_port
+
+STAGES = 5  # three base stages, the burst, back to base
+
+
+def _chatload_bin():
+    p = Path(os.environ.get("CHATLOAD_BIN", "build/chatload"))
+    return p if p.is_absolute() else REPO / p
+
+
+@pytest.mark.skipif(not shutil.which("wrk") or not shutil.which("nginx"),
+                    reason="wrk and nginx come from scripts/deps.sh")
+def test_quick_bench_writes_results_and_report(stack, tmp_path):
+    out, var = tmp_path / "docs", tmp_path / "var"
+    env = dict(os.environ)
+    env.update(CHATD_BIN=str(chatd_bin()), CHATLOAD_BIN=str(_chatload_bin()),
+               BENCH_DATABASE_URL=stack.chatd_database_url)
+    cmd = ["bash", str(REPO / "bench" / "run.sh"), "--no-deps", "--quick",
+           "--stack-env", str(stack.stack_dir / "env"), "--out", str(out), "--var", str(var),
+           "--listen", f"127.0.0.1:{free_port()}", "--nginx-port", str(free_port()),
+           "--users", "200", "--conversations", "100", "--messages", "5000",
+           "--rate", "100", "--conns", "100,300,500",
+           "--stage-seconds", "2", "--burst-seconds", "2", "--recover-seconds", "1",
+           "--ref-seconds", "2", "--redis-requests", "5000",
+           "--wrk-runs", "1", "--wrk-seconds", "2", "--wrk-conns", "20"]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-4000:]
+
+    logs = sorted(var.glob("chatd-*.log"))
+    assert [p.name for p in logs] == ["chatd-bypass.log", "chatd-cached.log"]
+    for p in logs:
+        text = p.read_text(errors="replace")
+        assert not any(m in text for m in SANITIZER_MARKERS), f"{p}:\n{text[-4000:]}"
+
+    perf = out / "perf"
+    bench = json.loads((perf / "bench.json").read_text())
+    assert bench["quick"] is True and bench["seed"]["messages"] == 5000
+    assert bench["page_bytes"] > 1000
+    for k in ("pgbench_tps", "redis_get_rps"):
+        assert bench["refs"].get(k, 0) > 0, (k, bench["refs"])
+    assert set(bench["wrk"]["results"]) == {"nginx", "bypass", "cached"}
+    for label, runs in bench["wrk"]["results"].items():
+        assert runs and all(x["rps"] > 0 and x["non2xx"] == 0 for x in runs), (label, runs)
+
+    for label in ("bypass", "cached"):
+        res = json.loads((perf / f"{label}.json").read_text())
+        assert not res["interrupted"] and res["connect_errors"] == 0
+        assert [st["connections"] for st in res["stages"]] == [100, 300, 500, 500, 500]
+        assert [st["target_rate"] for st in res["stages"]] == [100, 100, 100, 200, 100]
+        for st in res["stages"]:
+            assert st["completed"] == st["due"] > 0
+            assert st["errors"] == 0, (label, st["errors_by_status"])
+            assert st["metrics_samples"] >= 1
+        assert res["timeline"] and res["metrics"]
+        assert (perf / f"{label}.md").read_text().startswith("# chatload report")
+    # the cache is bypassed in one run and used in the other
+    bypass = json.loads((perf / "bypass.json").read_text())
+    cached = json.loads((perf / "cached.json").read_text())
+    assert all(st["cache_hit_ratio"] is None for st in bypass["stages"])
+    assert any(st["cache_hit_ratio"] is not None for st in cached["stages"])
+
+    report = (out / "performance.md").read_text()
+    for heading in ("# chatd performance report", "Quick run", "## Machine", "## Targets",
+                    "## References and ratios", "## Staged runs", "## Plots"):
+        assert heading in report, heading
+    for target in ("queue wait p95 at 500 connections < 500 ms", "cache hit ratio > 60 %",
+                   "p95 latency at least 30 % lower", "DB queries/s variance at least 30 % lower",
+                   "0.8× the nginx ceiling", "0.9× the pgbench ceiling"):
+        assert target in report, target
+    assert "***" in (perf / "commands.txt").read_text() or "@" not in (perf / "commands.txt").read_text()
+    assert stack.database_url.split("@")[0].split(":")[-1] not in report  # no password
+
+    if shutil.which("gnuplot"):
+        for name in ("latency", "throughput", "hit_ratio", "queue_wait", "db_qps"):
+            svg = perf / f"{name}.svg"
+            assert svg.exists() and "<svg" in svg.read_text()[:2000], name
+            assert f"perf/{name}.svg" in report
