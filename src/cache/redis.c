@@ -57,14 +57,15 @@ static const char *const state_names[] = {"down", "connecting", "handshake", "up
 enum { CMD_USER, CMD_SELECT, CMD_PING };
 
 typedef struct cmd {
-    struct cmd *prev, *next; /* in r's FIFO while owed */
+    struct cmd *prev, *next; /* in r's FIFO while owed, then in r's overdue list */
     chat_redis_t *r;
     chat_redis_cb cb;
     chat_redis_late_cb late; /* owed after a timeout, until the real outcome */
     void *arg;
     uint64_t deadline; /* ms on the clock of now_ms() */
     unsigned char kind;
-    unsigned char owed; /* the caller's callback has not run yet */
+    unsigned char owed;    /* the caller's callback has not run yet */
+    unsigned char overdue; /* timed out, reply not come: in r's overdue list */
 } cmd_t;
 
 struct chat_redis {
@@ -76,6 +77,7 @@ struct chat_redis {
     uv_timer_t cmd_timer;     /* the oldest command deadline */
     cmd_t *head, *tail;       /* commands whose callback is owed, send order */
     cmd_t *unsent;            /* first of the FIFO's tail still in hiredis's buffer */
+    cmd_t *overdue_head, *overdue_tail; /* timed out, reply not come yet, send order */
     size_t npending;          /* length of the FIFO */
     size_t nlive;             /* records alive in hiredis, owed or not */
     int nhandles;             /* timers and poll handles not closed yet */
@@ -239,13 +241,53 @@ static void fifo_unlink(chat_redis_t *r, cmd_t *c)
     r->npending--;
 }
 
+/* The overdue list: commands that timed out and whose reply has not come,
+ * kept so that a connection where one goes unanswered far too long is judged
+ * wedged even when no other command times out behind it. */
+static void overdue_push(chat_redis_t *r, cmd_t *c)
+{
+    c->overdue = 1;
+    c->next = NULL;
+    c->prev = r->overdue_tail;
+    if (r->overdue_tail)
+        r->overdue_tail->next = c;
+    else
+        r->overdue_head = c;
+    r->overdue_tail = c;
+}
+
+static void overdue_unlink(chat_redis_t *r, cmd_t *c)
+{
+    if (!c->overdue)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->overdue_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        r->overdue_tail = c->prev;
+    c->prev = c->next = NULL;
+    c->overdue = 0;
+}
+
+/* How long past its deadline a command may stay unanswered before its
+ * connection is judged wedged: as long as the consecutive timeouts take. */
+static uint64_t wedge_ms(const chat_redis_t *r)
+{
+    return (uint64_t)(CHAT_REDIS_MAX_CONSECUTIVE_TIMEOUTS - 1) * (uint64_t)r->cmd_timeout_ms;
+}
+
 /* Runs the callback of an owed command that ended without a reply. The record
- * itself stays alive until hiredis hands it back; only after a timeout does
- * its late callback (if any) stay owed. */
+ * itself stays alive until hiredis hands it back; after a timeout it waits in
+ * the overdue list, its late callback (if any) still owed. */
 static void finish_error(chat_redis_t *r, cmd_t *c, int status)
 {
     fifo_unlink(r, c);
-    if (status != CHAT_REDIS_ERR_TIMEOUT)
+    if (status == CHAT_REDIS_ERR_TIMEOUT)
+        overdue_push(r, c);
+    else
         c->late = NULL;
     if (status != CHAT_REDIS_ERR_CLOSED)
         chat_metric_inc(r->errors);
@@ -275,13 +317,16 @@ static void mark_written(chat_redis_t *r)
  * never runs twice in one pass of the loop's timers. */
 static void arm_cmd_timer(chat_redis_t *r)
 {
-    uint64_t now = now_ms();
-    if (r->head == NULL) {
+    uint64_t now = now_ms(), due = UINT64_MAX;
+    if (r->head)
+        due = r->head->deadline;
+    if (r->overdue_head && r->overdue_head->deadline + wedge_ms(r) < due)
+        due = r->overdue_head->deadline + wedge_ms(r);
+    if (due == UINT64_MAX) {
         uv_timer_stop(&r->cmd_timer);
         return;
     }
-    uv_timer_start(&r->cmd_timer, on_cmd_timer,
-                   r->head->deadline > now ? r->head->deadline - now : 1, 0);
+    uv_timer_start(&r->cmd_timer, on_cmd_timer, due > now ? due - now : 1, 0);
 }
 
 /* ---- state ---- */
@@ -412,6 +457,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     redisReply *reply = reply_;
 
     r->in_cb++;
+    overdue_unlink(r, c);
     if (reply == NULL) {
         /* hiredis only passes NULL while it tears the context down. */
         conn_lost(r, ac, ac->errstr ? ac->errstr : "connection lost");
@@ -737,8 +783,7 @@ static void on_cmd_timer(uv_timer_t *t)
         return;
     flush(r);
     now = now_ms();
-    for (int i = 0; i < DRAIN_MAX_READS && r->state == ST_UP && r->ac && r->head &&
-                    r->head->deadline <= now && readable(r->ac->c.fd);
+    for (int i = 0; i < DRAIN_MAX_READS && r->state == ST_UP && r->ac && readable(r->ac->c.fd);
          i++)
         redisAsyncHandleRead(r->ac);
     while (r->state == ST_UP && r->head && r->head->deadline <= now) {
@@ -750,6 +795,13 @@ static void on_cmd_timer(uv_timer_t *t)
     if (r->consecutive_timeouts >= CHAT_REDIS_MAX_CONSECUTIVE_TIMEOUTS) {
         char reason[80];
         snprintf(reason, sizeof reason, "%d consecutive timeouts", r->consecutive_timeouts);
+        conn_drop(r, reason);
+        return;
+    }
+    if (r->overdue_head && r->overdue_head->deadline + wedge_ms(r) <= now) {
+        char reason[80];
+        snprintf(reason, sizeof reason, "no reply %llu ms past a deadline",
+                 (unsigned long long)wedge_ms(r));
         conn_drop(r, reason);
         return;
     }
@@ -831,7 +883,8 @@ int chat_redis_command_tracked(chat_redis_t *r, chat_redis_cb cb, chat_redis_lat
         return CHAT_REDIS_ERR_DOWN;
     }
     fifo_push(r, c);
-    if (!uv_is_active((uv_handle_t *)&r->cmd_timer))
+    /* A new head may be due before the timer (armed for an overdue command). */
+    if (r->head == c || !uv_is_active((uv_handle_t *)&r->cmd_timer))
         arm_cmd_timer(r);
     return CHAT_REDIS_OK;
 }

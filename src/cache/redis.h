@@ -47,7 +47,9 @@ enum {
 };
 
 /** Consecutive command timeouts after which the connection is judged wedged,
- *  dropped, and the circuit opened until a probe succeeds. */
+ *  dropped, and the circuit opened until a probe succeeds. A command whose
+ *  reply is still missing this many deadlines after it was sent has the
+ *  same effect, even alone. */
 #define CHAT_REDIS_MAX_CONSECUTIVE_TIMEOUTS 20
 
 /**

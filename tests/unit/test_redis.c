@@ -949,6 +949,35 @@ static void test_tracked_late_outcome(void **state)
     assert_int_equal(t.late.calls, 1);
 }
 
+/* One command past its deadline and nothing behind it: no run of timeouts
+ * builds up, yet a Redis that leaves it unanswered for the wedge time gets
+ * its connection dropped; the late callback hears DISCONNECTED. */
+static void test_lone_overdue_command_drops_wedged_connection(void **state)
+{
+    env_t e;
+    tracked_t t;
+    const char *get[] = {"GET", "t:k"};
+    const int timeout_ms = 50;
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, timeout_ms, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    pause_server(2500);
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(tracked(e.r, &t, 2, get), CHAT_REDIS_OK);
+    assert_true(run_until(&e, rec_done, &t.rec, 2000));
+    assert_int_equal(t.rec.status, CHAT_REDIS_ERR_TIMEOUT);
+    assert_true(chat_redis_healthy(e.r));
+    assert_true(run_until(&e, late_done, &t, 3000));
+    assert_int_equal(t.late.status, CHAT_REDIS_ERR_DISCONNECTED);
+    assert_false(chat_redis_healthy(e.r));
+    double took = ms_since(t0);
+    assert_true(took >= CHAT_REDIS_MAX_CONSECUTIVE_TIMEOUTS * timeout_ms - 5);
+    assert_true(took < 2500);
+    assert_true(run_until(&e, is_healthy, e.r, 5000)); /* back after the pause */
+    env_done(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -963,6 +992,7 @@ int main(void)
         cmocka_unit_test(test_busy_loop_replies_waiting),
         cmocka_unit_test(test_busy_loop_and_redis_paused),
         cmocka_unit_test(test_tracked_late_outcome),
+        cmocka_unit_test(test_lone_overdue_command_drops_wedged_connection),
         cmocka_unit_test(test_handshake_error),
         cmocka_unit_test(test_close_pending),
         cmocka_unit_test(test_close_in_callback),
