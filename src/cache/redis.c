@@ -77,11 +77,12 @@ struct chat_redis {
     uv_timer_t cmd_timer;     /* the oldest command deadline */
     cmd_t *head, *tail;       /* commands whose callback is owed, send order */
     cmd_t *unsent;            /* first of the FIFO's tail still in hiredis's buffer */
-    cmd_t *overdue_head, *overdue_tail; /* timed out, reply not come yet, send order */
-    size_t npending;          /* length of the FIFO */
-    size_t nlive;             /* records alive in hiredis, owed or not */
-    int nhandles;             /* timers and poll handles not closed yet */
-    int in_cb;                /* depth of hiredis callbacks on the stack */
+    cmd_t *overdue_head;      /* timed out, reply not come yet, send order */
+    cmd_t *overdue_tail;
+    size_t npending; /* length of the FIFO */
+    size_t nlive;    /* records alive in hiredis, owed or not */
+    int nhandles;    /* timers and poll handles not closed yet */
+    int in_cb;       /* depth of hiredis callbacks on the stack */
     int consecutive_timeouts;
     int down_logged; /* redis_down logged since the last redis_up */
     uint64_t probe_at;
@@ -461,8 +462,8 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     if (reply == NULL) {
         /* hiredis only passes NULL while it tears the context down. */
         conn_lost(r, ac, ac->errstr ? ac->errstr : "connection lost");
-        settle_late(c, r->state == ST_CLOSING ? CHAT_REDIS_ERR_CLOSED
-                                              : CHAT_REDIS_ERR_DISCONNECTED);
+        settle_late(c,
+                    r->state == ST_CLOSING ? CHAT_REDIS_ERR_CLOSED : CHAT_REDIS_ERR_DISCONNECTED);
     } else if (c->kind != CMD_USER) {
         handshake_reply(r, ac, c, reply);
     } else if (c->owed) {
@@ -783,8 +784,7 @@ static void on_cmd_timer(uv_timer_t *t)
         return;
     flush(r);
     now = now_ms();
-    for (int i = 0; i < DRAIN_MAX_READS && r->state == ST_UP && r->ac && readable(r->ac->c.fd);
-         i++)
+    for (int i = 0; i < DRAIN_MAX_READS && r->state == ST_UP && r->ac && readable(r->ac->c.fd); i++)
         redisAsyncHandleRead(r->ac);
     while (r->state == ST_UP && r->head && r->head->deadline <= now) {
         r->consecutive_timeouts++;
