@@ -10,8 +10,10 @@
  * deadline order). A timeout, a lost connection or a close takes the record
  * out of the FIFO and runs the callback; hiredis's later call then only frees
  * the record, after telling the late callback of a timed-out command (if it
- * has one) how the command really ended. A context is freed by hiredis itself (connect failure, I/O
- * error: we learn it from on_connect, on_disconnect or a NULL reply) or by us
+ * has one) how the command really ended; until then a timed-out record sits
+ * in r's overdue list. A context is freed by hiredis itself (connect
+ * failure, I/O error: we learn it from on_connect, on_disconnect or a NULL
+ * reply) or by us
  * with redisAsyncFree, never from inside a hiredis callback: there it is
  * parked in r->dying and freed from conn_timer on the next iteration.
  * ac->data points at r while r still tracks the context, NULL once it does
