@@ -51,6 +51,15 @@ struct chat_cache {
 
 static atomic_bool bypass;
 static atomic_ulong dirty_gen;
+/*
+ * Invalidations that timed out and whose fate Redis has not told yet (their
+ * late reply, or the end of their connection). Their writes are already
+ * acknowledged, and a lookup on another worker's connection could overtake
+ * the version bump, so while any is open no worker uses the cache. One that
+ * turns out to have landed needs nothing more; one that did not (or may not
+ * have) marks the cache dirty.
+ */
+static atomic_int unsettled;
 static atomic_int healthy_workers;
 
 static struct {
@@ -274,7 +283,7 @@ static void epoch_cb(int status, redisReply *reply, void *arg)
  */
 static int usable(chat_cache_t *c)
 {
-    if (atomic_load(&bypass) || !last_healthy_state(c))
+    if (atomic_load(&bypass) || !last_healthy_state(c) || atomic_load(&unsettled) > 0)
         return 0;
     unsigned long gen = atomic_load(&dirty_gen);
     if (gen == c->clean_gen)
@@ -366,14 +375,11 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t con
 struct done_op {
     void (*done)(void *);
     void *arg;
-    int mark_dirty_on_error;
 };
 
 static void done_cb(int status, redisReply *reply, void *arg)
 {
     struct done_op *op = arg;
-    if (status != CHAT_REDIS_OK && op->mark_dirty_on_error)
-        chat_cache_mark_dirty();
     if (op->done)
         op->done(op->arg);
     free(op);
@@ -389,7 +395,6 @@ void chat_cache_fill(chat_cache_t *c, const char *key, const char *val, size_t l
     struct done_op *op = chat_malloc(sizeof *op);
     op->done = done;
     op->arg = arg;
-    op->mark_dirty_on_error = 0;
     if (chat_redis_command(c->redis, done_cb, op, 5, argv, argvlen) != 0) {
         free(op);
         if (done)
@@ -443,6 +448,36 @@ static void retry_closed_cb(uv_handle_t *h)
     free(h->data);
 }
 
+/*
+ * The version bump of a write. Only a bump that did not reach Redis, or may
+ * not have, makes the cache dirty: a refused command, an error reply, a
+ * connection lost with the command on it. A bump past its deadline is
+ * unsettled until its late reply or the end of its connection says which.
+ */
+static void bump_cb(int status, redisReply *reply, void *arg)
+{
+    struct done_op *op = arg;
+    void (*done)(void *) = op->done;
+    void *done_arg = op->arg;
+    if (status == CHAT_REDIS_ERR_TIMEOUT) {
+        atomic_fetch_add(&unsettled, 1); /* before the write is acknowledged */
+    } else {
+        if (status != CHAT_REDIS_OK)
+            chat_cache_mark_dirty();
+        free(op);
+    }
+    if (done)
+        done(done_arg);
+}
+
+static void bump_late_cb(int status, void *arg)
+{
+    if (status != CHAT_REDIS_OK)
+        chat_cache_mark_dirty(); /* before the lookups may resume */
+    atomic_fetch_sub(&unsettled, 1);
+    free(arg);
+}
+
 static void retry_fire_cb(uv_timer_t *t)
 {
     struct retry *r = t->data;
@@ -483,8 +518,7 @@ void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(v
     struct done_op *op = chat_malloc(sizeof *op);
     op->done = done;
     op->arg = arg;
-    op->mark_dirty_on_error = 1;
-    if (chat_redis_command(c->redis, done_cb, op, 3, argv, NULL) != 0) {
+    if (chat_redis_command_tracked(c->redis, bump_cb, bump_late_cb, op, 3, argv, NULL) != 0) {
         free(op);
         chat_cache_mark_dirty();
         defer(c->loop, done, arg);

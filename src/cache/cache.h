@@ -10,9 +10,12 @@
  * version after it commits and before it is acknowledged, so every later
  * lookup uses a key no earlier fill could have written. Versions and epochs
  * are fresh random tokens, never counters, so an evicted version cannot come
- * back and resurrect an old entry. Whenever an invalidation could not be
- * done (Redis down, timed out, bypass on), the process marks the cache dirty
- * and changes the epoch before it uses the cache again.
+ * back and resurrect an old entry. Whenever an invalidation did not reach
+ * Redis, or may not have (Redis down, refused, error reply, connection lost
+ * with it, bypass on), the process marks the cache dirty and changes the
+ * epoch before it uses the cache again. One past its deadline stays
+ * unsettled, the cache unused meanwhile, until its late reply (nothing to
+ * do) or the end of its connection (dirty) says which.
  */
 #ifndef CHAT_CACHE_CACHE_H
 #define CHAT_CACHE_CACHE_H
@@ -85,8 +88,9 @@ void chat_cache_fill(chat_cache_t *c, const char *key, const char *val, size_t l
 
 /**
  * After a committed write to a conversation: gives it a new version. done
- * fires once, after Redis acknowledged or the attempt failed (then the cache
- * is marked dirty). Never fires before this returns.
+ * fires once, after Redis acknowledged, the attempt failed (then the cache
+ * is marked dirty) or its deadline passed (then the bump is unsettled, see
+ * above). Never fires before this returns.
  */
 void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(void *arg),
                                 void *arg);

@@ -9,8 +9,11 @@
  * callback is still owed, the record sits in r's FIFO (send order, hence
  * deadline order). A timeout, a lost connection or a close takes the record
  * out of the FIFO and runs the callback; hiredis's later call then only frees
- * the record. A context is freed by hiredis itself (connect failure, I/O
- * error: we learn it from on_connect, on_disconnect or a NULL reply) or by us
+ * the record, after telling the late callback of a timed-out command (if it
+ * has one) how the command really ended; until then a timed-out record sits
+ * in r's overdue list. A context is freed by hiredis itself (connect
+ * failure, I/O error: we learn it from on_connect, on_disconnect or a NULL
+ * reply) or by us
  * with redisAsyncFree, never from inside a hiredis callback: there it is
  * parked in r->dying and freed from conn_timer on the next iteration.
  * ac->data points at r while r still tracks the context, NULL once it does
@@ -25,6 +28,7 @@
 #include <assert.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,13 +59,15 @@ static const char *const state_names[] = {"down", "connecting", "handshake", "up
 enum { CMD_USER, CMD_SELECT, CMD_PING };
 
 typedef struct cmd {
-    struct cmd *prev, *next; /* in r's FIFO while owed */
+    struct cmd *prev, *next; /* in r's FIFO while owed, then in r's overdue list */
     chat_redis_t *r;
     chat_redis_cb cb;
+    chat_redis_late_cb late; /* owed after a timeout, until the real outcome */
     void *arg;
-    uint64_t deadline; /* loop time in ms */
+    uint64_t deadline; /* ms on the clock of now_ms() */
     unsigned char kind;
-    unsigned char owed; /* the caller's callback has not run yet */
+    unsigned char owed;    /* the caller's callback has not run yet */
+    unsigned char overdue; /* timed out, reply not come: in r's overdue list */
 } cmd_t;
 
 struct chat_redis {
@@ -72,10 +78,13 @@ struct chat_redis {
     uv_timer_t conn_timer;    /* probe, connect deadline, deferred work */
     uv_timer_t cmd_timer;     /* the oldest command deadline */
     cmd_t *head, *tail;       /* commands whose callback is owed, send order */
-    size_t npending;          /* length of the FIFO */
-    size_t nlive;             /* records alive in hiredis, owed or not */
-    int nhandles;             /* timers and poll handles not closed yet */
-    int in_cb;                /* depth of hiredis callbacks on the stack */
+    cmd_t *unsent;            /* first of the FIFO's tail still in hiredis's buffer */
+    cmd_t *overdue_head;      /* timed out, reply not come yet, send order */
+    cmd_t *overdue_tail;
+    size_t npending; /* length of the FIFO */
+    size_t nlive;    /* records alive in hiredis, owed or not */
+    int nhandles;    /* timers and poll handles not closed yet */
+    int in_cb;       /* depth of hiredis callbacks on the stack */
     int consecutive_timeouts;
     int down_logged; /* redis_down logged since the last redis_up */
     uint64_t probe_at;
@@ -90,6 +99,7 @@ struct chat_redis {
     size_t max_pending;
 
     chat_metric_t *errors;
+    chat_metric_t *late_reads;
     void (*close_cb)(void *arg);
     void *close_arg;
 };
@@ -184,7 +194,22 @@ static int parse_url(const char *url, char **host, int *port, int *db, char *err
     return 0;
 }
 
-/* ---- the FIFO of owed callbacks ---- */
+/* ---- the clock ---- */
+
+/* Deadlines are kept on a clock read when needed, not on the loop's time,
+ * which stands still while one iteration runs its callbacks: a busy worker
+ * would otherwise date its commands from the start of a long iteration. */
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000u;
+}
+
+/* ---- the FIFO of owed callbacks ----
+ * The FIFO is in send order, and so in deadline order: a command's deadline
+ * counts from the call that queued it until hiredis has written it to the
+ * socket, then again from that moment (see mark_written). The commands still
+ * in hiredis's output buffer are a suffix of the FIFO starting at r->unsent.
+ */
 
 static void fifo_push(chat_redis_t *r, cmd_t *c)
 {
@@ -196,12 +221,16 @@ static void fifo_push(chat_redis_t *r, cmd_t *c)
     else
         r->head = c;
     r->tail = c;
+    if (r->unsent == NULL)
+        r->unsent = c;
     r->npending++;
 }
 
 static void fifo_unlink(chat_redis_t *r, cmd_t *c)
 {
     assert(c->owed);
+    if (r->unsent == c)
+        r->unsent = c->next;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -215,11 +244,54 @@ static void fifo_unlink(chat_redis_t *r, cmd_t *c)
     r->npending--;
 }
 
+/* The overdue list: commands that timed out and whose reply has not come,
+ * kept so that a connection where one goes unanswered far too long is judged
+ * wedged even when no other command times out behind it. */
+static void overdue_push(chat_redis_t *r, cmd_t *c)
+{
+    c->overdue = 1;
+    c->next = NULL;
+    c->prev = r->overdue_tail;
+    if (r->overdue_tail)
+        r->overdue_tail->next = c;
+    else
+        r->overdue_head = c;
+    r->overdue_tail = c;
+}
+
+static void overdue_unlink(chat_redis_t *r, cmd_t *c)
+{
+    if (!c->overdue)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->overdue_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        r->overdue_tail = c->prev;
+    c->prev = c->next = NULL;
+    c->overdue = 0;
+}
+
+/* How long past its deadline a command may stay unanswered before its
+ * connection is judged wedged: as long as the consecutive timeouts take. */
+static uint64_t wedge_ms(const chat_redis_t *r)
+{
+    return (uint64_t)(CHAT_REDIS_MAX_CONSECUTIVE_TIMEOUTS - 1) * (uint64_t)r->cmd_timeout_ms;
+}
+
 /* Runs the callback of an owed command that ended without a reply. The record
- * itself stays alive until hiredis hands it back. */
+ * itself stays alive until hiredis hands it back; after a timeout it waits in
+ * the overdue list, its late callback (if any) still owed. */
 static void finish_error(chat_redis_t *r, cmd_t *c, int status)
 {
     fifo_unlink(r, c);
+    if (status == CHAT_REDIS_ERR_TIMEOUT)
+        overdue_push(r, c);
+    else
+        c->late = NULL;
     if (status != CHAT_REDIS_ERR_CLOSED)
         chat_metric_inc(r->errors);
     if (c->cb)
@@ -234,15 +306,30 @@ static void fail_all(chat_redis_t *r, int status)
         finish_error(r, r->head, status);
 }
 
+/* Every queued command is on the wire now: its deadline starts again. */
+static void mark_written(chat_redis_t *r)
+{
+    uint64_t deadline = now_ms() + (uint64_t)r->cmd_timeout_ms;
+    for (cmd_t *c = r->unsent; c; c = c->next)
+        c->deadline = deadline;
+    r->unsent = NULL;
+}
+
+/* The timer counts on the loop's time, which may lag the clock: then it
+ * fires early, and on_cmd_timer arms it again. At least 1 ms, so that it
+ * never runs twice in one pass of the loop's timers. */
 static void arm_cmd_timer(chat_redis_t *r)
 {
-    uint64_t now = uv_now(r->loop);
-    if (r->head == NULL) {
+    uint64_t now = now_ms(), due = UINT64_MAX;
+    if (r->head)
+        due = r->head->deadline;
+    if (r->overdue_head && r->overdue_head->deadline + wedge_ms(r) < due)
+        due = r->overdue_head->deadline + wedge_ms(r);
+    if (due == UINT64_MAX) {
         uv_timer_stop(&r->cmd_timer);
         return;
     }
-    uv_timer_start(&r->cmd_timer, on_cmd_timer,
-                   r->head->deadline > now ? r->head->deadline - now : 0, 0);
+    uv_timer_start(&r->cmd_timer, on_cmd_timer, due > now ? due - now : 1, 0);
 }
 
 /* ---- state ---- */
@@ -357,6 +444,15 @@ static void handshake_reply(chat_redis_t *r, redisAsyncContext *ac, cmd_t *c, re
         set_state(r, ST_UP, NULL);
 }
 
+/* The real outcome of a command whose caller heard CHAT_REDIS_ERR_TIMEOUT. */
+static void settle_late(cmd_t *c, int status)
+{
+    chat_redis_late_cb late = c->late;
+    c->late = NULL;
+    if (late)
+        late(status, c->arg);
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 {
     cmd_t *c = privdata;
@@ -364,21 +460,29 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     redisReply *reply = reply_;
 
     r->in_cb++;
+    overdue_unlink(r, c);
     if (reply == NULL) {
         /* hiredis only passes NULL while it tears the context down. */
         conn_lost(r, ac, ac->errstr ? ac->errstr : "connection lost");
+        settle_late(c,
+                    r->state == ST_CLOSING ? CHAT_REDIS_ERR_CLOSED : CHAT_REDIS_ERR_DISCONNECTED);
     } else if (c->kind != CMD_USER) {
         handshake_reply(r, ac, c, reply);
     } else if (c->owed) {
         int status = reply->type == REDIS_REPLY_ERROR ? CHAT_REDIS_ERR_REPLY : CHAT_REDIS_OK;
         fifo_unlink(r, c);
+        c->late = NULL;
         r->consecutive_timeouts = 0;
         if (status != CHAT_REDIS_OK)
             chat_metric_inc(r->errors);
+        if (now_ms() > c->deadline)
+            chat_metric_inc(r->late_reads); /* in the socket in time, read late */
         if (c->cb)
             c->cb(status, reply, c->arg);
+    } else {
+        /* A late reply to a command already answered with a timeout. */
+        settle_late(c, reply->type == REDIS_REPLY_ERROR ? CHAT_REDIS_ERR_REPLY : CHAT_REDIS_OK);
     }
-    /* else: a late reply to a command already answered; drop it. */
     r->in_cb--;
     r->nlive--;
     free(c);
@@ -471,8 +575,12 @@ static void ev_poll_cb(uv_poll_t *h, int status, int events)
         events = w->events; /* libuv has stopped the poll: let hiredis find out why */
     if (w->ac && (events & UV_READABLE))
         redisAsyncHandleRead(w->ac);
-    if (w->ac && (events & UV_WRITABLE))
+    if (w->ac && (events & UV_WRITABLE)) {
         redisAsyncHandleWrite(w->ac);
+        /* hiredis stops asking to write once its buffer is empty. */
+        if (w->ac && w->ac == w->r->ac && !(w->events & UV_WRITABLE))
+            mark_written(w->r);
+    }
     if (status < 0 && w->ac && w->events)
         uv_poll_start(&w->poll, w->events, ev_poll_cb);
 }
@@ -640,18 +748,46 @@ static void on_conn_timer(uv_timer_t *t)
     }
 }
 
+/* Writes what hiredis holds for the current connection, now rather than in
+ * the loop's next poll; the commands written get a fresh deadline. */
+static void flush(chat_redis_t *r)
+{
+    evw_t *w = r->ac->ev.data;
+    if (w->events & UV_WRITABLE)
+        redisAsyncHandleWrite(r->ac);
+    if (r->ac && !(w->events & UV_WRITABLE))
+        mark_written(r);
+}
+
+static int readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0 && p.revents != 0;
+}
+
+/* Most reads of one drain (hiredis reads 16 KiB at a time). */
+#define DRAIN_MAX_READS 1024
+
+/*
+ * Deadlines. libuv runs timers before it polls for I/O, so when a busy
+ * worker comes back to its loop this timer fires first, with commands
+ * maybe still in hiredis's buffer and their replies maybe waiting in the
+ * socket unread. Neither is Redis being late. So the queued commands are
+ * written first (their deadlines start again), the time is read, every reply
+ * already in the socket is processed, and only then is a command whose
+ * deadline had passed at that time judged late: its reply was not there.
+ */
 static void on_cmd_timer(uv_timer_t *t)
 {
     chat_redis_t *r = t->data;
     uint64_t now;
 
-    if (r->state != ST_UP)
+    if (r->state != ST_UP || r->ac == NULL)
         return;
-    /* A loop that lagged may have replies waiting in the socket that came in
-     * time: read them before judging anybody late. */
-    if (r->ac)
+    flush(r);
+    now = now_ms();
+    for (int i = 0; i < DRAIN_MAX_READS && r->state == ST_UP && r->ac && readable(r->ac->c.fd); i++)
         redisAsyncHandleRead(r->ac);
-    now = uv_now(r->loop);
     while (r->state == ST_UP && r->head && r->head->deadline <= now) {
         r->consecutive_timeouts++;
         finish_error(r, r->head, CHAT_REDIS_ERR_TIMEOUT);
@@ -661,6 +797,13 @@ static void on_cmd_timer(uv_timer_t *t)
     if (r->consecutive_timeouts >= CHAT_REDIS_MAX_CONSECUTIVE_TIMEOUTS) {
         char reason[80];
         snprintf(reason, sizeof reason, "%d consecutive timeouts", r->consecutive_timeouts);
+        conn_drop(r, reason);
+        return;
+    }
+    if (r->overdue_head && r->overdue_head->deadline + wedge_ms(r) <= now) {
+        char reason[80];
+        snprintf(reason, sizeof reason, "no reply %llu ms past a deadline",
+                 (unsigned long long)wedge_ms(r));
         conn_drop(r, reason);
         return;
     }
@@ -699,6 +842,11 @@ chat_redis_t *chat_redis_create(uv_loop_t *loop, const chat_redis_config_t *cfg,
                              "Cache operations that failed: Redis down, timed out, "
                              "error reply or connection lost"),
         "");
+    r->late_reads = chat_metric_series(
+        chat_metrics_counter("chatd_cache_late_reads_total",
+                             "Redis replies read after their command's deadline because the "
+                             "worker's loop was busy; answered, not counted as timeouts"),
+        "");
     uv_timer_init(loop, &r->conn_timer);
     uv_timer_init(loop, &r->cmd_timer);
     r->conn_timer.data = r;
@@ -711,6 +859,12 @@ chat_redis_t *chat_redis_create(uv_loop_t *loop, const chat_redis_config_t *cfg,
 int chat_redis_command(chat_redis_t *r, chat_redis_cb cb, void *arg, int argc, const char **argv,
                        const size_t *argvlen)
 {
+    return chat_redis_command_tracked(r, cb, NULL, arg, argc, argv, argvlen);
+}
+
+int chat_redis_command_tracked(chat_redis_t *r, chat_redis_cb cb, chat_redis_late_cb late,
+                               void *arg, int argc, const char **argv, const size_t *argvlen)
+{
     cmd_t *c;
 
     assert(argc >= 1);
@@ -722,15 +876,17 @@ int chat_redis_command(chat_redis_t *r, chat_redis_cb cb, void *arg, int argc, c
     c->r = r;
     c->kind = CMD_USER;
     c->cb = cb;
+    c->late = late;
     c->arg = arg;
-    c->deadline = uv_now(r->loop) + (uint64_t)r->cmd_timeout_ms;
+    c->deadline = now_ms() + (uint64_t)r->cmd_timeout_ms;
     if (send_cmd(r, c, argc, argv, argvlen) != 0) {
         free(c);
         chat_metric_inc(r->errors);
         return CHAT_REDIS_ERR_DOWN;
     }
     fifo_push(r, c);
-    if (!uv_is_active((uv_handle_t *)&r->cmd_timer))
+    /* A new head may be due before the timer (armed for an overdue command). */
+    if (r->head == c || !uv_is_active((uv_handle_t *)&r->cmd_timer))
         arm_cmd_timer(r);
     return CHAT_REDIS_OK;
 }

@@ -35,7 +35,8 @@ enum {
     /** Returned by chat_redis_command only: circuit open, not connected, too
      *  many pending, or closing. Nothing was sent and the callback never runs. */
     CHAT_REDIS_ERR_DOWN = -1,
-    /** The command's deadline passed; a late reply is read and dropped. */
+    /** The command's deadline passed and its reply was not in the socket; a
+     *  late reply is read and dropped (or passed to the late callback). */
     CHAT_REDIS_ERR_TIMEOUT = -2,
     /** Redis answered with an error reply, passed as the reply. */
     CHAT_REDIS_ERR_REPLY = -3,
@@ -46,7 +47,9 @@ enum {
 };
 
 /** Consecutive command timeouts after which the connection is judged wedged,
- *  dropped, and the circuit opened until a probe succeeds. */
+ *  dropped, and the circuit opened until a probe succeeds. A command whose
+ *  reply is still missing this many deadlines after it was sent has the
+ *  same effect, even alone. */
 #define CHAT_REDIS_MAX_CONSECUTIVE_TIMEOUTS 20
 
 /**
@@ -57,6 +60,15 @@ enum {
  * call chat_redis_close.
  */
 typedef void (*chat_redis_cb)(int status, struct redisReply *reply, void *arg);
+
+/**
+ * The real outcome of a command whose callback got CHAT_REDIS_ERR_TIMEOUT:
+ * CHAT_REDIS_OK or CHAT_REDIS_ERR_REPLY when its late reply arrived (Redis
+ * ran it), CHAT_REDIS_ERR_DISCONNECTED or CHAT_REDIS_ERR_CLOSED when the
+ * connection ended first (whether Redis ran it is unknown). May issue
+ * commands; must not call chat_redis_close.
+ */
+typedef void (*chat_redis_late_cb)(int status, void *arg);
 
 /**
  * Creates a client on loop and starts connecting in the background (the host
@@ -77,12 +89,29 @@ chat_redis_t *chat_redis_create(uv_loop_t *loop, const chat_redis_config_t *cfg,
  * disconnect or CHAT_REDIS_ERR_CLOSED. Returns CHAT_REDIS_ERR_DOWN when the
  * circuit is open, the connection not yet up, max_pending reached or the
  * client closing: nothing was sent, cb is never called, and the caller should
- * fall back to the database at once. The deadline counts from the loop's
- * time (uv_now) of this iteration. Pub/sub commands (SUBSCRIBE, MONITOR) are
- * not supported on this connection.
+ * fall back to the database at once. Pub/sub commands (SUBSCRIBE, MONITOR)
+ * are not supported on this connection.
+ *
+ * The deadline is cmd_timeout_ms on a clock read at this call (not the
+ * loop's time, which stands still during an iteration), and starts again
+ * when the command is written to the socket, which happens when the loop
+ * next polls or when a deadline is checked. A command times out only if its
+ * reply is not in the socket when its deadline is checked: replies that
+ * arrived while the loop was busy elsewhere are read first and count as in
+ * time (chatd_cache_late_reads_total counts them).
  */
 int chat_redis_command(chat_redis_t *r, chat_redis_cb cb, void *arg, int argc, const char **argv,
                        const size_t *argvlen);
+
+/**
+ * chat_redis_command for commands whose effect matters after the caller
+ * stopped waiting (a version bump after a write): when cb runs with
+ * CHAT_REDIS_ERR_TIMEOUT, late (if not NULL) runs exactly once afterwards
+ * with the command's real outcome, then arg is no longer used. late never
+ * runs after any other status.
+ */
+int chat_redis_command_tracked(chat_redis_t *r, chat_redis_cb cb, chat_redis_late_cb late,
+                               void *arg, int argc, const char **argv, const size_t *argvlen);
 
 /** 1 when connected, handshake done and the circuit closed; 0 otherwise. */
 int chat_redis_healthy(const chat_redis_t *r);
@@ -95,7 +124,8 @@ const char *chat_redis_strerror(int status);
 
 /**
  * Closes the client: every pending command's callback runs with
- * CHAT_REDIS_ERR_CLOSED before this returns, later commands are refused, the
+ * CHAT_REDIS_ERR_CLOSED before this returns (and every late callback still
+ * owed, before cb), later commands are refused, the
  * connection is freed (deferred to the next loop iteration when called from
  * inside a callback), and cb(arg) (may be NULL) runs once every libuv handle
  * of the client is closed, after which the client is freed. Call once.

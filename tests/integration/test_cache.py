@@ -390,6 +390,97 @@ def test_redis_paused_requests_not_held(chatd_factory, private_redis):
     assert worst < 1.0
 
 
+# ---- the epoch changes only for invalidations that did not reach Redis ----
+
+def _cached_page(c, u, conv):
+    """Reads the page until a read is a hit; returns the hits count then."""
+    def hit():
+        before = c.cache_metrics()["hits"]
+        c.history(u["token"], conv)
+        after = c.cache_metrics()["hits"]
+        return after if after > before else None
+    return wait_for(hit, 10, "a cache hit")
+
+
+def _cache_is(c, state):
+    return c.call("GET", "/readyz").json()["cache"] == state
+
+
+def test_circuit_trip_without_writes_keeps_the_epoch(chatd_factory, private_redis):
+    d = chatd_factory(env={"REDIS_URL": private_redis.url, "CHATD_CACHE_TIMEOUT_MS": "50"})
+    c = Client(d.base_url)
+    u = c.signup()
+    conv = c.conversation(u["token"])
+    c.send(u["token"], conv, "x")
+    _cached_page(c, u, conv)
+    rc = private_redis.client()
+    epoch = rc.get("cache:epoch")
+    assert epoch
+    rc.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+
+    def tripped():  # each read waits one deadline, then reads the database
+        assert c.history(u["token"], conv)["messages"][0]["body"] == "x"
+        return _cache_is(c, "down")
+
+    wait_for(tripped, 10, "the circuit to open")
+    wait_for(lambda: _cache_is(c, "up"), 10, "the cache back")
+    hits = c.cache_metrics()["hits"]
+    assert c.history(u["token"], conv)["messages"][0]["body"] == "x"
+    assert c.cache_metrics()["hits"] == hits + 1, "the entry filled before the trip was lost"
+    assert rc.get("cache:epoch") == epoch
+    assert not d.log_contains("event=cache_epoch_changed")
+
+
+def test_invalidation_past_its_deadline_that_landed_keeps_the_epoch(chatd_factory,
+                                                                    private_redis):
+    d = chatd_factory(env={"REDIS_URL": private_redis.url, "CHATD_CACHE_TIMEOUT_MS": "50"})
+    c = Client(d.base_url)
+    u = c.signup()
+    conv = c.conversation(u["token"])
+    c.send(u["token"], conv, "old")
+    _cached_page(c, u, conv)
+    rc = private_redis.client()
+    epoch = rc.get("cache:epoch")
+    errors = c.cache_metrics()["errors"]
+    # Shorter than the 20 deadlines after which the connection would be dropped.
+    rc.execute_command("CLIENT", "PAUSE", "400", "ALL")
+    new = c.send(u["token"], conv, "new")  # its version bump misses its deadline
+    assert c.cache_metrics()["errors"] > errors
+    # Until Redis answers the bump, every read of this instance goes to the database.
+    assert c.history(u["token"], conv)["messages"][0]["id"] == new["id"]
+    # The bump lands once the pause ends: the cache is used again, epoch unchanged.
+    _cached_page(c, u, conv)
+    assert c.history(u["token"], conv)["messages"][0]["id"] == new["id"]
+    assert rc.get("cache:epoch") == epoch
+    assert not d.log_contains("event=cache_epoch_changed")
+
+
+def test_lost_invalidation_changes_the_epoch(chatd_factory, private_redis):
+    d = chatd_factory(env={"REDIS_URL": private_redis.url, "CHATD_CACHE_TIMEOUT_MS": "50"})
+    c = Client(d.base_url)
+    u = c.signup()
+    conv = c.conversation(u["token"])
+    c.send(u["token"], conv, "old")
+    _cached_page(c, u, conv)
+    rc = private_redis.client()
+    epoch = rc.get("cache:epoch")
+    errors = c.cache_metrics()["errors"]
+    rc.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+    new = c.send(u["token"], conv, "new")  # the version bump waits behind the pause
+    assert c.cache_metrics()["errors"] > errors
+    # chatd's connection is killed with the bump still unrun: it never lands.
+    rc.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+
+    def epoch_changed():  # the epoch changes before the cache is used again
+        assert c.history(u["token"], conv)["messages"][0]["id"] == new["id"]
+        return d.log_contains("event=cache_epoch_changed")
+
+    wait_for(epoch_changed, 10, "the epoch to change")
+    assert rc.get("cache:epoch") != epoch
+    _cached_page(c, u, conv)
+    assert c.history(u["token"], conv)["messages"][0]["id"] == new["id"]
+
+
 def test_bypass_at_start_sends_no_cache_commands(chatd_factory, private_redis):
     for env in ({"CACHE_BYPASS": "true"}, {"ENABLE_REDIS_CACHE": "false"}):
         d = chatd_factory(env={"REDIS_URL": private_redis.url, **env})

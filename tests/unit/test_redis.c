@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -286,6 +287,41 @@ static rec_t run_cmd(env_t *e, int argc, const char **argv)
 static double errors_total(void)
 {
     return chat_metric_value(chat_metric_series(chat_metrics_counter("chatd_cache_errors_total", ""), ""));
+}
+
+static double late_reads_total(void)
+{
+    return chat_metric_value(
+        chat_metric_series(chat_metrics_counter("chatd_cache_late_reads_total", ""), ""));
+}
+
+/* Keeps the loop from running for ms, as a worker busy with other clients
+ * does; returns early only once until(arg) holds as well (until may be NULL). */
+static void block_loop(int ms, pred_fn until, void *arg)
+{
+    uint64_t t0 = uv_hrtime();
+    while (ms_since(t0) < ms || (until && !until(arg) && ms_since(t0) < 5000))
+        ;
+}
+
+/* Bytes waiting unread in the client's socket. */
+static int unread_bytes(chat_redis_t *r)
+{
+    int n = 0;
+    assert_non_null(r->ac);
+    assert_int_equal(ioctl(r->ac->c.fd, FIONREAD, &n), 0);
+    return n;
+}
+
+typedef struct unread {
+    chat_redis_t *r;
+    int want;
+} unread_t;
+
+static int unread_at_least(void *arg)
+{
+    unread_t *u = arg;
+    return unread_bytes(u->r) >= u->want;
 }
 
 /* ---- tests ---- */
@@ -710,6 +746,238 @@ static void test_close_in_callback(void **state)
     assert_int_equal(cl.calls, 1);
 }
 
+/* A worker busy for three deadlines right after queuing commands: libuv
+ * runs the deadline timer before it polls, so the commands are still in
+ * hiredis's buffer when the timer fires. Redis was never late: no timeouts,
+ * no trip. */
+#define NBUSY (2 * CHAT_REDIS_MAX_CONSECUTIVE_TIMEOUTS + 10)
+
+static void test_busy_loop_commands_not_sent_yet(void **state)
+{
+    env_t e;
+    rec_t v[NBUSY];
+    many_t m = {v, NBUSY};
+    const char *get[] = {"GET", "t:k"};
+    const int timeout_ms = 50;
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, timeout_ms, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    double errors = errors_total();
+    for (int i = 0; i < NBUSY; i++)
+        assert_int_equal(cmd(e.r, &v[i], 2, get), CHAT_REDIS_OK);
+    block_loop(3 * timeout_ms, NULL, NULL);
+    assert_true(run_until(&e, all_done, &m, 3000));
+    for (int i = 0; i < NBUSY; i++) {
+        assert_int_equal(v[i].calls, 1);
+        assert_int_equal(v[i].status, CHAT_REDIS_OK);
+    }
+    assert_true(chat_redis_healthy(e.r));
+    assert_int_equal(e.r->consecutive_timeouts, 0);
+    assert_true(errors_total() == errors);
+    env_done(&e);
+}
+
+/* The commands went out and Redis answered at once, more than hiredis reads
+ * in one go (16 KiB), while the worker was busy for three deadlines: every
+ * reply waiting in the socket is read before anybody is judged late. */
+#define NBIG 40
+#define BIG_LEN 1000
+
+static void test_busy_loop_replies_waiting(void **state)
+{
+    env_t e;
+    rec_t v[NBIG], x;
+    many_t m = {v, NBIG};
+    static char big[BIG_LEN + 1];
+    const char *set[] = {"SET", "t:big", big};
+    const char *get[] = {"GET", "t:big"};
+    const int timeout_ms = 50;
+
+    memset(big, 'b', BIG_LEN);
+    env_init(&e);
+    mkclient(&e, g_port, 0, timeout_ms, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    x = run_cmd(&e, 3, set);
+    assert_int_equal(x.status, CHAT_REDIS_OK);
+    double errors = errors_total(), late = late_reads_total();
+
+    for (int i = 0; i < NBIG; i++)
+        assert_int_equal(cmd(e.r, &v[i], 2, get), CHAT_REDIS_OK);
+    while (e.r->unsent != NULL) /* one poll writes them */
+        uv_run(&e.loop, UV_RUN_NOWAIT);
+    unread_t u = {e.r, NBIG * (BIG_LEN + 7)}; /* "$1000\r\n" ... "\r\n" */
+    assert_true(u.want > 16 * 1024);
+    block_loop(3 * timeout_ms, unread_at_least, &u);
+    assert_true(unread_at_least(&u));
+
+    assert_true(run_until(&e, all_done, &m, 3000));
+    for (int i = 0; i < NBIG; i++) {
+        assert_int_equal(v[i].calls, 1);
+        assert_int_equal(v[i].status, CHAT_REDIS_OK);
+        assert_int_equal(strlen(v[i].str), sizeof v[i].str - 1); /* truncated copy of big */
+    }
+    assert_true(chat_redis_healthy(e.r));
+    assert_true(errors_total() == errors);
+    assert_true(late_reads_total() >= late + NBIG);
+    env_done(&e);
+}
+
+/* Redis really late (paused) while the loop is busy as well: the commands
+ * still time out, after one chance to be written and answered. */
+static void test_busy_loop_and_redis_paused(void **state)
+{
+    env_t e;
+    rec_t v[5];
+    many_t m = {v, 5};
+    const char *get[] = {"GET", "t:k"};
+    redisContext *c;
+    const int timeout_ms = 50;
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, timeout_ms, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    c = redisConnect("127.0.0.1", g_port);
+    assert_true(c && !c->err);
+    freeReplyObject(redisCommand(c, "CLIENT PAUSE 400"));
+    redisFree(c);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(cmd(e.r, &v[i], 2, get), CHAT_REDIS_OK);
+    block_loop(3 * timeout_ms, NULL, NULL);
+    assert_true(run_until(&e, all_done, &m, 2000));
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(v[i].status, CHAT_REDIS_ERR_TIMEOUT);
+        double took = (double)(v[i].t_done - v[i].t_sent) / 1e6;
+        assert_true(took >= 3 * timeout_ms + timeout_ms / 2); /* blocked, then one deadline */
+        assert_true(took < 3 * timeout_ms + 10 * timeout_ms);
+    }
+    run_until(&e, NULL, NULL, 500); /* the late replies come and are dropped */
+    assert_int_equal(e.r->nlive, 0);
+    assert_true(chat_redis_healthy(e.r));
+    env_done(&e);
+}
+
+/* A tracked command past its deadline learns its real outcome later: the
+ * late reply, or CHAT_REDIS_ERR_CLOSED when the client closes first. */
+typedef struct late_rec {
+    int calls;
+    int status;
+} late_rec_t;
+
+typedef struct tracked {
+    rec_t rec;
+    late_rec_t late;
+} tracked_t;
+
+static void tracked_cb(int status, struct redisReply *reply, void *arg)
+{
+    rec_cb(status, reply, &((tracked_t *)arg)->rec);
+}
+
+static void tracked_late_cb(int status, void *arg)
+{
+    tracked_t *t = arg;
+    assert_int_equal(t->rec.calls, 1);
+    assert_int_equal(t->rec.status, CHAT_REDIS_ERR_TIMEOUT);
+    t->late.calls++;
+    t->late.status = status;
+}
+
+static int late_done(void *arg)
+{
+    return ((tracked_t *)arg)->late.calls > 0;
+}
+
+static int tracked(chat_redis_t *r, tracked_t *t, int argc, const char **argv)
+{
+    memset(t, 0, sizeof *t);
+    return chat_redis_command_tracked(r, tracked_cb, tracked_late_cb, t, argc, argv, NULL);
+}
+
+static void pause_server(int ms)
+{
+    redisContext *c = redisConnect("127.0.0.1", g_port);
+    assert_true(c && !c->err);
+    redisReply *rep = redisCommand(c, "CLIENT PAUSE %d", ms);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+    redisFree(c);
+}
+
+static void test_tracked_late_outcome(void **state)
+{
+    env_t e;
+    tracked_t t, quick, lost;
+    rec_t x;
+    const char *set[] = {"SET", "t:tracked", "landed"};
+    const char *set2[] = {"SET", "t:tracked", "lost"};
+    const char *get[] = {"GET", "t:tracked"};
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, 50, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+
+    /* in time: no late callback */
+    assert_int_equal(tracked(e.r, &quick, 3, set), CHAT_REDIS_OK);
+    assert_true(run_until(&e, rec_done, &quick.rec, 2000));
+    assert_int_equal(quick.rec.status, CHAT_REDIS_OK);
+
+    /* late but landed */
+    pause_server(300);
+    assert_int_equal(tracked(e.r, &t, 3, set), CHAT_REDIS_OK);
+    assert_true(run_until(&e, rec_done, &t.rec, 2000));
+    assert_int_equal(t.rec.status, CHAT_REDIS_ERR_TIMEOUT);
+    assert_int_equal(t.late.calls, 0);
+    assert_true(run_until(&e, late_done, &t, 2000));
+    assert_int_equal(t.late.calls, 1);
+    assert_int_equal(t.late.status, CHAT_REDIS_OK);
+    x = run_cmd(&e, 2, get);
+    assert_string_equal(x.str, "landed");
+
+    /* late, and the client closes before the reply */
+    pause_server(300);
+    assert_int_equal(tracked(e.r, &lost, 3, set2), CHAT_REDIS_OK);
+    assert_true(run_until(&e, rec_done, &lost.rec, 2000));
+    assert_int_equal(lost.rec.status, CHAT_REDIS_ERR_TIMEOUT);
+    assert_int_equal(lost.late.calls, 0);
+    close_client(&e);
+    env_done(&e);
+    assert_int_equal(lost.late.calls, 1);
+    assert_int_equal(lost.late.status, CHAT_REDIS_ERR_CLOSED);
+    assert_int_equal(quick.late.calls, 0);
+    assert_int_equal(t.late.calls, 1);
+}
+
+/* One command past its deadline and nothing behind it: no run of timeouts
+ * builds up, yet a Redis that leaves it unanswered for the wedge time gets
+ * its connection dropped; the late callback hears DISCONNECTED. */
+static void test_lone_overdue_command_drops_wedged_connection(void **state)
+{
+    env_t e;
+    tracked_t t;
+    const char *get[] = {"GET", "t:k"};
+    const int timeout_ms = 50;
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, timeout_ms, 0);
+    assert_true(run_until(&e, is_healthy, e.r, 5000));
+    pause_server(2500);
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(tracked(e.r, &t, 2, get), CHAT_REDIS_OK);
+    assert_true(run_until(&e, rec_done, &t.rec, 2000));
+    assert_int_equal(t.rec.status, CHAT_REDIS_ERR_TIMEOUT);
+    assert_true(chat_redis_healthy(e.r));
+    assert_true(run_until(&e, late_done, &t, 3000));
+    assert_int_equal(t.late.status, CHAT_REDIS_ERR_DISCONNECTED);
+    assert_false(chat_redis_healthy(e.r));
+    double took = ms_since(t0);
+    assert_true(took >= CHAT_REDIS_MAX_CONSECUTIVE_TIMEOUTS * timeout_ms - 5);
+    assert_true(took < 2500);
+    assert_true(run_until(&e, is_healthy, e.r, 5000)); /* back after the pause */
+    env_done(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -720,6 +988,11 @@ int main(void)
         cmocka_unit_test(test_max_pending),
         cmocka_unit_test(test_down_is_fast),
         cmocka_unit_test(test_late_replies),
+        cmocka_unit_test(test_busy_loop_commands_not_sent_yet),
+        cmocka_unit_test(test_busy_loop_replies_waiting),
+        cmocka_unit_test(test_busy_loop_and_redis_paused),
+        cmocka_unit_test(test_tracked_late_outcome),
+        cmocka_unit_test(test_lone_overdue_command_drops_wedged_connection),
         cmocka_unit_test(test_handshake_error),
         cmocka_unit_test(test_close_pending),
         cmocka_unit_test(test_close_in_callback),
