@@ -561,12 +561,43 @@ static void on_disconnect(const redisAsyncContext *cac, int status)
  */
 typedef struct evw {
     uv_poll_t poll;
+    uv_prepare_t flush;    /* writes hiredis's buffer before the loop polls */
     redisAsyncContext *ac; /* NULL once hiredis cleaned up */
     chat_redis_t *r;
-    int events;
+    int events;     /* what the poll handle waits for */
+    int want_write; /* hiredis has bytes to write */
+    int nopen;      /* handles not yet closed */
 } evw_t;
 
 static void handle_closed(chat_redis_t *r);
+static void ev_poll_cb(uv_poll_t *h, int status, int events);
+
+/* Only a change reaches libuv: every uv_poll_start costs epoll_ctl calls. */
+static void ev_update(evw_t *w, int add, int del)
+{
+    int events = (w->events | add) & ~del;
+    if (events == w->events)
+        return;
+    w->events = events;
+    if (w->events)
+        uv_poll_start(&w->poll, w->events, ev_poll_cb);
+    else
+        uv_poll_stop(&w->poll);
+}
+
+/* hiredis wrote what it could; its commands' deadlines start now if all went. */
+static void ev_wrote(evw_t *w)
+{
+    if (!w->ac)
+        return;
+    if (!w->want_write) {
+        ev_update(w, 0, UV_WRITABLE);
+        if (w->ac == w->r->ac)
+            mark_written(w->r);
+    } else {
+        ev_update(w, UV_WRITABLE, 0); /* the socket is full: wait until it drains */
+    }
+}
 
 static void ev_poll_cb(uv_poll_t *h, int status, int events)
 {
@@ -577,21 +608,25 @@ static void ev_poll_cb(uv_poll_t *h, int status, int events)
         redisAsyncHandleRead(w->ac);
     if (w->ac && (events & UV_WRITABLE)) {
         redisAsyncHandleWrite(w->ac);
-        /* hiredis stops asking to write once its buffer is empty. */
-        if (w->ac && w->ac == w->r->ac && !(w->events & UV_WRITABLE))
-            mark_written(w->r);
+        ev_wrote(w);
     }
     if (status < 0 && w->ac && w->events)
         uv_poll_start(&w->poll, w->events, ev_poll_cb);
 }
 
-static void ev_update(evw_t *w, int add, int del)
+/*
+ * Commands of one pass of the loop are written together just before it
+ * polls, straight to the socket, which is almost always writable: no
+ * poll for writability, no epoll_ctl per command batch.
+ */
+static void ev_flush_cb(uv_prepare_t *h)
 {
-    w->events = (w->events | add) & ~del;
-    if (w->events)
-        uv_poll_start(&w->poll, w->events, ev_poll_cb);
-    else
-        uv_poll_stop(&w->poll);
+    evw_t *w = h->data;
+    uv_prepare_stop(&w->flush);
+    if (!w->ac || !w->want_write)
+        return;
+    redisAsyncHandleWrite(w->ac);
+    ev_wrote(w);
 }
 
 static void ev_add_read(void *p)
@@ -606,19 +641,28 @@ static void ev_del_read(void *p)
 
 static void ev_add_write(void *p)
 {
-    ev_update(p, UV_WRITABLE, 0);
+    evw_t *w = p;
+    w->want_write = 1;
+    if (w->ac && (w->ac->c.flags & REDIS_CONNECTED))
+        uv_prepare_start(&w->flush, ev_flush_cb);
+    else
+        ev_update(w, UV_WRITABLE, 0); /* writable = the connect finished */
 }
 
 static void ev_del_write(void *p)
 {
-    ev_update(p, 0, UV_WRITABLE);
+    evw_t *w = p;
+    w->want_write = 0;
+    uv_prepare_stop(&w->flush);
+    ev_update(w, 0, UV_WRITABLE);
 }
 
 static void ev_closed(uv_handle_t *h)
 {
     evw_t *w = h->data;
     chat_redis_t *r = w->r;
-    free(w);
+    if (--w->nopen == 0)
+        free(w);
     handle_closed(r);
 }
 
@@ -629,6 +673,7 @@ static void ev_cleanup(void *p)
         return; /* hiredis may clean up twice */
     w->ac = NULL;
     uv_close((uv_handle_t *)&w->poll, ev_closed);
+    uv_close((uv_handle_t *)&w->flush, ev_closed);
 }
 
 static int ev_attach(chat_redis_t *r, redisAsyncContext *ac)
@@ -638,10 +683,13 @@ static int ev_attach(chat_redis_t *r, redisAsyncContext *ac)
         free(w);
         return -1;
     }
+    uv_prepare_init(r->loop, &w->flush);
     w->poll.data = w;
+    w->flush.data = w;
     w->ac = ac;
     w->r = r;
-    r->nhandles++;
+    w->nopen = 2;
+    r->nhandles += 2;
     ac->ev.data = w;
     ac->ev.addRead = ev_add_read;
     ac->ev.delRead = ev_del_read;
@@ -753,9 +801,9 @@ static void on_conn_timer(uv_timer_t *t)
 static void flush(chat_redis_t *r)
 {
     evw_t *w = r->ac->ev.data;
-    if (w->events & UV_WRITABLE)
+    if (w->want_write)
         redisAsyncHandleWrite(r->ac);
-    if (r->ac && !(w->events & UV_WRITABLE))
+    if (r->ac && !w->want_write)
         mark_written(r);
 }
 
