@@ -193,8 +193,8 @@ static void on_message(chat_ws_conn_t *ws, const char *msg, size_t len, bool bin
     json_error_t err;
     json_t *o = json_loadb(msg, len, 0, &err);
     if (!o || !json_is_object(o)) {
-        send_error(ss, NULL, "bad_request", o ? "the message must be a JSON object"
-                                               : "the message is not valid JSON");
+        send_error(ss, NULL, "bad_request",
+                   o ? "the message must be a JSON object" : "the message is not valid JSON");
         json_decref(o);
         return;
     }

@@ -114,10 +114,10 @@ static void deliver(chat_stream_t *s, const int64_t *members, size_t n, const ch
 
 static void metrics_init(void)
 {
-    m_delivered = chat_metric_series(
-        chat_metrics_counter("chatd_stream_frames_delivered_total",
-                             "Message frames handed to WebSocket clients"),
-        "");
+    m_delivered =
+        chat_metric_series(chat_metrics_counter("chatd_stream_frames_delivered_total",
+                                                "Message frames handed to WebSocket clients"),
+                           "");
     chat_metric_family_t *f = chat_metrics_counter(
         "chatd_stream_pubsub_total", "Message frames published to and received from Redis");
     m_published = chat_metric_series(f, "direction=\"published\"");

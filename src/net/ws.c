@@ -116,7 +116,14 @@ int chat_ws_handshake_check(const chat_http_request_t *req, const char **why)
 
 /* ---- the engine ---- */
 
-enum { OP_CONT = 0x0, OP_TEXT = 0x1, OP_BINARY = 0x2, OP_CLOSE = 0x8, OP_PING = 0x9, OP_PONG = 0xA };
+enum {
+    OP_CONT = 0x0,
+    OP_TEXT = 0x1,
+    OP_BINARY = 0x2,
+    OP_CLOSE = 0x8,
+    OP_PING = 0x9,
+    OP_PONG = 0xA
+};
 
 /* Where the engine is in the client's byte stream. */
 enum rstate { RS_HEADER, RS_PAYLOAD };
@@ -131,14 +138,14 @@ struct chat_ws_engine {
     bool fin;
     int opcode;
     uint8_t mask[4];
-    uint64_t plen, pgot;    /* payload length of the frame and bytes of it read */
-    uint8_t ctrl[125];      /* payload of a control frame */
-    int msg_opcode;         /* OP_TEXT/OP_BINARY while a message is being reassembled, else 0 */
-    chat_buf_t msg;         /* the message so far */
-    chat_buf_t out;         /* frames queued, not yet flushed */
-    bool read_closed;       /* a close was received, or the client failed: read no more */
-    bool close_queued;      /* our close frame is queued: nothing may follow it */
-    uint16_t close_code;    /* code of our close frame */
+    uint64_t plen, pgot; /* payload length of the frame and bytes of it read */
+    uint8_t ctrl[125];   /* payload of a control frame */
+    int msg_opcode;      /* OP_TEXT/OP_BINARY while a message is being reassembled, else 0 */
+    chat_buf_t msg;      /* the message so far */
+    chat_buf_t out;      /* frames queued, not yet flushed */
+    bool read_closed;    /* a close was received, or the client failed: read no more */
+    bool close_queued;   /* our close frame is queued: nothing may follow it */
+    uint16_t close_code; /* code of our close frame */
 };
 
 static void put_frame(chat_ws_engine_t *e, int opcode, const void *payload, size_t len)

@@ -80,7 +80,8 @@ int chat_ws_engine_feed(chat_ws_engine_t *e, const void *data, size_t len) CHAT_
 int chat_ws_engine_send_text(chat_ws_engine_t *e, const char *msg, size_t len);
 /** Queues a ping with an empty payload. -1 once a close was queued or sent. */
 int chat_ws_engine_ping(chat_ws_engine_t *e);
-/** Queues a close frame with code and a short reason (may be NULL); read stays open for the echo. */
+/** Queues a close frame with code and a short reason (may be NULL); read stays open for the echo.
+ */
 int chat_ws_engine_close(chat_ws_engine_t *e, uint16_t code, const char *reason);
 /** Serialises every queued frame through on_output. Returns 0 or -1 (hard failure). */
 int chat_ws_engine_flush(chat_ws_engine_t *e) CHAT_MUSTCHECK;
