@@ -19,6 +19,8 @@
 
 #define BODY_MAX_CHARS 4000
 #define CLIENT_MSG_ID_MAX_CHARS 64
+/* Sends of one connection waiting for the database; more are refused, as HTTP caps pipelining. */
+#define MAX_INFLIGHT 32
 
 /* One WebSocket of a user; freed once the socket is gone and no send is in flight. */
 typedef struct session {
@@ -175,6 +177,10 @@ static void handle_send(session_t *ss, json_t *o)
     }
     if (string_field(ss, cmid, o, "body", BODY_MAX_CHARS, false, &body, &body_len) < 0)
         return;
+    if (ss->inflight >= MAX_INFLIGHT) {
+        send_error(ss, cmid, "rate_limited", "too many sends waiting on this connection");
+        return;
+    }
     ws_send_t *op = chat_calloc(1, sizeof *op);
     op->ss = ss;
     op->client_msg_id = cmid ? chat_strndup(cmid, cmid_len) : NULL;
