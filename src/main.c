@@ -7,6 +7,7 @@
 #include "api/api.h"
 #include "cache/cache.h"
 #include "chat/chat.h"
+#include "chat/stream.h"
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -48,6 +49,7 @@ static uv_sem_t start_sem;
 static uv_loop_t *main_loop;
 static uv_async_t worker_done;
 static _Atomic int workers_running;
+static chat_stream_hub_t *stream_hub;
 
 static void worker_pool_closed(void *arg)
 {
@@ -63,14 +65,22 @@ static void worker_cache_closed(void *arg)
     chat_db_close(w->ctx.db, worker_pool_closed, w);
 }
 
-static void worker_http_closed(void *arg)
+static void worker_stream_closed(void *arg)
 {
     worker_t *w = arg;
-    w->http = NULL;
+    w->ctx.stream = NULL;
     if (w->ctx.cache)
         chat_cache_close(w->ctx.cache, worker_cache_closed, w);
     else
         worker_cache_closed(w);
+}
+
+static void worker_http_closed(void *arg)
+{
+    worker_t *w = arg;
+    w->http = NULL;
+    /* Every WebSocket is closed with the server: the stream has no subscriber left. */
+    chat_stream_close(w->ctx.stream, worker_stream_closed, w);
 }
 
 static void worker_stop_cb(uv_async_t *h)
@@ -138,6 +148,9 @@ static void *worker_main(void *arg)
         if (!w->ctx.cache)
             chat_log_error("event=cache_disabled reason=\"%s\"", err);
     }
+    w->ctx.stream = chat_stream_create(stream_hub, w->index, &w->loop,
+                                       cfg.enable_redis_cache ? cfg.redis_url : NULL,
+                                       cfg.cache_timeout_ms);
     w->api.ctx = &w->ctx;
     w->api.cfg = &cfg;
     chat_http_server_config_t hc = {
@@ -148,6 +161,7 @@ static void *worker_main(void *arg)
         .max_head = 16 * 1024,
         .max_body = 64 * 1024,
         .max_pending_output = 1024 * 1024,
+        .ws_ping_interval_ms = cfg.ws_ping_interval_ms,
         .open_connections = &open_connections,
         .max_connections = cfg.max_connections,
         .handler = chat_api_handle,
@@ -276,6 +290,7 @@ static int serve(void)
     uv_timer_init(main_loop, &shutdown_timer);
     uv_sem_init(&start_sem, 0);
 
+    stream_hub = chat_stream_hub_create(nworkers);
     workers = chat_calloc((size_t)nworkers, sizeof *workers);
     atomic_store(&workers_running, nworkers);
     int failed = 0;
@@ -308,6 +323,7 @@ static int serve(void)
         pthread_join(workers[i].thread, NULL);
     uv_loop_close(main_loop);
     uv_sem_destroy(&start_sem);
+    chat_stream_hub_destroy(stream_hub);
     free(workers);
     chat_log_info("event=stopped");
     return failed ? 1 : 0;

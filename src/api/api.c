@@ -30,6 +30,7 @@ static const chat_route_t routes[] = {
     {"/api/v1/conversations/{id}/messages/count",
      "GET",
      {{HTTP_GET, chat_h_msg_count, AUTH_USER}}},
+    {"/api/v1/stream", "GET", {{HTTP_GET, chat_h_stream, AUTH_STREAM}}},
 };
 
 const char *chat_api_route_name(const chat_route_t *r)
@@ -123,6 +124,14 @@ static void call_end(chat_call_t *call, int status, const char *headers, char *b
         chat_http_respond_owned(req, status, headers, body, len);
     else
         chat_http_respond(req, status, headers, NULL, 0);
+}
+
+chat_http_request_t *chat_call_release(chat_call_t *call)
+{
+    chat_http_request_t *req = call->req;
+    free(call);
+    req->data = NULL;
+    return req;
 }
 
 void chat_call_ok(chat_call_t *call, int status, char *body, size_t len)
@@ -316,6 +325,19 @@ void chat_api_handle(chat_http_request_t *req)
         }
         run_handler(call);
         return;
+    case AUTH_STREAM:
+        if (!has_tok && !req->authorization) {
+            /* Browsers cannot set headers on a WebSocket: the token may be in the query. */
+            char qtok[520];
+            const char *why;
+            if (chat_api_query_string(req->query, req->query_len, "token", qtok, sizeof qtok,
+                                      &why) == 1 &&
+                qtok[0]) {
+                chat_auth_check(api->ctx, qtok, strlen(qtok), auth_cb, call);
+                return;
+            }
+        }
+        /* fall through */
     case AUTH_USER:
         if (!has_tok) {
             chat_call_fail(call, CHAT_ERR_UNAUTHORIZED, NULL);

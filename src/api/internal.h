@@ -12,7 +12,8 @@
 typedef struct chat_call chat_call_t;
 typedef void (*chat_handler_fn)(chat_call_t *call);
 
-enum auth_mode { AUTH_NONE, AUTH_USER, AUTH_SIGNUP, AUTH_ADMIN };
+/* AUTH_STREAM: a user's token from the Authorization header, else from ?token=. */
+enum auth_mode { AUTH_NONE, AUTH_USER, AUTH_SIGNUP, AUTH_ADMIN, AUTH_STREAM };
 
 struct chat_route {
     const char *pattern;   /* "/api/v1/users/{id}" */
@@ -43,6 +44,11 @@ void chat_call_error(chat_call_t *call, int status, const char *code, const char
 void chat_call_fail(chat_call_t *call, int chat_status, const char *message);
 /** Completion callback for chat/ operations: answers with the reply. */
 void chat_call_reply_cb(chat_reply_t *reply, void *arg);
+/**
+ * Ends the call without answering and hands its request back, for a handler
+ * that answers it another way (the WebSocket upgrade).
+ */
+chat_http_request_t *chat_call_release(chat_call_t *call);
 /** Answers with a JSON body that is taken over; ends the call. */
 void chat_call_ok(chat_call_t *call, int status, char *body, size_t len);
 
@@ -67,6 +73,7 @@ void chat_h_member_add(chat_call_t *call);
 void chat_h_msg_send(chat_call_t *call);
 void chat_h_msg_history(chat_call_t *call);
 void chat_h_msg_count(chat_call_t *call);
+void chat_h_stream(chat_call_t *call); /* stream.c */
 void chat_h_healthz(chat_call_t *call);
 void chat_h_readyz(chat_call_t *call);
 void chat_h_metrics(chat_call_t *call);

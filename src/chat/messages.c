@@ -3,6 +3,7 @@
  * index, and counts kept on the conversation row so they never scan.
  */
 #include "chat/internal.h"
+#include "chat/stream.h"
 #include "cache/cache.h"
 #include "core/alloc.h"
 #include "core/json.h"
@@ -14,6 +15,10 @@
 #define MSG_COLUMNS(t)                                                                             \
     t "id, " t "conversation_id, " t "sender_id, " t "body, " CHAT_SQL_TS(t "created_at") ", " t  \
       "client_msg_id"
+
+/* The members of conversation conv as "1,2,3": whom a new message is pushed to. */
+#define MEMBER_IDS(conv)                                                                           \
+    "(SELECT string_agg(user_id::text, ',') FROM members WHERE conversation_id = " conv "::bigint)"
 
 void chat_encode_message(chat_buf_t *b, const PGresult *res, int row, int col)
 {
@@ -45,6 +50,7 @@ struct msg_op {
     char conv[24], sender[24];
     char *client_msg_id; /* send only, owned */
     char op_id[CHAT_OP_ID_LEN]; /* send only */
+    char *members;       /* send: "1,2,3", the members to push a new message to; owned */
     int limit, offset;   /* history only */
 };
 
@@ -60,13 +66,39 @@ static struct msg_op *op_new(chat_ctx_t *ctx, chat_reply_cb cb, void *arg)
 static void op_free(struct msg_op *op)
 {
     free(op->client_msg_id);
+    free(op->members);
     chat_buf_dispose(&op->body);
     free(op);
+}
+
+/* Pushes a new message to the members' sockets (this process and, through Redis, the others). */
+static void push_new(struct msg_op *op)
+{
+    if (!op->ctx->stream || !op->members)
+        return;
+    size_t cap = 16, n = 0;
+    int64_t *ids = chat_malloc(cap * sizeof *ids);
+    for (char *p = op->members; *p;) {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p)
+            break;
+        if (n == cap) {
+            cap *= 2;
+            ids = chat_realloc(ids, cap * sizeof *ids);
+        }
+        ids[n++] = (int64_t)v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    chat_stream_publish(op->ctx->stream, ids, n, op->body.data, op->body.len);
+    free(ids);
 }
 
 static void send_done(void *arg)
 {
     struct msg_op *op = arg;
+    if (op->status == CHAT_CREATED)
+        push_new(op); /* before the answer: a client told 201 may expect the push */
     chat_reply_ok(op->cb, op->arg, op->status, &op->body);
     op_free(op);
 }
@@ -77,9 +109,12 @@ static void send_done(void *arg)
  * A retry (200) invalidates too: the first attempt may have died between
  * its commit and its invalidation.
  */
-static void reply_message(struct msg_op *op, int status, const PGresult *res, int col)
+static void reply_message(struct msg_op *op, int status, const PGresult *res, int col,
+                          int members_col)
 {
     op->status = status;
+    if (status == CHAT_CREATED && !PQgetisnull(res, 0, members_col))
+        op->members = chat_strdup(PQgetvalue(res, 0, members_col));
     chat_encode_message(&op->body, res, 0, col);
     chat_after_write(op->ctx, op->conv_id, send_done, op);
 }
@@ -98,7 +133,7 @@ static void existing_cb(const chat_db_result_t *r, void *arg)
          * attempt (its answer was lost): then it is still a creation.
          */
         int own = !strcmp(PQgetvalue(r->res[0], 0, PQnfields(r->res[0]) - 1), "t");
-        reply_message(op, own ? CHAT_CREATED : CHAT_OK, r->res[0], 0);
+        reply_message(op, own ? CHAT_CREATED : CHAT_OK, r->res[0], 0, 6);
         return;
     }
     op_free(op);
@@ -117,7 +152,7 @@ static void send_cb(const chat_db_result_t *r, void *arg)
         chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
         op_free(op);
     } else if (!PQgetisnull(res, 0, 1)) {
-        reply_message(op, CHAT_CREATED, res, 1);
+        reply_message(op, CHAT_CREATED, res, 1, 8);
     } else {
         /*
          * The insert met an existing (sender, conversation, client_msg_id),
@@ -126,7 +161,8 @@ static void send_cb(const chat_db_result_t *r, void *arg)
          * Answer with the original.
          */
         const char *params[] = {op->sender, op->conv, op->client_msg_id, op->op_id};
-        chat_db_stmt_t st = {"SELECT " MSG_COLUMNS("") ", op_id IS NOT DISTINCT FROM $4::uuid "
+        chat_db_stmt_t st = {"SELECT " MSG_COLUMNS("") ", " MEMBER_IDS("$2") ", "
+                             "op_id IS NOT DISTINCT FROM $4::uuid "
                              "FROM messages WHERE (sender_id = $1 AND conversation_id = $2 "
                              "AND client_msg_id = $3) OR op_id = $4::uuid",
                              4, params};
@@ -165,7 +201,8 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
         "upd AS (UPDATE conversations c SET message_count = c.message_count + 1, "
         "  last_message_at = GREATEST(c.last_message_at, ins.created_at) "
         "  FROM ins WHERE c.id = ins.conversation_id RETURNING 1) "
-        "SELECT (SELECT count(*) FROM ok), " MSG_COLUMNS("ins.") ", (SELECT count(*) FROM upd) "
+        "SELECT (SELECT count(*) FROM ok), " MSG_COLUMNS("ins.") ", (SELECT count(*) FROM upd), "
+        MEMBER_IDS("$1") " "
         "FROM (SELECT 1) one LEFT JOIN ins ON true",
         5, params};
     /* The op_id makes a repeated send harmless, so it may be sent again. */

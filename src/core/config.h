@@ -31,6 +31,7 @@ typedef struct chat_config {
     int max_connections;       /* CHATD_MAX_CONNECTIONS */
     int header_timeout_ms;     /* CHATD_HEADER_TIMEOUT_MS */
     int idle_timeout_ms;       /* CHATD_IDLE_TIMEOUT_MS */
+    int ws_ping_interval_ms;   /* CHATD_WS_PING_INTERVAL_MS */
     int shutdown_timeout_ms;   /* CHATD_SHUTDOWN_TIMEOUT_MS */
     bool signup_open;          /* CHATD_SIGNUP: open / closed */
     char *admin_token;         /* CHATD_ADMIN_TOKEN, NULL if unset */

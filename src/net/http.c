@@ -14,6 +14,7 @@
  * place a connection is freed.
  */
 #include "net/http.h"
+#include "net/ws.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/json.h"
@@ -47,6 +48,7 @@
 #define DEFAULT_MAX_HEAD (16 * 1024)
 #define DEFAULT_MAX_BODY (64 * 1024)
 #define DEFAULT_MAX_PENDING_OUTPUT (1024 * 1024)
+#define DEFAULT_WS_PING_INTERVAL_MS 30000
 
 typedef struct conn conn_t;
 typedef struct req req_t;
@@ -61,9 +63,17 @@ enum req_state {
 };
 
 /* Timer lists. Every entry of one list has the same timeout, so appending keeps it sorted. */
-enum tlist { TL_NONE = -1, TL_HEAD, TL_IDLE, TL_LINGER, TL_COUNT };
+enum tlist { TL_NONE = -1, TL_HEAD, TL_IDLE, TL_LINGER, TL_WS, TL_COUNT };
 
-enum hdr_id { HDR_OTHER, HDR_AUTHORIZATION, HDR_UPGRADE, HDR_EXPECT };
+enum hdr_id {
+    HDR_OTHER,
+    HDR_AUTHORIZATION,
+    HDR_UPGRADE,
+    HDR_EXPECT,
+    HDR_CONNECTION,
+    HDR_WS_KEY,
+    HDR_WS_VERSION,
+};
 enum hstate { HS_NONE, HS_FIELD, HS_VALUE };
 
 struct req {
@@ -77,11 +87,16 @@ struct req {
     bool url_seen;
     bool has_auth;
     bool has_upgrade;
+    bool upgrade_req; /* http-parser saw a GET with Upgrade and Connection: upgrade */
+    bool ws_accept;   /* answered 101 by chat_http_upgrade() */
     uint64_t t_head; /* uv_hrtime() when the head was complete */
     chat_buf_t url;  /* path NUL query NUL after the head is complete */
     chat_buf_t body;
     chat_buf_t auth;
     chat_buf_t upgrade;
+    chat_buf_t connection; /* these three: data != NULL once the header was seen */
+    chat_buf_t ws_key;
+    chat_buf_t ws_version;
     /* The response, once answered. */
     uv_write_t wr;
     uv_buf_t out[2];
@@ -118,7 +133,7 @@ struct conn {
     signed char tlist;
     uint8_t hstate, hid, hflen;
     uint8_t expect_len;
-    char hfield[14]; /* lowercased start of the current header name */
+    char hfield[24]; /* lowercased start of the current header name */
     char expect[14];
     bool reading;
     bool closing;
@@ -129,6 +144,20 @@ struct conn {
     bool counted; /* holds a slot of open_connections */
     bool in_process;
     bool resume_queued;
+    /*
+     * WebSocket mode, from chat_http_upgrade() on. Until the 101 is handed to
+     * uv_write (ws_live) frames wait in the engine and bytes the client sent
+     * after its handshake wait in ws_stash; then the connection reads frames
+     * only, sits on the TL_WS timer list and never parses HTTP again.
+     */
+    chat_ws_engine_t *ws;
+    chat_http_ws_handler_t ws_handler;
+    void *ws_ud;
+    char *ws_stash;
+    size_t ws_stash_len;
+    chat_buf_t ws_out;  /* frames serialised by the engine, not yet given to uv_write */
+    bool ws_live;       /* the 101 is on its way: frames may follow it */
+    bool ws_ping_sent;  /* a ping is out and the client has sent nothing since */
 };
 
 typedef struct mslot {
@@ -163,6 +192,7 @@ struct chat_http_server {
     bool rbuf_busy;
     _Atomic int own_counter; /* used when cfg.open_connections is NULL */
     chat_metric_t *gauge;
+    chat_metric_t *ws_gauge;
     chat_metric_family_t *requests;
     chat_metric_family_t *durations;
     mslot_t *mc;
@@ -181,6 +211,9 @@ static void conn_settle(conn_t *c, bool activity);
 static void conn_pump(conn_t *c, bool activity);
 static void respond(req_t *r, int status, const char *headers, const char *body, size_t len,
                     bool owned);
+static void ws_settle(conn_t *c);
+static void ws_input(conn_t *c, const char *data, size_t len);
+static void ws_go_live(conn_t *c);
 
 /* ---- small helpers ---- */
 
@@ -404,6 +437,8 @@ static uint64_t tl_timeout(const chat_http_server_t *srv, int l)
         return (uint64_t)srv->cfg.header_timeout_ms;
     case TL_IDLE:
         return (uint64_t)srv->cfg.idle_timeout_ms;
+    case TL_WS:
+        return (uint64_t)srv->cfg.ws_ping_interval_ms;
     default:
         return LINGER_MS;
     }
@@ -519,6 +554,9 @@ static void req_free(req_t *r)
     chat_buf_dispose(&r->body);
     chat_buf_dispose(&r->auth);
     chat_buf_dispose(&r->upgrade);
+    chat_buf_dispose(&r->connection);
+    chat_buf_dispose(&r->ws_key);
+    chat_buf_dispose(&r->ws_version);
     free(r->head);
     free(r->owned_body);
     free(r);
@@ -639,7 +677,28 @@ static int header_id(const conn_t *c)
         return HDR_UPGRADE;
     if (c->hflen == 6 && memcmp(c->hfield, "expect", 6) == 0)
         return HDR_EXPECT;
+    if (c->hflen == 10 && memcmp(c->hfield, "connection", 10) == 0)
+        return HDR_CONNECTION;
+    if (c->hflen == 17 && memcmp(c->hfield, "sec-websocket-key", 17) == 0)
+        return HDR_WS_KEY;
+    if (c->hflen == 21 && memcmp(c->hfield, "sec-websocket-version", 21) == 0)
+        return HDR_WS_VERSION;
     return HDR_OTHER;
+}
+
+/* The buffer that keeps the value of a header of the handshake, or NULL. */
+static chat_buf_t *handshake_buf(req_t *r, int hid)
+{
+    switch (hid) {
+    case HDR_CONNECTION:
+        return &r->connection;
+    case HDR_WS_KEY:
+        return &r->ws_key;
+    case HDR_WS_VERSION:
+        return &r->ws_version;
+    default:
+        return NULL;
+    }
 }
 
 /* The name of a header is complete: note which one its value belongs to. */
@@ -663,6 +722,17 @@ static int header_value_begin(conn_t *c, req_t *r)
     case HDR_EXPECT:
         c->expect_len = 0;
         break;
+    case HDR_CONNECTION:
+    case HDR_WS_KEY:
+    case HDR_WS_VERSION: {
+        /* A repeated header joins the first as a list (a repeated key then fails its check). */
+        chat_buf_t *b = handshake_buf(r, c->hid);
+        if (b->data)
+            chat_buf_puts(b, ", ");
+        else
+            chat_buf_append(b, "", 0);
+        break;
+    }
     }
     return 0;
 }
@@ -711,6 +781,11 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
             if (c->expect_len < sizeof c->expect)
                 c->expect[c->expect_len] =
                     (char)(at[i] >= 'A' && at[i] <= 'Z' ? at[i] + 32 : at[i]);
+        break;
+    case HDR_CONNECTION:
+    case HDR_WS_KEY:
+    case HDR_WS_VERSION:
+        chat_buf_append(handshake_buf(r, c->hid), at, len);
         break;
     }
     return 0;
@@ -763,6 +838,11 @@ static int on_headers_complete(http_parser *p)
         return parse_fail(c, 400, "bad_request", "malformed request target");
     r->pub.authorization = r->has_auth ? r->auth.data : NULL;
     r->pub.upgrade = r->has_upgrade ? r->upgrade.data : NULL;
+    r->pub.connection = r->connection.data;
+    r->pub.ws_key = r->ws_key.data;
+    r->pub.ws_version = r->ws_version.data;
+    r->pub.http_minor = p->http_minor;
+    r->upgrade_req = p->upgrade && p->method == HTTP_GET;
     bool chunked = (p->flags & F_CHUNKED) != 0;
     bool has_length = p->content_length != ULLONG_MAX;
     if (!chunked && has_length && p->content_length > c->srv->cfg.max_body)
@@ -929,6 +1009,13 @@ static size_t feed(conn_t *c, const char *data, size_t len)
                 c->no_more = true;
                 c->drain_reason = r->pub.upgrade ? "upgrade" : "connection_close";
             }
+            if (r->upgrade_req && off < len) {
+                /* What follows a handshake is the client's first frames: kept for the WebSocket. */
+                c->ws_stash = chat_malloc(len - off);
+                memcpy(c->ws_stash, data + off, len - off);
+                c->ws_stash_len = len - off;
+                off = len;
+            }
             if (can_dispatch(c, r))
                 dispatch(c, r);
             else
@@ -961,6 +1048,18 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void on_data(conn_t *c, const char *data, size_t len)
 {
+    if (c->ws && !c->lingering) {
+        if (!c->ws_live) {
+            /* Not expected (reading stops at the handshake), but keep the bytes in order. */
+            c->ws_stash = chat_realloc(c->ws_stash, c->ws_stash_len + len);
+            memcpy(c->ws_stash + c->ws_stash_len, data, len);
+            c->ws_stash_len += len;
+            return;
+        }
+        ws_input(c, data, len);
+        ws_settle(c);
+        return;
+    }
     if (c->lingering || c->no_more)
         return; /* input we no longer want: discarded */
     if (c->in) {
@@ -987,6 +1086,8 @@ static void on_eof(conn_t *c)
     c->peer_eof = true;
     if (c->lingering) {
         conn_close(c, c->drain_reason);
+    } else if (c->ws_live) {
+        conn_close(c, "ws_client_gone");
     } else if (c->cur) {
         conn_close(c, "client_closed_mid_request");
     } else if (c->qhead || c->writes_pending) {
@@ -1071,6 +1172,10 @@ static void start_linger(conn_t *c)
  */
 static void conn_settle(conn_t *c, bool activity)
 {
+    if (c->ws) {
+        ws_settle(c);
+        return;
+    }
     if (c->closing || c->in_process)
         return;
     if (c->lingering) {
@@ -1092,6 +1197,10 @@ static void conn_settle(conn_t *c, bool activity)
 /* Hands over held requests and parses kept input, as far as the connection may now. */
 static void conn_pump(conn_t *c, bool activity)
 {
+    if (c->ws) {
+        ws_settle(c);
+        return;
+    }
     if (c->closing || c->in_process)
         return;
     c->in_process = true;
@@ -1230,12 +1339,15 @@ static void flush(conn_t *c)
             continue;
         }
         r->wr.data = r;
+        bool upgraded = r->ws_accept;
         if (uv_write(&r->wr, (uv_stream_t *)&c->tcp, r->out, r->nout, write_cb) != 0) {
             req_free(r);
             conn_close(c, "write_error");
             return;
         }
         c->writes_pending++;
+        if (upgraded)
+            ws_go_live(c); /* every later write follows the 101 */
     }
 }
 
@@ -1285,7 +1397,7 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
     if (!no_body)
         chat_buf_printf(&h, "Content-Length: %zu\r\n", len);
     chat_buf_printf(&h, "Date: %s\r\nConnection: %s\r\n", http_date(c->srv),
-                    close ? "close" : "keep-alive");
+                    r->ws_accept ? "Upgrade" : close ? "close" : "keep-alive");
     if (hlen)
         chat_buf_append(&h, headers, hlen);
     chat_buf_puts(&h, "\r\n");
@@ -1303,7 +1415,7 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
             free((char *)body);
         }
     }
-    if (close && !c->no_more) {
+    if (close && !c->no_more && !r->ws_accept) {
         c->no_more = true;
         c->drain_reason = "connection_close";
     }
@@ -1325,6 +1437,218 @@ void chat_http_respond_owned(chat_http_request_t *req, int status, const char *h
     respond((req_t *)req, status, headers, body, body_len, true);
 }
 
+/* ---- WebSocket mode ---- */
+
+struct ws_write {
+    uv_write_t w;
+    conn_t *c;
+    char *data;
+};
+
+static void ws_on_text(void *ud, const char *msg, size_t len)
+{
+    conn_t *c = ud;
+    if (!c->closing && c->ws_handler.on_message)
+        c->ws_handler.on_message((chat_ws_conn_t *)c, msg, len, false, c->ws_ud);
+}
+
+static void ws_on_binary(void *ud, const char *msg, size_t len)
+{
+    conn_t *c = ud;
+    if (!c->closing && c->ws_handler.on_message)
+        c->ws_handler.on_message((chat_ws_conn_t *)c, msg, len, true, c->ws_ud);
+}
+
+static void ws_on_output(void *ud, const void *data, size_t len)
+{
+    conn_t *c = ud;
+    chat_buf_append(&c->ws_out, data, len);
+}
+
+static void ws_write_cb(uv_write_t *w, int status)
+{
+    struct ws_write *ww = (struct ws_write *)w;
+    conn_t *c = ww->c;
+    free(ww->data);
+    free(ww);
+    c->writes_pending--;
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c, "write_error");
+        return;
+    }
+    ws_settle(c);
+}
+
+/* Serialises the engine's queued frames and hands them to uv_write as one write. */
+static void ws_flush(conn_t *c)
+{
+    if (c->closing || c->lingering || !c->ws_live || c->in_process)
+        return;
+    if (chat_ws_engine_flush(c->ws) < 0) {
+        conn_close(c, "ws_engine_error");
+        return;
+    }
+    if (c->ws_out.len == 0)
+        return;
+    struct ws_write *ww = chat_malloc(sizeof *ww);
+    size_t len;
+    ww->c = c;
+    ww->data = chat_buf_steal(&c->ws_out, &len);
+    uv_buf_t b = uv_buf_init(ww->data, (unsigned)len);
+    if (uv_write(&ww->w, (uv_stream_t *)&c->tcp, &b, 1, ws_write_cb) != 0) {
+        free(ww->data);
+        free(ww);
+        conn_close(c, "write_error");
+        return;
+    }
+    c->writes_pending++;
+    /* A client that does not read is not given unbounded memory: it goes, as in HTTP. */
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > c->srv->cfg.max_pending_output)
+        conn_close(c, "ws_slow_reader");
+}
+
+/* Frames from the client: any input proves it alive. */
+static void ws_input(conn_t *c, const char *data, size_t len)
+{
+    c->ws_ping_sent = false;
+    tl_move(c, TL_WS);
+    c->in_process = true; /* sends from the handler are queued, flushed after */
+    int rc = chat_ws_engine_feed(c->ws, data, len);
+    c->in_process = false;
+    if (rc < 0)
+        conn_close(c, "ws_engine_error");
+}
+
+/*
+ * Brings a WebSocket connection in line with its engine: feeds what came
+ * with the handshake, writes queued frames, reads while the engine wants
+ * frames, and ends the connection once the close handshake is over (or at
+ * once after our close frame when the server is closing).
+ */
+static void ws_settle(conn_t *c)
+{
+    if (c->closing || c->in_process || !c->ws_live)
+        return;
+    if (c->lingering) {
+        set_reading(c, true);
+        return;
+    }
+    if (c->ws_stash) {
+        char *in = c->ws_stash;
+        size_t len = c->ws_stash_len;
+        c->ws_stash = NULL;
+        c->ws_stash_len = 0;
+        ws_input(c, in, len);
+        free(in);
+        if (c->closing)
+            return;
+    }
+    if (c->srv->closing && !chat_ws_engine_closing(c->ws))
+        chat_ws_engine_close(c->ws, CHAT_WS_CLOSE_GOING_AWAY, "server shutting down");
+    ws_flush(c);
+    if (c->closing)
+        return;
+    if (chat_ws_engine_finished(c->ws) || (c->srv->closing && chat_ws_engine_closing(c->ws))) {
+        if (c->writes_pending == 0) {
+            c->drain_reason = c->srv->closing ? "server_closing" : "ws_closed";
+            chat_log_debug("event=ws_close conn=%llu code=%u", (unsigned long long)c->id,
+                           (unsigned)chat_ws_engine_close_code(c->ws));
+            start_linger(c);
+        } else {
+            set_reading(c, false);
+        }
+        return;
+    }
+    set_reading(c, chat_ws_engine_want_read(c->ws));
+}
+
+/* The 101 is handed to uv_write: the connection is a WebSocket from here on. */
+static void ws_go_live(conn_t *c)
+{
+    chat_http_server_t *srv = c->srv;
+    c->ws_live = true;
+    if (c->counted) {
+        chat_metric_add(srv->gauge, -1);
+        chat_metric_add(srv->ws_gauge, 1);
+    }
+    drop_input(c);
+    tl_move(c, TL_WS);
+    chat_log_debug("event=ws_open conn=%llu", (unsigned long long)c->id);
+    conn_kick(c); /* the stash is fed on the next iteration, outside the handler */
+}
+
+chat_ws_conn_t *chat_http_upgrade(chat_http_request_t *req, const chat_http_ws_handler_t *h,
+                                  void *ud)
+{
+    req_t *r = (req_t *)req;
+    conn_t *c = r->conn;
+    if (!c) {
+        req_free(r);
+        return NULL;
+    }
+    const char *why = NULL;
+    int st = chat_ws_handshake_check(req, &why);
+    if (st == 0 && !r->upgrade_req) {
+        st = 400;
+        why = "not an upgrade request";
+    }
+    if (st == 0 && c->srv->closing) {
+        st = 503;
+        why = "the server is shutting down";
+    }
+    if (st != 0) {
+        chat_buf_t b = CHAT_BUF_INIT;
+        chat_json_error(&b, st == 503 ? "unavailable" : "bad_request", why);
+        size_t len;
+        char *body = chat_buf_steal(&b, &len);
+        respond(r, st, st == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL, body, len, true);
+        return NULL;
+    }
+    const char *key = req->ws_key;
+    size_t klen = strlen(key);
+    while (*key == ' ' || *key == '\t') {
+        key++;
+        klen--;
+    }
+    while (klen && (key[klen - 1] == ' ' || key[klen - 1] == '\t'))
+        klen--;
+    char accept[CHAT_WS_ACCEPT_LEN];
+    chat_ws_accept_key(key, klen, accept);
+    static const chat_ws_engine_cbs_t cbs = {ws_on_text, ws_on_binary, ws_on_output};
+    c->ws = chat_ws_engine_create(&cbs, c, CHAT_WS_MAX_MESSAGE);
+    c->ws_handler = *h;
+    c->ws_ud = ud;
+    r->ws_accept = true;
+    char headers[128];
+    snprintf(headers, sizeof headers, "Upgrade: websocket\r\nSec-WebSocket-Accept: %s\r\n", accept);
+    respond(r, 101, headers, NULL, 0, false);
+    return (chat_ws_conn_t *)c;
+}
+
+int chat_ws_conn_send_text(chat_ws_conn_t *ws, const char *msg, size_t len)
+{
+    conn_t *c = (conn_t *)ws;
+    if (c->closing || c->lingering || chat_ws_engine_send_text(c->ws, msg, len) < 0)
+        return -1;
+    ws_flush(c);
+    return 0;
+}
+
+void chat_ws_conn_close(chat_ws_conn_t *ws, uint16_t code, const char *reason)
+{
+    conn_t *c = (conn_t *)ws;
+    if (c->closing || c->lingering || chat_ws_engine_close(c->ws, code, reason) < 0)
+        return;
+    ws_settle(c);
+}
+
+uint64_t chat_ws_conn_id(const chat_ws_conn_t *ws)
+{
+    return ((const conn_t *)ws)->id;
+}
+
 /* ---- connections ---- */
 
 static void maybe_finish(chat_http_server_t *srv);
@@ -1342,8 +1666,15 @@ static void conn_closed_cb(uv_handle_t *h)
     srv->nconns--;
     if (c->counted) {
         atomic_fetch_sub(srv->cfg.open_connections, 1);
-        chat_metric_add(srv->gauge, -1);
+        chat_metric_add(c->ws_live ? srv->ws_gauge : srv->gauge, -1);
     }
+    if (c->ws) {
+        if (c->ws_handler.on_close)
+            c->ws_handler.on_close((chat_ws_conn_t *)c, c->ws_ud);
+        chat_ws_engine_destroy(c->ws);
+    }
+    free(c->ws_stash);
+    chat_buf_dispose(&c->ws_out);
     free(c);
     maybe_finish(srv);
 }
@@ -1465,6 +1796,17 @@ static void timer_cb(uv_timer_t *t)
     }
     while ((c = srv->tl[TL_LINGER].head) && c->deadline <= now)
         conn_close(c, c->drain_reason);
+    while ((c = srv->tl[TL_WS].head) && c->deadline <= now) {
+        if (c->ws_ping_sent) {
+            /* Silent for two intervals, not even a pong: the peer is gone. */
+            conn_close(c, "ws_ping_timeout");
+            continue;
+        }
+        c->ws_ping_sent = true;
+        tl_move(c, TL_WS);
+        if (chat_ws_engine_ping(c->ws) == 0)
+            ws_settle(c);
+    }
     timer_arm(srv);
 }
 
@@ -1511,6 +1853,11 @@ void chat_http_server_close(chat_http_server_t *srv, void (*cb)(void *arg), void
     while (c) {
         conn_t *next = c->next;
         if (c->closing) {
+            c = next;
+            continue;
+        }
+        if (c->ws_live && !c->lingering) {
+            ws_settle(c); /* says 1001 to the client, then closes */
             c = next;
             continue;
         }
@@ -1632,11 +1979,15 @@ chat_http_server_t *chat_http_server_create(uv_loop_t *loop, const chat_http_ser
         srv->cfg.max_body = DEFAULT_MAX_BODY;
     if (srv->cfg.max_pending_output == 0)
         srv->cfg.max_pending_output = DEFAULT_MAX_PENDING_OUTPUT;
+    if (srv->cfg.ws_ping_interval_ms <= 0)
+        srv->cfg.ws_ping_interval_ms = DEFAULT_WS_PING_INTERVAL_MS;
     if (!srv->cfg.open_connections)
         srv->cfg.open_connections = &srv->own_counter;
     srv->rbuf = chat_malloc(READ_BUF_SIZE);
-    srv->gauge = chat_metric_series(
-        chat_metrics_gauge("chatd_connections_open", "Client connections open"), "kind=\"http\"");
+    chat_metric_family_t *open =
+        chat_metrics_gauge("chatd_connections_open", "Client connections open");
+    srv->gauge = chat_metric_series(open, "kind=\"http\"");
+    srv->ws_gauge = chat_metric_series(open, "kind=\"websocket\"");
     srv->requests = chat_metrics_counter("chatd_http_requests_total", "HTTP requests answered");
     srv->durations = chat_metrics_histogram(
         "chatd_http_request_duration_seconds", "Time from a complete request head to its answer",

@@ -32,6 +32,10 @@ struct chat_http_request {
     size_t body_len;
     const char *authorization; /* value of the Authorization header, NULL if absent */
     const char *upgrade;       /* value of the Upgrade header, NULL if absent */
+    const char *connection;    /* value of the Connection header(s), NULL if absent */
+    const char *ws_key;        /* Sec-WebSocket-Key, NULL if absent */
+    const char *ws_version;    /* Sec-WebSocket-Version, NULL if absent */
+    int http_minor;            /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
     uint64_t conn_id;          /* id of the connection, for logs */
     void *server_data;         /* the handler_data given in the server config */
     /**
@@ -60,7 +64,10 @@ typedef struct chat_http_server_config {
     int idle_timeout_ms;   /* idle keep-alive connection closes after this */
     size_t max_head;       /* request line + headers: over this -> 431 (16 KiB) */
     size_t max_body;       /* body (also chunked, decoded): over this -> 413 (64 KiB) */
-    size_t max_pending_output; /* stop reading a client whose unsent output exceeds this */
+    size_t max_pending_output; /* stop reading a client whose unsent output exceeds this;
+                                  a WebSocket client past it is dropped */
+    int ws_ping_interval_ms;   /* a WebSocket silent this long is pinged, and dropped when
+                                  it stays silent as long again (default 30000) */
     /* Counter of open connections shared by all workers, and the cap. */
     _Atomic int *open_connections;
     int max_connections;
@@ -105,6 +112,54 @@ void chat_http_respond(chat_http_request_t *req, int status, const char *headers
  */
 void chat_http_respond_owned(chat_http_request_t *req, int status, const char *headers, char *body,
                              size_t body_len);
+
+/* ---- WebSocket connections ---- */
+
+/** A connection upgraded to WebSocket; valid until its on_close callback returns. */
+typedef struct chat_ws_conn chat_ws_conn_t;
+
+typedef struct chat_http_ws_handler {
+    /**
+     * A complete message from the client: text (valid UTF-8) or, with binary
+     * set, a binary message. The bytes are valid during the call. May send
+     * and close.
+     */
+    void (*on_message)(chat_ws_conn_t *ws, const char *msg, size_t len, bool binary, void *ud);
+    /**
+     * The connection is gone (closed by either side, failed, or the server
+     * closing). Fires exactly once, from a libuv close callback, never from
+     * inside another call of this API; ws is invalid after it returns.
+     */
+    void (*on_close)(chat_ws_conn_t *ws, void *ud);
+} chat_http_ws_handler_t;
+
+/**
+ * Accepts the WebSocket handshake of req, which the caller has checked with
+ * chat_ws_handshake_check() (net/ws.h): answers 101 with Sec-WebSocket-Accept
+ * (after any earlier pipelined answers) and turns the connection into a
+ * WebSocket. Bytes the client sent after the handshake are its first frames.
+ * The connection then leaves the HTTP timeouts; it is pinged when silent and
+ * counted as kind="websocket". Ends req's life like chat_http_respond().
+ * Returns the connection, with h and ud kept for its callbacks; or NULL when
+ * the client has gone or the server is closing (req is then answered or
+ * freed and no callback ever fires).
+ */
+chat_ws_conn_t *chat_http_upgrade(chat_http_request_t *req, const chat_http_ws_handler_t *h,
+                                  void *ud);
+
+/**
+ * Queues a text message (copied) to the client and starts writing it.
+ * Returns 0, or -1 when the connection is closing (nothing sent). A client
+ * whose unsent output passes max_pending_output is dropped (its on_close
+ * follows later).
+ */
+int chat_ws_conn_send_text(chat_ws_conn_t *ws, const char *msg, size_t len);
+
+/** Starts the close handshake with code and a short reason (may be NULL). */
+void chat_ws_conn_close(chat_ws_conn_t *ws, uint16_t code, const char *reason);
+
+/** The id of the connection, for logs. */
+uint64_t chat_ws_conn_id(const chat_ws_conn_t *ws);
 
 /** Reason phrase of a status code ("Not Found"); "Unknown" if not known. */
 const char *chat_http_status_text(int status);

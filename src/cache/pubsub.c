@@ -1,0 +1,279 @@
+/*
+ * Redis pub/sub subscriber (see pubsub.h). The connection is a uv_tcp_t of
+ * its own and replies are decoded with hiredis's reader, so every lifetime is
+ * libuv's: a connection attempt owns a struct sconn freed in its close
+ * callback, and the subscriber is freed when its last handle has closed.
+ */
+#include "cache/pubsub.h"
+#include "core/log.h"
+
+#include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RETRY_MS 500
+#define READ_SIZE (64 * 1024)
+
+typedef struct sconn {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    chat_pubsub_t *ps; /* NULL once the subscriber has let go of it */
+    redisReader *reader;
+} sconn_t;
+
+struct chat_pubsub {
+    uv_loop_t *loop;
+    struct sockaddr_storage addr;
+    char *channel;
+    chat_pubsub_message_cb cb;
+    void *arg;
+    uv_timer_t retry;
+    sconn_t *conn; /* the live attempt, or NULL while waiting to retry */
+    int handles;   /* open libuv handles: the timer and any connection */
+    bool subscribed;
+    bool closing;
+    bool down_logged;
+    void (*done)(void *arg);
+    void *done_arg;
+};
+
+static void start_connect(chat_pubsub_t *ps);
+
+static void retry_cb(uv_timer_t *t)
+{
+    start_connect(t->data);
+}
+
+static int resolve(const char *url, struct sockaddr_storage *out, char *err, size_t errlen)
+{
+    if (!url || strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errlen, "redis URL must look like redis://host:port[/db]");
+        return -1;
+    }
+    const char *p = url + 8, *h = p, *he;
+    char host[256], port[8] = "6379";
+    if (*p == '[') {
+        h = p + 1;
+        he = strchr(h, ']');
+        if (!he) {
+            snprintf(err, errlen, "redis URL: unterminated [ in host");
+            return -1;
+        }
+        p = he + 1;
+    } else {
+        he = p + strcspn(p, ":/");
+        p = he;
+    }
+    if (he == h || (size_t)(he - h) >= sizeof host) {
+        snprintf(err, errlen, "redis URL: missing or too long host");
+        return -1;
+    }
+    memcpy(host, h, (size_t)(he - h));
+    host[he - h] = '\0';
+    if (*p == ':') {
+        size_t n = strcspn(p + 1, "/");
+        if (n == 0 || n >= sizeof port) {
+            snprintf(err, errlen, "redis URL: bad port");
+            return -1;
+        }
+        memcpy(port, p + 1, n);
+        port[n] = '\0';
+    }
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    if (getaddrinfo(host, port, &hints, &res) != 0 || !res) {
+        snprintf(err, errlen, "redis URL: cannot resolve the host");
+        return -1;
+    }
+    memcpy(out, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static void maybe_done(chat_pubsub_t *ps)
+{
+    if (!ps->closing || ps->handles > 0)
+        return;
+    void (*done)(void *) = ps->done;
+    void *arg = ps->done_arg;
+    free(ps->channel);
+    free(ps);
+    if (done)
+        done(arg);
+}
+
+static void conn_closed_cb(uv_handle_t *h)
+{
+    sconn_t *sc = h->data;
+    chat_pubsub_t *ps = sc->ps;
+    redisReaderFree(sc->reader);
+    free(sc);
+    if (!ps)
+        return;
+    ps->handles--;
+    if (ps->closing)
+        maybe_done(ps);
+    else
+        uv_timer_start(&ps->retry, retry_cb, RETRY_MS, 0);
+}
+
+/* The connection failed or ended: close it; a retry follows once it is closed. */
+static void conn_lost(chat_pubsub_t *ps, const char *why)
+{
+    sconn_t *sc = ps->conn;
+    if (!sc)
+        return;
+    ps->conn = NULL;
+    if (ps->subscribed || !ps->down_logged)
+        chat_log_warn("event=pubsub_down channel=%s reason=\"%s\"", ps->channel, why);
+    ps->down_logged = true;
+    ps->subscribed = false;
+    uv_close((uv_handle_t *)&sc->tcp, conn_closed_cb);
+}
+
+static void on_reply(chat_pubsub_t *ps, redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = r->element[0]->str;
+    if (!strcmp(kind, "message") && r->element[2]->type == REDIS_REPLY_STRING) {
+        ps->cb(r->element[2]->str, r->element[2]->len, ps->arg);
+    } else if (!strcmp(kind, "subscribe")) {
+        ps->subscribed = true;
+        ps->down_logged = false;
+        chat_log_info("event=pubsub_subscribed channel=%s", ps->channel);
+    }
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    *buf = uv_buf_init(chat_malloc(READ_SIZE), READ_SIZE);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sconn_t *sc = s->data;
+    chat_pubsub_t *ps = sc->ps;
+    if (nread > 0 && ps && ps->conn == sc) {
+        if (redisReaderFeed(sc->reader, buf->base, (size_t)nread) != REDIS_OK) {
+            conn_lost(ps, "unreadable reply");
+        } else {
+            void *reply;
+            while (ps->conn == sc && !ps->closing) {
+                if (redisReaderGetReply(sc->reader, &reply) != REDIS_OK) {
+                    conn_lost(ps, "protocol error");
+                    break;
+                }
+                if (!reply)
+                    break;
+                on_reply(ps, reply);
+                freeReplyObject(reply);
+            }
+        }
+    } else if (nread < 0 && ps && ps->conn == sc) {
+        conn_lost(ps, nread == UV_EOF ? "closed by Redis" : uv_strerror((int)nread));
+    }
+    free(buf->base);
+}
+
+static void write_cb(uv_write_t *w, int status)
+{
+    free(w->data);
+    free(w);
+}
+
+static void connect_cb(uv_connect_t *req, int status)
+{
+    sconn_t *sc = req->data;
+    chat_pubsub_t *ps = sc->ps;
+    if (!ps || ps->conn != sc)
+        return; /* closed meanwhile */
+    if (status < 0) {
+        conn_lost(ps, uv_strerror(status));
+        return;
+    }
+    char *cmd = NULL;
+    size_t clen = strlen(ps->channel);
+    size_t cap = clen + 64;
+    cmd = chat_malloc(cap);
+    int n = snprintf(cmd, cap, "*2\r\n$9\r\nSUBSCRIBE\r\n$%zu\r\n%s\r\n", clen, ps->channel);
+    uv_write_t *w = chat_malloc(sizeof *w);
+    w->data = cmd;
+    uv_buf_t b = uv_buf_init(cmd, (unsigned)n);
+    int rc = uv_write(w, (uv_stream_t *)&sc->tcp, &b, 1, write_cb);
+    if (rc == 0)
+        rc = uv_read_start((uv_stream_t *)&sc->tcp, alloc_cb, read_cb);
+    else {
+        free(cmd);
+        free(w);
+    }
+    if (rc != 0)
+        conn_lost(ps, uv_strerror(rc));
+}
+
+static void start_connect(chat_pubsub_t *ps)
+{
+    if (ps->closing || ps->conn)
+        return;
+    sconn_t *sc = chat_calloc(1, sizeof *sc);
+    sc->ps = ps;
+    sc->reader = redisReaderCreate();
+    if (!sc->reader)
+        abort(); /* out of memory, as chat_malloc would */
+    uv_tcp_init(ps->loop, &sc->tcp);
+    sc->tcp.data = sc;
+    sc->creq.data = sc;
+    ps->conn = sc;
+    ps->handles++;
+    int rc = uv_tcp_connect(&sc->creq, &sc->tcp, (const struct sockaddr *)&ps->addr, connect_cb);
+    if (rc != 0)
+        conn_lost(ps, uv_strerror(rc));
+}
+
+chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const char *channel,
+                                  chat_pubsub_message_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    if (resolve(url, &addr, err, errlen) != 0)
+        return NULL;
+    chat_pubsub_t *ps = chat_calloc(1, sizeof *ps);
+    ps->loop = loop;
+    ps->addr = addr;
+    ps->channel = chat_strdup(channel);
+    ps->cb = cb;
+    ps->arg = arg;
+    uv_timer_init(loop, &ps->retry);
+    ps->retry.data = ps;
+    ps->handles = 1;
+    start_connect(ps);
+    return ps;
+}
+
+bool chat_pubsub_subscribed(const chat_pubsub_t *ps)
+{
+    return ps->subscribed;
+}
+
+static void timer_closed_cb(uv_handle_t *h)
+{
+    chat_pubsub_t *ps = h->data;
+    ps->handles--;
+    maybe_done(ps);
+}
+
+void chat_pubsub_close(chat_pubsub_t *ps, void (*done)(void *arg), void *arg)
+{
+    ps->closing = true;
+    ps->done = done;
+    ps->done_arg = arg;
+    sconn_t *sc = ps->conn;
+    if (sc) {
+        ps->conn = NULL;
+        uv_close((uv_handle_t *)&sc->tcp, conn_closed_cb);
+    }
+    uv_close((uv_handle_t *)&ps->retry, timer_closed_cb);
+}
