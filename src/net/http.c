@@ -1331,15 +1331,17 @@ static void flush(conn_t *c)
         r->next = NULL;
         c->nqueue--;
         r->state = REQ_WRITING;
+        bool upgraded = r->ws_accept;
         if (write_now(c, r)) {
             req_free(r);
             /* what write_cb would do, on the next pass of the loop */
             c->wrote_now = true;
             conn_kick(c);
+            if (upgraded)
+                ws_go_live(c); /* every later write follows the 101 */
             continue;
         }
         r->wr.data = r;
-        bool upgraded = r->ws_accept;
         if (uv_write(&r->wr, (uv_stream_t *)&c->tcp, r->out, r->nout, write_cb) != 0) {
             req_free(r);
             conn_close(c, "write_error");
