@@ -112,6 +112,60 @@ def median_wrk(bench, label):
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+def cpu_per_request(bench, label):
+    """Median CPU microseconds per answer of each process group in the wrk runs of label:
+    {group: (user, system)}, from the cpu_<group>_user_s / _sys_s fields bench/run.sh adds."""
+    runs = bench["wrk"]["results"].get(label) or []
+    secs = bench["ref_seconds"] if label == "nginx" else bench["wrk"]["seconds"]
+    groups = sorted({k[4:-7] for r in runs for k in r if k.startswith("cpu_") and k.endswith("_user_s")})
+    out = {}
+    for g in groups:
+        per = [((r[f"cpu_{g}_user_s"], r[f"cpu_{g}_sys_s"]), r["rps"] * secs) for r in runs
+               if f"cpu_{g}_user_s" in r and r.get("rps")]
+        if per:
+            out[g] = (statistics.median(u * 1e6 / n for (u, _), n in per),
+                      statistics.median(s_ * 1e6 / n for (_, s_), n in per))
+    return out
+
+
+def where_time_goes(w, bench):
+    w("## Where the time goes\n")
+    rows = [(label, what, cpu_per_request(bench, label), median_wrk(bench, label))
+            for label, what in (("nginx", "nginx, static page"), ("cached", "chatd, cache on"),
+                                ("bypass", "chatd, `CACHE_BYPASS=true`"))]
+    rows = [r for r in rows if r[2]]
+    if not rows:
+        w("No CPU accounting in this run.\n")
+        return
+    cores = os.cpu_count() or 1
+    w("CPU time per answer in the wrk hot-page runs (medians over the runs), read from `/proc/<pid>/stat` "
+      "of every process involved before and after each run, user + system. Client and servers share "
+      f"{cores} cores, so a closed loop that keeps them busy answers at most cores / (CPU per answer): "
+      "the last column. Where chatd's throughput falls short of nginx's, this table says which process "
+      "spends the difference.\n")
+    groups = sorted({g for r in rows for g in r[2]}, key=lambda g: ["nginx", "chatd", "redis", "db", "wrk"].index(g)
+                    if g in ("nginx", "chatd", "redis", "db", "wrk") else 9)
+    w("| run | req/s | " + " | ".join(f"{g} µs (user+sys)" for g in groups) + " | total µs | ceiling req/s |")
+    w("|---|---|" + "---|" * len(groups) + "---|---|")
+    totals = {}
+    for label, what, cpu, med in rows:
+        total = sum(u + s_ for u, s_ in cpu.values())
+        totals[label] = (total, cpu)
+        cells = [f"{cpu[g][0] + cpu[g][1]:.1f} ({cpu[g][0]:.1f}+{cpu[g][1]:.1f})" if g in cpu else "–" for g in groups]
+        w(f"| {what} | {fmt(med and med['rps'], ',.0f')} | " + " | ".join(cells) +
+          f" | {total:.1f} | {cores * 1e6 / total:,.0f} |" if total else "| – |")
+    if "nginx" in totals and "cached" in totals:
+        tn, cn = totals["nginx"]
+        tc, cc = totals["cached"]
+        server = sum(sum(v) for g, v in cc.items() if g != "wrk")
+        w(f"\nA cached answer costs {tc:.1f} µs of CPU in all, {tc / tn:.1f}× nginx's {tn:.1f} µs: chatd itself "
+          f"{fmt(sum(cc['chatd']) if 'chatd' in cc else None, '.1f')} µs "
+          f"({fmt(100 * cc['chatd'][1] / sum(cc['chatd']) if 'chatd' in cc and sum(cc['chatd']) else None, '.0f')} % "
+          f"of it in the kernel: sockets), Redis {fmt(sum(cc['redis']) if 'redis' in cc else None, '.1f')} µs for "
+          f"the lookup round trip, against {fmt(sum(cn['nginx']) if 'nginx' in cn else None, '.1f')} µs for nginx "
+          f"to send a file it keeps open. The servers' share: {server:.1f} µs for chatd's stack, "
+          f"{tn - sum(cn.get('wrk', (0, 0))):.1f} µs for nginx.\n")
+
 def ratio(a, b):
     a, b = num(a), num(b)
     return a / b if a is not None and b else None
@@ -395,9 +449,7 @@ def main():
     else:
         w(f"No plots: {plot_note}.\n")
 
-    w("## Where the time goes\n")
-    w("*For the lead to fill in with profiles (perf, callgrind) of a full run; the generated sections above say "
-      "which targets were met.*\n")
+    where_time_goes(w, bench)
 
     out.write_text("\n".join(L) + "\n")
     print(f"report: {out}" + (f" ({len(figs)} plots)" if figs else f" (no plots: {plot_note})"), file=sys.stderr)

@@ -166,10 +166,47 @@ start_chatd() { # LABEL extra env...
 }
 stop_chatd() { kill "$chatd_pid"; wait "$chatd_pid" 2>/dev/null || true; chatd_pid=; }
 
-wrk_runs() { # LABEL URL RUNS SECONDS -> RESULT lines on stdout
-  for _ in $(seq "$3"); do
-    logcmd "TOKEN=... WPATH=$WPATH wrk -t2 -c$WRK_CONNS -d${4}s -s bench/hot_page.lua $2"
-    wrk -t2 -c"$WRK_CONNS" -d"${4}s" -s bench/hot_page.lua "$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
+# --- CPU accounting: where the time of one answer goes ----------------------
+url_port() { local u=${1##*@}; u=${u#*://}; u=${u%%/*}; u=${u%%\?*}; echo "${u##*:}"; }
+port_pid() { ss -Htlnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
+# clock ticks "user system" of the given processes, all their threads
+cpu_ticks() {
+  local u=0 s=0 p f
+  for p in "$@"; do
+    f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    f=${f##*) }
+    set -- $f
+    u=$((u + ${12})) s=$((s + ${13}))
+  done
+  echo "$u $s"
+}
+db_pids() { # PgBouncer, PostgreSQL and its backends
+  local pg; pg=$(port_pid "$(url_port "$DATABASE_URL_DIRECT")")
+  echo "$(port_pid "$(url_port "$DATABASE_URL")") $pg ${pg:+$(pgrep -P "$pg" | tr '\n' ' ')}"
+}
+redis_pid() { port_pid "$(url_port "$REDIS_URL")"; }
+HZ=$(getconf CLK_TCK)
+
+# LABEL URL RUNS SECONDS [GROUP=PIDS...] -> RESULT lines on stdout, each with the
+# CPU seconds every group of processes and wrk itself used during the run
+wrk_runs() {
+  local label=$1 url=$2 runs=$3 secs=$4 g out
+  shift 4
+  local -a names=() pids=() t0=()
+  for g in "$@"; do names+=("${g%%=*}"); pids+=("${g#*=}"); done
+  for _ in $(seq "$runs"); do
+    logcmd "TOKEN=... WPATH=$WPATH wrk -t2 -c$WRK_CONNS -d${secs}s -s bench/hot_page.lua $url"
+    for i in "${!pids[@]}"; do t0[i]=$(cpu_ticks ${pids[i]}); done
+    out=$( { TIMEFORMAT='%3U %3S'; time wrk -t2 -c"$WRK_CONNS" -d"${secs}s" -s bench/hot_page.lua "$url"; } 2>"$VAR/wrk-time.txt" )
+    local extra=""
+    for i in "${!pids[@]}"; do
+      extra+=$(awk -v a="${t0[i]}" -v b="$(cpu_ticks ${pids[i]})" -v hz="$HZ" -v n="${names[i]}" \
+        'BEGIN { split(a, x, " "); split(b, y, " ");
+                 printf " cpu_%s_user_s=%.2f cpu_%s_sys_s=%.2f", n, (y[1] - x[1]) / hz, n, (y[2] - x[2]) / hz }')
+    done
+    read -r wu ws <"$VAR/wrk-time.txt"
+    extra+=" cpu_wrk_user_s=$wu cpu_wrk_sys_s=$ws"
+    echo "$out" | grep '^RESULT' | sed "s/^RESULT/$label/; s/\$/$extra/"
   done
 }
 
@@ -224,7 +261,8 @@ logcmd "nginx -p $N -c $N/nginx.conf -e $N/error.log   # worker_processes $(npro
 nginx -p "$N" -c "$N/nginx.conf" -e "$N/error.log"
 nginx_started=1
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$NGINX_PORT/page.json" -o /dev/null && break; sleep 0.1; done
-WPATH=/page.json wrk_runs nginx "http://127.0.0.1:$NGINX_PORT" "$WRK_RUNS" "$REF_S" | tee -a "$VAR/wrk.txt" >&2
+NGINX_PIDS="$(cat "$N/nginx.pid") $(pgrep -P "$(cat "$N/nginx.pid")" | tr '\n' ' ')"
+WPATH=/page.json wrk_runs nginx "http://127.0.0.1:$NGINX_PORT" "$WRK_RUNS" "$REF_S" "nginx=$NGINX_PIDS" | tee -a "$VAR/wrk.txt" >&2
 kill -QUIT "$(cat "$N/nginx.pid")"
 nginx_started=
 
@@ -255,14 +293,14 @@ awk -F, '$1 == "\"GET\"" { gsub(/"/, "", $2); print "redis_get_rps", $2 }' "$VAR
 # --- baseline: cache bypassed ----------------------------------------------
 stage_run bypass
 say "wrk hot page, cache bypassed"
-wrk_runs bypass "$BASE" "$WRK_RUNS" "$WRK_S" | tee -a "$VAR/wrk.txt" >&2
+wrk_runs bypass "$BASE" "$WRK_RUNS" "$WRK_S" "chatd=$chatd_pid" "redis=$(redis_pid)" "db=$(db_pids)" | tee -a "$VAR/wrk.txt" >&2
 stop_chatd
 
 # --- cache on ---------------------------------------------------------------
 start_chatd cached
 stage_run cached
 say "wrk hot page, cache on"
-wrk_runs cached "$BASE" "$WRK_RUNS" "$WRK_S" | tee -a "$VAR/wrk.txt" >&2
+wrk_runs cached "$BASE" "$WRK_RUNS" "$WRK_S" "chatd=$chatd_pid" "redis=$(redis_pid)" "db=$(db_pids)" | tee -a "$VAR/wrk.txt" >&2
 stop_chatd
 
 # --- what the report needs beyond chatload's JSON ---------------------------
