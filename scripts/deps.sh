@@ -19,7 +19,7 @@ PKGS=(
   # build
   cmake gcc make pkg-config
   libuv1-dev libhttp-parser-dev libpq-dev libjansson-dev libssl-dev
-  libhiredis-dev libwslay-dev libcmocka-dev
+  libhiredis-dev libcmocka-dev
   # servers and their clients (psql, pg_isready, redis-cli)
   postgresql-15 postgresql-client-15 pgbouncer redis-server redis-tools
   # integration tests (run with /usr/bin/python3)
