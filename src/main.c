@@ -142,6 +142,7 @@ static void *worker_main(void *arg)
             .redis_url = cfg.redis_url,
             .cmd_timeout_ms = cfg.cache_timeout_ms,
             .poll_info = w->index == 0,
+            .local_bytes = (size_t)cfg.cache_local_mb * 1024 * 1024 / (size_t)nworkers,
         };
         char err[256];
         w->ctx.cache = chat_cache_create(&w->loop, &cc, err, sizeof err);

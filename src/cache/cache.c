@@ -2,6 +2,7 @@
  * Cache-aside over Redis (see cache.h for the freshness scheme).
  */
 #include "cache/cache.h"
+#include "cache/local.h"
 #include "cache/redis.h"
 #include "core/alloc.h"
 #include "core/log.h"
@@ -17,8 +18,10 @@
 
 /*
  * KEYS[1] epoch key, KEYS[2] (optional) version key; ARGV[1] key prefix,
- * ARGV[2]/ARGV[3] fresh tokens used when the epoch/version is missing.
- * Returns {full key, value or false}.
+ * ARGV[2]/ARGV[3] fresh tokens used when the epoch/version is missing,
+ * ARGV[4] the full key the worker holds a copy of for this prefix, or "".
+ * Returns {full key, value or false}, or {full key, 1} when the key is the
+ * one the worker holds and it still exists: the value need not travel.
  */
 static const char lookup_script[] =
     "local e = redis.call('GET', KEYS[1]) "
@@ -29,12 +32,19 @@ static const char lookup_script[] =
     "  if not v then v = ARGV[3] redis.call('SET', KEYS[2], v) end "
     "  k = k .. ':v' .. v "
     "end "
+    "if ARGV[4] == k and redis.call('EXISTS', k) == 1 then return {k, 1} end "
     "return {k, redis.call('GET', k)}";
+
+/* How long the worker keeps a copy it has not fetched again (memory only:
+ * Redis decides, on every lookup, whether the copy may be used). */
+#define LOCAL_LIFETIME_MS 30000
+#define LOCAL_SLOTS 4096
 
 struct chat_cache {
     uv_loop_t *loop;
     chat_redis_t *redis;
     chat_flights_t *flights;
+    chat_local_t *local; /* NULL: no copies kept */
     uint64_t token_prefix;
     uint64_t token_counter;
     unsigned long clean_gen;  /* dirty generation this worker has cleaned */
@@ -70,6 +80,8 @@ static struct {
     chat_metric_t *bypass;
     chat_metric_t *healthy;
     chat_metric_t *evictions;
+    chat_metric_t *local_hits;
+    chat_metric_t *local_bytes;
 } m;
 
 static void refresh_gauges(void *arg)
@@ -108,6 +120,13 @@ static void metrics_init_once(void)
     m.evictions = chat_metric_series(
         chat_metrics_counter("chatd_cache_evictions_total",
                              "Keys Redis evicted under maxmemory (INFO stats evicted_keys)."),
+        "");
+    m.local_hits = chat_metric_series(
+        chat_metrics_counter("chatd_cache_local_hits_total",
+                             "Hits whose value came from the worker's copy, Redis confirming it."),
+        "");
+    m.local_bytes = chat_metric_series(
+        chat_metrics_gauge("chatd_cache_local_bytes", "Bytes of the workers' copies of cached values."),
         "");
     chat_metrics_on_render(refresh_gauges, NULL);
 }
@@ -205,6 +224,8 @@ chat_cache_t *chat_cache_create(uv_loop_t *loop, const chat_cache_config_t *cfg,
     c->loop = loop;
     c->redis = r;
     c->flights = chat_flights_create();
+    if (cfg->local_bytes > 0)
+        c->local = chat_local_create(LOCAL_SLOTS, cfg->local_bytes);
     c->poll_info = cfg->poll_info;
     if (RAND_bytes((unsigned char *)&c->token_prefix, sizeof c->token_prefix) != 1)
         c->token_prefix = (uint64_t)uv_hrtime() ^ ((uint64_t)(uintptr_t)c << 16);
@@ -222,6 +243,9 @@ static void redis_closed_cb(void *arg)
     void (*cb)(void *) = c->close_cb;
     void *cb_arg = c->close_arg;
     chat_flights_destroy(c->flights);
+    if (c->local)
+        chat_metric_add(m.local_bytes, -(double)chat_local_bytes(c->local));
+    chat_local_destroy(c->local);
     free(c);
     if (cb)
         cb(cb_arg);
@@ -310,23 +334,52 @@ struct lookup_op {
     int kind;
     chat_cache_lookup_cb cb;
     void *arg;
+    char prefix[CHAT_CACHE_KEY_MAX];
 };
+
+/* Keeps the value Redis sent as the worker's copy for the prefix. */
+static void local_keep(chat_cache_t *c, const char *prefix, const char *key, const char *val,
+                       size_t len)
+{
+    size_t before = chat_local_bytes(c->local);
+    uint64_t now = uv_now(c->loop);
+    chat_local_put(c->local, prefix, key, val, len, now, now + LOCAL_LIFETIME_MS);
+    chat_metric_add(m.local_bytes, (double)chat_local_bytes(c->local) - (double)before);
+}
 
 static void lookup_cb(int status, redisReply *reply, void *arg)
 {
     struct lookup_op *op = arg;
+    chat_cache_t *c = op->c;
     chat_cache_lookup_t r = {.status = CHAT_CACHE_ERROR};
+    chat_local_entry_t le;
     if (status == CHAT_REDIS_OK && reply && reply->type == REDIS_REPLY_ARRAY &&
         reply->elements == 2 && reply->element[0]->type == REDIS_REPLY_STRING) {
+        const char *key = reply->element[0]->str;
         redisReply *v = reply->element[1];
         if (v->type == REDIS_REPLY_STRING) {
             r.status = CHAT_CACHE_HIT;
             r.value = v->str;
             r.len = v->len;
             chat_metric_inc(m.hits[op->kind]);
+            if (c->local)
+                local_keep(c, op->prefix, key, v->str, v->len);
+        } else if (v->type == REDIS_REPLY_INTEGER) {
+            /* Redis confirmed the copy named in the lookup; it is still
+             * here unless another lookup replaced it meanwhile. */
+            if (c->local && chat_local_get(c->local, op->prefix, uv_now(c->loop), &le) &&
+                strcmp(le.vkey, key) == 0) {
+                r.status = CHAT_CACHE_HIT;
+                r.value = le.val;
+                r.len = le.len;
+                chat_metric_inc(m.hits[op->kind]);
+                chat_metric_inc(m.local_hits);
+            } else {
+                chat_metric_inc(m.misses[op->kind]); /* read the database, no fill */
+            }
         } else {
             r.status = CHAT_CACHE_MISS;
-            r.key = reply->element[0]->str;
+            r.key = key;
             chat_metric_inc(m.misses[op->kind]);
         }
     } else {
@@ -348,20 +401,26 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t con
     char vkey[CHAT_CACHE_KEY_MAX], t1[40], t2[40];
     new_token(c, t1);
     new_token(c, t2);
-    const char *argv[8] = {"EVAL", lookup_script, conv_id > 0 ? "2" : "1", CHAT_CACHE_EPOCH_KEY};
+    const char *argv[9] = {"EVAL", lookup_script, conv_id > 0 ? "2" : "1", CHAT_CACHE_EPOCH_KEY};
     int argc = 4;
     if (conv_id > 0) {
         chat_cache_key_version(vkey, conv_id);
         argv[argc++] = vkey;
     }
+    chat_local_entry_t le;
+    const char *held = "";
+    if (c->local && chat_local_get(c->local, prefix, uv_now(c->loop), &le))
+        held = le.vkey;
     argv[argc++] = prefix;
     argv[argc++] = t1;
     argv[argc++] = t2;
+    argv[argc++] = held;
     struct lookup_op *op = chat_malloc(sizeof *op);
     op->c = c;
     op->kind = kind;
     op->cb = cb;
     op->arg = arg;
+    snprintf(op->prefix, sizeof op->prefix, "%s", prefix);
     if (chat_redis_command(c->redis, lookup_cb, op, argc, argv, NULL) != 0) {
         free(op);
         chat_metric_inc(m.misses[kind]);

@@ -34,6 +34,7 @@ typedef struct chat_cache_config {
     const char *redis_url;
     int cmd_timeout_ms;  /* deadline of every Redis command */
     int poll_info;       /* this worker polls INFO stats for evictions */
+    size_t local_bytes;  /* budget of the worker's copies of values (local.h); 0 = none */
 } chat_cache_config_t;
 
 /** Sets the process-wide bypass switch (CACHE_BYPASS, POST /api/cache/bypass). */

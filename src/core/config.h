@@ -37,6 +37,7 @@ typedef struct chat_config {
     char *admin_token;         /* CHATD_ADMIN_TOKEN, NULL if unset */
     int log_level;             /* CHATD_LOG_LEVEL */
     int cache_timeout_ms;      /* CHATD_CACHE_TIMEOUT_MS */
+    int cache_local_mb;        /* CHATD_CACHE_LOCAL_MB */
     int cache_fill_delay_ms;   /* CHATD_CACHE_FILL_DELAY_MS (fault injection for tests) */
 } chat_config_t;
 

@@ -183,6 +183,54 @@ def test_hit_after_miss_for_every_kind_with_ttls(chatd_factory, redis_client):
     assert m["healthy"] is True and m["bypass"] is False
 
 
+def test_worker_copy_used_only_while_redis_confirms_it(chatd_factory, redis_client):
+    """The worker keeps the value of a hit; later lookups name it and Redis answers
+    "unchanged" without the value. A deleted key or a new version is never
+    answered from the copy."""
+    d = chatd_factory()
+    c = Client(d.base_url)
+    u = c.signup()
+    conv = c.conversation(u["token"])
+    c.send(u["token"], conv, "one")
+    path = f"/api/v1/conversations/{conv}/messages"
+
+    def local_hits():
+        return d.metric("chatd_cache_local_hits_total") or 0
+
+    first = c.call("GET", path, u["token"])                       # miss, fill
+    key = wait_for(lambda: find_keys(redis_client, f"msg:history:{conv}:50:0:*"), 5, "the fill")[0]
+    second = c.call("GET", path, u["token"])                      # hit: value from Redis, copy kept
+    base = local_hits()
+    third = c.call("GET", path, u["token"])                       # hit from the copy
+    assert first.content == second.content == third.content
+    assert local_hits() == base + 1
+    assert d.metric("chatd_cache_local_bytes") > 0
+
+    redis_client.delete(key)                                      # gone from Redis: no copy
+    misses = c.cache_metrics()["misses"]
+    fourth = c.call("GET", path, u["token"])
+    assert fourth.content == first.content
+    assert local_hits() == base + 1
+    assert c.cache_metrics()["misses"] == misses + 1
+
+    c.send(u["token"], conv, "two")                               # new version: no copy
+    fifth = c.history(u["token"], conv)
+    assert [m["body"] for m in fifth["messages"]] == ["two", "one"]
+    assert local_hits() == base + 1
+
+
+def test_no_worker_copies_when_disabled(chatd_factory):
+    d = chatd_factory(env={"CHATD_CACHE_LOCAL_MB": "0"})
+    c = Client(d.base_url)
+    u = c.signup()
+    conv = c.conversation(u["token"])
+    c.send(u["token"], conv, "one")
+    for _ in range(4):
+        c.history(u["token"], conv)
+    assert c.cache_metrics()["hits"] >= 2
+    assert (d.metric("chatd_cache_local_hits_total") or 0) == 0
+
+
 # ---- freshness ----
 
 def test_freshness_concurrent_writers_and_readers(chatd_factory):
