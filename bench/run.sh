@@ -151,8 +151,11 @@ print(c["id"], u["id"], u["token"])' "$VAR/seed.json")
 export TOKEN=$HOT_TOKEN WPATH=/api/v1/conversations/$HOT_CID/messages
 
 # --- chatd -----------------------------------------------------------------
+# chatload opens a stage's connections up front and uses each in turn; the
+# default 10 s for a first request head would close the ones not used yet
 start_chatd() { # LABEL extra env...
   local label=$1; shift
+  set -- CHATD_HEADER_TIMEOUT_MS=60000 "$@"
   logcmd "env $* DATABASE_URL=$CHATD_DB_URL CHATD_LISTEN=$LISTEN CHATD_LOG_LEVEL=warn $CHATD_BIN"
   env "$@" DATABASE_URL="$CHATD_DB_URL" CHATD_LISTEN="$LISTEN" CHATD_LOG_LEVEL=warn \
     "$CHATD_BIN" >>"$VAR/chatd-$label.log" 2>&1 &
@@ -276,10 +279,23 @@ SELECT p.id, p.conversation_id, p.sender_id, p.body, to_char(p.created_at AT TIM
 EOF
 cp "$VAR/history.sql" "$PERF/pgbench-history.sql"
 logcmd "pgbench -n -M extended -c 20 -j 2 -T $REF_S -f perf/pgbench-history.sql $DATABASE_URL"
-pgbench -n -M extended -c 20 -j 2 -T "$REF_S" -f "$VAR/history.sql" "$DATABASE_URL" >"$VAR/pgbench.txt" 2>&1 ||
+# a short run first, so PgBouncer's server connections (and their backends,
+# whose CPU is counted) exist before the measured one
+pgbench -n -M extended -c 20 -j 2 -T 2 -f "$VAR/history.sql" "$DATABASE_URL" >/dev/null 2>&1 || true
+DBP=$(db_pids)
+db0=$(cpu_ticks $DBP)
+{ TIMEFORMAT='%3U %3S'; time pgbench -n -M extended -c 20 -j 2 -T "$REF_S" -f "$VAR/history.sql" "$DATABASE_URL" \
+    >"$VAR/pgbench.txt" 2>&1; } 2>"$VAR/pgbench-time.txt" ||
   { say "pgbench failed:"; tail -n 5 "$VAR/pgbench.txt" >&2; }
+db1=$(cpu_ticks $DBP)
 grep -E '^tps' "$VAR/pgbench.txt" | head -1 >&2 || true
 awk '/^tps = / { print "pgbench_tps", $3; exit }' "$VAR/pgbench.txt" >>"$REFS"
+# CPU of the run, as the wrk runs record it (bench.json: wrk.results.pgbench)
+read -r pu ps <"$VAR/pgbench-time.txt" || true
+awk -v a="$db0" -v b="$db1" -v hz="$HZ" -v pu="${pu:-0}" -v ps="${ps:-0}" -v secs="$REF_S" \
+  '/^tps = / { split(a, x, " "); split(b, y, " ");
+    printf "pgbench rps=%s cpu_db_user_s=%.2f cpu_db_sys_s=%.2f cpu_pgbench_user_s=%s cpu_pgbench_sys_s=%s\n",
+      $3, (y[1] - x[1]) / hz, (y[2] - x[2]) / hz, pu, ps; exit }' "$VAR/pgbench.txt" >>"$VAR/wrk.txt"
 
 say "reference: redis-benchmark GET of $PAGE_BYTES bytes"
 RPORT=${REDIS_URL##*:}

@@ -51,9 +51,18 @@ def test_quick_bench_writes_results_and_report(stack, tmp_path):
     assert bench["page_bytes"] > 1000
     for k in ("pgbench_tps", "redis_get_rps"):
         assert bench["refs"].get(k, 0) > 0, (k, bench["refs"])
-    assert set(bench["wrk"]["results"]) == {"nginx", "bypass", "cached"}
+    assert set(bench["wrk"]["results"]) == {"nginx", "bypass", "cached", "pgbench"}
+    groups = {"nginx": ("nginx", "wrk"), "bypass": ("chatd", "redis", "db", "wrk"),
+              "cached": ("chatd", "redis", "db", "wrk"), "pgbench": ("db", "pgbench")}
     for label, runs in bench["wrk"]["results"].items():
-        assert runs and all(x["rps"] > 0 and x["non2xx"] == 0 for x in runs), (label, runs)
+        assert runs and all(x["rps"] > 0 and x.get("non2xx", 0) == 0 for x in runs), (label, runs)
+        # CPU accounting of every process group, user and system
+        for x in runs:
+            for g in groups[label]:
+                assert x[f"cpu_{g}_user_s"] >= 0 and x[f"cpu_{g}_sys_s"] >= 0, (label, g, x)
+        # the servers did some work in each run
+        assert sum(x[f"cpu_{groups[label][0]}_user_s"] + x[f"cpu_{groups[label][0]}_sys_s"]
+                   for x in runs) > 0, (label, runs)
 
     for label in ("bypass", "cached"):
         res = json.loads((perf / f"{label}.json").read_text())
@@ -74,8 +83,9 @@ def test_quick_bench_writes_results_and_report(stack, tmp_path):
 
     report = (out / "performance.md").read_text()
     for heading in ("# chatd performance report", "Quick run", "## Machine", "## Targets",
-                    "## References and ratios", "## Staged runs", "## Plots"):
+                    "## References and ratios", "## Staged runs", "## Plots", "## Where the time goes"):
         assert heading in report, heading
+    assert "| chatd, cache on |" in report and "| pgbench, the history query |" in report
     for target in ("queue wait p95 at 500 connections < 500 ms", "cache hit ratio > 60 %",
                    "p95 latency at least 30 % lower", "DB queries/s variance at least 30 % lower",
                    "0.8× the nginx ceiling", "0.9× the pgbench ceiling"):

@@ -77,8 +77,8 @@ static struct {
   int src_addrs;
   conn_t *conns;
   int nconns_alloc, target, open_conns;
-  int *idle;
-  int nidle;
+  int *idle; /* FIFO ring of idle connections, nconns_alloc long */
+  int ihead, nidle;
   due_t *queue;
   size_t qhead, qlen;
   uv_timer_t tick, second;
@@ -110,7 +110,7 @@ static void push_idle(conn_t *c) {
   if (c->in_idle)
     return;
   c->in_idle = 1;
-  R.idle[R.nidle++] = c->idx;
+  R.idle[(R.ihead + R.nidle++) % R.nconns_alloc] = c->idx;
 }
 
 static void record(int stage, int op, uint64_t due, int status) {
@@ -229,7 +229,7 @@ static void conn_open(conn_t *c) {
   c->tcp.data = c;
   c->connect.data = c;
   c->served = 0;
-  /* in_idle stays as it is: a stale entry left in the idle stack by the
+  /* in_idle stays as it is: a stale entry left in the idle queue by the
    * previous connection in this slot is reused, never duplicated */
   c->state = C_CONNECTING;
   R.connecting++;
@@ -309,7 +309,11 @@ static void send_request(conn_t *c, due_t d) {
 
 static void dispatch(void) {
   while (R.qlen && R.nidle) {
-    conn_t *c = &R.conns[R.idle[--R.nidle]];
+    /* the connection idle longest goes first, so every open connection
+     * carries requests, as every connected client of a chat service does */
+    conn_t *c = &R.conns[R.idle[R.ihead]];
+    R.ihead = (R.ihead + 1) % R.nconns_alloc;
+    R.nidle--;
     c->in_idle = 0;
     if (c->state != C_IDLE)
       continue;
