@@ -6,13 +6,14 @@
 #   make run           deps, build, dev stack (var/stack), migrate, then chatd in the
 #                      foreground on 127.0.0.1:3000 (Ctrl-C stops chatd; the stack stays)
 #   make stop          stop chatd started by `make run`, and the dev stack
-#   make test          deps, both builds, unit tests in both, then the integration
+#   make test          deps, format check, both builds, unit tests in both, then the integration
 #                      suite on a private test stack (var/test-stack) twice
 #   make unit          unit tests of both builds only
 #   make integration   the integration half of `make test` (builds must exist)
 #   make bench         bench/run.sh: the validation run (~25 min; ARGS=--quick: ~3 min),
 #                      writes docs/performance.md and docs/perf/
-#   make format-check  clang-format --dry-run -Werror on src/ and tests/unit
+#   make format-check  clang-format --dry-run -Werror on src/, tests/unit and tools/chatload
+#                      (part of make test)
 #   make clean         remove builds and var/ (stops stacks first)
 
 SHELL := /bin/bash
@@ -66,6 +67,7 @@ stop:
 
 test:
 	@$(M) deps
+	@$(M) format-check
 	@$(M) build
 	@$(M) build-asan
 	@$(M) unit
@@ -88,7 +90,7 @@ bench:
 
 format-check:
 	@scripts/deps.sh clang-format
-	@files=$$(find src tests/unit -name '*.[ch]' | sort); \
+	@files=$$(find src tests/unit tools/chatload -name '*.[ch]' | sort); \
 	  clang-format --dry-run -Werror $$files && echo "format-check: $$(echo $$files | wc -w) files ok"
 
 # a stack directory may be a symlink to /tmp (see scripts/stack.sh): remove both

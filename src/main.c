@@ -37,7 +37,7 @@ typedef struct worker {
     chat_api_t api;
     int pool_size;
     int direct_size;
-    int bind_error;        /* set before start_sem is posted */
+    int bind_error; /* set before start_sem is posted */
     int stopping;
 } worker_t;
 
@@ -149,9 +149,9 @@ static void *worker_main(void *arg)
         if (!w->ctx.cache)
             chat_log_error("event=cache_disabled reason=\"%s\"", err);
     }
-    w->ctx.stream = chat_stream_create(stream_hub, w->index, &w->loop,
-                                       cfg.enable_redis_cache ? cfg.redis_url : NULL,
-                                       cfg.cache_timeout_ms);
+    w->ctx.stream =
+        chat_stream_create(stream_hub, w->index, &w->loop,
+                           cfg.enable_redis_cache ? cfg.redis_url : NULL, cfg.cache_timeout_ms);
     w->api.ctx = &w->ctx;
     w->api.cfg = &cfg;
     chat_http_server_config_t hc = {
@@ -274,7 +274,8 @@ static int serve(void)
     if (nworkers > cfg.db_pool_size)
         nworkers = cfg.db_pool_size; /* every worker needs at least one connection */
 
-    chat_metric_family_t *path = chat_metrics_gauge("chatd_db_path", "1 on the database path in use");
+    chat_metric_family_t *path =
+        chat_metrics_gauge("chatd_db_path", "1 on the database path in use");
     path_pooler = chat_metric_series(path, "path=\"pooler\"");
     path_direct = chat_metric_series(path, "path=\"direct\"");
     chat_metric_set(path_pooler, 1);
@@ -299,7 +300,8 @@ static int serve(void)
         worker_t *w = &workers[i];
         w->index = i;
         w->pool_size = cfg.db_pool_size / nworkers + (i < cfg.db_pool_size % nworkers);
-        w->direct_size = cfg.db_pool_size_direct / nworkers + (i < cfg.db_pool_size_direct % nworkers);
+        w->direct_size =
+            cfg.db_pool_size_direct / nworkers + (i < cfg.db_pool_size_direct % nworkers);
         if (w->direct_size < 1)
             w->direct_size = 1;
         pthread_create(&w->thread, NULL, worker_main, w);

@@ -27,9 +27,7 @@ static const chat_route_t routes[] = {
     {"/api/v1/conversations/{id}/messages",
      "GET, POST",
      {{HTTP_GET, chat_h_msg_history, AUTH_USER}, {HTTP_POST, chat_h_msg_send, AUTH_USER}}},
-    {"/api/v1/conversations/{id}/messages/count",
-     "GET",
-     {{HTTP_GET, chat_h_msg_count, AUTH_USER}}},
+    {"/api/v1/conversations/{id}/messages/count", "GET", {{HTTP_GET, chat_h_msg_count, AUTH_USER}}},
     {"/api/v1/stream", "GET", {{HTTP_GET, chat_h_stream, AUTH_STREAM}}},
 };
 
@@ -313,7 +311,8 @@ void chat_api_handle(chat_http_request_t *req)
         return;
     case AUTH_SIGNUP:
         if (!api->cfg->signup_open && !(has_tok && is_admin(api, tok, toklen))) {
-            chat_call_fail(call, CHAT_ERR_UNAUTHORIZED, "sign-up is closed: the admin token is required");
+            chat_call_fail(call, CHAT_ERR_UNAUTHORIZED,
+                           "sign-up is closed: the admin token is required");
             return;
         }
         run_handler(call);

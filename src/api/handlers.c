@@ -120,8 +120,8 @@ void chat_h_msg_send(chat_call_t *call)
         chat_call_string_field(call, j, "client_msg_id", 1, CLIENT_MSG_ID_MAX_CHARS, &cmid,
                                &cmid_len) < 0)
         goto out;
-    chat_msg_send(call->api->ctx, call->user_id, call->id, body, body_len, cmid,
-                  chat_call_reply_cb, call);
+    chat_msg_send(call->api->ctx, call->user_id, call->id, body, body_len, cmid, chat_call_reply_cb,
+                  call);
 out:
     json_decref(j);
 }

@@ -16,8 +16,8 @@ typedef void (*chat_handler_fn)(chat_call_t *call);
 enum auth_mode { AUTH_NONE, AUTH_USER, AUTH_SIGNUP, AUTH_ADMIN, AUTH_STREAM };
 
 struct chat_route {
-    const char *pattern;   /* "/api/v1/users/{id}" */
-    const char *allow;     /* "GET, POST" */
+    const char *pattern; /* "/api/v1/users/{id}" */
+    const char *allow;   /* "GET, POST" */
     struct {
         int method; /* enum http_method */
         chat_handler_fn fn;

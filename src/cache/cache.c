@@ -47,11 +47,11 @@ struct chat_cache {
     chat_local_t *local; /* NULL: no copies kept */
     uint64_t token_prefix;
     uint64_t token_counter;
-    unsigned long clean_gen;  /* dirty generation this worker has cleaned */
+    unsigned long clean_gen; /* dirty generation this worker has cleaned */
     int epoch_bump_inflight;
-    int was_healthy;          /* last sampled Redis health, counted in healthy_workers */
-    int ever_up;              /* Redis answered at least once since start */
-    uint64_t created_ms;      /* loop time at creation */
+    int was_healthy;     /* last sampled Redis health, counted in healthy_workers */
+    int ever_up;         /* Redis answered at least once since start */
+    uint64_t created_ms; /* loop time at creation */
     int closing;
     int poll_info;
     uv_timer_t info_timer;
@@ -125,9 +125,10 @@ static void metrics_init_once(void)
         chat_metrics_counter("chatd_cache_local_hits_total",
                              "Hits whose value came from the worker's copy, Redis confirming it."),
         "");
-    m.local_bytes = chat_metric_series(
-        chat_metrics_gauge("chatd_cache_local_bytes", "Bytes of the workers' copies of cached values."),
-        "");
+    m.local_bytes =
+        chat_metric_series(chat_metrics_gauge("chatd_cache_local_bytes",
+                                              "Bytes of the workers' copies of cached values."),
+                           "");
     chat_metrics_on_render(refresh_gauges, NULL);
 }
 

@@ -32,9 +32,9 @@ typedef struct chat_cache chat_cache_t;
 
 typedef struct chat_cache_config {
     const char *redis_url;
-    int cmd_timeout_ms;  /* deadline of every Redis command */
-    int poll_info;       /* this worker polls INFO stats for evictions */
-    size_t local_bytes;  /* budget of the worker's copies of values (local.h); 0 = none */
+    int cmd_timeout_ms; /* deadline of every Redis command */
+    int poll_info;      /* this worker polls INFO stats for evictions */
+    size_t local_bytes; /* budget of the worker's copies of values (local.h); 0 = none */
 } chat_cache_config_t;
 
 /** Sets the process-wide bypass switch (CACHE_BYPASS, POST /api/cache/bypass). */
@@ -57,15 +57,15 @@ chat_flights_t *chat_cache_flights(chat_cache_t *c);
 
 enum chat_cache_lookup_status {
     CHAT_CACHE_HIT = 0,
-    CHAT_CACHE_MISS = 1,   /* key holds the versioned key to fill */
-    CHAT_CACHE_ERROR = 2,  /* Redis failed or timed out: read the database, do not fill */
+    CHAT_CACHE_MISS = 1,  /* key holds the versioned key to fill */
+    CHAT_CACHE_ERROR = 2, /* Redis failed or timed out: read the database, do not fill */
 };
 
 typedef struct chat_cache_lookup {
     int status;
     const char *value; /* HIT: the bytes, valid during the callback */
     size_t len;
-    const char *key;   /* MISS: the full key to fill, valid during the callback */
+    const char *key; /* MISS: the full key to fill, valid during the callback */
 } chat_cache_lookup_t;
 
 typedef void (*chat_cache_lookup_cb)(const chat_cache_lookup_t *r, void *arg);

@@ -105,8 +105,8 @@ static void unlink_flight(chat_flights_t *f, flight_t **p)
     free(fl);
 }
 
-void chat_flight_land(chat_flights_t *f, const char *key, int status, const char *val,
-                      size_t len, int keep)
+void chat_flight_land(chat_flights_t *f, const char *key, int status, const char *val, size_t len,
+                      int keep)
 {
     flight_t **p = find(f, key);
     flight_t *fl = *p;

@@ -36,8 +36,8 @@ int chat_flight_join(chat_flights_t *f, const char *key, chat_flight_cb cb, void
  * Answers every waiter of key. With keep != 0 the value stays for late
  * joiners until chat_flight_remove(); otherwise the flight ends now.
  */
-void chat_flight_land(chat_flights_t *f, const char *key, int status, const char *val,
-                      size_t len, int keep);
+void chat_flight_land(chat_flights_t *f, const char *key, int status, const char *val, size_t len,
+                      int keep);
 
 /** Ends a landed flight (after the fill was acknowledged). No-op if absent. */
 void chat_flight_remove(chat_flights_t *f, const char *key);

@@ -11,9 +11,9 @@
 #define SWEEP_PER_PUT 2
 
 typedef struct slot {
-    char *mem;         /* prefix \0 vkey \0 value, one allocation; NULL = empty */
+    char *mem; /* prefix \0 vkey \0 value, one allocation; NULL = empty */
     size_t plen, klen, vlen;
-    uint64_t expires;  /* loop ms */
+    uint64_t expires; /* loop ms */
 } slot_t;
 
 struct chat_local {

@@ -108,8 +108,7 @@ static void flight_answer_cb(int status, const char *val, size_t len, void *arg)
         chat_reply_t r = {.status = CHAT_OK, .body = chat_strndup(val, len), .body_len = len};
         op->cb(&r, op->arg);
     } else {
-        chat_reply_err(op->cb, op->arg, status,
-                       status == CHAT_ERR_NOT_FOUND ? "not found" : NULL);
+        chat_reply_err(op->cb, op->arg, status, status == CHAT_ERR_NOT_FOUND ? "not found" : NULL);
     }
     cread_free(op);
 }
@@ -205,8 +204,8 @@ static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
 {
     struct cread *op = arg;
     if (l->status == CHAT_CACHE_HIT) {
-        chat_reply_t r = {.status = CHAT_OK, .body = chat_strndup(l->value, l->len),
-                          .body_len = l->len};
+        chat_reply_t r = {
+            .status = CHAT_OK, .body = chat_strndup(l->value, l->len), .body_len = l->len};
         op->cb(&r, op->arg);
         cread_free(op);
         return;

@@ -21,12 +21,12 @@ struct chat_stream;
 /** Per-worker context: everything an operation needs, owned by the worker. */
 typedef struct chat_ctx {
     uv_loop_t *loop;
-    chat_db_t *db;            /* the database path: pooler or direct */
-    chat_auth_cache_t *auth;  /* token hash -> user id, per worker */
-    chat_members_t *members;  /* (conversation, user) pairs proven members, per worker */
-    struct chat_cache *cache; /* NULL when the cache is disabled */
+    chat_db_t *db;              /* the database path: pooler or direct */
+    chat_auth_cache_t *auth;    /* token hash -> user id, per worker */
+    chat_members_t *members;    /* (conversation, user) pairs proven members, per worker */
+    struct chat_cache *cache;   /* NULL when the cache is disabled */
     struct chat_stream *stream; /* realtime fan-out (stream.h); NULL: none */
-    int fill_delay_ms;        /* fault injection: delay cache fills (tests only) */
+    int fill_delay_ms;          /* fault injection: delay cache fills (tests only) */
 } chat_ctx_t;
 
 enum chat_status {
@@ -103,8 +103,7 @@ void chat_users_get(chat_ctx_t *ctx, int64_t id, chat_reply_cb cb, void *arg);
 /** member_ids already validated as positive; the caller is added by this call. */
 void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t title_len,
                       const int64_t *member_ids, size_t n, chat_reply_cb cb, void *arg);
-void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb,
-                   void *arg);
+void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg);
 void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t user_id,
                           chat_reply_cb cb, void *arg);
 
@@ -123,8 +122,7 @@ typedef struct chat_history_query {
 
 void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_t *q,
                       chat_reply_cb cb, void *arg);
-void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb,
-                    void *arg);
+void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg);
 
 /* ---- shared helpers (chat.c) ---- */
 

@@ -29,8 +29,8 @@ static struct conv_op *op_new(chat_reply_cb cb, void *arg)
 
 /* Columns: id, title, created_by, created_at, member_count, last_message_at. */
 #define CONV_COLUMNS                                                                               \
-    "c.id, c.title, c.created_by, " CHAT_SQL_TS("c.created_at") ", c.member_count, "            \
-        CHAT_SQL_TS("c.last_message_at")
+    "c.id, c.title, c.created_by, " CHAT_SQL_TS("c.created_at") ", c.member_count, " CHAT_SQL_TS(  \
+        "c.last_message_at")
 
 static void encode_conv(chat_buf_t *b, const PGresult *res, int col)
 {
@@ -87,8 +87,8 @@ static void create_cb(const chat_db_result_t *r, void *arg)
          * new statement sees it; answer with it.
          */
         const char *params[] = {op->op_id};
-        chat_db_stmt_t st = {"SELECT " CONV_COLUMNS " FROM conversations c WHERE c.op_id = $1::uuid",
-                             1, params};
+        chat_db_stmt_t st = {
+            "SELECT " CONV_COLUMNS " FROM conversations c WHERE c.op_id = $1::uuid", 1, params};
         chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, created_cb, op);
         return;
     } else {
@@ -158,8 +158,7 @@ static void get_cb(const chat_db_result_t *r, void *arg)
     free(op);
 }
 
-static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb,
-                   void *arg)
+static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb, void *arg)
 {
     int64_t conv_id = *(const int64_t *)what;
     char a[24], b[24];

@@ -13,12 +13,13 @@
 
 /* Message columns in the order chat_encode_message() reads them. */
 #define MSG_COLUMNS(t)                                                                             \
-    t "id, " t "conversation_id, " t "sender_id, " t "body, " CHAT_SQL_TS(t "created_at") ", " t  \
-      "client_msg_id"
+    t "id, " t "conversation_id, " t "sender_id, " t                                               \
+      "body, " CHAT_SQL_TS(t "created_at") ", " t "client_msg_id"
 
 /* The members of conversation conv as "1,2,3": whom a new message is pushed to. */
 #define MEMBER_IDS(conv)                                                                           \
-    "(SELECT string_agg(user_id::text, ',') FROM members WHERE conversation_id = " conv "::bigint)"
+    "(SELECT string_agg(user_id::text, ',') FROM members WHERE conversation_id = " conv "::"       \
+    "bigint)"
 
 void chat_encode_message(chat_buf_t *b, const PGresult *res, int row, int col)
 {
@@ -45,13 +46,13 @@ struct msg_op {
     void *arg;
     chat_ctx_t *ctx;
     int64_t conv_id;
-    int status;          /* send: the answer to give once the cache is invalidated */
-    chat_buf_t body;     /* send: the message object */
+    int status;      /* send: the answer to give once the cache is invalidated */
+    chat_buf_t body; /* send: the message object */
     char conv[24], sender[24];
-    char *client_msg_id; /* send only, owned */
+    char *client_msg_id;        /* send only, owned */
     char op_id[CHAT_OP_ID_LEN]; /* send only */
-    char *members;       /* send: "1,2,3", the members to push a new message to; owned */
-    int limit, offset;   /* history only */
+    char *members;              /* send: "1,2,3", the members to push a new message to; owned */
+    int limit, offset;          /* history only */
 };
 
 static struct msg_op *op_new(chat_ctx_t *ctx, chat_reply_cb cb, void *arg)
@@ -161,11 +162,13 @@ static void send_cb(const chat_db_result_t *r, void *arg)
          * Answer with the original.
          */
         const char *params[] = {op->sender, op->conv, op->client_msg_id, op->op_id};
-        chat_db_stmt_t st = {"SELECT " MSG_COLUMNS("") ", " MEMBER_IDS("$2") ", "
-                             "op_id IS NOT DISTINCT FROM $4::uuid "
-                             "FROM messages WHERE (sender_id = $1 AND conversation_id = $2 "
-                             "AND client_msg_id = $3) OR op_id = $4::uuid",
-                             4, params};
+        chat_db_stmt_t st = {
+            "SELECT " MSG_COLUMNS("") ", " MEMBER_IDS(
+                "$2") ", "
+                      "op_id IS NOT DISTINCT FROM $4::uuid "
+                      "FROM messages WHERE (sender_id = $1 AND conversation_id = $2 "
+                      "AND client_msg_id = $3) OR op_id = $4::uuid",
+            4, params};
         chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, existing_cb, op);
     }
 }
@@ -201,9 +204,10 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
         "upd AS (UPDATE conversations c SET message_count = c.message_count + 1, "
         "  last_message_at = GREATEST(c.last_message_at, ins.created_at) "
         "  FROM ins WHERE c.id = ins.conversation_id RETURNING 1) "
-        "SELECT (SELECT count(*) FROM ok), " MSG_COLUMNS("ins.") ", (SELECT count(*) FROM upd), "
-        MEMBER_IDS("$1") " "
-        "FROM (SELECT 1) one LEFT JOIN ins ON true",
+        "SELECT (SELECT count(*) FROM ok), " MSG_COLUMNS(
+            "ins.") ", (SELECT count(*) FROM upd), " MEMBER_IDS("$1") " "
+                                                                      "FROM (SELECT 1) one LEFT "
+                                                                      "JOIN ins ON true",
         5, params};
     /* The op_id makes a repeated send harmless, so it may be sent again. */
     chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, send_cb, op);
@@ -267,11 +271,12 @@ static void history_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_r
      * backwards along messages_conversation_id_id.
      */
     chat_db_stmt_t st = {
-        "SELECT " MSG_COLUMNS("p.") " FROM members mem LEFT JOIN LATERAL ("
-        "  SELECT * FROM messages WHERE conversation_id = $1 "
-        "  AND ($5::bigint IS NULL OR id < $5::bigint) "
-        "  ORDER BY id DESC LIMIT $3::int OFFSET $4::int) p ON true "
-        "WHERE mem.conversation_id = $1 AND mem.user_id = $2 ORDER BY p.id DESC",
+        "SELECT " MSG_COLUMNS(
+            "p.") " FROM members mem LEFT JOIN LATERAL ("
+                  "  SELECT * FROM messages WHERE conversation_id = $1 "
+                  "  AND ($5::bigint IS NULL OR id < $5::bigint) "
+                  "  ORDER BY id DESC LIMIT $3::int OFFSET $4::int) p ON true "
+                  "WHERE mem.conversation_id = $1 AND mem.user_id = $2 ORDER BY p.id DESC",
         5, params};
     chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
 }
@@ -309,8 +314,7 @@ static void count_cb(const chat_db_result_t *r, void *arg)
     op_free(op);
 }
 
-static void count_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb,
-                     void *arg)
+static void count_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb, void *arg)
 {
     int64_t conv_id = *(const int64_t *)what;
     struct msg_op *op = op_new(ctx, cb, arg);
@@ -333,6 +337,6 @@ void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply
     char prefix[CHAT_CACHE_KEY_MAX];
     chat_cache_key_count(prefix, conv_id);
     chat_cached_read(ctx, caller, CHAT_CACHE_COUNT, conv_id, prefix,
-                     chat_cache_ttl(CHAT_CACHE_COUNT, 0, 0), count_db, &conv_id, sizeof conv_id,
-                     cb, arg);
+                     chat_cache_ttl(CHAT_CACHE_COUNT, 0, 0), count_db, &conv_id, sizeof conv_id, cb,
+                     arg);
 }

@@ -12,7 +12,7 @@
 struct user_op {
     chat_reply_cb cb;
     void *arg;
-    char token[64]; /* sign-up only: returned once, never stored */
+    char token[64];                   /* sign-up only: returned once, never stored */
     char hash_hex[CHAT_HASH_HEX_LEN]; /* sign-up only */
     chat_ctx_t *ctx;
 };
@@ -64,9 +64,9 @@ static void create_cb(const chat_db_result_t *r, void *arg)
          * token minted for this request tells the two apart.
          */
         const char *params[] = {op->hash_hex};
-        chat_db_stmt_t st = {"SELECT u.id, u.name, " CHAT_SQL_TS("u.created_at")
-                             " FROM tokens t JOIN users u ON u.id = t.user_id "
-                             "WHERE t.hash = $1::bytea",
+        chat_db_stmt_t st = {"SELECT u.id, u.name, " CHAT_SQL_TS(
+                                 "u.created_at") " FROM tokens t JOIN users u ON u.id = t.user_id "
+                                                 "WHERE t.hash = $1::bytea",
                              1, params};
         chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, own_cb, op);
         return;
@@ -122,8 +122,7 @@ static void get_cb(const chat_db_result_t *r, void *arg)
     free(op);
 }
 
-static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb,
-                   void *arg)
+static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb, void *arg)
 {
     int64_t id = *(const int64_t *)what;
     struct user_op *op = chat_calloc(1, sizeof *op);

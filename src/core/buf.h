@@ -15,7 +15,10 @@ typedef struct chat_buf {
     size_t cap;
 } chat_buf_t;
 
-#define CHAT_BUF_INIT {NULL, 0, 0}
+#define CHAT_BUF_INIT                                                                              \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void chat_buf_init(chat_buf_t *b);
 /** Frees the storage; the buffer is empty and reusable afterwards. */

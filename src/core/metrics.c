@@ -16,8 +16,8 @@ struct chat_metric {
     chat_metric_t *next;
     chat_metric_family_t *family;
     char *labels;
-    _Atomic uint64_t value; /* bits of a double (counter, gauge, histogram sum) */
-    _Atomic uint64_t count; /* histogram only */
+    _Atomic uint64_t value;    /* bits of a double (counter, gauge, histogram sum) */
+    _Atomic uint64_t count;    /* histogram only */
     _Atomic uint64_t *buckets; /* histogram only: one per bound, not cumulative */
 };
 
@@ -42,9 +42,8 @@ static chat_metric_family_t *families, *families_tail;
 static struct hook hooks[16];
 static int nhooks;
 
-const double chat_metrics_latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                              0.1,    0.25,  0.5,    1,     2.5,  5,     10,
-                                              30,     60};
+const double chat_metrics_latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                              0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
 const int chat_metrics_latency_nbounds = (int)CHAT_ARRAY_LEN(chat_metrics_latency_bounds);
 
 static double bits_to_double(uint64_t b)

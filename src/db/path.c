@@ -35,9 +35,9 @@ typedef struct ptx {
     chat_db_cb cb;
     void *arg;
     int flags, n, attempts;
-    uint64_t deadline; /* loop ms: no more sends after this */
+    uint64_t deadline;   /* loop ms: no more sends after this */
     uint64_t hold_until; /* loop ms: the end of the wait for a path once held */
-    double waited;     /* queue wait of the attempts so far, seconds */
+    double waited;       /* queue wait of the attempts so far, seconds */
     chat_db_stmt_t stmts[CHAT_DB_MAX_STMTS];
     /* parameter pointers and strings follow */
 } ptx_t;
@@ -51,8 +51,8 @@ struct chat_db {
     int bad_ticks, good_ticks;
     int nbuckets, bucket;
     struct bucket *buckets;
-    uint64_t hold_ms;          /* current hold time */
-    uint64_t back_at;          /* loop ms of the last move back to the pooler */
+    uint64_t hold_ms; /* current hold time */
+    uint64_t back_at; /* loop ms of the last move back to the pooler */
     int probe_inflight, probe_ok;
     uint64_t probe_started;
     ptx_t *held, **held_tail;
@@ -182,8 +182,8 @@ static void ptx_cb(const chat_db_result_t *r, void *arg)
     if (r->status != CHAT_DB_OK && may_hold(db, t, r)) {
         t->waited += r->queue_wait;
         if (!t->hold_until) {
-            t->hold_until = uv_now(db->loop) + HOLD_LIMIT_MS +
-                            (uint64_t)db->cfg.pooler.connect_timeout_ms;
+            t->hold_until =
+                uv_now(db->loop) + HOLD_LIMIT_MS + (uint64_t)db->cfg.pooler.connect_timeout_ms;
             if (t->hold_until > t->deadline)
                 t->hold_until = t->deadline;
         }
@@ -303,8 +303,9 @@ static void switch_to(chat_db_t *db, int to_direct, int reason, const char *deta
         db->bad_ticks = 0;
         db->back_at = now;
         window_reset(db);
-        chat_log_info("event=db_path_switch worker=%d from=direct to=pooler reason=%s detail=\"%s\"",
-                      db->cfg.worker, reason_label[reason], detail);
+        chat_log_info(
+            "event=db_path_switch worker=%d from=direct to=pooler reason=%s detail=\"%s\"",
+            db->cfg.worker, reason_label[reason], detail);
     }
     chat_metric_inc(m_switches[reason]);
     if (db->cfg.on_switch)

@@ -24,11 +24,11 @@ typedef struct chat_db_path_config {
     chat_db_pool_config_t pooler; /* the pooler pool (conninfo, size, timeouts) */
     const char *direct_conninfo;  /* NULL (or the same URL): no fallback */
     int direct_size;
-    int error_percent;     /* pooler error ratio that trips the switch; 0 = never */
-    int queue_wait_ms;     /* pooler queue-wait p95 that trips the switch; 0 = never */
-    int window_ms;         /* window both are measured over */
-    int hold_ms;           /* healthy time before moving back */
-    int worker;            /* for logs */
+    int error_percent; /* pooler error ratio that trips the switch; 0 = never */
+    int queue_wait_ms; /* pooler queue-wait p95 that trips the switch; 0 = never */
+    int window_ms;     /* window both are measured over */
+    int hold_ms;       /* healthy time before moving back */
+    int worker;        /* for logs */
     void (*on_switch)(int to_direct, void *arg);
     void *switch_arg;
 } chat_db_path_config_t;

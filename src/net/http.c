@@ -89,8 +89,8 @@ struct req {
     bool has_upgrade;
     bool upgrade_req; /* http-parser saw a GET with Upgrade and Connection: upgrade */
     bool ws_accept;   /* answered 101 by chat_http_upgrade() */
-    uint64_t t_head; /* uv_hrtime() when the head was complete */
-    chat_buf_t url;  /* path NUL query NUL after the head is complete */
+    uint64_t t_head;  /* uv_hrtime() when the head was complete */
+    chat_buf_t url;   /* path NUL query NUL after the head is complete */
     chat_buf_t body;
     chat_buf_t auth;
     chat_buf_t upgrade;
@@ -139,7 +139,7 @@ struct conn {
     bool closing;
     bool no_more; /* read no further requests: close once the queue is written */
     bool lingering;
-    bool wrote_now;        /* an answer went out in full inside uv_try_write */
+    bool wrote_now; /* an answer went out in full inside uv_try_write */
     bool peer_eof;
     bool counted; /* holds a slot of open_connections */
     bool in_process;
@@ -155,9 +155,9 @@ struct conn {
     void *ws_ud;
     char *ws_stash;
     size_t ws_stash_len;
-    chat_buf_t ws_out;  /* frames serialised by the engine, not yet given to uv_write */
-    bool ws_live;       /* the 101 is on its way: frames may follow it */
-    bool ws_ping_sent;  /* a ping is out and the client has sent nothing since */
+    chat_buf_t ws_out; /* frames serialised by the engine, not yet given to uv_write */
+    bool ws_live;      /* the 101 is on its way: frames may follow it */
+    bool ws_ping_sent; /* a ping is out and the client has sent nothing since */
 };
 
 typedef struct mslot {
@@ -1399,7 +1399,9 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
     if (!no_body)
         chat_buf_printf(&h, "Content-Length: %zu\r\n", len);
     chat_buf_printf(&h, "Date: %s\r\nConnection: %s\r\n", http_date(c->srv),
-                    r->ws_accept ? "Upgrade" : close ? "close" : "keep-alive");
+                    r->ws_accept ? "Upgrade"
+                    : close      ? "close"
+                                 : "keep-alive");
     if (hlen)
         chat_buf_append(&h, headers, hlen);
     chat_buf_puts(&h, "\r\n");

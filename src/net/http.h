@@ -26,9 +26,9 @@ struct chat_http_request {
     const char *method_str; /* "GET", ... */
     const char *path;       /* raw path, without the query, e.g. "/api/v1/users/1" */
     size_t path_len;
-    const char *query;      /* raw query without '?', NULL when there is none */
+    const char *query; /* raw query without '?', NULL when there is none */
     size_t query_len;
-    const char *body;       /* never NULL; "" when there is no body */
+    const char *body; /* never NULL; "" when there is no body */
     size_t body_len;
     const char *authorization; /* value of the Authorization header, NULL if absent */
     const char *upgrade;       /* value of the Upgrade header, NULL if absent */
@@ -60,10 +60,10 @@ typedef void (*chat_http_handler_cb)(chat_http_request_t *req);
 typedef struct chat_http_server_config {
     const char *host;
     int port;
-    int header_timeout_ms; /* full request head must arrive within this: else close */
-    int idle_timeout_ms;   /* idle keep-alive connection closes after this */
-    size_t max_head;       /* request line + headers: over this -> 431 (16 KiB) */
-    size_t max_body;       /* body (also chunked, decoded): over this -> 413 (64 KiB) */
+    int header_timeout_ms;     /* full request head must arrive within this: else close */
+    int idle_timeout_ms;       /* idle keep-alive connection closes after this */
+    size_t max_head;           /* request line + headers: over this -> 431 (16 KiB) */
+    size_t max_body;           /* body (also chunked, decoded): over this -> 413 (64 KiB) */
     size_t max_pending_output; /* stop reading a client whose unsent output exceeds this;
                                   a WebSocket client past it is dropped */
     int ws_ping_interval_ms;   /* a WebSocket silent this long is pinged, and dropped when
@@ -103,8 +103,8 @@ bool chat_http_request_cancelled(const chat_http_request_t *req);
  * "Content-Type: application/json" are added. body is copied.
  * For a cancelled request it only frees.
  */
-void chat_http_respond(chat_http_request_t *req, int status, const char *headers,
-                       const char *body, size_t body_len);
+void chat_http_respond(chat_http_request_t *req, int status, const char *headers, const char *body,
+                       size_t body_len);
 
 /**
  * Like chat_http_respond(), but takes ownership of body (malloc'd, freed by

@@ -51,7 +51,8 @@ static void test_routes(void **state)
     assert_null(match("", NULL, 0));
     const char *seg;
     size_t len;
-    const chat_route_t *r = chat_api_route_match("/api/v1/conversations/1/messages", 32, &seg, &len);
+    const chat_route_t *r =
+        chat_api_route_match("/api/v1/conversations/1/messages", 32, &seg, &len);
     assert_string_equal(chat_api_route_allow(r), "GET, POST");
 }
 
@@ -95,11 +96,15 @@ static void test_history_query(void **state)
     assert_int_equal(p.limit, 1);
     assert_int_equal(parse("%6cimit=7", &p), 0); /* percent-encoded name */
     assert_int_equal(p.limit, 7);
-    const char *bad[] = {"limit=0",     "limit=101",      "limit=abc",     "limit=1.5",
-                         "limit=",      "limit",          "limit=-1",      "limit=1&limit=2",
-                         "offset=-1",   "offset=100001",  "offset=1e3",    "before_id=0",
-                         "before_id=x", "before_id=99999999999999999999", "limit=%zz",
-                         "limit=+5",    "offset=1&offset=1"};
+    const char *bad[] = {"limit=0",          "limit=101",
+                         "limit=abc",        "limit=1.5",
+                         "limit=",           "limit",
+                         "limit=-1",         "limit=1&limit=2",
+                         "offset=-1",        "offset=100001",
+                         "offset=1e3",       "before_id=0",
+                         "before_id=x",      "before_id=99999999999999999999",
+                         "limit=%zz",        "limit=+5",
+                         "offset=1&offset=1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (parse(bad[i], &p) != -1)
             fail_msg("accepted %s", bad[i]);
@@ -134,9 +139,10 @@ static void test_tokens(void **state)
     unsigned char h[32];
     chat_auth_token_hash("abc", 3, h);
     /* SHA-256("abc") */
-    static const unsigned char want[32] = {
-        0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
-        0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad};
+    static const unsigned char want[32] = {0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea,
+                                           0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
+                                           0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c,
+                                           0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad};
     assert_memory_equal(h, want, 32);
     assert_true(chat_auth_equal("secret", 6, "secret", 6));
     assert_false(chat_auth_equal("secret", 6, "secreT", 6));

@@ -145,7 +145,8 @@ static void test_local_expires(void **state)
     size_t before = chat_local_bytes(l);
     assert_true(before > 0);
     for (int i = 0; i < 4; i++)
-        chat_local_put(l, "msg:count:1", "msg:count:1:ex", "1", 1, 200, 100); /* already expired: not kept */
+        chat_local_put(l, "msg:count:1", "msg:count:1:ex", "1", 1, 200,
+                       100); /* already expired: not kept */
     assert_int_equal(chat_local_bytes(l), 0);
     chat_local_destroy(l);
 }

@@ -61,21 +61,22 @@ static void test_json_string_escaping(void **state)
     assert_string_equal(b.data, "null");
     chat_buf_reset(&b);
     chat_json_error(&b, "not_found", "no such user");
-    assert_string_equal(b.data, "{\"error\":{\"code\":\"not_found\",\"message\":\"no such user\"}}");
+    assert_string_equal(b.data,
+                        "{\"error\":{\"code\":\"not_found\",\"message\":\"no such user\"}}");
     chat_buf_dispose(&b);
 }
 
 static void test_utf8_count(void **state)
 {
     assert_int_equal(chat_utf8_count("abc", 3), 3);
-    assert_int_equal(chat_utf8_count("\xc3\xa9", 2), 1);                 /* é */
-    assert_int_equal(chat_utf8_count("\xe2\x82\xac", 3), 1);             /* € */
-    assert_int_equal(chat_utf8_count("\xf0\x9f\x98\x80", 4), 1);         /* emoji */
-    assert_int_equal(chat_utf8_count("\xff", 1), -1);                    /* invalid byte */
-    assert_int_equal(chat_utf8_count("\xc0\xaf", 2), -1);                /* overlong */
-    assert_int_equal(chat_utf8_count("\xed\xa0\x80", 3), -1);            /* surrogate */
-    assert_int_equal(chat_utf8_count("\xf4\x90\x80\x80", 4), -1);        /* > U+10FFFF */
-    assert_int_equal(chat_utf8_count("\xe2\x82", 2), -1);                /* truncated */
+    assert_int_equal(chat_utf8_count("\xc3\xa9", 2), 1);          /* é */
+    assert_int_equal(chat_utf8_count("\xe2\x82\xac", 3), 1);      /* € */
+    assert_int_equal(chat_utf8_count("\xf0\x9f\x98\x80", 4), 1);  /* emoji */
+    assert_int_equal(chat_utf8_count("\xff", 1), -1);             /* invalid byte */
+    assert_int_equal(chat_utf8_count("\xc0\xaf", 2), -1);         /* overlong */
+    assert_int_equal(chat_utf8_count("\xed\xa0\x80", 3), -1);     /* surrogate */
+    assert_int_equal(chat_utf8_count("\xf4\x90\x80\x80", 4), -1); /* > U+10FFFF */
+    assert_int_equal(chat_utf8_count("\xe2\x82", 2), -1);         /* truncated */
     assert_int_equal(chat_utf8_count("", 0), 0);
 }
 
@@ -142,10 +143,10 @@ static void test_config_defaults(void **state)
 static void test_config_rejects_bad_values(void **state)
 {
     static const char *const cases[][2] = {
-        {"CHATD_DB_POOL_SIZE", "0"},      {"CHATD_DB_POOL_SIZE", "abc"},
-        {"CHATD_LISTEN", "nohost"},        {"CHATD_LISTEN", "127.0.0.1:99999"},
-        {"CACHE_BYPASS", "maybe"},         {"CHATD_SIGNUP", "ajar"},
-        {"CHATD_LOG_LEVEL", "loud"},       {"CHATD_MAX_CONNECTIONS", "-5"},
+        {"CHATD_DB_POOL_SIZE", "0"}, {"CHATD_DB_POOL_SIZE", "abc"},
+        {"CHATD_LISTEN", "nohost"},  {"CHATD_LISTEN", "127.0.0.1:99999"},
+        {"CACHE_BYPASS", "maybe"},   {"CHATD_SIGNUP", "ajar"},
+        {"CHATD_LOG_LEVEL", "loud"}, {"CHATD_MAX_CONNECTIONS", "-5"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *env[] = {cases[i][0], cases[i][1], NULL};
@@ -160,8 +161,7 @@ static void test_config_rejects_bad_values(void **state)
 
 static void test_config_ipv6_listen(void **state)
 {
-    static const char *const env[] = {"CHATD_LISTEN", "[::1]:3100", "CHATD_SIGNUP", "closed",
-                                      NULL};
+    static const char *const env[] = {"CHATD_LISTEN", "[::1]:3100", "CHATD_SIGNUP", "closed", NULL};
     fake_env = env;
     chat_config_t cfg;
     char err[256];

@@ -24,8 +24,8 @@
 #define PORT_LO 26380
 #define PORT_HI 26399
 
-static int g_port;   /* where our server listens */
-static pid_t g_pid;  /* our server, 0 when not running */
+static int g_port;    /* where our server listens */
+static pid_t g_pid;   /* our server, 0 when not running */
 static int g_in_call; /* set around chat_redis_command: a callback then is a bug */
 
 /* ---- the server ---- */
@@ -107,8 +107,10 @@ static void server_kill(void)
 static int group_setup(void **state)
 {
     if (access(REDIS_SERVER, X_OK) != 0) {
-        fprintf(stderr, "test_redis: %s not found; redis-server is a declared dependency "
-                        "(Debian package redis-server)\n", REDIS_SERVER);
+        fprintf(stderr,
+                "test_redis: %s not found; redis-server is a declared dependency "
+                "(Debian package redis-server)\n",
+                REDIS_SERVER);
         return -1;
     }
     for (int p = PORT_LO; p <= PORT_HI; p++) {
@@ -147,9 +149,7 @@ typedef struct env {
     int closed;
 } env_t;
 
-static void on_tick(uv_timer_t *t)
-{
-}
+static void on_tick(uv_timer_t *t) {}
 
 static chat_redis_t *mkclient(env_t *e, int port, int db, int cmd_timeout_ms, int max_pending)
 {
@@ -286,7 +286,8 @@ static rec_t run_cmd(env_t *e, int argc, const char **argv)
 
 static double errors_total(void)
 {
-    return chat_metric_value(chat_metric_series(chat_metrics_counter("chatd_cache_errors_total", ""), ""));
+    return chat_metric_value(
+        chat_metric_series(chat_metrics_counter("chatd_cache_errors_total", ""), ""));
 }
 
 static double late_reads_total(void)
@@ -329,9 +330,10 @@ static int unread_at_least(void *arg)
 static void test_url(void **state)
 {
     static const char *bad[] = {
-        "http://127.0.0.1:1", "redis://", "redis://:1", "redis://h:0", "redis://h:70000",
-        "redis://h:12ab", "redis://h:", "redis://h:1/x", "redis://u:p@h:1", "rediss://h:1",
-        "redis://[::1", "redis://h:1?db=2", "redis://h:1/1/2",
+        "http://127.0.0.1:1", "redis://",       "redis://:1",   "redis://h:0",
+        "redis://h:70000",    "redis://h:12ab", "redis://h:",   "redis://h:1/x",
+        "redis://u:p@h:1",    "rediss://h:1",   "redis://[::1", "redis://h:1?db=2",
+        "redis://h:1/1/2",
     };
     char err[256];
     char *host;

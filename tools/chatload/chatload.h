@@ -10,10 +10,10 @@
 #include <sys/socket.h>
 
 typedef struct {
-  char host[64];                 /* numeric, as given */
-  int port;
-  struct sockaddr_storage addr;  /* resolved target */
-  int ipv6;
+    char host[64]; /* numeric, as given */
+    int port;
+    struct sockaddr_storage addr; /* resolved target */
+    int ipv6;
 } cl_url_t;
 
 /** Parses http://127.x.x.x:port or http://[::1]:port (or localhost); refuses
@@ -24,20 +24,20 @@ int cl_url_parse(cl_url_t *u, const char *s, char *err, size_t errlen);
 long cl_raise_nofile(void);
 
 typedef struct {
-  int64_t id;
-  char *token;
+    int64_t id;
+    char *token;
 } cl_user_t;
 
 typedef struct {
-  int64_t id;
-  int nmembers;
-  int *members; /* indices into users */
+    int64_t id;
+    int nmembers;
+    int *members; /* indices into users */
 } cl_conv_t;
 
 typedef struct {
-  size_t nusers, nconvs;
-  cl_user_t *users;
-  cl_conv_t *convs;
+    size_t nusers, nconvs;
+    cl_user_t *users;
+    cl_conv_t *convs;
 } cl_seed_t;
 
 /** Loads a seed file written by `chatload seed`. 0 or -1 (message on stderr). */

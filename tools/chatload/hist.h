@@ -8,16 +8,16 @@
 
 #include <stdint.h>
 
-#define CL_HIST_SUB 128                       /* sub-buckets per octave */
-#define CL_HIST_LINEAR 256                    /* exact values below this */
-#define CL_HIST_OCTAVES 48                    /* values up to ~2^55 */
+#define CL_HIST_SUB 128    /* sub-buckets per octave */
+#define CL_HIST_LINEAR 256 /* exact values below this */
+#define CL_HIST_OCTAVES 48 /* values up to ~2^55 */
 #define CL_HIST_BUCKETS (CL_HIST_LINEAR + CL_HIST_OCTAVES * CL_HIST_SUB)
 
 typedef struct {
-  uint64_t count;
-  uint64_t min, max;
-  double sum;
-  uint64_t buckets[CL_HIST_BUCKETS];
+    uint64_t count;
+    uint64_t min, max;
+    double sum;
+    uint64_t buckets[CL_HIST_BUCKETS];
 } cl_hist_t;
 
 /** Empties h. */

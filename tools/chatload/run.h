@@ -19,12 +19,12 @@ extern const char *const cl_op_names[CL_OP_N];
 
 /* One read of chatd's /metrics, sums over label sets. */
 typedef struct {
-  double t;   /* seconds since the run started */
-  int stage;  /* stage running when it was taken, -1 before the first */
-  int ok;     /* the chatd metrics were found */
-  double hits, misses, hit_ratio, pool_waiting, queries;
-  int nle;
-  double le[CL_MAX_LE], cum[CL_MAX_LE]; /* queue-wait buckets, seconds; +Inf last */
+    double t;  /* seconds since the run started */
+    int stage; /* stage running when it was taken, -1 before the first */
+    int ok;    /* the chatd metrics were found */
+    double hits, misses, hit_ratio, pool_waiting, queries;
+    int nle;
+    double le[CL_MAX_LE], cum[CL_MAX_LE]; /* queue-wait buckets, seconds; +Inf last */
 } cl_scrape_t;
 
 /** Fills s from Prometheus text exposition; s->ok = 0 when nothing matched. */
@@ -35,38 +35,38 @@ double cl_scrape_wait_quantile(const cl_scrape_t *a, const cl_scrape_t *b, doubl
 
 /* One progress second. */
 typedef struct {
-  double t;
-  int stage;
-  uint64_t completed, errors;
-  double p50_ms, p95_ms, p99_ms;
-  size_t queued;
-  int open_conns;
+    double t;
+    int stage;
+    uint64_t completed, errors;
+    double p50_ms, p95_ms, p99_ms;
+    size_t queued;
+    int open_conns;
 } cl_tick_t;
 
 typedef struct {
-  int conns;
-  double rate, seconds;
-  uint64_t due, sent, completed, errors;
-  uint64_t status[CL_STATUS_SLOTS];
-  cl_hist_t hist[CL_OP_N + 1]; /* [CL_OP_N] = all operations */
-  double t_start, t_end;
-  double ramp_seconds; /* opening connections before the stage clock started */
-  int open_at_start;
-  int capped; /* connections lowered to fit the descriptor limit */
+    int conns;
+    double rate, seconds;
+    uint64_t due, sent, completed, errors;
+    uint64_t status[CL_STATUS_SLOTS];
+    cl_hist_t hist[CL_OP_N + 1]; /* [CL_OP_N] = all operations */
+    double t_start, t_end;
+    double ramp_seconds; /* opening connections before the stage clock started */
+    int open_at_start;
+    int capped; /* connections lowered to fit the descriptor limit */
 } cl_stage_t;
 
 typedef struct {
-  const char *url, *mix, *seedfile;
-  double zipf;
-  unsigned long long seed;
-  int nstages;
-  cl_stage_t *stages;
-  size_t nticks, nscrapes;
-  cl_tick_t *ticks;
-  cl_scrape_t *scrapes;
-  uint64_t connect_errors, dropped, retries;
-  double duration;
-  int interrupted; /* stopped early by a signal */
+    const char *url, *mix, *seedfile;
+    double zipf;
+    unsigned long long seed;
+    int nstages;
+    cl_stage_t *stages;
+    size_t nticks, nscrapes;
+    cl_tick_t *ticks;
+    cl_scrape_t *scrapes;
+    uint64_t connect_errors, dropped, retries;
+    double duration;
+    int interrupted; /* stopped early by a signal */
 } cl_results_t;
 
 int cl_report_json(const cl_results_t *r, const char *path);

@@ -26,142 +26,150 @@
 #define BATCH 64
 
 typedef struct {
-  int status;
-  char *body;
-  size_t len;
+    int status;
+    char *body;
+    size_t len;
 } resp_t;
 
 typedef struct {
-  int fd;
-  http_parser parser;
-  http_parser_settings settings;
-  resp_t *resps;
-  int want, got;
-  char *cur;
-  size_t curlen;
+    int fd;
+    http_parser parser;
+    http_parser_settings settings;
+    resp_t *resps;
+    int want, got;
+    char *cur;
+    size_t curlen;
 } bconn_t;
 
-static int on_body(http_parser *p, const char *at, size_t n) {
-  bconn_t *c = p->data;
-  c->cur = realloc(c->cur, c->curlen + n + 1);
-  if (!c->cur)
-    abort();
-  memcpy(c->cur + c->curlen, at, n);
-  c->curlen += n;
-  c->cur[c->curlen] = 0;
-  return 0;
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    bconn_t *c = p->data;
+    c->cur = realloc(c->cur, c->curlen + n + 1);
+    if (!c->cur)
+        abort();
+    memcpy(c->cur + c->curlen, at, n);
+    c->curlen += n;
+    c->cur[c->curlen] = 0;
+    return 0;
 }
 
-static int on_complete(http_parser *p) {
-  bconn_t *c = p->data;
-  if (c->got < c->want) {
-    c->resps[c->got].status = (int)p->status_code;
-    c->resps[c->got].body = c->cur ? c->cur : strdup("");
-    c->resps[c->got].len = c->curlen;
-    c->got++;
-  } else {
-    free(c->cur);
-  }
-  c->cur = NULL;
-  c->curlen = 0;
-  return 0;
+static int on_complete(http_parser *p)
+{
+    bconn_t *c = p->data;
+    if (c->got < c->want) {
+        c->resps[c->got].status = (int)p->status_code;
+        c->resps[c->got].body = c->cur ? c->cur : strdup("");
+        c->resps[c->got].len = c->curlen;
+        c->got++;
+    } else {
+        free(c->cur);
+    }
+    c->cur = NULL;
+    c->curlen = 0;
+    return 0;
 }
 
-static int bconn_open(bconn_t *c, const cl_url_t *u) {
-  memset(c, 0, sizeof *c);
-  c->fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (c->fd < 0)
-    return -1;
-  socklen_t len = u->ipv6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-  if (connect(c->fd, (const struct sockaddr *)&u->addr, len) != 0) {
-    close(c->fd);
-    return -1;
-  }
-  http_parser_settings_init(&c->settings);
-  c->settings.on_body = on_body;
-  c->settings.on_message_complete = on_complete;
-  http_parser_init(&c->parser, HTTP_RESPONSE);
-  c->parser.data = c;
-  return 0;
+static int bconn_open(bconn_t *c, const cl_url_t *u)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        return -1;
+    socklen_t len = u->ipv6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (connect(c->fd, (const struct sockaddr *)&u->addr, len) != 0) {
+        close(c->fd);
+        return -1;
+    }
+    http_parser_settings_init(&c->settings);
+    c->settings.on_body = on_body;
+    c->settings.on_message_complete = on_complete;
+    http_parser_init(&c->parser, HTTP_RESPONSE);
+    c->parser.data = c;
+    return 0;
 }
 
 /* Sends n pipelined requests (already formatted, concatenated in req) and
  * reads n answers into resps. 0, or -1 on a transport or parse error. */
-static int bconn_batch(bconn_t *c, const char *req, size_t reqlen, resp_t *resps, int n) {
-  c->resps = resps;
-  c->want = n;
-  c->got = 0;
-  size_t off = 0;
-  while (off < reqlen) {
-    ssize_t w = write(c->fd, req + off, reqlen - off);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0)
-      return -1;
-    off += (size_t)w;
-  }
-  char buf[65536];
-  while (c->got < n) {
-    ssize_t r = read(c->fd, buf, sizeof buf);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return -1;
-    size_t used = http_parser_execute(&c->parser, &c->settings, buf, (size_t)r);
-    if (c->parser.http_errno != HPE_OK || used != (size_t)r)
-      return -1;
-  }
-  return 0;
+static int bconn_batch(bconn_t *c, const char *req, size_t reqlen, resp_t *resps, int n)
+{
+    c->resps = resps;
+    c->want = n;
+    c->got = 0;
+    size_t off = 0;
+    while (off < reqlen) {
+        ssize_t w = write(c->fd, req + off, reqlen - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        off += (size_t)w;
+    }
+    char buf[65536];
+    while (c->got < n) {
+        ssize_t r = read(c->fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        size_t used = http_parser_execute(&c->parser, &c->settings, buf, (size_t)r);
+        if (c->parser.http_errno != HPE_OK || used != (size_t)r)
+            return -1;
+    }
+    return 0;
 }
 
 typedef struct {
-  char *data;
-  size_t len, cap;
+    char *data;
+    size_t len, cap;
 } sbuf_t;
 
 static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->data ? b->data + b->len : NULL, b->data ? b->cap - b->len : 0, fmt, ap);
-    va_end(ap);
-    if (b->data && (size_t)n < b->cap - b->len) {
-      b->len += (size_t)n;
-      return;
+static void sb_printf(sbuf_t *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n =
+            vsnprintf(b->data ? b->data + b->len : NULL, b->data ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (b->data && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = (b->cap + (size_t)n + 1) * 2;
+        b->data = realloc(b->data, b->cap);
+        if (!b->data)
+            abort();
     }
-    b->cap = (b->cap + (size_t)n + 1) * 2;
-    b->data = realloc(b->data, b->cap);
-    if (!b->data)
-      abort();
-  }
 }
 
 static void add_request(sbuf_t *b, const cl_url_t *u, const char *method, const char *path,
-                        const char *token, const char *body) {
-  sb_printf(b, "%s %s HTTP/1.1\r\nHost: %s:%d\r\n", method, path, u->host, u->port);
-  if (token)
-    sb_printf(b, "Authorization: Bearer %s\r\n", token);
-  sb_printf(b, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+                        const char *token, const char *body)
+{
+    sb_printf(b, "%s %s HTTP/1.1\r\nHost: %s:%d\r\n", method, path, u->host, u->port);
+    if (token)
+        sb_printf(b, "Authorization: Bearer %s\r\n", token);
+    sb_printf(b, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body),
+              body);
 }
 
 #define MAX_PARALLEL 64
 
 typedef struct {
-  const cl_url_t *u;
-  const cl_user_t *users;
-  const cl_conv_t *convs;
-  unsigned tag;
-  long nmsgs;
-  int parallel;
-  int *conv, *sender; /* per message: conversation index, user index */
-  atomic_long done;
-  atomic_int failed;
+    const cl_url_t *u;
+    const cl_user_t *users;
+    const cl_conv_t *convs;
+    unsigned tag;
+    long nmsgs;
+    int parallel;
+    int *conv, *sender; /* per message: conversation index, user index */
+    atomic_long done;
+    atomic_int failed;
 } msg_job_t;
 
 typedef struct {
-  msg_job_t *job;
-  int index;
+    msg_job_t *job;
+    int index;
 } msg_worker_t;
 
 static int run_batch(bconn_t *c, sbuf_t *b, resp_t *resps, int n, const char *what);
@@ -169,279 +177,336 @@ static void free_resps(resp_t *r, int n);
 
 /* Thread body: sends messages index, index+parallel, ... on its own
  * keep-alive connection, BATCH pipelined at a time. */
-static void *send_messages(void *arg) {
-  msg_worker_t *w = arg;
-  msg_job_t *j = w->job;
-  bconn_t c;
-  if (bconn_open(&c, j->u) != 0) {
-    fprintf(stderr, "chatload seed: cannot connect: %s\n", strerror(errno));
-    atomic_store(&j->failed, 1);
+static void *send_messages(void *arg)
+{
+    msg_worker_t *w = arg;
+    msg_job_t *j = w->job;
+    bconn_t c;
+    if (bconn_open(&c, j->u) != 0) {
+        fprintf(stderr, "chatload seed: cannot connect: %s\n", strerror(errno));
+        atomic_store(&j->failed, 1);
+        return NULL;
+    }
+    resp_t resps[BATCH];
+    memset(resps, 0, sizeof resps);
+    sbuf_t b = {0};
+    char path[128], body[128];
+    long i = w->index;
+    while (i < j->nmsgs && !atomic_load(&j->failed)) {
+        int n = 0;
+        for (; n < BATCH && i < j->nmsgs; n++, i += j->parallel) {
+            snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages",
+                     (long long)j->convs[j->conv[i]].id);
+            snprintf(body, sizeof body, "{\"body\":\"seed message %ld of run %06x\"}", i, j->tag);
+            add_request(&b, j->u, "POST", path, j->users[j->sender[i]].token, body);
+        }
+        if (run_batch(&c, &b, resps, n, "messages") != 0) {
+            atomic_store(&j->failed, 1);
+            break;
+        }
+        free_resps(resps, n);
+        long d = atomic_fetch_add(&j->done, n) + n;
+        if (d / 10000 != (d - n) / 10000)
+            fprintf(stderr, "chatload seed: %ld/%ld messages\n", d, j->nmsgs);
+    }
+    free_resps(resps, BATCH);
+    free(b.data);
+    free(c.cur);
+    close(c.fd);
     return NULL;
-  }
-  resp_t resps[BATCH];
-  memset(resps, 0, sizeof resps);
-  sbuf_t b = {0};
-  char path[128], body[128];
-  long i = w->index;
-  while (i < j->nmsgs && !atomic_load(&j->failed)) {
-    int n = 0;
-    for (; n < BATCH && i < j->nmsgs; n++, i += j->parallel) {
-      snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages", (long long)j->convs[j->conv[i]].id);
-      snprintf(body, sizeof body, "{\"body\":\"seed message %ld of run %06x\"}", i, j->tag);
-      add_request(&b, j->u, "POST", path, j->users[j->sender[i]].token, body);
-    }
-    if (run_batch(&c, &b, resps, n, "messages") != 0) {
-      atomic_store(&j->failed, 1);
-      break;
-    }
-    free_resps(resps, n);
-    long d = atomic_fetch_add(&j->done, n) + n;
-    if (d / 10000 != (d - n) / 10000)
-      fprintf(stderr, "chatload seed: %ld/%ld messages\n", d, j->nmsgs);
-  }
-  free_resps(resps, BATCH);
-  free(b.data);
-  free(c.cur);
-  close(c.fd);
-  return NULL;
 }
 
-static void usage(void) {
-  fprintf(stderr,
-          "usage: chatload seed --url http://127.0.0.1:3000 --users N --conversations N\n"
-          "                     --messages N [--members K] [--zipf S] [--seed N] [--parallel P]\n"
-          "                     --out seed.json\n"
-          "       chatload seed --copy --db-url postgresql://chat:...@127.0.0.1:5432/chat\n"
-          "                     --users N --conversations N --messages N [--members K] [--zipf S]\n"
-          "                     [--seed N] --out seed.json\n");
+static void usage(void)
+{
+    fprintf(
+        stderr,
+        "usage: chatload seed --url http://127.0.0.1:3000 --users N --conversations N\n"
+        "                     --messages N [--members K] [--zipf S] [--seed N] [--parallel P]\n"
+        "                     --out seed.json\n"
+        "       chatload seed --copy --db-url postgresql://chat:...@127.0.0.1:5432/chat\n"
+        "                     --users N --conversations N --messages N [--members K] [--zipf S]\n"
+        "                     [--seed N] --out seed.json\n");
 }
 
-void cl_seed_draw_members(cl_rng_t *rng, long nusers, long max_members, cl_conv_t *cv) {
-  long want = 1 + (long)cl_rng_below(rng, (uint64_t)max_members);
-  if (want > nusers)
-    want = nusers;
-  cv->nmembers = 0;
-  cv->members = calloc((size_t)want, sizeof *cv->members);
-  if (!cv->members)
-    abort();
-  while (cv->nmembers < want) {
-    int cand = (int)cl_rng_below(rng, (uint64_t)nusers), dup = 0;
-    for (int m = 0; m < cv->nmembers; m++)
-      dup |= cv->members[m] == cand;
-    if (!dup)
-      cv->members[cv->nmembers++] = cand;
-  }
+void cl_seed_draw_members(cl_rng_t *rng, long nusers, long max_members, cl_conv_t *cv)
+{
+    long want = 1 + (long)cl_rng_below(rng, (uint64_t)max_members);
+    if (want > nusers)
+        want = nusers;
+    cv->nmembers = 0;
+    cv->members = calloc((size_t)want, sizeof *cv->members);
+    if (!cv->members)
+        abort();
+    while (cv->nmembers < want) {
+        int cand = (int)cl_rng_below(rng, (uint64_t)nusers), dup = 0;
+        for (int m = 0; m < cv->nmembers; m++)
+            dup |= cv->members[m] == cand;
+        if (!dup)
+            cv->members[cv->nmembers++] = cand;
+    }
 }
 
 void cl_seed_draw_messages(cl_rng_t *rng, const cl_zipf_t *z, const cl_conv_t *convs, long nmsgs,
-                           int *conv, int *sender) {
-  for (long i = 0; i < nmsgs; i++) {
-    conv[i] = (int)cl_zipf_sample(z, rng);
-    const cl_conv_t *cv = &convs[conv[i]];
-    sender[i] = cv->members[cl_rng_below(rng, (uint64_t)cv->nmembers)];
-  }
+                           int *conv, int *sender)
+{
+    for (long i = 0; i < nmsgs; i++) {
+        conv[i] = (int)cl_zipf_sample(z, rng);
+        const cl_conv_t *cv = &convs[conv[i]];
+        sender[i] = cv->members[cl_rng_below(rng, (uint64_t)cv->nmembers)];
+    }
 }
 
 /* Runs the batch in b against c; on any non-2xx answer, reports and fails. */
-static int run_batch(bconn_t *c, sbuf_t *b, resp_t *resps, int n, const char *what) {
-  if (bconn_batch(c, b->data, b->len, resps, n) != 0) {
-    fprintf(stderr, "chatload seed: connection failed while creating %s\n", what);
-    return -1;
-  }
-  b->len = 0;
-  for (int i = 0; i < n; i++) {
-    if (resps[i].status < 200 || resps[i].status > 299) {
-      fprintf(stderr, "chatload seed: creating %s answered %d: %.300s\n", what, resps[i].status, resps[i].body);
-      return -1;
+static int run_batch(bconn_t *c, sbuf_t *b, resp_t *resps, int n, const char *what)
+{
+    if (bconn_batch(c, b->data, b->len, resps, n) != 0) {
+        fprintf(stderr, "chatload seed: connection failed while creating %s\n", what);
+        return -1;
     }
-  }
-  return 0;
+    b->len = 0;
+    for (int i = 0; i < n; i++) {
+        if (resps[i].status < 200 || resps[i].status > 299) {
+            fprintf(stderr, "chatload seed: creating %s answered %d: %.300s\n", what,
+                    resps[i].status, resps[i].body);
+            return -1;
+        }
+    }
+    return 0;
 }
 
-static void free_resps(resp_t *r, int n) {
-  for (int i = 0; i < n; i++) {
-    free(r[i].body);
-    r[i].body = NULL;
-  }
+static void free_resps(resp_t *r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(r[i].body);
+        r[i].body = NULL;
+    }
 }
 
-static int64_t body_id(const resp_t *r) {
-  json_t *j = json_loadb(r->body, r->len, 0, NULL);
-  int64_t id = j ? json_integer_value(json_object_get(j, "id")) : 0;
-  json_decref(j);
-  return id;
+static int64_t body_id(const resp_t *r)
+{
+    json_t *j = json_loadb(r->body, r->len, 0, NULL);
+    int64_t id = j ? json_integer_value(json_object_get(j, "id")) : 0;
+    json_decref(j);
+    return id;
 }
 
-int cl_cmd_seed(int argc, char **argv) {
-  const char *url = "http://127.0.0.1:3000", *out = NULL, *db_url = NULL;
-  long nusers = 100, nconvs = 50, nmsgs = 1000, members = 4;
-  int parallel = 8, copy = 0;
-  double zipf_s = 1.1;
-  unsigned long long seed = 42;
-  static const struct option opts[] = {
-      {"url", 1, 0, 'u'},      {"users", 1, 0, 'U'}, {"conversations", 1, 0, 'c'},
-      {"messages", 1, 0, 'm'}, {"members", 1, 0, 'k'}, {"zipf", 1, 0, 'z'},
-      {"seed", 1, 0, 's'},     {"out", 1, 0, 'o'},   {"parallel", 1, 0, 'p'}, {"help", 0, 0, 'h'},
-      {"copy", 0, 0, 'C'},     {"db-url", 1, 0, 'D'}, {0, 0, 0, 0}};
-  int ch;
-  optind = 1;
-  while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (ch) {
-    case 'u': url = optarg; break;
-    case 'U': nusers = atol(optarg); break;
-    case 'c': nconvs = atol(optarg); break;
-    case 'm': nmsgs = atol(optarg); break;
-    case 'k': members = atol(optarg); break;
-    case 'z': zipf_s = atof(optarg); break;
-    case 's': seed = strtoull(optarg, NULL, 10); break;
-    case 'o': out = optarg; break;
-    case 'p': parallel = atoi(optarg); break;
-    case 'C': copy = 1; break;
-    case 'D': db_url = optarg; break;
-    default: usage(); return 2;
+int cl_cmd_seed(int argc, char **argv)
+{
+    const char *url = "http://127.0.0.1:3000", *out = NULL, *db_url = NULL;
+    long nusers = 100, nconvs = 50, nmsgs = 1000, members = 4;
+    int parallel = 8, copy = 0;
+    double zipf_s = 1.1;
+    unsigned long long seed = 42;
+    static const struct option opts[] = {{"url", 1, 0, 'u'},
+                                         {"users", 1, 0, 'U'},
+                                         {"conversations", 1, 0, 'c'},
+                                         {"messages", 1, 0, 'm'},
+                                         {"members", 1, 0, 'k'},
+                                         {"zipf", 1, 0, 'z'},
+                                         {"seed", 1, 0, 's'},
+                                         {"out", 1, 0, 'o'},
+                                         {"parallel", 1, 0, 'p'},
+                                         {"help", 0, 0, 'h'},
+                                         {"copy", 0, 0, 'C'},
+                                         {"db-url", 1, 0, 'D'},
+                                         {0, 0, 0, 0}};
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'u':
+            url = optarg;
+            break;
+        case 'U':
+            nusers = atol(optarg);
+            break;
+        case 'c':
+            nconvs = atol(optarg);
+            break;
+        case 'm':
+            nmsgs = atol(optarg);
+            break;
+        case 'k':
+            members = atol(optarg);
+            break;
+        case 'z':
+            zipf_s = atof(optarg);
+            break;
+        case 's':
+            seed = strtoull(optarg, NULL, 10);
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'p':
+            parallel = atoi(optarg);
+            break;
+        case 'C':
+            copy = 1;
+            break;
+        case 'D':
+            db_url = optarg;
+            break;
+        default:
+            usage();
+            return 2;
+        }
     }
-  }
-  if (copy || db_url) {
-    if (!copy || !db_url || !out || nusers < 1 || nconvs < 1 || nmsgs < 0 || members < 1 || nusers > INT_MAX ||
-        nconvs > INT_MAX) {
-      usage();
-      return 2;
+    if (copy || db_url) {
+        if (!copy || !db_url || !out || nusers < 1 || nconvs < 1 || nmsgs < 0 || members < 1 ||
+            nusers > INT_MAX || nconvs > INT_MAX) {
+            usage();
+            return 2;
+        }
+        cl_copy_opts_t co = {.db_url = db_url,
+                             .out = out,
+                             .nusers = nusers,
+                             .nconvs = nconvs,
+                             .nmsgs = nmsgs,
+                             .members = members,
+                             .zipf_s = zipf_s,
+                             .seed = seed};
+        return cl_seed_copy(&co);
     }
-    cl_copy_opts_t co = {.db_url = db_url, .out = out, .nusers = nusers, .nconvs = nconvs, .nmsgs = nmsgs,
-                         .members = members, .zipf_s = zipf_s, .seed = seed};
-    return cl_seed_copy(&co);
-  }
-  if (!out || nusers < 1 || nconvs < 1 || nmsgs < 0 || members < 1 || parallel < 1 || parallel > MAX_PARALLEL) {
-    usage();
-    return 2;
-  }
-  cl_url_t u;
-  char err[256];
-  if (cl_url_parse(&u, url, err, sizeof err) != 0) {
-    fprintf(stderr, "chatload: %s\n", err);
-    return 2;
-  }
-  bconn_t c;
-  if (bconn_open(&c, &u) != 0) {
-    fprintf(stderr, "chatload seed: cannot connect to %s: %s\n", url, strerror(errno));
-    return 1;
-  }
-  cl_rng_t rng;
-  cl_rng_init(&rng, seed);
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  unsigned tag = (unsigned)((now.tv_sec * 1000003ULL + (unsigned long long)now.tv_nsec / 1000) ^ (unsigned)getpid()) & 0xffffff;
+    if (!out || nusers < 1 || nconvs < 1 || nmsgs < 0 || members < 1 || parallel < 1 ||
+        parallel > MAX_PARALLEL) {
+        usage();
+        return 2;
+    }
+    cl_url_t u;
+    char err[256];
+    if (cl_url_parse(&u, url, err, sizeof err) != 0) {
+        fprintf(stderr, "chatload: %s\n", err);
+        return 2;
+    }
+    bconn_t c;
+    if (bconn_open(&c, &u) != 0) {
+        fprintf(stderr, "chatload seed: cannot connect to %s: %s\n", url, strerror(errno));
+        return 1;
+    }
+    cl_rng_t rng;
+    cl_rng_init(&rng, seed);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    unsigned tag = (unsigned)((now.tv_sec * 1000003ULL + (unsigned long long)now.tv_nsec / 1000) ^
+                              (unsigned)getpid()) &
+                   0xffffff;
 
-  cl_user_t *users = calloc((size_t)nusers, sizeof *users);
-  cl_conv_t *convs = calloc((size_t)nconvs, sizeof *convs);
-  resp_t resps[BATCH];
-  memset(resps, 0, sizeof resps);
-  sbuf_t b = {0};
-  char body[512];
-  int rc = 1;
-  if (!users || !convs)
-    abort();
+    cl_user_t *users = calloc((size_t)nusers, sizeof *users);
+    cl_conv_t *convs = calloc((size_t)nconvs, sizeof *convs);
+    resp_t resps[BATCH];
+    memset(resps, 0, sizeof resps);
+    sbuf_t b = {0};
+    char body[512];
+    int rc = 1;
+    if (!users || !convs)
+        abort();
 
-  for (long i = 0; i < nusers; i += BATCH) {
-    int n = (int)(nusers - i < BATCH ? nusers - i : BATCH);
-    for (int k = 0; k < n; k++) {
-      snprintf(body, sizeof body, "{\"name\":\"cl%llu-%06x-u%ld\"}", seed, tag, i + k);
-      add_request(&b, &u, "POST", "/api/v1/users", NULL, body);
+    for (long i = 0; i < nusers; i += BATCH) {
+        int n = (int)(nusers - i < BATCH ? nusers - i : BATCH);
+        for (int k = 0; k < n; k++) {
+            snprintf(body, sizeof body, "{\"name\":\"cl%llu-%06x-u%ld\"}", seed, tag, i + k);
+            add_request(&b, &u, "POST", "/api/v1/users", NULL, body);
+        }
+        if (run_batch(&c, &b, resps, n, "users") != 0)
+            goto done;
+        for (int k = 0; k < n; k++) {
+            json_t *j = json_loadb(resps[k].body, resps[k].len, 0, NULL);
+            users[i + k].id = json_integer_value(json_object_get(j, "id"));
+            const char *t = json_string_value(json_object_get(j, "token"));
+            users[i + k].token = strdup(t ? t : "");
+            json_decref(j);
+        }
+        free_resps(resps, n);
     }
-    if (run_batch(&c, &b, resps, n, "users") != 0)
-      goto done;
-    for (int k = 0; k < n; k++) {
-      json_t *j = json_loadb(resps[k].body, resps[k].len, 0, NULL);
-      users[i + k].id = json_integer_value(json_object_get(j, "id"));
-      const char *t = json_string_value(json_object_get(j, "token"));
-      users[i + k].token = strdup(t ? t : "");
-      json_decref(j);
-    }
-    free_resps(resps, n);
-  }
 
-  for (long i = 0; i < nconvs; i += BATCH) {
-    int n = (int)(nconvs - i < BATCH ? nconvs - i : BATCH);
-    for (int k = 0; k < n; k++) {
-      cl_conv_t *cv = &convs[i + k];
-      cl_seed_draw_members(&rng, nusers, members, cv);
-      int off = snprintf(body, sizeof body, "{\"title\":\"load %ld\",\"member_ids\":[", i + k);
-      for (int m = 1; m < cv->nmembers; m++)
-        off += snprintf(body + off, sizeof body - (size_t)off, "%s%lld", m > 1 ? "," : "",
-                        (long long)users[cv->members[m]].id);
-      snprintf(body + off, sizeof body - (size_t)off, "]}");
-      add_request(&b, &u, "POST", "/api/v1/conversations", users[cv->members[0]].token, body);
+    for (long i = 0; i < nconvs; i += BATCH) {
+        int n = (int)(nconvs - i < BATCH ? nconvs - i : BATCH);
+        for (int k = 0; k < n; k++) {
+            cl_conv_t *cv = &convs[i + k];
+            cl_seed_draw_members(&rng, nusers, members, cv);
+            int off =
+                snprintf(body, sizeof body, "{\"title\":\"load %ld\",\"member_ids\":[", i + k);
+            for (int m = 1; m < cv->nmembers; m++)
+                off += snprintf(body + off, sizeof body - (size_t)off, "%s%lld", m > 1 ? "," : "",
+                                (long long)users[cv->members[m]].id);
+            snprintf(body + off, sizeof body - (size_t)off, "]}");
+            add_request(&b, &u, "POST", "/api/v1/conversations", users[cv->members[0]].token, body);
+        }
+        if (run_batch(&c, &b, resps, n, "conversations") != 0)
+            goto done;
+        for (int k = 0; k < n; k++)
+            convs[i + k].id = body_id(&resps[k]);
+        free_resps(resps, n);
     }
-    if (run_batch(&c, &b, resps, n, "conversations") != 0)
-      goto done;
-    for (int k = 0; k < n; k++)
-      convs[i + k].id = body_id(&resps[k]);
-    free_resps(resps, n);
-  }
 
-  cl_zipf_t z;
-  if (cl_zipf_init(&z, (size_t)nconvs, zipf_s) != 0) {
-    fprintf(stderr, "chatload seed: bad --zipf\n");
-    goto done;
-  }
-  msg_job_t job = {.u = &u, .users = users, .convs = convs, .tag = tag, .nmsgs = nmsgs, .parallel = parallel};
-  job.conv = malloc((size_t)(nmsgs ? nmsgs : 1) * sizeof *job.conv);
-  job.sender = malloc((size_t)(nmsgs ? nmsgs : 1) * sizeof *job.sender);
-  if (!job.conv || !job.sender)
-    abort();
-  /* where each message goes is drawn here, in order, so it follows --seed
-   * whatever the number of sending threads */
-  cl_seed_draw_messages(&rng, &z, convs, nmsgs, job.conv, job.sender);
-  pthread_t th[MAX_PARALLEL];
-  msg_worker_t w[MAX_PARALLEL];
-  for (int t = 0; t < parallel; t++) {
-    w[t] = (msg_worker_t){.job = &job, .index = t};
-    if (pthread_create(&th[t], NULL, send_messages, &w[t]) != 0)
-      abort();
-  }
-  for (int t = 0; t < parallel; t++)
-    pthread_join(th[t], NULL);
-  free(job.conv);
-  free(job.sender);
-  if (atomic_load(&job.failed)) {
+    cl_zipf_t z;
+    if (cl_zipf_init(&z, (size_t)nconvs, zipf_s) != 0) {
+        fprintf(stderr, "chatload seed: bad --zipf\n");
+        goto done;
+    }
+    msg_job_t job = {
+        .u = &u, .users = users, .convs = convs, .tag = tag, .nmsgs = nmsgs, .parallel = parallel};
+    job.conv = malloc((size_t)(nmsgs ? nmsgs : 1) * sizeof *job.conv);
+    job.sender = malloc((size_t)(nmsgs ? nmsgs : 1) * sizeof *job.sender);
+    if (!job.conv || !job.sender)
+        abort();
+    /* where each message goes is drawn here, in order, so it follows --seed
+     * whatever the number of sending threads */
+    cl_seed_draw_messages(&rng, &z, convs, nmsgs, job.conv, job.sender);
+    pthread_t th[MAX_PARALLEL];
+    msg_worker_t w[MAX_PARALLEL];
+    for (int t = 0; t < parallel; t++) {
+        w[t] = (msg_worker_t){.job = &job, .index = t};
+        if (pthread_create(&th[t], NULL, send_messages, &w[t]) != 0)
+            abort();
+    }
+    for (int t = 0; t < parallel; t++)
+        pthread_join(th[t], NULL);
+    free(job.conv);
+    free(job.sender);
+    if (atomic_load(&job.failed)) {
+        cl_zipf_dispose(&z);
+        goto done;
+    }
     cl_zipf_dispose(&z);
-    goto done;
-  }
-  cl_zipf_dispose(&z);
 
-  json_t *root = json_object(), *ju = json_array(), *jc = json_array();
-  for (long i = 0; i < nusers; i++)
-    json_array_append_new(ju, json_pack("{s:I,s:s}", "id", (json_int_t)users[i].id, "token", users[i].token));
-  for (long i = 0; i < nconvs; i++) {
-    json_t *m = json_array();
-    for (int k = 0; k < convs[i].nmembers; k++)
-      json_array_append_new(m, json_integer(convs[i].members[k]));
-    json_array_append_new(jc, json_pack("{s:I,s:o}", "id", (json_int_t)convs[i].id, "members", m));
-  }
-  json_object_set_new(root, "seed", json_integer((json_int_t)seed));
-  json_object_set_new(root, "url", json_string(url));
-  json_object_set_new(root, "messages", json_integer(nmsgs));
-  json_object_set_new(root, "zipf", json_real(zipf_s));
-  json_object_set_new(root, "users", ju);
-  json_object_set_new(root, "conversations", jc);
-  if (json_dump_file(root, out, JSON_COMPACT) != 0) {
-    fprintf(stderr, "chatload seed: cannot write %s\n", out);
-  } else {
-    fprintf(stderr, "chatload seed: %ld users, %ld conversations, %ld messages -> %s\n", nusers, nconvs, nmsgs, out);
-    rc = 0;
-  }
-  json_decref(root);
+    json_t *root = json_object(), *ju = json_array(), *jc = json_array();
+    for (long i = 0; i < nusers; i++)
+        json_array_append_new(
+            ju, json_pack("{s:I,s:s}", "id", (json_int_t)users[i].id, "token", users[i].token));
+    for (long i = 0; i < nconvs; i++) {
+        json_t *m = json_array();
+        for (int k = 0; k < convs[i].nmembers; k++)
+            json_array_append_new(m, json_integer(convs[i].members[k]));
+        json_array_append_new(jc,
+                              json_pack("{s:I,s:o}", "id", (json_int_t)convs[i].id, "members", m));
+    }
+    json_object_set_new(root, "seed", json_integer((json_int_t)seed));
+    json_object_set_new(root, "url", json_string(url));
+    json_object_set_new(root, "messages", json_integer(nmsgs));
+    json_object_set_new(root, "zipf", json_real(zipf_s));
+    json_object_set_new(root, "users", ju);
+    json_object_set_new(root, "conversations", jc);
+    if (json_dump_file(root, out, JSON_COMPACT) != 0) {
+        fprintf(stderr, "chatload seed: cannot write %s\n", out);
+    } else {
+        fprintf(stderr, "chatload seed: %ld users, %ld conversations, %ld messages -> %s\n", nusers,
+                nconvs, nmsgs, out);
+        rc = 0;
+    }
+    json_decref(root);
 
 done:
-  free_resps(resps, BATCH);
-  free(b.data);
-  free(c.cur);
-  close(c.fd);
-  for (long i = 0; i < nusers; i++)
-    free(users[i].token);
-  for (long i = 0; i < nconvs; i++)
-    free(convs[i].members);
-  free(users);
-  free(convs);
-  return rc;
+    free_resps(resps, BATCH);
+    free(b.data);
+    free(c.cur);
+    close(c.fd);
+    for (long i = 0; i < nusers; i++)
+        free(users[i].token);
+    for (long i = 0; i < nconvs; i++)
+        free(convs[i].members);
+    free(users);
+    free(convs);
+    return rc;
 }

@@ -20,11 +20,11 @@ void cl_seed_draw_messages(cl_rng_t *rng, const cl_zipf_t *z, const cl_conv_t *c
                            int *conv, int *sender);
 
 typedef struct {
-  const char *db_url; /* libpq URL or conninfo; loopback or a unix socket only */
-  const char *out;    /* seed.json */
-  long nusers, nconvs, nmsgs, members;
-  double zipf_s;
-  unsigned long long seed;
+    const char *db_url; /* libpq URL or conninfo; loopback or a unix socket only */
+    const char *out;    /* seed.json */
+    long nusers, nconvs, nmsgs, members;
+    double zipf_s;
+    unsigned long long seed;
 } cl_copy_opts_t;
 
 /** `chatload seed --copy`: the data set written with COPY FROM STDIN in one

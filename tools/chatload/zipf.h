@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 typedef struct {
-  uint64_t s[4];
+    uint64_t s[4];
 } cl_rng_t;
 
 /** Seeds r reproducibly from one number. */
@@ -21,9 +21,9 @@ double cl_rng_double(cl_rng_t *r);
 uint64_t cl_rng_below(cl_rng_t *r, uint64_t n);
 
 typedef struct {
-  size_t n;
-  double s;
-  double *cdf; /* owned, n entries, last == 1 */
+    size_t n;
+    double s;
+    double *cdf; /* owned, n entries, last == 1 */
 } cl_zipf_t;
 
 /** Builds the table for n >= 1 ranks and exponent s >= 0; 0 or -1 (bad args). */
