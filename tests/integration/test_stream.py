@@ -345,3 +345,46 @@ def test_send_on_one_instance_reaches_a_socket_on_another(chatd_factory, stack):
     finally:
         for s in wb + [wa, wsend]:
             s.close_socket()
+
+
+def test_redis_lost_and_back_with_sockets_open(chatd_factory, tmp_path):
+    """Redis dies with sockets open: each instance still delivers its own sends;
+    once Redis is back both subscribe again and deliver across instances, once."""
+    from test_cache import PrivateRedis
+    redis_srv = PrivateRedis(tmp_path)
+    try:
+        env = {"REDIS_URL": redis_srv.url}
+        a_inst, b_inst = chatd_factory(env=env), chatd_factory(env=env)
+
+        def subscribed(inst, n):
+            return lambda: inst.log_text().count("event=pubsub_subscribed") >= n
+
+        for inst in (a_inst, b_inst):
+            wait_for(subscribed(inst, 1), 10, what="the worker subscribed")
+        api = Api(a_inst.base_url)
+        alice, bob = api.signup(), api.signup()
+        conv = api.create_conversation(alice["token"], member_ids=[bob["id"]])
+        wa = WS.open(a_inst.host, a_inst.port, bob["token"])
+        wb = WS.open(b_inst.host, b_inst.port, bob["token"])
+        try:
+            m1 = api.send(alice["token"], conv["id"], "before")
+            assert push_of(wa) == m1 and push_of(wb) == m1
+
+            redis_srv.kill()
+            m2 = api.send(alice["token"], conv["id"], "while Redis is down")
+            assert push_of(wa) == m2  # the sending instance delivers by itself
+
+            redis_srv.start()
+            for inst in (a_inst, b_inst):
+                wait_for(subscribed(inst, 2), 20, what="the worker subscribed again")
+            m3 = api.send(alice["token"], conv["id"], "after")
+            m4 = api.send(alice["token"], conv["id"], "after, again")
+            assert push_of(wa) == m3 and push_of(wa) == m4  # once each, in order
+            assert push_of(wb) == m3 and push_of(wb) == m4  # across instances again
+        finally:
+            wa.close_socket()
+            wb.close_socket()
+            api.close()
+    finally:
+        if redis_srv.proc.poll() is None:
+            redis_srv.kill()
