@@ -144,6 +144,15 @@ static void test_tokens(void **state)
                                            0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c,
                                            0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad};
     assert_memory_equal(h, want, 32);
+    /* the thread's context is reused: another input, then "abc" again */
+    static const unsigned char empty[32] = {0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14,
+                                            0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+                                            0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c,
+                                            0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55};
+    chat_auth_token_hash("", 0, h);
+    assert_memory_equal(h, empty, 32);
+    chat_auth_token_hash("abc", 3, h);
+    assert_memory_equal(h, want, 32);
     assert_true(chat_auth_equal("secret", 6, "secret", 6));
     assert_false(chat_auth_equal("secret", 6, "secreT", 6));
     assert_false(chat_auth_equal("secret", 6, "secret2", 7));
