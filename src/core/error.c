@@ -7,9 +7,9 @@
 
 const char *chat_err_name(int err)
 {
-    if (err == 0)
-        return "OK";
     switch ((chat_err_t)err) {
+    case CHAT_EOK:
+        return "OK";
 #define CHAT_ERR_NAME(name, value, text)                                                           \
     case CHAT_##name:                                                                              \
         return #name;
@@ -21,9 +21,9 @@ const char *chat_err_name(int err)
 
 const char *chat_strerror(int err)
 {
-    if (err == 0)
-        return "success";
     switch ((chat_err_t)err) {
+    case CHAT_EOK:
+        return "success";
 #define CHAT_ERR_TEXT(name, value, text)                                                           \
     case CHAT_##name:                                                                              \
         return text;

@@ -4,7 +4,9 @@
  * the same kind of value. libuv's own codes (UV_E*, negative errno values
  * above -5000) pass through unchanged; chatd's codes sit below -5000 in one
  * typed enum so that a switch over them is checked by -Wswitch.
- * chat_err_name() and chat_strerror() answer for both.
+ * chat_err_name() and chat_strerror() answer for both. A status field is
+ * typed chat_err_t (libuv codes are converted where they enter) so that
+ * switches over it are checked.
  */
 #ifndef CHAT_CORE_ERROR_H
 #define CHAT_CORE_ERROR_H
@@ -32,6 +34,7 @@
     X(EUNAVAILABLE, -5107, "temporarily unavailable")
 
 typedef enum chat_err {
+    CHAT_EOK = 0, /* success: written 0 where an int is returned */
 #define CHAT_ERR_ENUM(name, value, text) CHAT_##name = value,
     CHAT_ERR_MAP(CHAT_ERR_ENUM)
 #undef CHAT_ERR_ENUM
