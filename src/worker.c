@@ -1,0 +1,221 @@
+/*
+ * A worker's wiring and shutdown chain (see worker.h). Everything a worker
+ * creates lives on its loop and is closed, in reverse order of need, from
+ * that loop: the HTTP server first (no new requests, WebSockets closed), then
+ * the stream (no subscriber is left), the cache, the database path, and the
+ * stop handle, after which the loop ends by itself.
+ */
+#include "worker.h"
+#include "api/api.h"
+#include "cache/cache.h"
+#include "chat/chat.h"
+#include "core/alloc.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "db/path.h"
+#include "net/http.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+struct chat_worker {
+    int index;
+    chat_shared_t *sh;
+    pthread_t thread;
+    uv_loop_t loop;
+    uv_async_t stop;
+    uv_sem_t started;
+    chat_http_server_t *http;
+    chat_ctx_t ctx;
+    chat_api_t api;
+    int bind_error; /* set before started is posted */
+    int stopping;
+};
+
+static void pool_closed(void *arg)
+{
+    chat_worker_t *w = arg;
+    w->ctx.db = NULL;
+    uv_close((uv_handle_t *)&w->stop, NULL);
+}
+
+static void cache_closed(void *arg)
+{
+    chat_worker_t *w = arg;
+    w->ctx.cache = NULL;
+    chat_db_close(w->ctx.db, pool_closed, w);
+}
+
+static void stream_closed(void *arg)
+{
+    chat_worker_t *w = arg;
+    w->ctx.stream = NULL;
+    if (w->ctx.cache)
+        chat_cache_close(w->ctx.cache, cache_closed, w);
+    else
+        cache_closed(w);
+}
+
+static void http_closed(void *arg)
+{
+    chat_worker_t *w = arg;
+    w->http = NULL;
+    /* Every WebSocket is closed with the server: the stream has no subscriber left. */
+    chat_stream_close(w->ctx.stream, stream_closed, w);
+}
+
+static void stop_cb(uv_async_t *h)
+{
+    chat_worker_t *w = h->data;
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    if (w->http)
+        chat_http_server_close(w->http, http_closed, w);
+    else
+        http_closed(w);
+}
+
+/* ---- the database path: which workers are on the direct fallback ---- */
+
+static _Atomic int workers_on_direct;
+static chat_metric_t *path_pooler, *path_direct;
+static pthread_once_t path_gauge_once = PTHREAD_ONCE_INIT;
+
+static void path_gauge_init(void)
+{
+    chat_metric_family_t *path =
+        chat_metrics_gauge("chatd_db_path", "1 on the database path in use");
+    path_pooler = chat_metric_series(path, "path=\"pooler\"");
+    path_direct = chat_metric_series(path, "path=\"direct\"");
+    chat_metric_set(path_pooler, 1);
+    chat_metric_set(path_direct, 0);
+}
+
+static void path_switched(int to_direct, void *arg)
+{
+    chat_worker_t *w = arg;
+    int n = atomic_fetch_add(&workers_on_direct, to_direct ? 1 : -1) + (to_direct ? 1 : -1);
+    chat_metric_set(path_direct, n > 0 ? 1 : 0);
+    chat_metric_set(path_pooler, n < w->sh->nworkers ? 1 : 0);
+}
+
+/* This worker's share of a pool of total connections (at least one). */
+static int share_of(int total, int nworkers, int index)
+{
+    int n = total / nworkers + (index < total % nworkers);
+    return n < 1 ? 1 : n;
+}
+
+static void wire(chat_worker_t *w)
+{
+    const chat_config_t *cfg = w->sh->cfg;
+    int nworkers = w->sh->nworkers;
+    chat_db_path_config_t pc = {
+        .pooler =
+            {
+                .conninfo = cfg->database_url,
+                .size = share_of(cfg->db_pool_size, nworkers, w->index),
+                .queue_timeout_ms = cfg->db_queue_timeout_ms,
+                .connect_timeout_ms = cfg->db_connect_timeout_ms,
+                .path_name = "pooler",
+            },
+        .direct_conninfo = cfg->database_url_direct,
+        .direct_size = share_of(cfg->db_pool_size_direct, nworkers, w->index),
+        .error_percent = cfg->failover_error_percent,
+        .queue_wait_ms = cfg->failover_queue_wait_ms,
+        .window_ms = cfg->failover_window_ms,
+        .hold_ms = cfg->failover_hold_ms,
+        .worker = w->index,
+        .on_switch = path_switched,
+        .switch_arg = w,
+    };
+    w->ctx.loop = &w->loop;
+    w->ctx.db = chat_db_create(&w->loop, &pc);
+    w->ctx.auth = chat_auth_cache_create();
+    w->ctx.members = chat_members_create();
+    w->ctx.fill_delay_ms = cfg->cache_fill_delay_ms;
+    if (cfg->enable_redis_cache) {
+        chat_cache_config_t cc = {
+            .redis_url = cfg->redis_url,
+            .cmd_timeout_ms = cfg->cache_timeout_ms,
+            .poll_info = w->index == 0,
+            .local_bytes = (size_t)cfg->cache_local_mb * 1024 * 1024 / (size_t)nworkers,
+        };
+        char err[256];
+        w->ctx.cache = chat_cache_create(&w->loop, &cc, err, sizeof err);
+        if (!w->ctx.cache)
+            chat_log_error("event=cache_disabled reason=\"%s\"", err);
+    }
+    w->ctx.stream =
+        chat_stream_create(w->sh->hub, w->index, &w->loop,
+                           cfg->enable_redis_cache ? cfg->redis_url : NULL, cfg->cache_timeout_ms);
+    w->api.ctx = &w->ctx;
+    w->api.cfg = cfg;
+    chat_http_server_config_t hc = {
+        .host = cfg->listen_host,
+        .port = cfg->listen_port,
+        .header_timeout_ms = cfg->header_timeout_ms,
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .max_head = 16 * 1024,
+        .max_body = 64 * 1024,
+        .max_pending_output = 1024 * 1024,
+        .ws_ping_interval_ms = cfg->ws_ping_interval_ms,
+        .open_connections = &w->sh->open_connections,
+        .max_connections = cfg->max_connections,
+        .handler = chat_api_handle,
+        .handler_data = &w->api,
+    };
+    int err = 0;
+    w->http = chat_http_server_create(&w->loop, &hc, &err);
+    w->bind_error = w->http ? 0 : (err ? err : -1);
+}
+
+static void *worker_main(void *arg)
+{
+    chat_worker_t *w = arg;
+    uv_loop_init(&w->loop);
+    uv_async_init(&w->loop, &w->stop, stop_cb);
+    w->stop.data = w;
+    wire(w);
+    int failed = w->bind_error != 0;
+    uv_sem_post(&w->started); /* w->bind_error is read by the starter from here on */
+    if (failed)
+        stop_cb(&w->stop);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    chat_auth_cache_destroy(w->ctx.auth);
+    chat_members_destroy(w->ctx.members);
+    if (uv_loop_close(&w->loop) != 0)
+        chat_log_warn("event=worker_loop_busy worker=%d", w->index);
+    if (w->sh->on_worker_exit)
+        w->sh->on_worker_exit(w->sh->exit_arg);
+    return NULL;
+}
+
+chat_worker_t *chat_worker_start(chat_shared_t *sh, int index, int *bind_error)
+{
+    pthread_once(&path_gauge_once, path_gauge_init);
+    chat_worker_t *w = chat_calloc(1, sizeof *w);
+    w->index = index;
+    w->sh = sh;
+    uv_sem_init(&w->started, 0);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        chat_log_error("event=worker_thread_failed worker=%d", index);
+        abort();
+    }
+    uv_sem_wait(&w->started);
+    *bind_error = w->bind_error;
+    return w;
+}
+
+void chat_worker_stop(chat_worker_t *w)
+{
+    uv_async_send(&w->stop);
+}
+
+void chat_worker_join(chat_worker_t *w)
+{
+    pthread_join(w->thread, NULL);
+    uv_sem_destroy(&w->started);
+    free(w);
+}
