@@ -6,14 +6,16 @@
 #   make run           deps, build, dev stack (var/stack), migrate, then chatd in the
 #                      foreground on 127.0.0.1:3000 (Ctrl-C stops chatd; the stack stays)
 #   make stop          stop chatd started by `make run`, and the dev stack
-#   make test          deps, format check, both builds, unit tests in both, then the integration
-#                      suite on a private test stack (var/test-stack) twice
+#   make test          deps, format check, lint, both builds, unit tests in both, then the
+#                      integration suite on a private test stack (var/test-stack) twice
 #   make unit          unit tests of both builds only
 #   make integration   the integration half of `make test` (builds must exist)
 #   make bench         bench/run.sh: the validation run (~25 min; ARGS=--quick: ~3 min),
 #                      writes docs/performance.md and docs/perf/
 #   make format-check  clang-format --dry-run -Werror on src/, tests/unit and tools/chatload
 #                      (part of make test)
+#   make lint          scripts/lint.sh: shellcheck over scripts/, bench/ and .ci/run, cppcheck
+#                      over src/, zero findings (part of make test)
 #   make clean         remove builds and var/ (stops stacks first)
 
 SHELL := /bin/bash
@@ -26,7 +28,7 @@ STACK_DIR := var/stack
 LISTEN ?= 127.0.0.1:3000
 PIDFILE := var/chatd.pid
 
-.PHONY: all deps build build-asan run stop test unit integration bench format-check clean monitor
+.PHONY: all deps build build-asan run stop test unit integration bench format-check lint clean monitor
 
 all: build
 
@@ -68,6 +70,7 @@ stop:
 test:
 	@$(M) deps
 	@$(M) format-check
+	@$(M) lint
 	@$(M) build
 	@$(M) build-asan
 	@$(M) unit
@@ -92,6 +95,10 @@ format-check:
 	@scripts/deps.sh clang-format
 	@files=$$(find src tests/unit tools/chatload -name '*.[ch]' | sort); \
 	  clang-format --dry-run -Werror $$files && echo "format-check: $$(echo $$files | wc -w) files ok"
+
+lint:
+	@scripts/deps.sh
+	@scripts/lint.sh
 
 # a stack directory may be a symlink to /tmp (see scripts/stack.sh): remove both
 clean:

@@ -48,9 +48,9 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-QUICK=0 RATE=800 CONNS=1000,5000,10000 STAGE_S= BURST_S= RECOVER_S=
-USERS=10000 CONVS=10000 MSGS=1000000 REF_S= REDIS_N= WRK_RUNS= WRK_S= WRK_CONNS=100
-OUT=docs STACK_ENV= LISTEN=127.0.0.1:27300 NGINX_PORT=27380 DEPS=1 VAR=$REPO/var/bench
+QUICK=0 RATE=800 CONNS=1000,5000,10000 STAGE_S='' BURST_S='' RECOVER_S=''
+USERS=10000 CONVS=10000 MSGS=1000000 REF_S='' REDIS_N='' WRK_RUNS='' WRK_S='' WRK_CONNS=100
+OUT=docs STACK_ENV='' LISTEN=127.0.0.1:27300 NGINX_PORT=27380 DEPS=1 VAR=$REPO/var/bench
 ARGS_SEEN=("$@")
 while (($#)); do
   case $1 in
@@ -109,7 +109,8 @@ logcmd() { printf '%s\n' "$*" | mask >>"$PERF/commands.txt"; }
 logcmd "bench/run.sh ${ARGS_SEEN[*]}"
 
 # --- processes we start, stopped on any exit -------------------------------
-chatd_pid= nginx_started= own_stack=
+chatd_pid='' nginx_started='' own_stack=''
+# shellcheck disable=SC2317 # reached through the EXIT trap
 cleanup() {
   set +e
   [[ -n $chatd_pid ]] && kill "$chatd_pid" 2>/dev/null && wait "$chatd_pid" 2>/dev/null
@@ -122,14 +123,20 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 if [[ -n $STACK_ENV ]]; then
-  set -a; . "$STACK_ENV"; set +a
+  set -a
+  # shellcheck source=/dev/null # the stack's env file, named on the command line
+  . "$STACK_ENV"
+  set +a
 else
   export CHATD_STACK_DIR=var/bench-stack PG_PORT=27532 PGBOUNCER_PORT=27632 REDIS_PORT=27679
   own_stack=1
   scripts/stack.sh start >&2
   # every run starts from the same state: an empty database and cache
   scripts/stack.sh reset-db >&2
-  set -a; . "$CHATD_STACK_DIR/env"; set +a
+  set -a
+  # shellcheck source=/dev/null # written at run time by scripts/stack.sh start
+  . "$CHATD_STACK_DIR/env"
+  set +a
 fi
 CHATD_DB_URL=${BENCH_DATABASE_URL:-$DATABASE_URL}
 CHATD_DB_KIND=pgbouncer
@@ -175,11 +182,12 @@ port_pid() { ss -Htlnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -
 # clock ticks "user system" of the given processes, all their threads
 cpu_ticks() {
   local u=0 s=0 p f
+  local -a st
   for p in "$@"; do
     f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-    f=${f##*) }
-    set -- $f
-    u=$((u + ${12})) s=$((s + ${13}))
+    # the fields after the command name: st[0] is the state, st[11] utime, st[12] stime
+    read -ra st <<<"${f##*) }"
+    u=$((u + st[11])) s=$((s + st[12]))
   done
   echo "$u $s"
 }
@@ -199,10 +207,12 @@ wrk_runs() {
   for g in "$@"; do names+=("${g%%=*}"); pids+=("${g#*=}"); done
   for _ in $(seq "$runs"); do
     logcmd "TOKEN=... WPATH=$WPATH wrk -t2 -c$WRK_CONNS -d${secs}s -s bench/hot_page.lua $url"
+    # shellcheck disable=SC2086 # ${pids[i]} is a space-separated list of pids, split on purpose
     for i in "${!pids[@]}"; do t0[i]=$(cpu_ticks ${pids[i]}); done
     out=$( { TIMEFORMAT='%3U %3S'; time wrk -t2 -c"$WRK_CONNS" -d"${secs}s" -s bench/hot_page.lua "$url"; } 2>"$VAR/wrk-time.txt" )
     local extra=""
     for i in "${!pids[@]}"; do
+      # shellcheck disable=SC2086 # ${pids[i]} is a space-separated list of pids, split on purpose
       extra+=$(awk -v a="${t0[i]}" -v b="$(cpu_ticks ${pids[i]})" -v hz="$HZ" -v n="${names[i]}" \
         'BEGIN { split(a, x, " "); split(b, y, " ");
                  printf " cpu_%s_user_s=%.2f cpu_%s_sys_s=%.2f", n, (y[1] - x[1]) / hz, n, (y[2] - x[2]) / hz }')
@@ -282,12 +292,12 @@ logcmd "pgbench -n -M extended -c 20 -j 2 -T $REF_S -f perf/pgbench-history.sql 
 # a short run first, so PgBouncer's server connections (and their backends,
 # whose CPU is counted) exist before the measured one
 pgbench -n -M extended -c 20 -j 2 -T 2 -f "$VAR/history.sql" "$DATABASE_URL" >/dev/null 2>&1 || true
-DBP=$(db_pids)
-db0=$(cpu_ticks $DBP)
+read -ra DBP <<<"$(db_pids)"
+db0=$(cpu_ticks "${DBP[@]}")
 { TIMEFORMAT='%3U %3S'; time pgbench -n -M extended -c 20 -j 2 -T "$REF_S" -f "$VAR/history.sql" "$DATABASE_URL" \
     >"$VAR/pgbench.txt" 2>&1; } 2>"$VAR/pgbench-time.txt" ||
   { say "pgbench failed:"; tail -n 5 "$VAR/pgbench.txt" >&2; }
-db1=$(cpu_ticks $DBP)
+db1=$(cpu_ticks "${DBP[@]}")
 grep -E '^tps' "$VAR/pgbench.txt" | head -1 >&2 || true
 awk '/^tps = / { print "pgbench_tps", $3; exit }' "$VAR/pgbench.txt" >>"$REFS"
 # CPU of the run, as the wrk runs record it (bench.json: wrk.results.pgbench)

@@ -25,6 +25,8 @@ PKGS=(
   # integration tests (run with /usr/bin/python3)
   python3 python3-pytest python3-requests python3-psycopg2 python3-redis
   prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter prometheus-pgbouncer-exporter python3-yaml
+  # make lint (scripts/lint.sh)
+  shellcheck cppcheck
   # stack.sh uses these
   util-linux coreutils
   # make bench (bench/run.sh) and its smoke test: references (nginx, pgbench in

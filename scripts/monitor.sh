@@ -127,7 +127,7 @@ stop_one() { # NAME
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
   rm -f "$MON/run/$1.pid"
   say "$1 stopped"
 }
@@ -308,8 +308,9 @@ cmd_start() {
     --web.listen-address="127.0.0.1:$PROM_PORT" --web.enable-lifecycle ||
     die "Prometheus did not start"
   # a running Prometheus re-reads its (regenerated) configuration
-  http_ok "http://127.0.0.1:$PROM_PORT/-/ready" && command -v curl >/dev/null &&
+  if http_ok "http://127.0.0.1:$PROM_PORT/-/ready" && command -v curl >/dev/null; then
     curl -fsS -m 5 -XPOST "http://127.0.0.1:$PROM_PORT/-/reload" >/dev/null 2>&1 || true
+  fi
 
   say "scraping chatd at $CHATD_TARGET, the stack in $STACK_DIR"
   if ((${#failed[@]})); then

@@ -68,8 +68,9 @@ say() { printf 'stack: %s\n' "$*"; }
 die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
 
 for p in "$PG_PORT" "$PGBOUNCER_PORT" "$REDIS_PORT"; do
-  [[ $p =~ ^[0-9]+$ ]] && ((p > 0 && p < 32768)) ||
+  if [[ ! $p =~ ^[0-9]+$ ]] || ((p <= 0 || p >= 32768)); then
     die "port $p: use a port below 32768 (above is the kernel's ephemeral range)"
+  fi
 done
 
 if [[ $(id -u) -eq 0 ]]; then
@@ -82,6 +83,7 @@ RUN_GROUP=$(id -gn "$RUN_USER")
 
 # as_server CMD... — run a command as the server user with the fd limit raised.
 as_server() {
+  # shellcheck disable=SC2016 # expanded by the inner sh -c, not here
   local cmd='h=$(ulimit -Hn); if [ "$h" = unlimited ] || [ "$h" -gt 20000 ]; then h=20000; fi; ulimit -n "$h"; exec "$@"'
   if [[ $(id -u) -eq 0 ]]; then
     # from / : the server user may not be allowed into the caller's directory
@@ -138,11 +140,11 @@ sock_dir() {
 proc_is() { # PID NAME — is PID alive and running NAME?
   [[ -n $1 && -r /proc/$1/comm ]] && [[ $(cat "/proc/$1/comm" 2>/dev/null) == "$2"* ]]
 }
-pid_from() { [[ -r $1 ]] && head -n1 "$1" | tr -dc 0-9 || true; }
+pid_from() { if [[ -r $1 ]]; then head -n1 "$1" | tr -dc 0-9 || true; fi; }
 
 wait_until() { # DESCRIPTION CMD... — poll CMD until it succeeds or STACK_TIMEOUT passes
-  local what=$1 deadline=$((SECONDS + STACK_TIMEOUT))
-  shift
+  local deadline=$((SECONDS + STACK_TIMEOUT))
+  shift # the description is for the reader of the call
   until "$@" >/dev/null 2>&1; do
     ((SECONDS < deadline)) || return 1
     sleep 0.1
@@ -154,7 +156,7 @@ port_busy() { # PORT — is something listening on 127.0.0.1:PORT?
 }
 
 urlencode() {
-  local s=$1 out= c i
+  local s=$1 out='' c i
   for ((i = 0; i < ${#s}; i++)); do
     c=${s:i:1}
     case $c in [A-Za-z0-9._~-]) out+=$c ;; *) out+=$(printf '%%%02X' "'$c") ;; esac

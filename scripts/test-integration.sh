@@ -35,6 +35,7 @@ scripts/stack.sh start
 scripts/stack.sh reset-db
 (
   set -a
+  # shellcheck source=/dev/null # written at run time by scripts/stack.sh start
   . "$CHATD_STACK_DIR/env"
   exec build/chatd migrate
 )
@@ -47,6 +48,7 @@ rc=0
 run() { # NAME BIN DB_PATH
   echo "=== integration: $1 ($2, database path: $3) ==="
   # SIGINT on timeout lets pytest tear its fixtures down (chatd processes, stack)
+  # shellcheck disable=SC2086 # PYTEST_ARGS holds several words (e.g. "-x -k stream")
   CHATD_BIN=$2 CHATD_TEST_DB_PATH=$3 timeout -s INT -k 30 "$TIMEOUT" \
     "$PY" -m pytest -q tests/integration ${PYTEST_ARGS:-} || {
     echo "=== integration: $1 FAILED ===" >&2

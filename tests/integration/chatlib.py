@@ -10,6 +10,7 @@ import hashlib
 import json as _json
 import math
 import os
+import random
 import re
 import socket
 import time
@@ -65,6 +66,11 @@ DEFAULT_TIMEOUT = 30
 def unique_name(prefix="u"):
     """A fresh user name; the database is shared, so never reuse one."""
     return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def rand_chars(n, lo, hi):
+    """n random code points in [lo, hi) — a fresh name each time."""
+    return "".join(chr(random.randrange(lo, hi)) for _ in range(n))
 
 
 def is_pos_int(v):
@@ -164,6 +170,17 @@ def sha256(s):
 # --- the JSON API ------------------------------------------------------------
 
 _MISSING = object()
+
+
+def conversation_with_message(api, body):
+    """Two fresh users, a conversation of the first with the second, and one
+    message from the first: {"a", "b", "conv", "cid", "msg", "token"} (token and
+    cid are the first user's token and the conversation's id)."""
+    a = api.signup()
+    b = api.signup()
+    c = api.create_conversation(a["token"], member_ids=[b["id"]])
+    m = api.send(a["token"], c["id"], body)
+    return {"a": a, "b": b, "conv": c, "cid": c["id"], "msg": m, "token": a["token"]}
 
 
 class Api:
@@ -969,3 +986,4 @@ class TcpProxy:
                 pass
             s.close()
         self.thread.join(timeout=5)
+

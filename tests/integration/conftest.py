@@ -12,9 +12,14 @@ Environment:
 Fixtures:
   stack          (session)  URLs/DSNs/ports of the stack; migrations applied
   chatd_factory  (function) chatd_factory(env=None, workers=1, wait_ready=True)
-  chatd          (module)   one default chatd (workers=1) for a test module
+  chatd          (module)   one default chatd (workers=1) for a test module, started
+                            afresh for each module
+  api            (module)   chatlib.Api on that module's chatd
   db             (function) psycopg2 connection as superuser, autocommit
   redis_client   (function) redis.Redis on the stack's Redis
+
+Helpers (from conftest import ...): REPO, chatd_bin(), chatload_bin(),
+free_port(), parse_metrics(), lock_waiters(), with_port().
 """
 
 import ctypes
@@ -34,6 +39,7 @@ import psycopg2
 import pytest
 import redis
 import requests
+from chatlib import Api
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,6 +70,11 @@ def _repo_path(p):
 
 def chatd_bin():
     return _repo_path(os.environ.get("CHATD_BIN", "build/chatd"))
+
+
+def chatload_bin():
+    """The load tool's binary (CHATLOAD_BIN, default build/chatload); may not exist."""
+    return _repo_path(os.environ.get("CHATLOAD_BIN", "build/chatload"))
 
 
 def _stack_dir():
@@ -461,6 +472,27 @@ class _Factory:
             pytest.fail("sanitizer report(s) in chatd log:\n" + "\n\n".join(problems))
 
 
+# ---------------------------------------------------------------------------
+# helpers on the stack (tests import them: from conftest import ...)
+
+
+def lock_waiters(conn, user):
+    """Backends of the database role `user` waiting on a lock right now."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND wait_event_type = 'Lock'",
+                    (user,))
+        return cur.fetchone()[0]
+
+
+def with_port(url, port):
+    """url (postgresql://, redis://) pointed at 127.0.0.1:port, credentials kept."""
+    u = urllib.parse.urlsplit(url)
+    netloc = u.netloc.rsplit("@", 1)
+    hostport = f"127.0.0.1:{port}"
+    netloc = f"{netloc[0]}@{hostport}" if len(netloc) == 2 else hostport
+    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
+
+
 @pytest.fixture
 def chatd_factory(stack, tmp_path):
     f = _Factory(stack, tmp_path)
@@ -479,6 +511,14 @@ def _module_chatd_factory(stack, tmp_path_factory, request):
 @pytest.fixture(scope="module")
 def chatd(_module_chatd_factory):
     return _module_chatd_factory(workers=1)
+
+
+@pytest.fixture(scope="module")
+def api(chatd):
+    """A client of the module's chatd, for as long as that chatd lives."""
+    a = Api(chatd.base_url)
+    yield a
+    a.close()
 
 
 @pytest.fixture

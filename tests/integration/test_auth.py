@@ -5,24 +5,13 @@ import secrets
 
 import pytest
 
-from chatlib import Api, assert_error, json_body
-
-
-@pytest.fixture(scope="module")
-def api(chatd):
-    a = Api(chatd.base_url)
-    yield a
-    a.close()
+from chatlib import Api, assert_error, conversation_with_message, json_body
 
 
 @pytest.fixture(scope="module")
 def world(api):
     """Two users, a conversation of the first with one message."""
-    a = api.signup()
-    b = api.signup()
-    c = api.create_conversation(a["token"], member_ids=[b["id"]])
-    m = api.send(a["token"], c["id"], "hello")
-    return {"a": a, "b": b, "conv": c, "msg": m}
+    return conversation_with_message(api, "hello")
 
 
 # (method, path template, JSON body or None) for every authenticated endpoint.

@@ -7,18 +7,12 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SANITIZER_MARKERS, chatd_bin, free_port
+from conftest import REPO, SANITIZER_MARKERS, chatd_bin, chatload_bin, free_port
 
 STAGES = 5  # three base stages, the burst, back to base
-
-
-def _chatload_bin():
-    p = Path(os.environ.get("CHATLOAD_BIN", "build/chatload"))
-    return p if p.is_absolute() else REPO / p
 
 
 @pytest.mark.skipif(not shutil.which("wrk") or not shutil.which("nginx"),
@@ -26,7 +20,7 @@ def _chatload_bin():
 def test_quick_bench_writes_results_and_report(stack, tmp_path):
     out, var = tmp_path / "docs", tmp_path / "var"
     env = dict(os.environ)
-    env.update(CHATD_BIN=str(chatd_bin()), CHATLOAD_BIN=str(_chatload_bin()),
+    env.update(CHATD_BIN=str(chatd_bin()), CHATLOAD_BIN=str(chatload_bin()),
                BENCH_DATABASE_URL=stack.chatd_database_url)
     cmd = ["bash", str(REPO / "bench" / "run.sh"), "--no-deps", "--quick",
            "--stack-env", str(stack.stack_dir / "env"), "--out", str(out), "--var", str(var),

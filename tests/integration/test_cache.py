@@ -4,9 +4,7 @@ fill-after-invalidate race), coalescing of concurrent misses, and the
 failure modes: Redis down, paused, restarted empty, evicting, bypassed."""
 
 import concurrent.futures
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -17,11 +15,9 @@ import pytest
 import redis
 import requests
 
+from chatlib import unique_name
+
 ADMIN = "admin-" + uuid.uuid4().hex
-
-
-def uniq(prefix="u"):
-    return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
 class Client:
@@ -36,7 +32,7 @@ class Client:
         return self.s.request(method, self.base + path, headers=h, timeout=30, **kw)
 
     def signup(self):
-        r = self.call("POST", "/api/v1/users", json={"name": uniq()})
+        r = self.call("POST", "/api/v1/users", json={"name": unique_name()})
         assert r.status_code == 201, r.text
         return r.json()
 
@@ -247,7 +243,7 @@ def test_freshness_concurrent_writers_and_readers(chatd_factory):
         conv = cl.conversation(w["token"], [r["id"]])
         n = 0
         while time.monotonic() < stop_at:
-            msg = cl.send(w["token"], conv, f"m{n}", cmid=uniq("c"))
+            msg = cl.send(w["token"], conv, f"m{n}", cmid=unique_name("c"))
             n += 1
             for _ in range(2):  # the second read of a page is normally a hit
                 page = cl.history(r["token"], conv, limit=5)

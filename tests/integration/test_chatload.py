@@ -3,20 +3,17 @@ server, and a short seed + two-stage smoke run against a real chatd.
 Timing targets are never asserted here; they are the benchmark's to report."""
 import json
 import os
-import socket
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+import conftest
 
 
 def chatload_bin():
-    p = Path(os.environ.get("CHATLOAD_BIN", "build/chatload"))
-    p = p if p.is_absolute() else REPO / p
+    p = conftest.chatload_bin()
     if not p.exists():
         pytest.fail(f"chatload binary not found: {p} (cmake --build build, or set CHATLOAD_BIN)")
     return str(p)

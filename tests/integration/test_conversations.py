@@ -1,19 +1,11 @@
 """Conversations: create, read, add members (docs/api.md, "Conversations")."""
 
-import random
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from chatlib import (CONV_KEYS, Api, assert_conversation, assert_error, assert_time, is_pos_int,
-                     json_body, unique_name)
-
-
-@pytest.fixture(scope="module")
-def api(chatd):
-    a = Api(chatd.base_url)
-    yield a
-    a.close()
+                     json_body, rand_chars, unique_name)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +32,6 @@ def many_users(chatd):
 
 def create(api, token, payload):
     return api.req("POST", "/api/v1/conversations", token=token, json=payload)
-
-
-def rand_chars(n, lo, hi):
-    return "".join(chr(random.randrange(lo, hi)) for _ in range(n))
 
 
 # --- create -------------------------------------------------------------------

@@ -14,24 +14,13 @@ import time
 import pytest
 import requests
 
-from chatlib import (Api, Metrics, assert_error, assert_retry_after, connect, http_req, json_body, parse_responses,
+from chatlib import (Api, Metrics, assert_error, assert_retry_after, connect, conversation_with_message, http_req, json_body, parse_responses,
                      raw_assert_error, read_until, send_all_tolerant, unique_name)
 
 
 @pytest.fixture(scope="module")
-def api(chatd):
-    a = Api(chatd.base_url)
-    yield a
-    a.close()
-
-
-@pytest.fixture(scope="module")
 def w(api):
-    a = api.signup()
-    b = api.signup()
-    c = api.create_conversation(a["token"], member_ids=[b["id"]])
-    api.send(a["token"], c["id"], "hi")
-    return {"a": a, "b": b, "conv": c, "token": a["token"], "cid": c["id"]}
+    return conversation_with_message(api, "hi")
 
 
 def alive(api):

@@ -7,24 +7,13 @@ import time
 import psycopg2
 import pytest
 
-from chatlib import (Api, connect, http_get, http_req, parse_responses, raw_assert_error, raw_request,
+from chatlib import (Api, connect, conversation_with_message, http_get, http_req, parse_responses, raw_assert_error, raw_request,
                      read_until, send_all_tolerant, unique_name, wait_closed)
 
 
 @pytest.fixture(scope="module")
-def api(chatd):
-    a = Api(chatd.base_url)
-    yield a
-    a.close()
-
-
-@pytest.fixture(scope="module")
 def w(api):
-    a = api.signup()
-    b = api.signup()
-    c = api.create_conversation(a["token"], member_ids=[b["id"]])
-    m = api.send(a["token"], c["id"], "hello")
-    return {"a": a, "b": b, "conv": c, "cid": c["id"], "msg": m, "token": a["token"]}
+    return conversation_with_message(api, "hello")
 
 
 def one(chatd, data, timeout=5):

@@ -9,13 +9,6 @@ from chatlib import MSG_KEYS, Api, assert_message, json_body, unique_name
 
 
 @pytest.fixture(scope="module")
-def api(chatd):
-    a = Api(chatd.base_url)
-    yield a
-    a.close()
-
-
-@pytest.fixture(scope="module")
 def pair(api):
     return api.signup(), api.signup()
 

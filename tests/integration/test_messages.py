@@ -1,19 +1,11 @@
 """Messages: send, history, count, freshness (docs/api.md, "Messages")."""
 
-import random
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from chatlib import (COUNT_KEYS, HISTORY_KEYS, MSG_KEYS, Api, assert_error, assert_message, assert_time,
-                     is_pos_int, json_body, unique_name)
-
-
-@pytest.fixture(scope="module")
-def api(chatd):
-    a = Api(chatd.base_url)
-    yield a
-    a.close()
+                     is_pos_int, json_body, rand_chars, unique_name)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +32,6 @@ def big(api, trio, chatd):
 
 def send(api, token, cid, payload):
     return api.req("POST", f"/api/v1/conversations/{cid}/messages", token=token, json=payload)
-
-
-def rand_chars(n, lo, hi):
-    return "".join(chr(random.randrange(lo, hi)) for _ in range(n))
 
 
 # --- send ---------------------------------------------------------------------

@@ -11,13 +11,7 @@ import pytest
 
 from chatlib import (Api, Metrics, TcpProxy, connect, http_get, json_body, parse_responses, read_until,
                      wait_closed, wait_for)
-
-
-@pytest.fixture(scope="module")
-def api(chatd):
-    a = Api(chatd.base_url)
-    yield a
-    a.close()
+from conftest import lock_waiters, with_port
 
 
 # --- health -------------------------------------------------------------------------
@@ -234,12 +228,6 @@ def test_sigterm_idle_server_exits_0(chatd_factory):
         s.close()
 
 
-def lock_waiters(conn):
-    with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'chat' AND wait_event_type = 'Lock'")
-        return cur.fetchone()[0]
-
-
 def test_sigterm_lets_in_flight_request_finish(chatd_factory, db, stack):
     inst = chatd_factory(env={"CACHE_BYPASS": "true"})
     x = Api(inst.base_url)
@@ -270,7 +258,7 @@ def test_sigterm_lets_in_flight_request_finish(chatd_factory, db, stack):
             cur.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
             locked = True
         t.start()
-        wait_for(lambda: lock_waiters(watcher) > 0, 10, what="the history request to block on the lock")
+        wait_for(lambda: lock_waiters(watcher, "chat") > 0, 10, what="the history request to block on the lock")
         t0 = time.monotonic()
         inst.proc.send_signal(signal.SIGTERM)
         # The server is shutting down with a request in flight; it must wait for it.
@@ -351,15 +339,6 @@ def test_max_connections(chatd_factory):
 
 
 # --- the direct fallback path ---------------------------------------------------------
-
-
-def with_port(url, port):
-    import urllib.parse
-    u = urllib.parse.urlsplit(url)
-    netloc = u.netloc.rsplit("@", 1)
-    hostport = f"127.0.0.1:{port}"
-    netloc = f"{netloc[0]}@{hostport}" if len(netloc) == 2 else hostport
-    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
 
 
 def test_pooler_lost_falls_back_to_direct(chatd_factory, stack):

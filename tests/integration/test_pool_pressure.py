@@ -16,6 +16,7 @@ import requests
 
 from chatlib import (Api, Metrics, assert_error, assert_retry_after, http_req, json_body, mass_connect,
                      mass_exchange, parse_responses, raise_nofile, wait_for)
+from conftest import lock_waiters
 
 CLIENTS = 2000
 POOL = 20
@@ -205,13 +206,6 @@ def test_two_thousand_clients_fold_onto_the_pool(chatd_factory, db, stack, worke
     above_smallest = (count1 - buckets1[0][1]) - (count0 - buckets0.get(smallest, 0.0))
     assert ms.max_waiting > 0 or above_smallest > 0, (
         "no sign of queueing: chatd_db_pool_waiting never > 0 and no wait above the smallest bucket")
-
-
-def lock_waiters(conn, user):
-    with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND wait_event_type = 'Lock'",
-                    (user,))
-        return cur.fetchone()[0]
 
 
 def test_queue_deadline_answers_503(chatd_factory, db, stack):

@@ -21,19 +21,12 @@ import urllib.parse
 import pytest
 
 from chatlib import Api, Metrics, TcpProxy, wait_for
+from conftest import with_port
 
 LOAD_THREADS = 6
 PHASE_WRITES = 300         # acknowledged sends wanted in each phase
 DIRECT_WITHIN_S = 5.0      # the bound for the switch
 BACK_WITHIN_S = 30.0       # hold time (5 s) plus probes and slack
-
-
-def _with_port(url, port):
-    u = urllib.parse.urlsplit(url)
-    netloc = u.netloc.rsplit("@", 1)
-    hostport = f"127.0.0.1:{port}"
-    netloc = f"{netloc[0]}@{hostport}" if len(netloc) == 2 else hostport
-    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
 
 
 class PrivatePgBouncer:
@@ -172,7 +165,7 @@ def _paths(inst):
 def test_pgbouncer_stopped_and_restarted_under_load(chatd_factory, stack, private_pgbouncer, db):
     pgb = private_pgbouncer
     inst = chatd_factory(env={
-        "DATABASE_URL": _with_port(stack.database_url, pgb.port),
+        "DATABASE_URL": with_port(stack.database_url, pgb.port),
         "DATABASE_URL_DIRECT": stack.database_url_direct,
         "CACHE_BYPASS": "true",  # every read goes to the database path
     }, workers=2)
@@ -315,7 +308,7 @@ class AnswerLosingProxy(TcpProxy):
 def lossy(chatd_factory, stack):
     target = urllib.parse.urlsplit(stack.chatd_database_url)
     proxy = AnswerLosingProxy(target.hostname, target.port)
-    inst = chatd_factory(env={"DATABASE_URL": _with_port(stack.chatd_database_url, proxy.port),
+    inst = chatd_factory(env={"DATABASE_URL": with_port(stack.chatd_database_url, proxy.port),
                               "CACHE_BYPASS": "true"})
     api = Api(inst.base_url, timeout=30)
     yield proxy, inst, api

@@ -9,15 +9,8 @@ import struct
 
 import pytest
 
-from chatlib import Api, MSG_KEYS, assert_message, get_metrics, json_body, wait_for
-from wsclient import WS, Closed, handshake
-
-
-@pytest.fixture(scope="module")
-def api(chatd):
-    a = Api(chatd.base_url)
-    yield a
-    a.close()
+from chatlib import Api, assert_message, get_metrics, wait_for
+from wsclient import WS, handshake
 
 
 @pytest.fixture

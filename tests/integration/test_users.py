@@ -7,24 +7,12 @@ import uuid
 import pytest
 
 from chatlib import (SIGNUP_KEYS, USER_KEYS, Api, assert_error, assert_json_ct, assert_time,
-                     assert_user, is_pos_int, json_body, sha256, unique_name)
-
-
-@pytest.fixture(scope="module")
-def api(chatd):
-    a = Api(chatd.base_url)
-    yield a
-    a.close()
+                     assert_user, is_pos_int, json_body, rand_chars, sha256, unique_name)
 
 
 @pytest.fixture(scope="module")
 def alice(api):
     return api.signup()
-
-
-def rand_chars(n, lo, hi):
-    """n random code points in [lo, hi) — a fresh name each time."""
-    return "".join(chr(random.randrange(lo, hi)) for _ in range(n))
 
 
 def post_user(api, payload=None, data=None):

@@ -7,6 +7,8 @@
  */
 #include "seed.h"
 
+#include "core/base64.h"
+
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -207,25 +209,10 @@ static void fmt_ts(char out[40], long long us)
 
 static void token_new(char out[TOKEN_LEN + 1])
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char raw[32];
     if (RAND_bytes(raw, sizeof raw) != 1)
         abort();
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < sizeof raw; i++) {
-        acc = (acc << 8) | raw[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = alphabet[(acc >> bits) & 63];
-        }
-    }
-    if (bits > 0)
-        out[o++] = alphabet[(acc << (6 - bits)) & 63];
-    out[o] = 0;
+    chat_base64_encode(out, raw, sizeof raw, CHAT_BASE64_URL);
 }
 
 static double mono(void)
