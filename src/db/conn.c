@@ -516,7 +516,7 @@ static void lent_event(chat_db_conn_t *c, int events)
  * libuv stopped the handle on a socket error (POLLERR: a refused connect, a
  * reset). Let libpq read the error so the log says why.
  */
-static void poll_error(chat_db_conn_t *c, uv_poll_t *h)
+static void poll_error(chat_db_conn_t *c, const uv_poll_t *h)
 {
     c->_poll_events = 0;
     if (c->state == CHAT_DB_CONN_CONNECTING) {
