@@ -11,7 +11,6 @@
 #include "chat/chat.h"
 #include "core/alloc.h"
 #include "core/log.h"
-#include "core/metrics.h"
 #include "db/path.h"
 #include "net/http.h"
 
@@ -76,30 +75,6 @@ static void stop_cb(uv_async_t *h)
         http_closed(w);
 }
 
-/* ---- the database path: which workers are on the direct fallback ---- */
-
-static _Atomic int workers_on_direct;
-static chat_metric_t *path_pooler, *path_direct;
-static pthread_once_t path_gauge_once = PTHREAD_ONCE_INIT;
-
-static void path_gauge_init(void)
-{
-    chat_metric_family_t *path =
-        chat_metrics_gauge("chatd_db_path", "1 on the database path in use");
-    path_pooler = chat_metric_series(path, "path=\"pooler\"");
-    path_direct = chat_metric_series(path, "path=\"direct\"");
-    chat_metric_set(path_pooler, 1);
-    chat_metric_set(path_direct, 0);
-}
-
-static void path_switched(int to_direct, void *arg)
-{
-    chat_worker_t *w = arg;
-    int n = atomic_fetch_add(&workers_on_direct, to_direct ? 1 : -1) + (to_direct ? 1 : -1);
-    chat_metric_set(path_direct, n > 0 ? 1 : 0);
-    chat_metric_set(path_pooler, n < w->sh->nworkers ? 1 : 0);
-}
-
 /* This worker's share of a pool of total connections (at least one). */
 static int share_of(int total, int nworkers, int index)
 {
@@ -127,8 +102,6 @@ static void wire(chat_worker_t *w)
         .window_ms = cfg->failover_window_ms,
         .hold_ms = cfg->failover_hold_ms,
         .worker = w->index,
-        .on_switch = path_switched,
-        .switch_arg = w,
     };
     w->ctx.loop = &w->loop;
     w->ctx.db = chat_db_create(&w->loop, &pc);
@@ -194,7 +167,6 @@ static void *worker_main(void *arg)
 
 chat_worker_t *chat_worker_start(chat_shared_t *sh, int index, int *bind_error)
 {
-    pthread_once(&path_gauge_once, path_gauge_init);
     chat_worker_t *w = chat_calloc(1, sizeof *w);
     w->index = index;
     w->sh = sh;

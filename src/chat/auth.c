@@ -187,7 +187,7 @@ struct auth_op {
 static void auth_db_cb(const chat_db_result_t *r, void *arg)
 {
     struct auth_op *op = arg;
-    if (r->status != CHAT_DB_OK) {
+    if (r->status != CHAT_EOK) {
         op->cb(CHAT_ERR_UNAVAILABLE, 0, op->arg);
     } else if (PQntuples(r->res[0]) == 0) {
         op->cb(CHAT_ERR_UNAUTHORIZED, 0, op->arg);

@@ -229,7 +229,7 @@ static void start_lookup(struct cread *op)
 static void membership_cb(const chat_db_result_t *res, void *arg)
 {
     struct cread *op = arg;
-    if (res->status != CHAT_DB_OK) {
+    if (res->status != CHAT_EOK) {
         chat_reply_db_err(op->cb, op->arg, res);
         cread_free(op);
     } else if (PQntuples(res->res[0]) == 0) {

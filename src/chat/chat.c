@@ -58,10 +58,11 @@ void chat_reply_from_db_error(chat_reply_t *r, const chat_db_result_t *res)
     r->body_len = 0;
     r->status = CHAT_ERR_UNAVAILABLE;
     switch (res->status) {
-    case CHAT_DB_ERR_TIMEOUT:
+    case CHAT_ETIMEDOUT:
         r->message = "the database is busy: timed out waiting for a connection";
         break;
-    case CHAT_DB_ERR_QUERY:
+    case CHAT_EREPLY:
+    case CHAT_EINVAL:
         chat_log_error("event=db_query_error sqlstate=%s message=\"%s\"",
                        res->sqlstate ? res->sqlstate : "-", res->message ? res->message : "");
         r->message = "the database could not complete the request";

@@ -59,7 +59,7 @@ static void encode_conv(chat_buf_t *b, const PGresult *res, int col)
 static void created_cb(const chat_db_result_t *r, void *arg)
 {
     struct conv_op *op = arg;
-    if (r->status != CHAT_DB_OK)
+    if (r->status != CHAT_EOK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
         /* The row that made our insert a no-op is committed, so this cannot happen. */
@@ -76,7 +76,7 @@ static void created_cb(const chat_db_result_t *r, void *arg)
 static void create_cb(const chat_db_result_t *r, void *arg)
 {
     struct conv_op *op = arg;
-    if (r->status != CHAT_DB_OK) {
+    if (r->status != CHAT_EOK) {
         chat_reply_db_err(op->cb, op->arg, r);
     } else if (chat_pg_i64(r->res[0], 0, 0) > 0) {
         chat_reply_err(op->cb, op->arg, CHAT_ERR_INVALID, "member_ids contains an unknown user id");
@@ -146,7 +146,7 @@ void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t
 static void get_cb(const chat_db_result_t *r, void *arg)
 {
     struct conv_op *op = arg;
-    if (r->status != CHAT_DB_OK)
+    if (r->status != CHAT_EOK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
         chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
@@ -193,7 +193,7 @@ static void add_member_done(void *arg)
 static void add_member_cb(const chat_db_result_t *r, void *arg)
 {
     struct conv_op *op = arg;
-    if (r->status != CHAT_DB_OK)
+    if (r->status != CHAT_EOK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (chat_pg_i64(r->res[0], 0, 0) == 0)
         chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");

@@ -123,7 +123,7 @@ static void reply_message(struct msg_op *op, int status, const PGresult *res, in
 static void existing_cb(const chat_db_result_t *r, void *arg)
 {
     struct msg_op *op = arg;
-    if (r->status != CHAT_DB_OK)
+    if (r->status != CHAT_EOK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
         /* The row that made our insert a no-op is committed, so this cannot happen. */
@@ -143,7 +143,7 @@ static void existing_cb(const chat_db_result_t *r, void *arg)
 static void send_cb(const chat_db_result_t *r, void *arg)
 {
     struct msg_op *op = arg;
-    if (r->status != CHAT_DB_OK) {
+    if (r->status != CHAT_EOK) {
         chat_reply_db_err(op->cb, op->arg, r);
         op_free(op);
         return;
@@ -217,7 +217,7 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
 static void history_cb(const chat_db_result_t *r, void *arg)
 {
     struct msg_op *op = arg;
-    if (r->status != CHAT_DB_OK) {
+    if (r->status != CHAT_EOK) {
         chat_reply_db_err(op->cb, op->arg, r);
         op_free(op);
         return;
@@ -298,7 +298,7 @@ void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_
 static void count_cb(const chat_db_result_t *r, void *arg)
 {
     struct msg_op *op = arg;
-    if (r->status != CHAT_DB_OK)
+    if (r->status != CHAT_EOK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
         chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");

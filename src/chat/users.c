@@ -44,7 +44,7 @@ static void signed_up(struct user_op *op, const PGresult *res)
 static void own_cb(const chat_db_result_t *r, void *arg)
 {
     struct user_op *op = arg;
-    if (r->status != CHAT_DB_OK)
+    if (r->status != CHAT_EOK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
         chat_reply_err(op->cb, op->arg, CHAT_ERR_CONFLICT, "a user with that name already exists");
@@ -57,7 +57,7 @@ static void own_cb(const chat_db_result_t *r, void *arg)
 static void create_cb(const chat_db_result_t *r, void *arg)
 {
     struct user_op *op = arg;
-    if (r->status == CHAT_DB_ERR_QUERY && r->sqlstate && !strcmp(r->sqlstate, "23505")) {
+    if (r->status == CHAT_EREPLY && r->sqlstate && !strcmp(r->sqlstate, "23505")) {
         /*
          * The name is taken, perhaps by this very sign-up: the pool sends a
          * create again when the answer to the first attempt was lost. The
@@ -70,7 +70,7 @@ static void create_cb(const chat_db_result_t *r, void *arg)
                              1, params};
         chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, own_cb, op);
         return;
-    } else if (r->status != CHAT_DB_OK) {
+    } else if (r->status != CHAT_EOK) {
         chat_reply_db_err(op->cb, op->arg, r);
     } else {
         signed_up(op, r->res[0]);
@@ -87,7 +87,7 @@ void chat_users_create(chat_ctx_t *ctx, const char *name, size_t len, chat_reply
     op->ctx = ctx;
     if (chat_auth_token_new(op->token) < 0) {
         /* No randomness, no token: fail as unavailable rather than weaken it. */
-        chat_db_result_t fake = {.status = CHAT_DB_ERR_UNAVAILABLE};
+        chat_db_result_t fake = {.status = CHAT_EDOWN};
         chat_reply_db_err(cb, arg, &fake);
         free(op);
         return;
@@ -110,7 +110,7 @@ void chat_users_create(chat_ctx_t *ctx, const char *name, size_t len, chat_reply
 static void get_cb(const chat_db_result_t *r, void *arg)
 {
     struct user_op *op = arg;
-    if (r->status != CHAT_DB_OK) {
+    if (r->status != CHAT_EOK) {
         chat_reply_db_err(op->cb, op->arg, r);
     } else if (PQntuples(r->res[0]) == 0) {
         chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such user");

@@ -5,6 +5,8 @@
  * mode too: the advisory lock, the check, the SQL and the row commit together.
  */
 #include "db/migrate.h"
+
+#include "core/error.h"
 #include "core/log.h"
 
 #include <libpq-fe.h>
@@ -150,7 +152,7 @@ int chat_db_migrate(const char *conninfo, char *err, unsigned long errlen)
     if (!pg || PQstatus(pg) != CONNECTION_OK) {
         set_err(err, errlen, "connect: %s", pg ? PQerrorMessage(pg) : "out of memory");
         PQfinish(pg);
-        return -1;
+        return CHAT_EDOWN;
     }
     PQsetNoticeProcessor(pg, notice_cb, NULL);
     /* Two first runs racing on CREATE TABLE IF NOT EXISTS can both try to create it. */
@@ -163,14 +165,14 @@ int chat_db_migrate(const char *conninfo, char *err, unsigned long errlen)
         rc = run(pg, "COMMIT", "COMMIT", err, errlen);
     if (rc != 0) {
         PQfinish(pg);
-        return -1;
+        return CHAT_EREPLY;
     }
     int applied = 0;
     for (int i = 0; i < chat_migrations_count; i++) {
         int r = apply_one(pg, &chat_migrations[i], err, errlen);
         if (r < 0) {
             PQfinish(pg);
-            return -1;
+            return CHAT_EREPLY;
         }
         applied += r;
     }

@@ -18,8 +18,10 @@ extern const int chat_migrations_count;
 
 /**
  * Connects (blocking: this runs before any loop) to conninfo and applies the
- * missing migrations. Returns the number applied (>= 0), or -1 with a message
- * in err. Used by `chatd migrate`, never on the request path.
+ * missing migrations. Returns the number applied (>= 0), or with a message in
+ * err CHAT_EDOWN (no connection could be made) or CHAT_EREPLY (a statement
+ * failed; that migration was rolled back). Used by `chatd migrate`, never on
+ * the request path.
  */
 int chat_db_migrate(const char *conninfo, char *err, unsigned long errlen);
 

@@ -1,14 +1,18 @@
 /*
  * The database path of one worker: pooler pool, lazily created direct pool,
- * the switch between them, and transactions held across a switch. See
- * path.h for the rules. Everything runs on the worker's loop.
+ * the switch between them, transactions held across a switch, and the
+ * process-wide chatd_db_path gauge. See path.h for the rules. Everything but
+ * the gauge runs on the worker's loop.
  */
 #include "db/path.h"
 
 #include "core/alloc.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,18 +32,22 @@ struct bucket {
     uint32_t total, errors, slow;
 };
 
+/*
+ * A transaction on the path. Who holds it: the pool it was last sent to
+ * (pool), or the held list (link linked) while it waits for a path.
+ */
 typedef struct ptx {
-    struct ptx *next; /* held list */
+    chat_list_t link; /* in the held list while held */
     chat_db_t *db;
     chat_db_pool_t *pool; /* where it was last sent */
+    chat_db_txn_t *txn;   /* the one copy, sent again as it is */
     chat_db_cb cb;
     void *arg;
-    int flags, n, attempts;
-    uint64_t deadline;   /* loop ms: no more sends after this */
-    uint64_t hold_until; /* loop ms: the end of the wait for a path once held */
-    double waited;       /* queue wait of the attempts so far, seconds */
-    chat_db_stmt_t stmts[CHAT_DB_MAX_STMTS];
-    /* parameter pointers and strings follow */
+    int attempts;
+    chat_err_t last_status; /* of the last failed attempt */
+    uint64_t deadline;      /* loop ms: no more sends after this */
+    uint64_t hold_until;    /* loop ms: the end of the wait for a path once held */
+    double waited;          /* queue wait of the attempts so far, seconds */
 } ptx_t;
 
 struct chat_db {
@@ -55,7 +63,7 @@ struct chat_db {
     uint64_t back_at; /* loop ms of the last move back to the pooler */
     int probe_inflight, probe_ok;
     uint64_t probe_started;
-    ptx_t *held, **held_tail;
+    chat_list_t held; /* ptx_t waiting for a path, oldest first */
     int closing;
     void (*close_cb)(void *);
     void *close_arg;
@@ -63,8 +71,29 @@ struct chat_db {
 
 static chat_metric_t *m_switches[R_COUNT], *m_retries, *m_held;
 
+/*
+ * chatd_db_path{path="pooler"|"direct"}: 1 while at least one worker's path
+ * is on that side. Process-wide, so counted across the workers' threads.
+ */
+static chat_metric_t *m_path_pooler, *m_path_direct;
+static _Atomic int paths_on_pooler, paths_on_direct;
+
+static void gauge_move(int pooler_delta, int direct_delta)
+{
+    int p = atomic_fetch_add(&paths_on_pooler, pooler_delta) + pooler_delta;
+    int d = atomic_fetch_add(&paths_on_direct, direct_delta) + direct_delta;
+    chat_metric_set(m_path_pooler, p > 0 ? 1 : 0);
+    chat_metric_set(m_path_direct, d > 0 ? 1 : 0);
+}
+
 static void metrics_init(void)
 {
+    chat_metric_family_t *path =
+        chat_metrics_gauge("chatd_db_path", "1 on the database path in use");
+    m_path_pooler = chat_metric_series(path, "path=\"pooler\"");
+    m_path_direct = chat_metric_series(path, "path=\"direct\"");
+    chat_metric_set(m_path_pooler, 1);
+    chat_metric_set(m_path_direct, 0);
     chat_metric_family_t *f =
         chat_metrics_counter("chatd_db_path_switches_total", "Moves between the database paths");
     for (int i = 0; i < R_COUNT; i++) {
@@ -85,9 +114,9 @@ static void metrics_init(void)
 
 static int is_path_error(const chat_db_result_t *r)
 {
-    if (r->status == CHAT_DB_ERR_UNAVAILABLE || r->status == CHAT_DB_ERR_TIMEOUT)
+    if (r->status == CHAT_EDOWN || r->status == CHAT_ECONNLOST || r->status == CHAT_ETIMEDOUT)
         return 1;
-    if (r->status != CHAT_DB_ERR_QUERY || !r->sqlstate)
+    if (r->status != CHAT_EREPLY || !r->sqlstate)
         return 0;
     /* connection exceptions, insufficient resources, operator intervention */
     return !strncmp(r->sqlstate, "08", 2) || !strncmp(r->sqlstate, "53", 2) ||
@@ -96,7 +125,7 @@ static int is_path_error(const chat_db_result_t *r)
 
 static void window_record(chat_db_t *db, const chat_db_result_t *r)
 {
-    if (!db->buckets || r->status == CHAT_DB_ERR_SHUTDOWN)
+    if (!db->buckets || r->status == CHAT_ECLOSED)
         return;
     struct bucket *b = &db->buckets[db->bucket];
     b->total++;
@@ -144,7 +173,7 @@ static void ptx_send(ptx_t *t, chat_db_pool_t *pool)
 {
     t->pool = pool;
     t->attempts++;
-    chat_db_pool_exec(pool, t->stmts, t->n, t->flags, ptx_cb, t);
+    chat_db_pool_send(pool, t->txn, ptx_cb, t);
 }
 
 static void ptx_finish(ptx_t *t, const chat_db_result_t *r)
@@ -152,10 +181,11 @@ static void ptx_finish(ptx_t *t, const chat_db_result_t *r)
     chat_db_result_t copy = *r;
     copy.queue_wait += t->waited;
     t->cb(&copy, t->arg);
+    chat_db_txn_destroy(t->txn);
     free(t);
 }
 
-static void ptx_fail(ptx_t *t, int status, const char *message)
+static void ptx_fail(ptx_t *t, chat_err_t status, const char *message)
 {
     chat_db_result_t r = {.status = status, .message = message};
     ptx_finish(t, &r);
@@ -163,12 +193,12 @@ static void ptx_fail(ptx_t *t, int status, const char *message)
 
 static int may_hold(chat_db_t *db, const ptx_t *t, const chat_db_result_t *r)
 {
-    if (db->closing || !(t->flags & CHAT_DB_RETRY_SENT) || t->attempts >= MAX_ATTEMPTS)
+    if (db->closing || !(t->txn->flags & CHAT_DB_RETRY_SENT) || t->attempts >= MAX_ATTEMPTS)
         return 0;
-    if (r->status == CHAT_DB_ERR_UNAVAILABLE)
+    if (r->status == CHAT_EDOWN || r->status == CHAT_ECONNLOST)
         return uv_now(db->loop) < t->deadline;
     /* The pooler itself failed the transaction before PostgreSQL ran it. */
-    return r->status == CHAT_DB_ERR_QUERY && r->sqlstate && t->pool == db->pooler &&
+    return r->status == CHAT_EREPLY && r->sqlstate && t->pool == db->pooler &&
            (!strncmp(r->sqlstate, "08", 2) || !strncmp(r->sqlstate, "57P", 3)) &&
            uv_now(db->loop) < t->deadline;
 }
@@ -179,17 +209,16 @@ static void ptx_cb(const chat_db_result_t *r, void *arg)
     chat_db_t *db = t->db;
     if (t->pool == db->pooler)
         window_record(db, r);
-    if (r->status != CHAT_DB_OK && may_hold(db, t, r)) {
+    if (r->status != CHAT_EOK && may_hold(db, t, r)) {
         t->waited += r->queue_wait;
+        t->last_status = r->status;
         if (!t->hold_until) {
             t->hold_until =
                 uv_now(db->loop) + HOLD_LIMIT_MS + (uint64_t)db->cfg.pooler.connect_timeout_ms;
             if (t->hold_until > t->deadline)
                 t->hold_until = t->deadline;
         }
-        t->next = NULL;
-        *db->held_tail = t;
-        db->held_tail = &t->next;
+        chat_list_insert_tail(&db->held, &t->link);
         chat_metric_add(m_held, 1);
         return;
     }
@@ -200,46 +229,17 @@ void chat_db_exec(chat_db_t *db, const chat_db_stmt_t *stmts, int n, int flags, 
                   void *arg)
 {
     if (!db->direct_conninfo || n < 1 || n > CHAT_DB_MAX_STMTS) {
-        /* No other path to hold for: straight to the pool. */
+        /* No other path to hold for: straight to the pool, which makes the one copy. */
         chat_db_pool_exec(db->cur, stmts, n, flags, cb, arg);
         return;
     }
-    size_t size = sizeof(ptx_t);
-    for (int i = 0; i < n; i++) {
-        size += sizeof(char *) * (size_t)stmts[i].nparams;
-        for (int j = 0; j < stmts[i].nparams; j++)
-            if (stmts[i].params[j])
-                size += strlen(stmts[i].params[j]) + 1;
-    }
-    ptx_t *t = chat_malloc(size);
-    memset(t, 0, sizeof *t);
+    ptx_t *t = chat_calloc(1, sizeof *t);
+    chat_list_init(&t->link);
     t->db = db;
     t->cb = cb;
     t->arg = arg;
-    t->flags = flags;
-    t->n = n;
+    t->txn = chat_db_txn_create(stmts, n, flags);
     t->deadline = uv_now(db->loop) + (uint64_t)db->cfg.pooler.queue_timeout_ms;
-    const char **ptrs = (const char **)(t + 1);
-    size_t nptrs = 0;
-    for (int i = 0; i < n; i++)
-        nptrs += (size_t)stmts[i].nparams;
-    char *strs = (char *)(ptrs + nptrs);
-    for (int i = 0; i < n; i++) {
-        t->stmts[i].sql = stmts[i].sql;
-        t->stmts[i].nparams = stmts[i].nparams;
-        t->stmts[i].params = ptrs;
-        for (int j = 0; j < stmts[i].nparams; j++) {
-            const char *p = stmts[i].params[j];
-            if (p) {
-                size_t len = strlen(p) + 1;
-                memcpy(strs, p, len);
-                *ptrs++ = strs;
-                strs += len;
-            } else {
-                *ptrs++ = NULL;
-            }
-        }
-    }
     ptx_send(t, db->cur);
 }
 
@@ -247,26 +247,27 @@ void chat_db_exec(chat_db_t *db, const chat_db_stmt_t *stmts, int n, int flags, 
 static void held_run(chat_db_t *db)
 {
     uint64_t now = uv_now(db->loop);
-    ptx_t *list = db->held;
-    db->held = NULL;
-    db->held_tail = &db->held;
-    while (list) {
-        ptx_t *t = list;
-        list = t->next;
+    chat_list_t list;
+    chat_list_init(&list);
+    chat_list_splice_tail(&list, &db->held);
+    chat_list_t *e;
+    while ((e = chat_list_first(&list))) {
+        ptx_t *t = CHAT_CONTAINER_OF(e, ptx_t, link);
+        chat_list_remove(e);
         if (db->closing) {
             chat_metric_add(m_held, -1);
-            ptx_fail(t, CHAT_DB_ERR_SHUTDOWN, "the database pool is closing");
+            ptx_fail(t, CHAT_ECLOSED, "the database pool is closing");
         } else if (now >= t->hold_until) {
             chat_metric_add(m_held, -1);
-            ptx_fail(t, CHAT_DB_ERR_UNAVAILABLE, "no database path answered in time");
+            /* Lost (maybe run) on the last attempt, or never sent anywhere. */
+            ptx_fail(t, t->last_status == CHAT_ECONNLOST ? CHAT_ECONNLOST : CHAT_EDOWN,
+                     "no database path answered in time");
         } else if (db->cur != t->pool || chat_db_pool_healthy(db->cur)) {
             chat_metric_add(m_held, -1);
             chat_metric_inc(m_retries);
             ptx_send(t, db->cur);
         } else {
-            t->next = NULL;
-            *db->held_tail = t;
-            db->held_tail = &t->next;
+            chat_list_insert_tail(&db->held, e);
         }
     }
 }
@@ -308,8 +309,7 @@ static void switch_to(chat_db_t *db, int to_direct, int reason, const char *deta
             db->cfg.worker, reason_label[reason], detail);
     }
     chat_metric_inc(m_switches[reason]);
-    if (db->cfg.on_switch)
-        db->cfg.on_switch(to_direct, db->cfg.switch_arg);
+    gauge_move(to_direct ? -1 : 1, to_direct ? 1 : -1);
 }
 
 static void probe_cb(const chat_db_result_t *r, void *arg)
@@ -317,7 +317,7 @@ static void probe_cb(const chat_db_result_t *r, void *arg)
     chat_db_t *db = arg;
     db->probe_inflight = 0;
     uint64_t rtt = uv_now(db->loop) - db->probe_started;
-    db->probe_ok = r->status == CHAT_DB_OK &&
+    db->probe_ok = r->status == CHAT_EOK &&
                    (db->cfg.queue_wait_ms <= 0 || rtt < (uint64_t)db->cfg.queue_wait_ms);
 }
 
@@ -370,7 +370,7 @@ static void tick_cb(uv_timer_t *timer)
         db->bucket = (db->bucket + 1) % db->nbuckets;
         memset(&db->buckets[db->bucket], 0, sizeof db->buckets[0]);
     }
-    if (db->held)
+    if (!chat_list_empty(&db->held))
         held_run(db);
 }
 
@@ -381,8 +381,9 @@ chat_db_t *chat_db_create(uv_loop_t *loop, const chat_db_path_config_t *cfg)
     chat_db_t *db = chat_calloc(1, sizeof *db);
     db->loop = loop;
     db->cfg = *cfg;
-    db->held_tail = &db->held;
+    chat_list_init(&db->held);
     db->pooler = chat_db_pool_create(loop, &cfg->pooler);
+    gauge_move(1, 0);
     db->cur = db->pooler;
     uv_timer_init(loop, &db->timer);
     db->timer.data = db;
@@ -426,6 +427,10 @@ static void close_done(chat_db_t *db)
 {
     void (*cb)(void *) = db->close_cb;
     void *arg = db->close_arg;
+    if (db->cur == db->pooler)
+        gauge_move(-1, 0);
+    else
+        gauge_move(0, -1);
     free(db->buckets);
     free(db->direct_conninfo);
     free(db);

@@ -12,6 +12,10 @@
  * changes or its pool is back, within its queue deadline and at most 3 s plus
  * one connect timeout after it first failed. So a request caught
  * in a switch is answered by the other path instead of failing.
+ *
+ * The paths of all workers keep the process-wide gauge chatd_db_path: 1 for
+ * "pooler" while any path is on the pooler, 1 for "direct" while any is on
+ * the direct pool.
  */
 #ifndef CHAT_DB_PATH_H
 #define CHAT_DB_PATH_H
@@ -29,8 +33,6 @@ typedef struct chat_db_path_config {
     int window_ms;     /* window both are measured over */
     int hold_ms;       /* healthy time before moving back */
     int worker;        /* for logs */
-    void (*on_switch)(int to_direct, void *arg);
-    void *switch_arg;
 } chat_db_path_config_t;
 
 /** Fewest pooler transactions in a window before its ratios count. */
@@ -38,7 +40,11 @@ typedef struct chat_db_path_config {
 
 chat_db_t *chat_db_create(uv_loop_t *loop, const chat_db_path_config_t *cfg);
 
-/** chat_db_pool_exec() on the path in use, with holding as described above. */
+/**
+ * chat_db_pool_exec() on the path in use, with holding as described above.
+ * The parameters are copied once, here, into a transaction that the pools
+ * send (and the path sends again) without copying.
+ */
 void chat_db_exec(chat_db_t *db, const chat_db_stmt_t *stmts, int n, int flags, chat_db_cb cb,
                   void *arg);
 
@@ -51,7 +57,7 @@ int chat_db_on_direct(const chat_db_t *db);
 /** Stats of the pool of the path in use. */
 void chat_db_stats(const chat_db_t *db, chat_db_pool_stats_t *out);
 
-/** Closes both pools; held transactions fail with CHAT_DB_ERR_SHUTDOWN. */
+/** Closes both pools; held transactions fail with CHAT_ECLOSED. */
 void chat_db_close(chat_db_t *db, void (*cb)(void *arg), void *arg);
 
 #endif

@@ -40,7 +40,7 @@ static void test_connect_failure(void **state)
 {
     char err[256];
     int n = chat_db_migrate("host=/nonexistent-chatd-test port=1", err, sizeof err);
-    assert_int_equal(n, -1);
+    assert_int_equal(n, CHAT_EDOWN);
     assert_non_null(strstr(err, "connect"));
     assert_null(strchr(err, '\n'));
 }
