@@ -59,8 +59,13 @@ static void send_frame(session_t *ss, chat_buf_t *b)
     chat_buf_dispose(b);
 }
 
-static void send_error(session_t *ss, const char *cmid, const char *code, const char *message)
+/* An error frame with the code of err's row in the status table; message NULL: its default text. */
+static void send_error(session_t *ss, const char *cmid, int err, const char *message)
 {
+    const chat_api_status_t *st = chat_api_status_of(err);
+    const char *code = st->code;
+    if (!message)
+        message = st->message;
     chat_buf_t b = CHAT_BUF_INIT;
     chat_buf_puts(&b, "{\"type\":\"error\",\"client_msg_id\":");
     put_cmid(&b, cmid);
@@ -70,13 +75,6 @@ static void send_error(session_t *ss, const char *cmid, const char *code, const 
     chat_json_put_str(&b, message, strlen(message));
     chat_buf_puts(&b, "}}");
     send_frame(ss, &b);
-}
-
-/* An error frame with the code and default text of err's row in the status table. */
-static void send_chat_error(session_t *ss, const char *cmid, int err, const char *message)
-{
-    const chat_api_status_t *st = chat_api_status_of(err);
-    send_error(ss, cmid, st->code, message ? message : st->message);
 }
 
 static void send_reply_cb(chat_reply_t *r, void *arg)
@@ -95,7 +93,7 @@ static void send_reply_cb(chat_reply_t *r, void *arg)
             chat_buf_putc(&b, '}');
             send_frame(ss, &b);
         } else {
-            send_chat_error(ss, op->client_msg_id, r->err, r->message);
+            send_error(ss, op->client_msg_id, r->err, r->message);
         }
     }
     free(r->body);
@@ -118,7 +116,7 @@ static void handle_send(session_t *ss, json_t *o)
                            : NULL;
     int err = chat_api_valid_client_msg_id(o, &cmid, &cmid_len, why);
     if (err) {
-        send_chat_error(ss, echo, err, why);
+        send_error(ss, echo, err, why);
         return;
     }
     err =
@@ -126,11 +124,11 @@ static void handle_send(session_t *ss, json_t *o)
     if (!err)
         err = chat_api_valid_string(o, "body", 1, CHAT_API_BODY_MAX, &body, &body_len, why);
     if (err) {
-        send_chat_error(ss, cmid, err, why);
+        send_error(ss, cmid, err, why);
         return;
     }
     if (ss->inflight >= MAX_INFLIGHT) {
-        send_chat_error(ss, cmid, CHAT_ERATELIMITED, "too many sends waiting on this connection");
+        send_error(ss, cmid, CHAT_ERATELIMITED, "too many sends waiting on this connection");
         return;
     }
     ws_send_t *op = chat_calloc(1, sizeof *op);
@@ -145,23 +143,23 @@ static void on_message(chat_ws_conn_t *ws, const char *msg, size_t len, bool bin
 {
     session_t *ss = ud;
     if (binary) {
-        send_chat_error(ss, NULL, CHAT_EBADREQUEST, "messages must be JSON text");
+        send_error(ss, NULL, CHAT_EBADREQUEST, "messages must be JSON text");
         return;
     }
     json_t *o;
     char why[CHAT_API_WHY_MAX];
     int err = chat_api_valid_object(msg, len, "message", &o, why);
     if (err) {
-        send_chat_error(ss, NULL, err, why);
+        send_error(ss, NULL, err, why);
         return;
     }
     json_t *type = json_object_get(o, "type");
     if (!type || !json_is_string(type))
-        send_chat_error(ss, NULL, CHAT_EBADREQUEST, "type must be a string");
+        send_error(ss, NULL, CHAT_EBADREQUEST, "type must be a string");
     else if (!strcmp(json_string_value(type), "send"))
         handle_send(ss, o);
     else
-        send_chat_error(ss, NULL, CHAT_EBADREQUEST, "unknown message type");
+        send_error(ss, NULL, CHAT_EBADREQUEST, "unknown message type");
     json_decref(o);
 }
 
