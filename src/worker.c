@@ -105,8 +105,8 @@ static void wire(chat_worker_t *w)
     };
     w->ctx.loop = &w->loop;
     w->ctx.db = chat_db_create(&w->loop, &pc);
-    w->ctx.auth = chat_auth_cache_create();
-    w->ctx.members = chat_members_create();
+    w->ctx.tokens = chat_auth_memo_create();
+    w->ctx.members = chat_members_memo_create();
     w->ctx.fill_delay_ms = cfg->cache_fill_delay_ms;
     if (cfg->enable_redis_cache) {
         chat_cache_config_t cc = {
@@ -156,8 +156,8 @@ static void *worker_main(void *arg)
     if (failed)
         stop_cb(&w->stop);
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    chat_auth_cache_destroy(w->ctx.auth);
-    chat_members_destroy(w->ctx.members);
+    chat_memo_destroy(w->ctx.tokens);
+    chat_memo_destroy(w->ctx.members);
     if (uv_loop_close(&w->loop) != 0)
         chat_log_warn("event=worker_loop_busy worker=%d", w->index);
     if (w->sh->on_worker_exit)

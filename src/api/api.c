@@ -3,6 +3,8 @@
  * before its handler, and the single place where a call ends.
  */
 #include "api/internal.h"
+#include "api/status.h"
+#include "api/validate.h"
 #include "core/alloc.h"
 #include "core/json.h"
 #include "core/log.h"
@@ -147,48 +149,23 @@ void chat_call_error(chat_call_t *call, int status, const char *code, const char
     call_end(call, status, headers, body, len);
 }
 
-void chat_call_fail(chat_call_t *call, int st, const char *message)
+void chat_call_fail(chat_call_t *call, int err, const char *message)
 {
-    switch (st) {
-    case CHAT_ERR_UNAUTHORIZED:
-        chat_call_error(call, 401, "unauthorized", message ? message : "missing or unknown token",
-                        "WWW-Authenticate: Bearer\r\n");
-        break;
-    case CHAT_ERR_NOT_FOUND:
-        chat_call_error(call, 404, "not_found", message ? message : "not found", NULL);
-        break;
-    case CHAT_ERR_CONFLICT:
-        chat_call_error(call, 409, "conflict", message ? message : "conflict", NULL);
-        break;
-    case CHAT_ERR_INVALID:
-        chat_call_error(call, 422, "invalid_field", message ? message : "invalid field", NULL);
-        break;
-    default:
-        chat_call_error(call, 503, "unavailable",
-                        message ? message : "the service is temporarily unavailable",
-                        "Retry-After: 1\r\n");
-        break;
-    }
+    const chat_api_status_t *st = chat_api_status_of(err);
+    chat_call_error(call, st->http, st->code, message ? message : st->message, st->headers);
 }
 
 void chat_call_reply_cb(chat_reply_t *r, void *arg)
 {
     chat_call_t *call = arg;
-    switch (r->status) {
-    case CHAT_OK:
-        chat_call_ok(call, 200, r->body, r->body_len);
-        break;
-    case CHAT_CREATED:
-        chat_call_ok(call, 201, r->body, r->body_len);
-        break;
-    case CHAT_NO_CONTENT:
+    if (r->err != CHAT_EOK) {
         free(r->body);
-        call_end(call, 204, NULL, NULL, 0);
-        break;
-    default:
+        chat_call_fail(call, r->err, r->message);
+    } else if (r->kind == CHAT_REPLY_NO_CONTENT) {
         free(r->body);
-        chat_call_fail(call, r->status, r->message);
-        break;
+        call_end(call, chat_api_status_ok(r->kind), NULL, NULL, 0);
+    } else {
+        chat_call_ok(call, chat_api_status_ok(r->kind), r->body, r->body_len);
     }
 }
 
@@ -196,50 +173,12 @@ void chat_call_reply_cb(chat_reply_t *r, void *arg)
 
 json_t *chat_call_json_object(chat_call_t *call)
 {
-    const chat_http_request_t *req = call->req;
-    if (chat_utf8_count(req->body, req->body_len) < 0) {
-        chat_call_error(call, 400, "bad_request", "the body is not valid UTF-8", NULL);
-        return NULL;
-    }
-    json_error_t err;
-    json_t *j = json_loadb(req->body, req->body_len, 0, &err);
-    if (!j) {
-        chat_call_error(call, 400, "bad_request", "the body is not valid JSON", NULL);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        chat_call_error(call, 400, "bad_request", "the body must be a JSON object", NULL);
-        return NULL;
-    }
+    json_t *j;
+    char why[CHAT_API_WHY_MAX];
+    int err = chat_api_valid_object(call->req->body, call->req->body_len, "body", &j, why);
+    if (err)
+        chat_call_fail(call, err, why);
     return j;
-}
-
-int chat_call_string_field(chat_call_t *call, json_t *obj, const char *name, long min, long max,
-                           const char **out, size_t *out_len)
-{
-    json_t *v = json_object_get(obj, name);
-    char msg[160];
-    if (!v || !json_is_string(v)) {
-        snprintf(msg, sizeof msg, "%s must be a string", name);
-        chat_call_error(call, 400, "bad_request", msg, NULL);
-        return -1;
-    }
-    const char *s = json_string_value(v);
-    size_t len = json_string_length(v);
-    long n = chat_utf8_count(s, len);
-    if (n < 0) {
-        chat_call_error(call, 400, "bad_request", "strings must be valid UTF-8", NULL);
-        return -1;
-    }
-    if (n < min || n > max) {
-        snprintf(msg, sizeof msg, "%s must be %ld to %ld characters long", name, min, max);
-        chat_call_error(call, 422, "invalid_field", msg, NULL);
-        return -1;
-    }
-    *out = s;
-    *out_len = len;
-    return 0;
 }
 
 /* ---- dispatch ---- */
@@ -247,17 +186,17 @@ int chat_call_string_field(chat_call_t *call, json_t *obj, const char *name, lon
 static void run_handler(chat_call_t *call)
 {
     if (call->id_seg && chat_api_parse_id(call->id_seg, call->id_len, &call->id) < 0) {
-        chat_call_error(call, 404, "not_found", "not found", NULL);
+        chat_call_fail(call, CHAT_ENOTFOUND, "not found");
         return;
     }
     call->fn(call);
 }
 
-static void auth_cb(int status, int64_t user_id, void *arg)
+static void auth_cb(chat_err_t err, int64_t user_id, void *arg)
 {
     chat_call_t *call = arg;
-    if (status != CHAT_OK) {
-        chat_call_fail(call, status, NULL);
+    if (err != CHAT_EOK) {
+        chat_call_fail(call, err, NULL);
         return;
     }
     call->user_id = user_id;
@@ -281,7 +220,7 @@ void chat_api_handle(chat_http_request_t *req)
     call->api = api;
     req->data = call;
     if (!route) {
-        chat_call_error(call, 404, "not_found", "no such resource", NULL);
+        chat_call_fail(call, CHAT_ENOTFOUND, "no such resource");
         return;
     }
     req->route = route->pattern;
@@ -311,7 +250,7 @@ void chat_api_handle(chat_http_request_t *req)
         return;
     case AUTH_SIGNUP:
         if (!api->cfg->signup_open && !(has_tok && is_admin(api, tok, toklen))) {
-            chat_call_fail(call, CHAT_ERR_UNAUTHORIZED,
+            chat_call_fail(call, CHAT_EUNAUTHORIZED,
                            "sign-up is closed: the admin token is required");
             return;
         }
@@ -319,7 +258,7 @@ void chat_api_handle(chat_http_request_t *req)
         return;
     case AUTH_ADMIN:
         if (!has_tok || !is_admin(api, tok, toklen)) {
-            chat_call_fail(call, CHAT_ERR_UNAUTHORIZED, "the admin token is required");
+            chat_call_fail(call, CHAT_EUNAUTHORIZED, "the admin token is required");
             return;
         }
         run_handler(call);
@@ -339,7 +278,7 @@ void chat_api_handle(chat_http_request_t *req)
         /* fall through */
     case AUTH_USER:
         if (!has_tok) {
-            chat_call_fail(call, CHAT_ERR_UNAUTHORIZED, NULL);
+            chat_call_fail(call, CHAT_EUNAUTHORIZED, NULL);
             return;
         }
         chat_auth_check(api->ctx, tok, toklen, auth_cb, call);

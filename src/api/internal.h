@@ -37,11 +37,17 @@ struct chat_call {
     int64_t user_id; /* authenticated caller */
 };
 
-/** Answers with an error body; ends the call. */
+/**
+ * Answers with an error body for an HTTP status outside the status table
+ * (405, 426); ends the call.
+ */
 void chat_call_error(chat_call_t *call, int status, const char *code, const char *message,
                      const char *headers);
-/** Answers with the contract's error for a chat status; ends the call. */
-void chat_call_fail(chat_call_t *call, int chat_status, const char *message);
+/**
+ * Answers with the contract's error for err (status.h: HTTP status, code,
+ * headers); message NULL gives the code's default text. Ends the call.
+ */
+void chat_call_fail(chat_call_t *call, int err, const char *message);
 /** Completion callback for chat/ operations: answers with the reply. */
 void chat_call_reply_cb(chat_reply_t *reply, void *arg);
 /**
@@ -53,16 +59,10 @@ chat_http_request_t *chat_call_release(chat_call_t *call);
 void chat_call_ok(chat_call_t *call, int status, char *body, size_t len);
 
 /**
- * Parses the request body as a JSON object. Returns the object (caller
- * decrefs), or NULL after answering 400.
+ * Parses the request body as a JSON object (validate.h). Returns the object
+ * (caller decrefs), or NULL after answering 400.
  */
 json_t *chat_call_json_object(chat_call_t *call);
-/**
- * Reads a string field with a code point range. Returns 0 on success, or -1
- * after answering (400 for missing/wrong type, 422 for length).
- */
-int chat_call_string_field(chat_call_t *call, json_t *obj, const char *name, long min, long max,
-                           const char **out, size_t *out_len);
 
 /* Handlers (handlers.c and ops.c). */
 void chat_h_signup(chat_call_t *call);
@@ -73,7 +73,7 @@ void chat_h_member_add(chat_call_t *call);
 void chat_h_msg_send(chat_call_t *call);
 void chat_h_msg_history(chat_call_t *call);
 void chat_h_msg_count(chat_call_t *call);
-void chat_h_stream(chat_call_t *call); /* stream.c */
+void chat_h_stream(chat_call_t *call); /* ws_session.c */
 void chat_h_healthz(chat_call_t *call);
 void chat_h_readyz(chat_call_t *call);
 void chat_h_metrics(chat_call_t *call);

@@ -75,7 +75,7 @@ void chat_h_cache_bypass(chat_call_t *call)
     json_t *v = json_object_get(j, "enabled");
     if (!v || !json_is_boolean(v)) {
         json_decref(j);
-        chat_call_error(call, 400, "bad_request", "enabled must be true or false", NULL);
+        chat_call_fail(call, CHAT_EBADREQUEST, "enabled must be true or false");
         return;
     }
     chat_cache_set_bypass(json_is_true(v));
@@ -89,7 +89,7 @@ static void deleted_cb(long long n, void *arg)
 {
     chat_call_t *call = arg;
     if (n < 0) {
-        chat_call_fail(call, CHAT_ERR_UNAVAILABLE, "the cache is unavailable");
+        chat_call_fail(call, CHAT_EUNAVAILABLE, "the cache is unavailable");
         return;
     }
     chat_buf_t b = CHAT_BUF_INIT;
@@ -105,11 +105,11 @@ void chat_h_cache_keys_delete(chat_call_t *call)
     const char *why = NULL;
     if (chat_api_query_string(call->req->query, call->req->query_len, "pattern", pattern,
                               sizeof pattern, &why) <= 0) {
-        chat_call_error(call, 400, "bad_request", why ? why : "pattern is required", NULL);
+        chat_call_fail(call, CHAT_EBADREQUEST, why ? why : "pattern is required");
         return;
     }
     if (!call->api->ctx->cache) {
-        chat_call_fail(call, CHAT_ERR_UNAVAILABLE, "the cache is disabled");
+        chat_call_fail(call, CHAT_EUNAVAILABLE, "the cache is disabled");
         return;
     }
     chat_cache_delete_pattern(call->api->ctx->cache, pattern, deleted_cb, call);

@@ -15,69 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define AUTH_CACHE_SLOTS (1u << 16) /* power of two */
-#define AUTH_CACHE_MAX (AUTH_CACHE_SLOTS / 2)
+/* 64 Ki slots, forgotten whole at 32 Ki tokens (core/memo.h): 2.5 MiB per worker. */
+#define TOKEN_MEMO_SLOTS (1u << 16)
 
-struct slot {
-    unsigned char hash[32];
-    int64_t user_id; /* 0 = empty */
-};
-
-struct chat_auth_cache {
-    struct slot *slots;
-    unsigned used;
-};
-
-chat_auth_cache_t *chat_auth_cache_create(void)
+chat_memo_t *chat_auth_memo_create(void)
 {
-    chat_auth_cache_t *c = chat_calloc(1, sizeof *c);
-    c->slots = chat_calloc(AUTH_CACHE_SLOTS, sizeof *c->slots);
-    return c;
-}
-
-void chat_auth_cache_destroy(chat_auth_cache_t *c)
-{
-    if (!c)
-        return;
-    free(c->slots);
-    free(c);
-}
-
-static unsigned slot_index(const unsigned char hash[32])
-{
-    unsigned v;
-    memcpy(&v, hash, sizeof v); /* the hash is uniform: any bytes will do */
-    return v & (AUTH_CACHE_SLOTS - 1);
-}
-
-static int64_t cache_get(const chat_auth_cache_t *c, const unsigned char hash[32])
-{
-    for (unsigned i = slot_index(hash);; i = (i + 1) & (AUTH_CACHE_SLOTS - 1)) {
-        const struct slot *s = &c->slots[i];
-        if (!s->user_id)
-            return 0;
-        if (!memcmp(s->hash, hash, 32))
-            return s->user_id;
-    }
-}
-
-static void cache_put(chat_auth_cache_t *c, const unsigned char hash[32], int64_t user_id)
-{
-    if (c->used >= AUTH_CACHE_MAX) { /* full: forget everything, refill on demand */
-        memset(c->slots, 0, AUTH_CACHE_SLOTS * sizeof *c->slots);
-        c->used = 0;
-    }
-    for (unsigned i = slot_index(hash);; i = (i + 1) & (AUTH_CACHE_SLOTS - 1)) {
-        struct slot *s = &c->slots[i];
-        if (!s->user_id) {
-            memcpy(s->hash, hash, 32);
-            s->user_id = user_id;
-            c->used++;
-            return;
-        }
-        if (!memcmp(s->hash, hash, 32))
-            return;
-    }
+    return chat_memo_create(TOKEN_MEMO_SLOTS, 32);
 }
 
 int chat_auth_token_new(char out[64])
@@ -178,7 +121,7 @@ int chat_auth_equal(const char *a, size_t alen, const char *b, size_t blen)
 }
 
 struct auth_op {
-    chat_auth_cache_t *cache;
+    chat_memo_t *tokens;
     unsigned char hash[32];
     chat_auth_cb cb;
     void *arg;
@@ -188,13 +131,13 @@ static void auth_db_cb(const chat_db_result_t *r, void *arg)
 {
     struct auth_op *op = arg;
     if (r->status != CHAT_EOK) {
-        op->cb(CHAT_ERR_UNAVAILABLE, 0, op->arg);
+        op->cb(CHAT_EUNAVAILABLE, 0, op->arg);
     } else if (PQntuples(r->res[0]) == 0) {
-        op->cb(CHAT_ERR_UNAUTHORIZED, 0, op->arg);
+        op->cb(CHAT_EUNAUTHORIZED, 0, op->arg);
     } else {
         int64_t uid = chat_pg_i64(r->res[0], 0, 0);
-        cache_put(op->cache, op->hash, uid);
-        op->cb(CHAT_OK, uid, op->arg);
+        chat_memo_put(op->tokens, op->hash, uid);
+        op->cb(CHAT_EOK, uid, op->arg);
     }
     free(op);
 }
@@ -203,13 +146,13 @@ void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_c
 {
     unsigned char hash[32];
     chat_auth_token_hash(token, len, hash);
-    int64_t uid = cache_get(ctx->auth, hash);
+    int64_t uid = chat_memo_get(ctx->tokens, hash);
     if (uid) {
-        cb(CHAT_OK, uid, arg);
+        cb(CHAT_EOK, uid, arg);
         return;
     }
     struct auth_op *op = chat_malloc(sizeof *op);
-    op->cache = ctx->auth;
+    op->tokens = ctx->tokens;
     memcpy(op->hash, hash, 32);
     op->cb = cb;
     op->arg = arg;

@@ -1,7 +1,9 @@
 /*
- * Shared helpers of the chat domain: replies and result decoding.
+ * Shared helpers of the chat domain: replies, result decoding, and the one
+ * place that reads the database's failure codes.
  */
 #include "chat/internal.h"
+#include "core/alloc.h"
 #include "core/log.h"
 
 #include <stdlib.h>
@@ -38,17 +40,38 @@ const char *chat_pg_str(const PGresult *res, int row, int col)
     return PQgetvalue(res, row, col);
 }
 
-void chat_reply_ok(chat_reply_cb cb, void *arg, int status, chat_buf_t *body)
+int64_t *chat_i64_list_parse(const char *text, size_t *n)
 {
-    chat_reply_t r = {.status = status};
+    *n = 0;
+    if (!text)
+        return NULL;
+    size_t cap = 1;
+    for (const char *p = text; *p; p++)
+        cap += *p == ',';
+    int64_t *ids = chat_malloc(cap * sizeof *ids);
+    const char *p = text + (*text == '{');
+    while (*p && *p != '}') {
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p)
+            break;
+        ids[(*n)++] = (int64_t)v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return ids;
+}
+
+void chat_reply_ok(chat_reply_cb cb, void *arg, chat_reply_kind_t kind, chat_buf_t *body)
+{
+    chat_reply_t r = {.err = CHAT_EOK, .kind = kind};
     if (body)
         r.body = chat_buf_steal(body, &r.body_len);
     cb(&r, arg); /* the receiver owns r.body now */
 }
 
-void chat_reply_err(chat_reply_cb cb, void *arg, int status, const char *message)
+void chat_reply_err(chat_reply_cb cb, void *arg, chat_err_t err, const char *message)
 {
-    chat_reply_t r = {.status = status, .message = message};
+    chat_reply_t r = {.err = err, .message = message};
     cb(&r, arg);
 }
 
@@ -56,7 +79,8 @@ void chat_reply_from_db_error(chat_reply_t *r, const chat_db_result_t *res)
 {
     r->body = NULL;
     r->body_len = 0;
-    r->status = CHAT_ERR_UNAVAILABLE;
+    r->kind = CHAT_REPLY_OK;
+    r->err = CHAT_EUNAVAILABLE;
     switch (res->status) {
     case CHAT_ETIMEDOUT:
         r->message = "the database is busy: timed out waiting for a connection";
@@ -78,4 +102,9 @@ void chat_reply_db_err(chat_reply_cb cb, void *arg, const chat_db_result_t *res)
     chat_reply_t r;
     chat_reply_from_db_error(&r, res);
     cb(&r, arg);
+}
+
+bool chat_db_unique_violation(const chat_db_result_t *res)
+{
+    return res->status == CHAT_EREPLY && res->sqlstate && !strcmp(res->sqlstate, "23505");
 }

@@ -2,19 +2,20 @@
  * The chat domain: users, tokens, conversations, members and messages. The
  * only code that knows the schema and the wire representation of resources.
  * Operations are asynchronous: each takes a completion callback that receives
- * a chat_reply_t with a status and, on success, the encoded JSON body. This
- * module knows nothing of HTTP; api/ maps statuses to HTTP answers.
+ * a chat_reply_t with an error code (core/error.h) or a success kind and the
+ * encoded JSON body. This module knows nothing of HTTP; api/status.c maps
+ * replies to HTTP answers.
  */
 #ifndef CHAT_CHAT_CHAT_H
 #define CHAT_CHAT_CHAT_H
 
+#include "core/error.h"
+#include "core/memo.h"
 #include "db/path.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct chat_auth_cache chat_auth_cache_t;
-typedef struct chat_members chat_members_t;
 struct chat_cache;
 struct chat_stream;
 
@@ -22,28 +23,32 @@ struct chat_stream;
 typedef struct chat_ctx {
     uv_loop_t *loop;
     chat_db_t *db;              /* the database path: pooler or direct */
-    chat_auth_cache_t *auth;    /* token hash -> user id, per worker */
-    chat_members_t *members;    /* (conversation, user) pairs proven members, per worker */
+    chat_memo_t *tokens;        /* token hash -> user id (chat_auth_memo_create) */
+    chat_memo_t *members;       /* (conversation, user) -> 1, proven (chat_members_memo_create) */
     struct chat_cache *cache;   /* NULL when the cache is disabled */
     struct chat_stream *stream; /* realtime fan-out (stream.h); NULL: none */
     int fill_delay_ms;          /* fault injection: delay cache fills (tests only) */
 } chat_ctx_t;
 
-enum chat_status {
-    CHAT_OK = 0,           /* 200 with body */
-    CHAT_CREATED,          /* 201 with body */
-    CHAT_NO_CONTENT,       /* 204 */
-    CHAT_ERR_UNAUTHORIZED, /* 401 */
-    CHAT_ERR_NOT_FOUND,    /* 404: absent, or the caller is not a member */
-    CHAT_ERR_CONFLICT,     /* 409 */
-    CHAT_ERR_INVALID,      /* 422: a value breaks a rule (message says which) */
-    CHAT_ERR_UNAVAILABLE,  /* 503: database unreachable or the pool queue timed out */
-};
+/** What a successful operation answers (api/status.c maps it to 200, 201 or 204). */
+typedef enum chat_reply_kind {
+    CHAT_REPLY_OK = 0,    /* the resource: body */
+    CHAT_REPLY_CREATED,   /* a new resource: body */
+    CHAT_REPLY_NO_CONTENT /* done, nothing to show: no body */
+} chat_reply_kind_t;
 
+/**
+ * The answer of an operation. err is CHAT_EOK or a domain code of
+ * core/error.h: CHAT_EUNAUTHORIZED, CHAT_ENOTFOUND (absent, or the caller is
+ * not a member), CHAT_ECONFLICT, CHAT_EINVALID (a value breaks a rule: the
+ * message says which) or CHAT_EUNAVAILABLE (database unreachable, or the pool
+ * queue timed out).
+ */
 typedef struct chat_reply {
-    int status;          /* enum chat_status */
-    const char *message; /* error text for clients (a literal), NULL on success */
-    char *body;          /* success: encoded JSON, owned by the receiver; else NULL */
+    chat_err_t err;
+    chat_reply_kind_t kind; /* err == CHAT_EOK: which success */
+    const char *message;    /* error text for clients (a literal); NULL: the code's default */
+    char *body;             /* success: encoded JSON, owned by the receiver; else NULL */
     size_t body_len;
 } chat_reply_t;
 
@@ -56,9 +61,8 @@ typedef void (*chat_reply_cb)(chat_reply_t *reply, void *arg);
 
 /* ---- tokens (auth.c) ---- */
 
-/** Creates the per-worker token cache. */
-chat_auth_cache_t *chat_auth_cache_create(void);
-void chat_auth_cache_destroy(chat_auth_cache_t *c);
+/** The per-worker memory of tokens already resolved: 32-byte hash -> user id. */
+chat_memo_t *chat_auth_memo_create(void);
 
 /**
  * Writes a new random token (256 bits, base64url, NUL-terminated) into out
@@ -79,18 +83,16 @@ void chat_auth_token_hash(const char *token, size_t len, unsigned char out[32]);
 int chat_auth_equal(const char *a, size_t alen, const char *b, size_t blen);
 
 /**
- * Resolves a bearer token to a user id: cb gets status CHAT_OK with the user
- * id in *user_id (valid only during the callback), CHAT_ERR_UNAUTHORIZED or
- * CHAT_ERR_UNAVAILABLE. The token is copied. A token already seen by this
- * worker is answered from memory before this returns: tokens are never
- * revoked, so a remembered answer cannot go stale.
+ * Resolves a bearer token to a user id: cb gets CHAT_EOK with the user id,
+ * CHAT_EUNAUTHORIZED or CHAT_EUNAVAILABLE. The token is copied. A token
+ * already seen by this worker is answered from memory before this returns:
+ * tokens are never revoked, so a remembered answer cannot go stale.
  */
-typedef void (*chat_auth_cb)(int status, int64_t user_id, void *arg);
+typedef void (*chat_auth_cb)(chat_err_t err, int64_t user_id, void *arg);
 void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_cb cb, void *arg);
 
-/** The per-worker memory of proven memberships (cached.c). */
-chat_members_t *chat_members_create(void);
-void chat_members_destroy(chat_members_t *s);
+/** The per-worker memory of proven memberships (read.c): (conv, user) -> 1. */
+chat_memo_t *chat_members_memo_create(void);
 
 /* ---- users (users.c) ---- */
 
@@ -126,7 +128,7 @@ void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply
 
 /* ---- shared helpers (chat.c) ---- */
 
-/** Maps a failed database result to a reply status and client message. */
+/** Maps a failed database result to CHAT_EUNAVAILABLE and a client message. */
 void chat_reply_from_db_error(chat_reply_t *r, const chat_db_result_t *res);
 
 #endif

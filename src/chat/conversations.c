@@ -4,7 +4,6 @@
  * conversation is told.
  */
 #include "chat/internal.h"
-#include "cache/cache.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -63,12 +62,11 @@ static void created_cb(const chat_db_result_t *r, void *arg)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
         /* The row that made our insert a no-op is committed, so this cannot happen. */
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_UNAVAILABLE,
-                       "the conversation could not be stored");
+        chat_reply_err(op->cb, op->arg, CHAT_EUNAVAILABLE, "the conversation could not be stored");
     else {
         chat_buf_t b = CHAT_BUF_INIT;
         encode_conv(&b, r->res[0], 0);
-        chat_reply_ok(op->cb, op->arg, CHAT_CREATED, &b);
+        chat_reply_ok(op->cb, op->arg, CHAT_REPLY_CREATED, &b);
     }
     free(op);
 }
@@ -79,7 +77,7 @@ static void create_cb(const chat_db_result_t *r, void *arg)
     if (r->status != CHAT_EOK) {
         chat_reply_db_err(op->cb, op->arg, r);
     } else if (chat_pg_i64(r->res[0], 0, 0) > 0) {
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_INVALID, "member_ids contains an unknown user id");
+        chat_reply_err(op->cb, op->arg, CHAT_EINVALID, "member_ids contains an unknown user id");
     } else if (PQgetisnull(r->res[0], 0, 1)) {
         /*
          * Our op_id is taken: this is a second attempt of a create whose
@@ -94,7 +92,7 @@ static void create_cb(const chat_db_result_t *r, void *arg)
     } else {
         chat_buf_t b = CHAT_BUF_INIT;
         encode_conv(&b, r->res[0], 1);
-        chat_reply_ok(op->cb, op->arg, CHAT_CREATED, &b);
+        chat_reply_ok(op->cb, op->arg, CHAT_REPLY_CREATED, &b);
     }
     free(op);
 }
@@ -114,7 +112,7 @@ void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t
     struct conv_op *op = op_new(cb, arg);
     op->ctx = ctx;
     if (chat_op_id_new(op->op_id) < 0) {
-        chat_reply_err(cb, arg, CHAT_ERR_UNAVAILABLE, "no randomness for the operation id");
+        chat_reply_err(cb, arg, CHAT_EUNAVAILABLE, "no randomness for the operation id");
         chat_buf_dispose(&ids);
         free(op);
         return;
@@ -149,18 +147,19 @@ static void get_cb(const chat_db_result_t *r, void *arg)
     if (r->status != CHAT_EOK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
     else {
         chat_buf_t b = CHAT_BUF_INIT;
         encode_conv(&b, r->res[0], 0);
-        chat_reply_ok(op->cb, op->arg, CHAT_OK, &b);
+        chat_reply_ok(op->cb, op->arg, CHAT_REPLY_OK, &b);
     }
     free(op);
 }
 
-static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb, void *arg)
+static void get_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb,
+                   void *arg)
 {
-    int64_t conv_id = *(const int64_t *)what;
+    int64_t conv_id = rd->conv_id;
     char a[24], b[24];
     const char *params[] = {chat_i64_str(a, conv_id), chat_i64_str(b, caller)};
     chat_db_stmt_t st = {"SELECT " CONV_COLUMNS " FROM conversations c "
@@ -172,21 +171,20 @@ static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply
 
 void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
 {
-    if (!ctx->cache) {
-        get_db(ctx, caller, &conv_id, cb, arg);
-        return;
-    }
-    char prefix[CHAT_CACHE_KEY_MAX];
-    chat_cache_key_metadata(prefix, conv_id);
-    chat_cached_read(ctx, caller, CHAT_CACHE_METADATA, conv_id, prefix,
-                     chat_cache_ttl(CHAT_CACHE_METADATA, 0, 0), get_db, &conv_id, sizeof conv_id,
-                     cb, arg);
+    chat_read_t rd = {
+        .kind = CHAT_CACHE_METADATA,
+        .conv_id = conv_id,
+        .ttl = chat_cache_ttl(CHAT_CACHE_METADATA, 0, 0),
+        .load = get_db,
+    };
+    chat_cache_key_metadata(rd.prefix, conv_id);
+    chat_read(ctx, caller, &rd, cb, arg);
 }
 
 static void add_member_done(void *arg)
 {
     struct conv_op *op = arg;
-    chat_reply_ok(op->cb, op->arg, CHAT_NO_CONTENT, NULL);
+    chat_reply_ok(op->cb, op->arg, CHAT_REPLY_NO_CONTENT, NULL);
     free(op);
 }
 
@@ -196,9 +194,9 @@ static void add_member_cb(const chat_db_result_t *r, void *arg)
     if (r->status != CHAT_EOK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (chat_pg_i64(r->res[0], 0, 0) == 0)
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
     else if (chat_pg_i64(r->res[0], 0, 1) == 0)
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_INVALID, "user_id names no user");
+        chat_reply_err(op->cb, op->arg, CHAT_EINVALID, "user_id names no user");
     else {
         /* member_count is part of the cached metadata. */
         chat_after_write(op->ctx, op->conv, add_member_done, op);

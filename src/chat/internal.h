@@ -1,14 +1,17 @@
 /*
- * Helpers shared by the files of chat/: SQL fragments, result decoding and
- * reply construction. Not part of the module's public interface.
+ * Helpers shared by the files of chat/: SQL fragments, result decoding,
+ * reply construction and the read path. Not part of the module's public
+ * interface.
  */
 #ifndef CHAT_CHAT_INTERNAL_H
 #define CHAT_CHAT_INTERNAL_H
 
+#include "cache/keys.h"
 #include "chat/chat.h"
 #include "core/buf.h"
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* RFC 3339 UTC with microseconds, formatted by PostgreSQL. */
@@ -20,13 +23,20 @@ const char *chat_i64_str(char *buf, int64_t v);
 int64_t chat_pg_i64(const PGresult *res, int row, int col);
 /** Text of a result cell, NULL when the cell is NULL. */
 const char *chat_pg_str(const PGresult *res, int row, int col);
+/**
+ * Decodes the text of a bigint[] ("{1,2,3}", or "1,2,3") into a new array
+ * that the caller frees; *n gets its length. NULL text gives NULL and 0.
+ */
+int64_t *chat_i64_list_parse(const char *text, size_t *n);
 
-/** Calls cb with a success reply whose body is taken from body. */
-void chat_reply_ok(chat_reply_cb cb, void *arg, int status, chat_buf_t *body);
-/** Calls cb with an error reply (no body). */
-void chat_reply_err(chat_reply_cb cb, void *arg, int status, const char *message);
+/** Calls cb with a success reply whose body is taken from body (may be NULL). */
+void chat_reply_ok(chat_reply_cb cb, void *arg, chat_reply_kind_t kind, chat_buf_t *body);
+/** Calls cb with an error reply (no body); message NULL: the code's default text. */
+void chat_reply_err(chat_reply_cb cb, void *arg, chat_err_t err, const char *message);
 /** Calls cb with the reply for a failed database result. */
 void chat_reply_db_err(chat_reply_cb cb, void *arg, const chat_db_result_t *res);
+/** True when a failed statement broke a unique constraint (SQLSTATE 23505). */
+bool chat_db_unique_violation(const chat_db_result_t *res);
 
 /** A SHA-256 as PostgreSQL bytea hex input ("\\x" + 64 digits + NUL). */
 #define CHAT_HASH_HEX_LEN 67
@@ -35,21 +45,38 @@ void chat_auth_hash_hex(const unsigned char hash[32], char out[CHAT_HASH_HEX_LEN
 /** Appends the message object built from columns col.. of a row (see messages.c). */
 void chat_encode_message(chat_buf_t *b, const PGresult *res, int row, int col);
 
-/**
- * Loads a value from the database for a cached read: params is the copy
- * given to chat_cached_read(); the reply's body is what gets cached.
- */
-typedef void (*chat_loader_fn)(chat_ctx_t *ctx, int64_t caller, const void *params,
-                               chat_reply_cb cb, void *arg);
+/* ---- the read path (read.c) ---- */
+
+typedef struct chat_read chat_read_t;
 
 /**
- * Cache-aside read (cached.c): checks that caller is a member of conv (when
- * conv > 0), then answers from the cache, or loads once per key with load
- * and stores the answer for ttl seconds. Requires ctx->cache.
+ * Loads a value from the database for a read: the fields of rd it needs are
+ * its parameters (valid only during the call); the reply's body is what the
+ * cache may store.
  */
-void chat_cached_read(chat_ctx_t *ctx, int64_t caller, int kind, int64_t conv, const char *prefix,
-                      int ttl, chat_loader_fn load, const void *params, size_t params_size,
-                      chat_reply_cb cb, void *arg);
+typedef void (*chat_read_load_fn)(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd,
+                                  chat_reply_cb cb, void *arg);
+
+/** What one read is: its cache key and lifetime, and how to load it. */
+struct chat_read {
+    int kind;                        /* enum chat_cache_kind: key family, metrics label */
+    int64_t conv_id;                 /* > 0: the caller must be a member; 0: none */
+    char prefix[CHAT_CACHE_KEY_MAX]; /* the key without epoch and version (keys.h) */
+    int ttl;                         /* seconds a loaded answer is kept */
+    chat_read_load_fn load;          /* reads the database */
+    int64_t user_id;                 /* profile reads: whose */
+    chat_history_query_t history;    /* history reads: the page */
+};
+
+/**
+ * Answers a read: without a cache (disabled), straight from the database
+ * through rd->load. With one, first proves that caller is a member of
+ * rd->conv_id (when > 0; remembered per worker, members are never removed),
+ * then answers from the cache, or loads once per key and stores the answer
+ * for rd->ttl seconds; whenever the cache cannot be used, from the database.
+ * rd is copied. cb fires exactly once.
+ */
+void chat_read(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb, void *arg);
 
 /**
  * After a committed write to conv: invalidates its cached data, then calls

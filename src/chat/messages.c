@@ -4,7 +4,6 @@
  */
 #include "chat/internal.h"
 #include "chat/stream.h"
-#include "cache/cache.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -16,10 +15,9 @@
     t "id, " t "conversation_id, " t "sender_id, " t                                               \
       "body, " CHAT_SQL_TS(t "created_at") ", " t "client_msg_id"
 
-/* The members of conversation conv as "1,2,3": whom a new message is pushed to. */
+/* The members of conversation conv as a bigint[]: whom a new message is pushed to. */
 #define MEMBER_IDS(conv)                                                                           \
-    "(SELECT string_agg(user_id::text, ',') FROM members WHERE conversation_id = " conv "::"       \
-    "bigint)"
+    "(SELECT array_agg(user_id) FROM members WHERE conversation_id = " conv "::bigint)"
 
 void chat_encode_message(chat_buf_t *b, const PGresult *res, int row, int col)
 {
@@ -46,13 +44,14 @@ struct msg_op {
     void *arg;
     chat_ctx_t *ctx;
     int64_t conv_id;
-    int status;      /* send: the answer to give once the cache is invalidated */
-    chat_buf_t body; /* send: the message object */
+    chat_reply_kind_t kind; /* send: the answer to give once the cache is invalidated */
+    chat_buf_t body;        /* send: the message object */
     char conv[24], sender[24];
     char *client_msg_id;        /* send only, owned */
     char op_id[CHAT_OP_ID_LEN]; /* send only */
-    char *members;              /* send: "1,2,3", the members to push a new message to; owned */
-    int limit, offset;          /* history only */
+    int64_t *members;           /* send: the members to push a new message to; owned */
+    size_t nmembers;
+    int limit, offset; /* history only */
 };
 
 static struct msg_op *op_new(chat_ctx_t *ctx, chat_reply_cb cb, void *arg)
@@ -75,32 +74,17 @@ static void op_free(struct msg_op *op)
 /* Pushes a new message to the members' sockets (this process and, through Redis, the others). */
 static void push_new(struct msg_op *op)
 {
-    if (!op->ctx->stream || !op->members)
-        return;
-    size_t cap = 16, n = 0;
-    int64_t *ids = chat_malloc(cap * sizeof *ids);
-    for (char *p = op->members; *p;) {
-        char *end;
-        long long v = strtoll(p, &end, 10);
-        if (end == p)
-            break;
-        if (n == cap) {
-            cap *= 2;
-            ids = chat_realloc(ids, cap * sizeof *ids);
-        }
-        ids[n++] = (int64_t)v;
-        p = *end == ',' ? end + 1 : end;
-    }
-    chat_stream_publish(op->ctx->stream, ids, n, op->body.data, op->body.len);
-    free(ids);
+    if (op->ctx->stream && op->nmembers)
+        chat_stream_publish(op->ctx->stream, op->members, op->nmembers, op->body.data,
+                            op->body.len);
 }
 
 static void send_done(void *arg)
 {
     struct msg_op *op = arg;
-    if (op->status == CHAT_CREATED)
+    if (op->kind == CHAT_REPLY_CREATED)
         push_new(op); /* before the answer: a client told 201 may expect the push */
-    chat_reply_ok(op->cb, op->arg, op->status, &op->body);
+    chat_reply_ok(op->cb, op->arg, op->kind, &op->body);
     op_free(op);
 }
 
@@ -110,12 +94,12 @@ static void send_done(void *arg)
  * A retry (200) invalidates too: the first attempt may have died between
  * its commit and its invalidation.
  */
-static void reply_message(struct msg_op *op, int status, const PGresult *res, int col,
+static void reply_message(struct msg_op *op, chat_reply_kind_t kind, const PGresult *res, int col,
                           int members_col)
 {
-    op->status = status;
-    if (status == CHAT_CREATED && !PQgetisnull(res, 0, members_col))
-        op->members = chat_strdup(PQgetvalue(res, 0, members_col));
+    op->kind = kind;
+    if (kind == CHAT_REPLY_CREATED)
+        op->members = chat_i64_list_parse(chat_pg_str(res, 0, members_col), &op->nmembers);
     chat_encode_message(&op->body, res, 0, col);
     chat_after_write(op->ctx, op->conv_id, send_done, op);
 }
@@ -127,14 +111,14 @@ static void existing_cb(const chat_db_result_t *r, void *arg)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
         /* The row that made our insert a no-op is committed, so this cannot happen. */
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_UNAVAILABLE, "the message could not be stored");
+        chat_reply_err(op->cb, op->arg, CHAT_EUNAVAILABLE, "the message could not be stored");
     else {
         /*
          * The last column says whether the row is this request's own first
          * attempt (its answer was lost): then it is still a creation.
          */
         int own = !strcmp(PQgetvalue(r->res[0], 0, PQnfields(r->res[0]) - 1), "t");
-        reply_message(op, own ? CHAT_CREATED : CHAT_OK, r->res[0], 0, 6);
+        reply_message(op, own ? CHAT_REPLY_CREATED : CHAT_REPLY_OK, r->res[0], 0, 6);
         return;
     }
     op_free(op);
@@ -150,10 +134,10 @@ static void send_cb(const chat_db_result_t *r, void *arg)
     }
     const PGresult *res = r->res[0];
     if (chat_pg_i64(res, 0, 0) == 0) {
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
         op_free(op);
     } else if (!PQgetisnull(res, 0, 1)) {
-        reply_message(op, CHAT_CREATED, res, 1, 8);
+        reply_message(op, CHAT_REPLY_CREATED, res, 1, 8);
     } else {
         /*
          * The insert met an existing (sender, conversation, client_msg_id),
@@ -181,7 +165,7 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
     chat_i64_str(op->conv, conv_id);
     chat_i64_str(op->sender, caller);
     if (chat_op_id_new(op->op_id) < 0) {
-        chat_reply_err(cb, arg, CHAT_ERR_UNAVAILABLE, "no randomness for the operation id");
+        chat_reply_err(cb, arg, CHAT_EUNAVAILABLE, "no randomness for the operation id");
         op_free(op);
         return;
     }
@@ -225,7 +209,7 @@ static void history_cb(const chat_db_result_t *r, void *arg)
     const PGresult *res = r->res[0];
     int n = PQntuples(res);
     if (n == 0) {
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
         op_free(op);
         return;
     }
@@ -248,14 +232,14 @@ static void history_cb(const chat_db_result_t *r, void *arg)
         chat_encode_message(&b, res, i, 0);
     }
     chat_buf_puts(&b, "]}");
-    chat_reply_ok(op->cb, op->arg, CHAT_OK, &b);
+    chat_reply_ok(op->cb, op->arg, CHAT_REPLY_OK, &b);
     op_free(op);
 }
 
-static void history_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb,
+static void history_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb,
                        void *arg)
 {
-    const chat_history_query_t *q = what;
+    const chat_history_query_t *q = &rd->history;
     struct msg_op *op = op_new(ctx, cb, arg);
     chat_i64_str(op->conv, q->conv_id);
     chat_i64_str(op->sender, caller);
@@ -284,15 +268,15 @@ static void history_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_r
 void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_t *q,
                       chat_reply_cb cb, void *arg)
 {
-    if (!ctx->cache) {
-        history_db(ctx, caller, q, cb, arg);
-        return;
-    }
-    char prefix[CHAT_CACHE_KEY_MAX];
-    chat_cache_key_history(prefix, q->conv_id, q->limit, q->offset, q->before_id);
-    chat_cached_read(ctx, caller, CHAT_CACHE_HISTORY, q->conv_id, prefix,
-                     chat_cache_ttl(CHAT_CACHE_HISTORY, q->offset, q->before_id), history_db, q,
-                     sizeof *q, cb, arg);
+    chat_read_t rd = {
+        .kind = CHAT_CACHE_HISTORY,
+        .conv_id = q->conv_id,
+        .ttl = chat_cache_ttl(CHAT_CACHE_HISTORY, q->offset, q->before_id),
+        .load = history_db,
+        .history = *q,
+    };
+    chat_cache_key_history(rd.prefix, q->conv_id, q->limit, q->offset, q->before_id);
+    chat_read(ctx, caller, &rd, cb, arg);
 }
 
 static void count_cb(const chat_db_result_t *r, void *arg)
@@ -301,7 +285,7 @@ static void count_cb(const chat_db_result_t *r, void *arg)
     if (r->status != CHAT_EOK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
     else {
         chat_buf_t b = CHAT_BUF_INIT;
         chat_buf_puts(&b, "{\"conversation_id\":");
@@ -309,14 +293,15 @@ static void count_cb(const chat_db_result_t *r, void *arg)
         chat_buf_puts(&b, ",\"count\":");
         chat_buf_puts(&b, PQgetvalue(r->res[0], 0, 0));
         chat_buf_putc(&b, '}');
-        chat_reply_ok(op->cb, op->arg, CHAT_OK, &b);
+        chat_reply_ok(op->cb, op->arg, CHAT_REPLY_OK, &b);
     }
     op_free(op);
 }
 
-static void count_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb, void *arg)
+static void count_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb,
+                     void *arg)
 {
-    int64_t conv_id = *(const int64_t *)what;
+    int64_t conv_id = rd->conv_id;
     struct msg_op *op = op_new(ctx, cb, arg);
     chat_i64_str(op->conv, conv_id);
     chat_i64_str(op->sender, caller);
@@ -330,13 +315,12 @@ static void count_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_rep
 
 void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
 {
-    if (!ctx->cache) {
-        count_db(ctx, caller, &conv_id, cb, arg);
-        return;
-    }
-    char prefix[CHAT_CACHE_KEY_MAX];
-    chat_cache_key_count(prefix, conv_id);
-    chat_cached_read(ctx, caller, CHAT_CACHE_COUNT, conv_id, prefix,
-                     chat_cache_ttl(CHAT_CACHE_COUNT, 0, 0), count_db, &conv_id, sizeof conv_id, cb,
-                     arg);
+    chat_read_t rd = {
+        .kind = CHAT_CACHE_COUNT,
+        .conv_id = conv_id,
+        .ttl = chat_cache_ttl(CHAT_CACHE_COUNT, 0, 0),
+        .load = count_db,
+    };
+    chat_cache_key_count(rd.prefix, conv_id);
+    chat_read(ctx, caller, &rd, cb, arg);
 }

@@ -2,7 +2,6 @@
  * Users: sign-up (which issues the user's token) and profiles.
  */
 #include "chat/internal.h"
-#include "cache/cache.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -38,7 +37,7 @@ static void signed_up(struct user_op *op, const PGresult *res)
 {
     chat_buf_t b = CHAT_BUF_INIT;
     encode_user(&b, res, op->token);
-    chat_reply_ok(op->cb, op->arg, CHAT_CREATED, &b);
+    chat_reply_ok(op->cb, op->arg, CHAT_REPLY_CREATED, &b);
 }
 
 static void own_cb(const chat_db_result_t *r, void *arg)
@@ -47,7 +46,7 @@ static void own_cb(const chat_db_result_t *r, void *arg)
     if (r->status != CHAT_EOK)
         chat_reply_db_err(op->cb, op->arg, r);
     else if (PQntuples(r->res[0]) == 0)
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_CONFLICT, "a user with that name already exists");
+        chat_reply_err(op->cb, op->arg, CHAT_ECONFLICT, "a user with that name already exists");
     else
         signed_up(op, r->res[0]);
     memset(op->token, 0, sizeof op->token);
@@ -57,7 +56,7 @@ static void own_cb(const chat_db_result_t *r, void *arg)
 static void create_cb(const chat_db_result_t *r, void *arg)
 {
     struct user_op *op = arg;
-    if (r->status == CHAT_EREPLY && r->sqlstate && !strcmp(r->sqlstate, "23505")) {
+    if (chat_db_unique_violation(r)) {
         /*
          * The name is taken, perhaps by this very sign-up: the pool sends a
          * create again when the answer to the first attempt was lost. The
@@ -87,8 +86,7 @@ void chat_users_create(chat_ctx_t *ctx, const char *name, size_t len, chat_reply
     op->ctx = ctx;
     if (chat_auth_token_new(op->token) < 0) {
         /* No randomness, no token: fail as unavailable rather than weaken it. */
-        chat_db_result_t fake = {.status = CHAT_EDOWN};
-        chat_reply_db_err(cb, arg, &fake);
+        chat_reply_err(cb, arg, CHAT_EUNAVAILABLE, "the database is unavailable");
         free(op);
         return;
     }
@@ -113,18 +111,19 @@ static void get_cb(const chat_db_result_t *r, void *arg)
     if (r->status != CHAT_EOK) {
         chat_reply_db_err(op->cb, op->arg, r);
     } else if (PQntuples(r->res[0]) == 0) {
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such user");
+        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such user");
     } else {
         chat_buf_t b = CHAT_BUF_INIT;
         encode_user(&b, r->res[0], NULL);
-        chat_reply_ok(op->cb, op->arg, CHAT_OK, &b);
+        chat_reply_ok(op->cb, op->arg, CHAT_REPLY_OK, &b);
     }
     free(op);
 }
 
-static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply_cb cb, void *arg)
+static void get_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb,
+                   void *arg)
 {
-    int64_t id = *(const int64_t *)what;
+    int64_t id = rd->user_id;
     struct user_op *op = chat_calloc(1, sizeof *op);
     op->cb = cb;
     op->arg = arg;
@@ -137,13 +136,13 @@ static void get_db(chat_ctx_t *ctx, int64_t caller, const void *what, chat_reply
 
 void chat_users_get(chat_ctx_t *ctx, int64_t id, chat_reply_cb cb, void *arg)
 {
-    if (!ctx->cache) {
-        get_db(ctx, 0, &id, cb, arg);
-        return;
-    }
-    char prefix[CHAT_CACHE_KEY_MAX];
-    chat_cache_key_profile(prefix, id);
-    /* Users never change once signed up: profiles need no version. */
-    chat_cached_read(ctx, 0, CHAT_CACHE_PROFILE, 0, prefix,
-                     chat_cache_ttl(CHAT_CACHE_PROFILE, 0, 0), get_db, &id, sizeof id, cb, arg);
+    /* Users never change once signed up: profiles need no version, nor a membership. */
+    chat_read_t rd = {
+        .kind = CHAT_CACHE_PROFILE,
+        .ttl = chat_cache_ttl(CHAT_CACHE_PROFILE, 0, 0),
+        .load = get_db,
+        .user_id = id,
+    };
+    chat_cache_key_profile(rd.prefix, id);
+    chat_read(ctx, 0, &rd, cb, arg);
 }

@@ -1,6 +1,7 @@
 /*
  * Unit tests of api/ and chat/ pieces that need no server: routing, path
- * ids, query parsing, bearer parsing, token generation and hashing.
+ * ids, query parsing, bearer parsing, token generation and hashing, the
+ * decoding of a conversation's member ids.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +11,9 @@
 
 #include "api/api.h"
 #include "chat/chat.h"
+#include "chat/internal.h"
+
+#include <stdlib.h>
 
 #include <string.h>
 
@@ -158,12 +162,37 @@ static void test_tokens(void **state)
     assert_false(chat_auth_equal("secret", 6, "secret2", 7));
 }
 
+static void test_member_ids(void **state)
+{
+    size_t n = 99;
+    int64_t *ids = chat_i64_list_parse(NULL, &n);
+    assert_null(ids);
+    assert_int_equal(n, 0);
+    ids = chat_i64_list_parse("{7}", &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], 7);
+    free(ids);
+    ids = chat_i64_list_parse("{1,22,9223372036854775807}", &n);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[1], 22);
+    assert_int_equal(ids[2], INT64_MAX);
+    free(ids);
+    ids = chat_i64_list_parse("{}", &n);
+    assert_int_equal(n, 0);
+    free(ids);
+    ids = chat_i64_list_parse("3,4", &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(ids[1], 4);
+    free(ids);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes),        cmocka_unit_test(test_parse_id),
         cmocka_unit_test(test_history_query), cmocka_unit_test(test_bearer),
-        cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_tokens),        cmocka_unit_test(test_member_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

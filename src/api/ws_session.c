@@ -1,13 +1,16 @@
 /*
- * GET /api/v1/stream: the WebSocket of a signed-in user. After the handshake
- * (checked here, answered by net/http.c) the socket is registered with the
- * worker's chat stream, which pushes every new message of the user's
- * conversations; the client's "send" messages go through the same
- * validation and chat_msg_send() as POST .../messages, answered with an
- * "ack" or an "error" frame. A malformed client message gets an "error"
- * frame and the connection stays up.
+ * GET /api/v1/stream: the WebSocket session of a signed-in user. After the
+ * handshake (checked here, answered by net/http.c) the socket is registered
+ * with the worker's chat stream, which pushes every new message of the
+ * user's conversations; the client's "send" messages go through the same
+ * validators (validate.h) and chat_msg_send() as POST .../messages, answered
+ * with an "ack" or an "error" frame whose code comes from the status table
+ * (status.h). A malformed client message gets an "error" frame and the
+ * connection stays up.
  */
 #include "api/internal.h"
+#include "api/status.h"
+#include "api/validate.h"
 #include "chat/stream.h"
 #include "core/alloc.h"
 #include "core/json.h"
@@ -17,8 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BODY_MAX_CHARS 4000
-#define CLIENT_MSG_ID_MAX_CHARS 64
 /* Sends of one connection waiting for the database; more are refused, as HTTP caps pipelining. */
 #define MAX_INFLIGHT 32
 
@@ -58,8 +59,13 @@ static void send_frame(session_t *ss, chat_buf_t *b)
     chat_buf_dispose(b);
 }
 
-static void send_error(session_t *ss, const char *cmid, const char *code, const char *message)
+/* An error frame with the code of err's row in the status table; message NULL: its default text. */
+static void send_error(session_t *ss, const char *cmid, int err, const char *message)
 {
+    const chat_api_status_t *st = chat_api_status_of(err);
+    const char *code = st->code;
+    if (!message)
+        message = st->message;
     chat_buf_t b = CHAT_BUF_INIT;
     chat_buf_puts(&b, "{\"type\":\"error\",\"client_msg_id\":");
     put_cmid(&b, cmid);
@@ -71,36 +77,13 @@ static void send_error(session_t *ss, const char *cmid, const char *code, const 
     send_frame(ss, &b);
 }
 
-/* The same codes and texts as the REST answer of a send (api.c, chat_call_fail). */
-static void send_chat_error(session_t *ss, const char *cmid, int status, const char *message)
-{
-    switch (status) {
-    case CHAT_ERR_UNAUTHORIZED:
-        send_error(ss, cmid, "unauthorized", message ? message : "missing or unknown token");
-        break;
-    case CHAT_ERR_NOT_FOUND:
-        send_error(ss, cmid, "not_found", message ? message : "not found");
-        break;
-    case CHAT_ERR_CONFLICT:
-        send_error(ss, cmid, "conflict", message ? message : "conflict");
-        break;
-    case CHAT_ERR_INVALID:
-        send_error(ss, cmid, "invalid_field", message ? message : "invalid field");
-        break;
-    default:
-        send_error(ss, cmid, "unavailable",
-                   message ? message : "the service is temporarily unavailable");
-        break;
-    }
-}
-
 static void send_reply_cb(chat_reply_t *r, void *arg)
 {
     ws_send_t *op = arg;
     session_t *ss = op->ss;
     ss->inflight--;
     if (ss->ws) {
-        if (r->status == CHAT_OK || r->status == CHAT_CREATED) {
+        if (r->err == CHAT_EOK) {
             chat_buf_t b = CHAT_BUF_INIT;
             chat_buf_reserve(&b, r->body_len + 96);
             chat_buf_puts(&b, "{\"type\":\"ack\",\"client_msg_id\":");
@@ -110,7 +93,7 @@ static void send_reply_cb(chat_reply_t *r, void *arg)
             chat_buf_putc(&b, '}');
             send_frame(ss, &b);
         } else {
-            send_chat_error(ss, op->client_msg_id, r->status, r->message);
+            send_error(ss, op->client_msg_id, r->err, r->message);
         }
     }
     free(r->body);
@@ -119,98 +102,64 @@ static void send_reply_cb(chat_reply_t *r, void *arg)
     session_maybe_free(ss);
 }
 
-/*
- * Reads a string field of 1..max code points: 0 with the value, or -1 after
- * answering (400 for a wrong type, 422 for the length). absent_ok: a missing
- * or null field gives 0 with *out NULL.
- */
-static int string_field(session_t *ss, const char *cmid, json_t *o, const char *name, long max,
-                        bool absent_ok, const char **out, size_t *out_len)
-{
-    json_t *v = json_object_get(o, name);
-    char msg[96];
-    *out = NULL;
-    *out_len = 0;
-    if (absent_ok && (!v || json_is_null(v)))
-        return 0;
-    if (!v || !json_is_string(v)) {
-        snprintf(msg, sizeof msg, "%s must be a string", name);
-        send_error(ss, cmid, "bad_request", msg);
-        return -1;
-    }
-    long n = chat_utf8_count(json_string_value(v), json_string_length(v));
-    if (n < 0) {
-        send_error(ss, cmid, "bad_request", "strings must be valid UTF-8");
-        return -1;
-    }
-    if (n < 1 || n > max) {
-        snprintf(msg, sizeof msg, "%s must be 1 to %ld characters long", name, max);
-        send_error(ss, cmid, "invalid_field", msg);
-        return -1;
-    }
-    *out = json_string_value(v);
-    *out_len = json_string_length(v);
-    return 0;
-}
-
 static void handle_send(session_t *ss, json_t *o)
 {
     /* The client_msg_id first, so that every answer can carry it. */
     const char *cmid, *body;
     size_t cmid_len, body_len;
+    int64_t conv_id;
+    char why[CHAT_API_WHY_MAX];
     json_t *c = json_object_get(o, "client_msg_id");
     const char *echo = c && json_is_string(c) && json_string_length(c) <= 256 &&
                                chat_utf8_count(json_string_value(c), json_string_length(c)) >= 0
                            ? json_string_value(c)
                            : NULL;
-    if (string_field(ss, echo, o, "client_msg_id", CLIENT_MSG_ID_MAX_CHARS, true, &cmid,
-                     &cmid_len) < 0)
-        return;
-    json_t *cid = json_object_get(o, "conversation_id");
-    if (!cid || !json_is_integer(cid)) {
-        send_error(ss, cmid, "bad_request", "conversation_id must be an integer");
+    int err = chat_api_valid_client_msg_id(o, &cmid, &cmid_len, why);
+    if (err) {
+        send_error(ss, echo, err, why);
         return;
     }
-    if (json_integer_value(cid) < 1) {
-        send_error(ss, cmid, "invalid_field", "conversation_id must be a positive id");
+    err =
+        chat_api_valid_id(json_object_get(o, "conversation_id"), "conversation_id", &conv_id, why);
+    if (!err)
+        err = chat_api_valid_string(o, "body", 1, CHAT_API_BODY_MAX, &body, &body_len, why);
+    if (err) {
+        send_error(ss, cmid, err, why);
         return;
     }
-    if (string_field(ss, cmid, o, "body", BODY_MAX_CHARS, false, &body, &body_len) < 0)
-        return;
     if (ss->inflight >= MAX_INFLIGHT) {
-        send_error(ss, cmid, "rate_limited", "too many sends waiting on this connection");
+        send_error(ss, cmid, CHAT_ERATELIMITED, "too many sends waiting on this connection");
         return;
     }
     ws_send_t *op = chat_calloc(1, sizeof *op);
     op->ss = ss;
     op->client_msg_id = cmid ? chat_strndup(cmid, cmid_len) : NULL;
     ss->inflight++;
-    chat_msg_send(ss->api->ctx, ss->user_id, (int64_t)json_integer_value(cid), body, body_len,
-                  op->client_msg_id, send_reply_cb, op);
+    chat_msg_send(ss->api->ctx, ss->user_id, conv_id, body, body_len, op->client_msg_id,
+                  send_reply_cb, op);
 }
 
 static void on_message(chat_ws_conn_t *ws, const char *msg, size_t len, bool binary, void *ud)
 {
     session_t *ss = ud;
     if (binary) {
-        send_error(ss, NULL, "bad_request", "messages must be JSON text");
+        send_error(ss, NULL, CHAT_EBADREQUEST, "messages must be JSON text");
         return;
     }
-    json_error_t err;
-    json_t *o = json_loadb(msg, len, 0, &err);
-    if (!o || !json_is_object(o)) {
-        send_error(ss, NULL, "bad_request",
-                   o ? "the message must be a JSON object" : "the message is not valid JSON");
-        json_decref(o);
+    json_t *o;
+    char why[CHAT_API_WHY_MAX];
+    int err = chat_api_valid_object(msg, len, "message", &o, why);
+    if (err) {
+        send_error(ss, NULL, err, why);
         return;
     }
     json_t *type = json_object_get(o, "type");
     if (!type || !json_is_string(type))
-        send_error(ss, NULL, "bad_request", "type must be a string");
+        send_error(ss, NULL, CHAT_EBADREQUEST, "type must be a string");
     else if (!strcmp(json_string_value(type), "send"))
         handle_send(ss, o);
     else
-        send_error(ss, NULL, "bad_request", "unknown message type");
+        send_error(ss, NULL, CHAT_EBADREQUEST, "unknown message type");
     json_decref(o);
 }
 
@@ -242,8 +191,7 @@ void chat_h_stream(chat_call_t *call)
     }
     chat_api_t *api = call->api;
     if (!api->ctx->stream) {
-        chat_call_error(call, 503, "unavailable", "realtime delivery is not running",
-                        "Retry-After: 1\r\n");
+        chat_call_fail(call, CHAT_EUNAVAILABLE, "realtime delivery is not running");
         return;
     }
     session_t *ss = chat_calloc(1, sizeof *ss);

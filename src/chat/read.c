@@ -1,11 +1,12 @@
 /*
- * Cache-aside reads of the chat domain. A read first makes sure the caller
- * may see the data (membership, remembered per worker once proven: members
- * are never removed), then looks the versioned key up in Redis; a hit is
- * answered with the stored bytes, a miss joins the key's flight so that
- * concurrent misses cost one database query, whose answer is then stored
- * with the kind's TTL. Whenever the cache cannot be used, the read goes
- * straight to the database.
+ * The read path of the chat domain, decided here once: without a cache
+ * straight to the database; with one, a read first makes sure the caller may
+ * see the data (membership, remembered per worker once proven: members are
+ * never removed), then looks the versioned key up in Redis; a hit is answered
+ * with the stored bytes, a miss joins the key's flight so that concurrent
+ * misses cost one database query, whose answer is then stored with the
+ * read's TTL. Whenever the cache cannot be used, the read goes straight to
+ * the database. Also the write side of freshness: chat_after_write().
  */
 #include "chat/internal.h"
 #include "cache/cache.h"
@@ -14,67 +15,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MEMBER_SLOTS (1u << 16)
-#define MEMBER_MAX (MEMBER_SLOTS / 2)
+/* Same size as the token memo: 64 Ki slots, forgotten at 32 Ki entries. */
+#define MEMBER_MEMO_SLOTS (1u << 16)
 
-struct member_slot {
-    int64_t conv, user; /* conv == 0: empty */
-};
-
-struct chat_members {
-    struct member_slot *slots;
-    unsigned used;
-};
-
-chat_members_t *chat_members_create(void)
+chat_memo_t *chat_members_memo_create(void)
 {
-    chat_members_t *s = chat_calloc(1, sizeof *s);
-    s->slots = chat_calloc(MEMBER_SLOTS, sizeof *s->slots);
-    return s;
+    return chat_memo_create(MEMBER_MEMO_SLOTS, 2 * sizeof(int64_t));
 }
 
-void chat_members_destroy(chat_members_t *s)
+static void member_key(unsigned char key[16], int64_t conv, int64_t user)
 {
-    if (!s)
-        return;
-    free(s->slots);
-    free(s);
+    memcpy(key, &conv, sizeof conv);
+    memcpy(key + 8, &user, sizeof user);
 }
 
-static unsigned member_index(int64_t conv, int64_t user)
+static bool member_known(const chat_memo_t *m, int64_t conv, int64_t user)
 {
-    uint64_t h = (uint64_t)conv * 0x9E3779B97F4A7C15ull ^ (uint64_t)user * 0xC2B2AE3D27D4EB4Full;
-    return (unsigned)(h >> 40) & (MEMBER_SLOTS - 1);
+    unsigned char key[16];
+    member_key(key, conv, user);
+    return chat_memo_get(m, key) != 0;
 }
 
-static int member_known(const chat_members_t *s, int64_t conv, int64_t user)
+static void member_remember(chat_memo_t *m, int64_t conv, int64_t user)
 {
-    for (unsigned i = member_index(conv, user);; i = (i + 1) & (MEMBER_SLOTS - 1)) {
-        const struct member_slot *m = &s->slots[i];
-        if (!m->conv)
-            return 0;
-        if (m->conv == conv && m->user == user)
-            return 1;
-    }
-}
-
-static void member_remember(chat_members_t *s, int64_t conv, int64_t user)
-{
-    if (s->used >= MEMBER_MAX) {
-        memset(s->slots, 0, MEMBER_SLOTS * sizeof *s->slots);
-        s->used = 0;
-    }
-    for (unsigned i = member_index(conv, user);; i = (i + 1) & (MEMBER_SLOTS - 1)) {
-        struct member_slot *m = &s->slots[i];
-        if (m->conv == conv && m->user == user)
-            return;
-        if (!m->conv) {
-            m->conv = conv;
-            m->user = user;
-            s->used++;
-            return;
-        }
-    }
+    unsigned char key[16];
+    member_key(key, conv, user);
+    chat_memo_put(m, key, 1);
 }
 
 /* ---- one cached read ---- */
@@ -82,13 +48,8 @@ static void member_remember(chat_members_t *s, int64_t conv, int64_t user)
 struct cread {
     chat_ctx_t *ctx;
     int64_t caller;
-    int kind;
-    int64_t conv; /* 0 for data outside conversations (profiles) */
-    int ttl;
-    char prefix[CHAT_CACHE_KEY_MAX];
+    chat_read_t rd; /* the spec, copied */
     char *fill_key;
-    chat_loader_fn load;
-    void *params;
     chat_reply_cb cb;
     void *arg;
 };
@@ -96,19 +57,24 @@ struct cread {
 static void cread_free(struct cread *op)
 {
     free(op->fill_key);
-    free(op->params);
     free(op);
+}
+
+static void load(struct cread *op, chat_reply_cb cb)
+{
+    op->rd.load(op->ctx, op->caller, &op->rd, cb, op);
 }
 
 /* Answers the caller from a flight (bytes shared with other waiters). */
 static void flight_answer_cb(int status, const char *val, size_t len, void *arg)
 {
     struct cread *op = arg;
-    if (status == CHAT_OK) {
-        chat_reply_t r = {.status = CHAT_OK, .body = chat_strndup(val, len), .body_len = len};
+    if (status == CHAT_EOK) {
+        chat_reply_t r = {.kind = CHAT_REPLY_OK, .body = chat_strndup(val, len), .body_len = len};
         op->cb(&r, op->arg);
     } else {
-        chat_reply_err(op->cb, op->arg, status, status == CHAT_ERR_NOT_FOUND ? "not found" : NULL);
+        /* A flight carries the code only: every waiter, the leader's too, gets its default text. */
+        chat_reply_err(op->cb, op->arg, (chat_err_t)status, NULL);
     }
     cread_free(op);
 }
@@ -165,16 +131,16 @@ static void loaded_cb(chat_reply_t *r, void *arg)
 {
     struct cread *op = arg;
     chat_flights_t *flights = chat_cache_flights(op->ctx->cache);
-    if (r->status != CHAT_OK) {
-        chat_flight_land(flights, op->fill_key, r->status, "", 0, 0);
+    if (r->err != CHAT_EOK) {
+        chat_flight_land(flights, op->fill_key, r->err, "", 0, 0);
         free(r->body);
         return; /* op was a waiter of its own flight: freed by flight_answer_cb */
     }
     char *key = chat_strdup(op->fill_key);
     chat_ctx_t *ctx = op->ctx;
-    int ttl = op->ttl;
+    int ttl = op->rd.ttl;
     /* Landing answers op too (and frees it); the value stays until the fill is acknowledged. */
-    chat_flight_land(flights, key, CHAT_OK, r->body, r->body_len, 1);
+    chat_flight_land(flights, key, CHAT_EOK, r->body, r->body_len, 1);
     if (ctx->fill_delay_ms > 0) {
         /* Fault injection for the freshness tests: a slow filler. */
         struct delayed_fill *d = chat_malloc(sizeof *d);
@@ -205,25 +171,26 @@ static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
     struct cread *op = arg;
     if (l->status == CHAT_CACHE_HIT) {
         chat_reply_t r = {
-            .status = CHAT_OK, .body = chat_strndup(l->value, l->len), .body_len = l->len};
+            .kind = CHAT_REPLY_OK, .body = chat_strndup(l->value, l->len), .body_len = l->len};
         op->cb(&r, op->arg);
         cread_free(op);
         return;
     }
     if (l->status != CHAT_CACHE_MISS) {
-        op->load(op->ctx, op->caller, op->params, direct_cb, op);
+        load(op, direct_cb);
         return;
     }
     op->fill_key = chat_strdup(l->key);
     chat_flights_t *flights = chat_cache_flights(op->ctx->cache);
     if (chat_flight_join(flights, op->fill_key, flight_answer_cb, op) == CHAT_FLIGHT_LEADER)
-        op->load(op->ctx, op->caller, op->params, loaded_cb, op);
+        load(op, loaded_cb);
 }
 
 static void start_lookup(struct cread *op)
 {
-    if (chat_cache_lookup(op->ctx->cache, op->kind, op->prefix, op->conv, lookup_cb, op) < 0)
-        op->load(op->ctx, op->caller, op->params, direct_cb, op);
+    if (chat_cache_lookup(op->ctx->cache, op->rd.kind, op->rd.prefix, op->rd.conv_id, lookup_cb,
+                          op) < 0)
+        load(op, direct_cb);
 }
 
 static void membership_cb(const chat_db_result_t *res, void *arg)
@@ -233,36 +200,33 @@ static void membership_cb(const chat_db_result_t *res, void *arg)
         chat_reply_db_err(op->cb, op->arg, res);
         cread_free(op);
     } else if (PQntuples(res->res[0]) == 0) {
-        chat_reply_err(op->cb, op->arg, CHAT_ERR_NOT_FOUND, "no such conversation");
+        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
         cread_free(op);
     } else {
-        member_remember(op->ctx->members, op->conv, op->caller);
+        member_remember(op->ctx->members, op->rd.conv_id, op->caller);
         start_lookup(op);
     }
 }
 
-void chat_cached_read(chat_ctx_t *ctx, int64_t caller, int kind, int64_t conv, const char *prefix,
-                      int ttl, chat_loader_fn load, const void *params, size_t params_size,
-                      chat_reply_cb cb, void *arg)
+void chat_read(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb, void *arg)
 {
+    if (!ctx->cache) {
+        /* The loaders check membership in their own statement. */
+        rd->load(ctx, caller, rd, cb, arg);
+        return;
+    }
     struct cread *op = chat_calloc(1, sizeof *op);
     op->ctx = ctx;
     op->caller = caller;
-    op->kind = kind;
-    op->conv = conv;
-    op->ttl = ttl;
-    snprintf(op->prefix, sizeof op->prefix, "%s", prefix);
-    op->load = load;
-    op->params = chat_malloc(params_size ? params_size : 1);
-    memcpy(op->params, params, params_size);
+    op->rd = *rd;
     op->cb = cb;
     op->arg = arg;
-    if (!conv || member_known(ctx->members, conv, caller)) {
+    if (!rd->conv_id || member_known(ctx->members, rd->conv_id, caller)) {
         start_lookup(op);
         return;
     }
     char a[24], b[24];
-    const char *p[] = {chat_i64_str(a, conv), chat_i64_str(b, caller)};
+    const char *p[] = {chat_i64_str(a, rd->conv_id), chat_i64_str(b, caller)};
     chat_db_stmt_t st = {"SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2", 2, p};
     chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, membership_cb, op);
 }
