@@ -5,6 +5,7 @@
  */
 #include "chat/internal.h"
 #include "cache/cache.h"
+#include "chat/keys.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -176,11 +177,11 @@ void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_
         get_db(ctx, caller, &conv_id, cb, arg);
         return;
     }
-    char prefix[CHAT_CACHE_KEY_MAX];
-    chat_cache_key_metadata(prefix, conv_id);
-    chat_cached_read(ctx, caller, CHAT_CACHE_METADATA, conv_id, prefix,
-                     chat_cache_ttl(CHAT_CACHE_METADATA, 0, 0), get_db, &conv_id, sizeof conv_id,
-                     cb, arg);
+    char prefix[CHAT_KEYS_MAX];
+    chat_keys_metadata(prefix, conv_id);
+    chat_cached_read(ctx, caller, CHAT_KEYS_METADATA, conv_id, prefix,
+                     chat_keys_ttl(CHAT_KEYS_METADATA, 0, 0), get_db, &conv_id, sizeof conv_id, cb,
+                     arg);
 }
 
 static void add_member_done(void *arg)

@@ -5,6 +5,7 @@
 #include "chat/internal.h"
 #include "chat/stream.h"
 #include "cache/cache.h"
+#include "chat/keys.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -288,10 +289,10 @@ void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_
         history_db(ctx, caller, q, cb, arg);
         return;
     }
-    char prefix[CHAT_CACHE_KEY_MAX];
-    chat_cache_key_history(prefix, q->conv_id, q->limit, q->offset, q->before_id);
-    chat_cached_read(ctx, caller, CHAT_CACHE_HISTORY, q->conv_id, prefix,
-                     chat_cache_ttl(CHAT_CACHE_HISTORY, q->offset, q->before_id), history_db, q,
+    char prefix[CHAT_KEYS_MAX];
+    chat_keys_history(prefix, q->conv_id, q->limit, q->offset, q->before_id);
+    chat_cached_read(ctx, caller, CHAT_KEYS_HISTORY, q->conv_id, prefix,
+                     chat_keys_ttl(CHAT_KEYS_HISTORY, q->offset, q->before_id), history_db, q,
                      sizeof *q, cb, arg);
 }
 
@@ -334,9 +335,9 @@ void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply
         count_db(ctx, caller, &conv_id, cb, arg);
         return;
     }
-    char prefix[CHAT_CACHE_KEY_MAX];
-    chat_cache_key_count(prefix, conv_id);
-    chat_cached_read(ctx, caller, CHAT_CACHE_COUNT, conv_id, prefix,
-                     chat_cache_ttl(CHAT_CACHE_COUNT, 0, 0), count_db, &conv_id, sizeof conv_id, cb,
+    char prefix[CHAT_KEYS_MAX];
+    chat_keys_count(prefix, conv_id);
+    chat_cached_read(ctx, caller, CHAT_KEYS_COUNT, conv_id, prefix,
+                     chat_keys_ttl(CHAT_KEYS_COUNT, 0, 0), count_db, &conv_id, sizeof conv_id, cb,
                      arg);
 }

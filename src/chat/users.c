@@ -3,6 +3,7 @@
  */
 #include "chat/internal.h"
 #include "cache/cache.h"
+#include "chat/keys.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -141,9 +142,9 @@ void chat_users_get(chat_ctx_t *ctx, int64_t id, chat_reply_cb cb, void *arg)
         get_db(ctx, 0, &id, cb, arg);
         return;
     }
-    char prefix[CHAT_CACHE_KEY_MAX];
-    chat_cache_key_profile(prefix, id);
+    char prefix[CHAT_KEYS_MAX];
+    chat_keys_profile(prefix, id);
     /* Users never change once signed up: profiles need no version. */
-    chat_cached_read(ctx, 0, CHAT_CACHE_PROFILE, 0, prefix,
-                     chat_cache_ttl(CHAT_CACHE_PROFILE, 0, 0), get_db, &id, sizeof id, cb, arg);
+    chat_cached_read(ctx, 0, CHAT_KEYS_PROFILE, 0, prefix, chat_keys_ttl(CHAT_KEYS_PROFILE, 0, 0),
+                     get_db, &id, sizeof id, cb, arg);
 }
