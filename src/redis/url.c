@@ -110,13 +110,23 @@ struct chat_redis_resolve {
     void *arg;
 };
 
+/* The first IPv4 address, else the first one: the choice hiredis makes. */
+static const struct sockaddr *pick(const struct addrinfo *res)
+{
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+        if (a->ai_family == AF_INET)
+            return a->ai_addr;
+    return res ? res->ai_addr : NULL;
+}
+
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     chat_redis_resolve_t *q = req->data;
+    const struct sockaddr *addr = status == 0 ? pick(res) : NULL;
     if (q->cb) {
-        if (status == 0 && res == NULL)
+        if (status == 0 && addr == NULL)
             status = UV_EAI_NONAME;
-        q->cb(status, status == 0 ? res->ai_addr : NULL, q->arg);
+        q->cb(status, addr, q->arg);
     }
     uv_freeaddrinfo(res);
     free(q);

@@ -45,8 +45,9 @@ int chat_redis_url_parse(chat_redis_url_t *out, const char *url, char *err,
 typedef struct chat_redis_resolve chat_redis_resolve_t;
 
 /**
- * The outcome of a lookup: status 0 and the first address found (with the
- * URL's port; valid during the call), or a libuv error (UV_EAI_*) and NULL.
+ * The outcome of a lookup: status 0 and the address (the first IPv4 one
+ * found, else the first; with the URL's port; valid during the call), or a
+ * libuv error (UV_EAI_*) and NULL.
  */
 typedef void (*chat_redis_resolve_cb)(int status, const struct sockaddr *addr, void *arg);
 
