@@ -49,6 +49,11 @@ chat_flights_t *chat_flights_create(void)
 
 static void flight_free(chat_flights_t *f, flight_t *fl)
 {
+    chat_list_t *e;
+    while ((e = chat_list_first(&fl->waiters)) != NULL) {
+        chat_list_remove(e);
+        free(CHAT_CONTAINER_OF(e, waiter_t, link)); /* only at destroy: never called */
+    }
     chat_list_remove(&fl->link);
     f->count--;
     free(fl->key);
@@ -60,9 +65,12 @@ void chat_flights_destroy(chat_flights_t *f)
 {
     /* Landed flights whose fill never completed may remain; nobody waits on them. */
     chat_list_t *e, *tmp;
-    for (int i = 0; i < NBUCKETS; i++)
+    for (int i = 0; i < NBUCKETS; i++) {
         CHAT_LIST_FOREACH_SAFE(e, tmp, &f->buckets[i])
-    flight_free(f, CHAT_CONTAINER_OF(e, flight_t, link));
+        {
+            flight_free(f, CHAT_CONTAINER_OF(e, flight_t, link));
+        }
+    }
     free(f);
 }
 
