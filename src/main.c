@@ -5,7 +5,8 @@
  * shutdown timeout. `chatd migrate` applies the schema.
  */
 #include "worker.h"
-#include "cache/cache.h"
+#include "cache/shared.h"
+#include "chat/keys.h"
 #include "chat/stream.h"
 #include "core/alloc.h"
 #include "core/config.h"
@@ -126,8 +127,9 @@ static int serve(void)
     if (nworkers > cfg.db_pool_size)
         nworkers = cfg.db_pool_size; /* every worker needs at least one connection */
 
+    shared.cache = chat_cache_shared_create(chat_keys_kind_labels, CHAT_KEYS_NKINDS);
     /* Without a cache every read goes to the database: report it as bypassed. */
-    chat_cache_set_bypass(cfg.cache_bypass || !cfg.enable_redis_cache);
+    chat_cache_shared_set_bypass(shared.cache, cfg.cache_bypass || !cfg.enable_redis_cache);
     main_loop = uv_default_loop();
     uv_async_init(main_loop, &worker_done, worker_done_cb);
     uv_signal_init(main_loop, &sigterm);
@@ -166,6 +168,7 @@ static int serve(void)
         chat_worker_join(workers[i]);
     uv_loop_close(main_loop);
     chat_stream_hub_destroy(shared.hub);
+    chat_cache_shared_destroy(shared.cache);
     free(workers);
     chat_log_info("event=stopped");
     return failed ? 1 : 0;

@@ -9,6 +9,7 @@
 #include "api/api.h"
 #include "cache/cache.h"
 #include "chat/chat.h"
+#include "chat/keys.h"
 #include "core/alloc.h"
 #include "core/log.h"
 #include "db/path.h"
@@ -110,10 +111,12 @@ static void wire(chat_worker_t *w)
     w->ctx.fill_delay_ms = cfg->cache_fill_delay_ms;
     if (cfg->enable_redis_cache) {
         chat_cache_config_t cc = {
+            .shared = w->sh->cache,
             .redis_url = cfg->redis_url,
             .cmd_timeout_ms = cfg->cache_timeout_ms,
             .poll_info = w->index == 0,
             .local_bytes = (size_t)cfg->cache_local_mb * 1024 * 1024 / (size_t)nworkers,
+            .version_prefix = CHAT_KEYS_VERSION_PREFIX,
         };
         char err[256];
         w->ctx.cache = chat_cache_create(&w->loop, &cc, err, sizeof err);
@@ -125,6 +128,7 @@ static void wire(chat_worker_t *w)
                            cfg->enable_redis_cache ? cfg->redis_url : NULL, cfg->cache_timeout_ms);
     w->api.ctx = &w->ctx;
     w->api.cfg = cfg;
+    w->api.cache_shared = w->sh->cache;
     chat_http_server_config_t hc = {
         .host = cfg->listen_host,
         .port = cfg->listen_port,

@@ -7,6 +7,7 @@
 #ifndef CHAT_WORKER_H
 #define CHAT_WORKER_H
 
+#include "cache/shared.h"
 #include "chat/stream.h"
 #include "core/config.h"
 
@@ -18,6 +19,7 @@ typedef struct chat_shared {
     int nworkers;
     _Atomic int open_connections; /* HTTP and WebSocket connections of all workers */
     chat_stream_hub_t *hub;       /* realtime frames between the workers */
+    chat_cache_shared_t *cache;   /* the cache's bypass switch, freshness state and metrics */
     /** Runs on the worker's thread when its loop has ended (wakes main). */
     void (*on_worker_exit)(void *arg);
     void *exit_arg;

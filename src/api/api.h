@@ -6,6 +6,7 @@
 #ifndef CHAT_API_API_H
 #define CHAT_API_API_H
 
+#include "cache/shared.h"
 #include "chat/chat.h"
 #include "core/config.h"
 #include "net/http.h"
@@ -15,6 +16,7 @@
 typedef struct chat_api {
     chat_ctx_t *ctx;
     const chat_config_t *cfg;
+    chat_cache_shared_t *cache_shared; /* bypass switch and totals (ctx->cache may be NULL) */
 } chat_api_t;
 
 /** The HTTP handler; req->server_data must point to a chat_api_t. */

@@ -47,9 +47,8 @@ void chat_h_metrics(chat_call_t *call)
 static char *cache_metrics_body(chat_api_t *api, size_t *len)
 {
     chat_cache_totals_t t;
-    chat_cache_totals(api->ctx->cache, &t);
-    if (!api->ctx->cache)
-        t.bypass = true; /* ENABLE_REDIS_CACHE=false: every read goes to the database */
+    /* ENABLE_REDIS_CACHE=false (no cache): reported as bypassed. */
+    chat_cache_shared_totals(api->cache_shared, api->ctx->cache, &t);
     double lookups = t.hits + t.misses;
     chat_buf_t b = CHAT_BUF_INIT;
     chat_buf_printf(&b,
@@ -78,7 +77,7 @@ void chat_h_cache_bypass(chat_call_t *call)
         chat_call_fail(call, CHAT_EBADREQUEST, "enabled must be true or false");
         return;
     }
-    chat_cache_set_bypass(json_is_true(v));
+    chat_cache_shared_set_bypass(call->api->cache_shared, json_is_true(v));
     json_decref(j);
     size_t len;
     char *body = cache_metrics_body(call->api, &len);

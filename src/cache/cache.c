@@ -1,16 +1,19 @@
 /*
- * Cache-aside over Redis (see cache.h for the freshness scheme).
+ * Cache-aside over Redis for one worker (see cache.h for the freshness
+ * scheme): the epoch, lookups, fills, invalidation after writes, health
+ * sampling and the operator's deletion by pattern.
  */
 #include "cache/cache.h"
+#include "cache/internal.h"
 #include "cache/local.h"
-#include "cache/redis.h"
 #include "core/alloc.h"
+#include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "redis/client.h"
 
 #include <hiredis/hiredis.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,16 +43,20 @@ static const char lookup_script[] =
 #define LOCAL_LIFETIME_MS 30000
 #define LOCAL_SLOTS 4096
 
+#define VERSION_PREFIX_MAX 32
+
 struct chat_cache {
     uv_loop_t *loop;
+    chat_cache_shared_t *sh;
     chat_redis_t *redis;
     chat_flights_t *flights;
-    chat_local_t *local; /* NULL: no copies kept */
+    chat_cache_local_t *local; /* NULL: no copies kept */
+    char vprefix[VERSION_PREFIX_MAX];
     uint64_t token_prefix;
     uint64_t token_counter;
     unsigned long clean_gen; /* dirty generation this worker has cleaned */
     int epoch_bump_inflight;
-    int was_healthy;     /* last sampled Redis health, counted in healthy_workers */
+    int was_healthy;     /* last sampled Redis health, counted in sh->healthy_workers */
     int ever_up;         /* Redis answered at least once since start */
     uint64_t created_ms; /* loop time at creation */
     int closing;
@@ -59,108 +66,11 @@ struct chat_cache {
     void *close_arg;
 };
 
-static atomic_bool bypass;
-static atomic_ulong dirty_gen;
-/*
- * Invalidations that timed out and whose fate Redis has not told yet (their
- * late reply, or the end of their connection). Their writes are already
- * acknowledged, and a lookup on another worker's connection could overtake
- * the version bump, so while any is open no worker uses the cache. One that
- * turns out to have landed needs nothing more; one that did not (or may not
- * have) marks the cache dirty.
- */
-static atomic_int unsettled;
-static atomic_int healthy_workers;
-
-static struct {
-    chat_metric_t *hits[CHAT_CACHE_NKINDS];
-    chat_metric_t *misses[CHAT_CACHE_NKINDS];
-    chat_metric_t *errors;
-    chat_metric_t *hit_ratio;
-    chat_metric_t *bypass;
-    chat_metric_t *healthy;
-    chat_metric_t *evictions;
-    chat_metric_t *local_hits;
-    chat_metric_t *local_bytes;
-} m;
-
-static void refresh_gauges(void *arg)
+/* Counts a hit or a miss of a kind the caller named. */
+static void count_kind(chat_metric_t **series, const chat_cache_t *c, int kind)
 {
-    double h = 0, mi = 0;
-    for (int k = 0; k < CHAT_CACHE_NKINDS; k++) {
-        h += chat_metric_value(m.hits[k]);
-        mi += chat_metric_value(m.misses[k]);
-    }
-    chat_metric_set(m.hit_ratio, h + mi > 0 ? h / (h + mi) : 0.0);
-    chat_metric_set(m.bypass, atomic_load(&bypass) ? 1 : 0);
-}
-
-static void metrics_init_once(void)
-{
-    chat_metric_family_t *hits =
-        chat_metrics_counter("chatd_cache_hits_total", "Cache lookups answered from Redis.");
-    chat_metric_family_t *misses = chat_metrics_counter(
-        "chatd_cache_misses_total", "Cache lookups that found nothing and went to the database.");
-    for (int k = 0; k < CHAT_CACHE_NKINDS; k++) {
-        char labels[64];
-        snprintf(labels, sizeof labels, "kind=\"%s\"", chat_cache_kind_name(k));
-        m.hits[k] = chat_metric_series(hits, labels);
-        m.misses[k] = chat_metric_series(misses, labels);
-    }
-    m.errors = chat_metric_series(
-        chat_metrics_counter("chatd_cache_errors_total",
-                             "Redis commands that failed, timed out or were refused."),
-        "");
-    m.hit_ratio = chat_metric_series(
-        chat_metrics_gauge("chatd_cache_hit_ratio", "Hits over lookups since start."), "");
-    m.bypass = chat_metric_series(
-        chat_metrics_gauge("chatd_cache_bypass", "1 while the cache is bypassed."), "");
-    m.healthy = chat_metric_series(
-        chat_metrics_gauge("chatd_cache_healthy", "Workers whose Redis connection is up."), "");
-    m.evictions = chat_metric_series(
-        chat_metrics_counter("chatd_cache_evictions_total",
-                             "Keys Redis evicted under maxmemory (INFO stats evicted_keys)."),
-        "");
-    m.local_hits = chat_metric_series(
-        chat_metrics_counter("chatd_cache_local_hits_total",
-                             "Hits whose value came from the worker's copy, Redis confirming it."),
-        "");
-    m.local_bytes =
-        chat_metric_series(chat_metrics_gauge("chatd_cache_local_bytes",
-                                              "Bytes of the workers' copies of cached values."),
-                           "");
-    chat_metrics_on_render(refresh_gauges, NULL);
-}
-
-static void metrics_init(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, metrics_init_once);
-}
-
-void chat_cache_set_bypass(bool on)
-{
-    metrics_init();
-    bool was = atomic_exchange(&bypass, on);
-    if (was != on)
-        chat_log_info("event=cache_bypass enabled=%s", on ? "true" : "false");
-    /*
-     * While bypassed, writes skip invalidation; the epoch must change before
-     * the cache is trusted again.
-     */
-    if (was && !on)
-        chat_cache_mark_dirty();
-    chat_metric_set(m.bypass, on ? 1 : 0);
-}
-
-bool chat_cache_bypassed(void)
-{
-    return atomic_load(&bypass);
-}
-
-void chat_cache_mark_dirty(void)
-{
-    atomic_fetch_add(&dirty_gen, 1);
+    if (kind >= 0 && kind < c->sh->nkinds)
+        chat_metric_inc(series[kind]);
 }
 
 /* A value never used before as an epoch or version: random prefix + counter. */
@@ -174,13 +84,14 @@ static void new_token(chat_cache_t *c, char out[40])
 
 static int last_healthy_state(chat_cache_t *c);
 
-static void info_cb(int status, redisReply *reply, void *arg)
+static void info_cb(chat_err_t status, redisReply *reply, void *arg)
 {
-    if (status != CHAT_REDIS_OK || !reply || reply->type != REDIS_REPLY_STRING)
+    chat_cache_t *c = arg;
+    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_STRING)
         return;
     const char *p = strstr(reply->str, "evicted_keys:");
     if (p)
-        chat_metric_set(m.evictions, strtod(p + strlen("evicted_keys:"), NULL));
+        chat_metric_set(c->sh->evictions, strtod(p + strlen("evicted_keys:"), NULL));
 }
 
 static void tick_cb(uv_timer_t *t)
@@ -200,8 +111,8 @@ static int last_healthy_state(chat_cache_t *c)
     if (h)
         c->ever_up = 1;
     if (h != c->was_healthy) {
-        atomic_fetch_add(&healthy_workers, h ? 1 : -1);
-        chat_metric_set(m.healthy, atomic_load(&healthy_workers));
+        atomic_fetch_add(&c->sh->healthy_workers, h ? 1 : -1);
+        chat_metric_set(c->sh->healthy, atomic_load(&c->sh->healthy_workers));
         c->was_healthy = h;
     }
     return h;
@@ -210,27 +121,31 @@ static int last_healthy_state(chat_cache_t *c)
 chat_cache_t *chat_cache_create(uv_loop_t *loop, const chat_cache_config_t *cfg, char *err,
                                 size_t errlen)
 {
-    metrics_init();
+    chat_cache_shared_t *sh = cfg->shared;
     chat_redis_config_t rc = {
         .url = cfg->redis_url,
         .cmd_timeout_ms = cfg->cmd_timeout_ms > 0 ? cfg->cmd_timeout_ms : 50,
         .connect_timeout_ms = 200,
         .retry_interval_ms = 500,
         .max_pending = 20000,
+        .errors = sh->errors,
+        .late_reads = sh->late_reads,
     };
     chat_redis_t *r = chat_redis_create(loop, &rc, err, errlen);
     if (!r)
         return NULL;
     chat_cache_t *c = chat_calloc(1, sizeof *c);
     c->loop = loop;
+    c->sh = sh;
     c->redis = r;
+    snprintf(c->vprefix, sizeof c->vprefix, "%s", cfg->version_prefix ? cfg->version_prefix : "");
     c->flights = chat_flights_create();
     if (cfg->local_bytes > 0)
-        c->local = chat_local_create(LOCAL_SLOTS, cfg->local_bytes);
+        c->local = chat_cache_local_create(LOCAL_SLOTS, cfg->local_bytes);
     c->poll_info = cfg->poll_info;
     if (RAND_bytes((unsigned char *)&c->token_prefix, sizeof c->token_prefix) != 1)
         c->token_prefix = (uint64_t)uv_hrtime() ^ ((uint64_t)(uintptr_t)c << 16);
-    c->clean_gen = atomic_load(&dirty_gen);
+    c->clean_gen = atomic_load(&sh->dirty_gen);
     c->created_ms = uv_now(loop);
     uv_timer_init(loop, &c->info_timer);
     c->info_timer.data = c;
@@ -245,8 +160,8 @@ static void redis_closed_cb(void *arg)
     void *cb_arg = c->close_arg;
     chat_flights_destroy(c->flights);
     if (c->local)
-        chat_metric_add(m.local_bytes, -(double)chat_local_bytes(c->local));
-    chat_local_destroy(c->local);
+        chat_metric_add(c->sh->local_bytes, -(double)chat_cache_local_bytes(c->local));
+    chat_cache_local_destroy(c->local);
     free(c);
     if (cb)
         cb(cb_arg);
@@ -264,8 +179,8 @@ void chat_cache_close(chat_cache_t *c, void (*cb)(void *arg), void *arg)
     c->close_cb = cb;
     c->close_arg = arg;
     if (c->was_healthy) {
-        atomic_fetch_add(&healthy_workers, -1);
-        chat_metric_set(m.healthy, atomic_load(&healthy_workers));
+        atomic_fetch_add(&c->sh->healthy_workers, -1);
+        chat_metric_set(c->sh->healthy, atomic_load(&c->sh->healthy_workers));
         c->was_healthy = 0;
     }
     uv_close((uv_handle_t *)&c->info_timer, timer_closed_cb);
@@ -273,9 +188,14 @@ void chat_cache_close(chat_cache_t *c, void (*cb)(void *arg), void *arg)
 
 const char *chat_cache_state(const chat_cache_t *c)
 {
-    if (!c || atomic_load(&bypass))
+    if (!c || atomic_load(&c->sh->bypass))
         return "bypassed";
     return chat_redis_healthy(c->redis) ? "up" : "down";
+}
+
+bool chat_cache_healthy(const chat_cache_t *c)
+{
+    return chat_redis_healthy(c->redis);
 }
 
 chat_flights_t *chat_cache_flights(chat_cache_t *c)
@@ -290,11 +210,11 @@ struct epoch_op {
     unsigned long gen;
 };
 
-static void epoch_cb(int status, redisReply *reply, void *arg)
+static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct epoch_op *op = arg;
     op->c->epoch_bump_inflight = 0;
-    if (status == CHAT_REDIS_OK) {
+    if (status == CHAT_EOK) {
         op->c->clean_gen = op->gen;
         chat_log_info("event=cache_epoch_changed");
     }
@@ -308,9 +228,9 @@ static void epoch_cb(int status, redisReply *reply, void *arg)
  */
 static int usable(chat_cache_t *c)
 {
-    if (atomic_load(&bypass) || !last_healthy_state(c) || atomic_load(&unsettled) > 0)
+    if (atomic_load(&c->sh->bypass) || !last_healthy_state(c) || atomic_load(&c->sh->unsettled) > 0)
         return 0;
-    unsigned long gen = atomic_load(&dirty_gen);
+    unsigned long gen = atomic_load(&c->sh->dirty_gen);
     if (gen == c->clean_gen)
         return 1;
     if (!c->epoch_bump_inflight) {
@@ -342,75 +262,83 @@ struct lookup_op {
 static void local_keep(chat_cache_t *c, const char *prefix, const char *key, const char *val,
                        size_t len)
 {
-    size_t before = chat_local_bytes(c->local);
+    size_t before = chat_cache_local_bytes(c->local);
     uint64_t now = uv_now(c->loop);
-    chat_local_put(c->local, prefix, key, val, len, now, now + LOCAL_LIFETIME_MS);
-    chat_metric_add(m.local_bytes, (double)chat_local_bytes(c->local) - (double)before);
+    chat_cache_local_put(c->local, prefix, key, val, len, now, now + LOCAL_LIFETIME_MS);
+    chat_metric_add(c->sh->local_bytes, (double)chat_cache_local_bytes(c->local) - (double)before);
 }
 
-static void lookup_cb(int status, redisReply *reply, void *arg)
+static void lookup_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct lookup_op *op = arg;
     chat_cache_t *c = op->c;
     chat_cache_lookup_t r = {.status = CHAT_CACHE_ERROR};
-    chat_local_entry_t le;
-    if (status == CHAT_REDIS_OK && reply && reply->type == REDIS_REPLY_ARRAY &&
-        reply->elements == 2 && reply->element[0]->type == REDIS_REPLY_STRING) {
+    chat_cache_local_entry_t le;
+    if (status == CHAT_EOK && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING) {
         const char *key = reply->element[0]->str;
         redisReply *v = reply->element[1];
         if (v->type == REDIS_REPLY_STRING) {
             r.status = CHAT_CACHE_HIT;
             r.value = v->str;
             r.len = v->len;
-            chat_metric_inc(m.hits[op->kind]);
+            count_kind(c->sh->hits, c, op->kind);
             if (c->local)
                 local_keep(c, op->prefix, key, v->str, v->len);
         } else if (v->type == REDIS_REPLY_INTEGER) {
             /* Redis confirmed the copy named in the lookup; it is still
              * here unless another lookup replaced it meanwhile. */
-            if (c->local && chat_local_get(c->local, op->prefix, uv_now(c->loop), &le) &&
+            if (c->local && chat_cache_local_get(c->local, op->prefix, uv_now(c->loop), &le) &&
                 strcmp(le.vkey, key) == 0) {
                 r.status = CHAT_CACHE_HIT;
                 r.value = le.val;
                 r.len = le.len;
-                chat_metric_inc(m.hits[op->kind]);
-                chat_metric_inc(m.local_hits);
+                count_kind(c->sh->hits, c, op->kind);
+                chat_metric_inc(c->sh->local_hits);
             } else {
-                chat_metric_inc(m.misses[op->kind]); /* read the database, no fill */
+                count_kind(c->sh->misses, c, op->kind); /* read the database, no fill */
             }
         } else {
             r.status = CHAT_CACHE_MISS;
             r.key = key;
-            chat_metric_inc(m.misses[op->kind]);
+            count_kind(c->sh->misses, c, op->kind);
         }
     } else {
         /* A failed lookup is a miss that must not fill. */
-        chat_metric_inc(m.misses[op->kind]);
+        count_kind(c->sh->misses, c, op->kind);
     }
     op->cb(&r, op->arg);
     free(op);
 }
 
-int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t conv_id,
+/* The version key of a scope: the configured prefix and the id. */
+static void version_key(const chat_cache_t *c, char out[CHAT_CACHE_KEY_MAX], int64_t scope_id)
+{
+    snprintf(out, CHAT_CACHE_KEY_MAX, "%s%lld", c->vprefix, (long long)scope_id);
+}
+
+int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t scope_id,
                       chat_cache_lookup_cb cb, void *arg)
 {
-    if (!c || !usable(c)) {
-        if (c && !atomic_load(&bypass))
-            chat_metric_inc(m.misses[kind]);
-        return -1;
+    if (!c)
+        return CHAT_EDOWN;
+    if (!usable(c)) {
+        if (!atomic_load(&c->sh->bypass))
+            count_kind(c->sh->misses, c, kind);
+        return CHAT_EDOWN;
     }
     char vkey[CHAT_CACHE_KEY_MAX], t1[40], t2[40];
     new_token(c, t1);
     new_token(c, t2);
-    const char *argv[9] = {"EVAL", lookup_script, conv_id > 0 ? "2" : "1", CHAT_CACHE_EPOCH_KEY};
+    const char *argv[9] = {"EVAL", lookup_script, scope_id > 0 ? "2" : "1", CHAT_CACHE_EPOCH_KEY};
     int argc = 4;
-    if (conv_id > 0) {
-        chat_cache_key_version(vkey, conv_id);
+    if (scope_id > 0) {
+        version_key(c, vkey, scope_id);
         argv[argc++] = vkey;
     }
-    chat_local_entry_t le;
+    chat_cache_local_entry_t le;
     const char *held = "";
-    if (c->local && chat_local_get(c->local, prefix, uv_now(c->loop), &le))
+    if (c->local && chat_cache_local_get(c->local, prefix, uv_now(c->loop), &le))
         held = le.vkey;
     argv[argc++] = prefix;
     argv[argc++] = t1;
@@ -424,8 +352,8 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t con
     snprintf(op->prefix, sizeof op->prefix, "%s", prefix);
     if (chat_redis_command(c->redis, lookup_cb, op, argc, argv, NULL) != 0) {
         free(op);
-        chat_metric_inc(m.misses[kind]);
-        return -1;
+        count_kind(c->sh->misses, c, kind);
+        return CHAT_EDOWN;
     }
     return 0;
 }
@@ -433,11 +361,12 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t con
 /* ---- fills and invalidation ---- */
 
 struct done_op {
+    chat_cache_shared_t *sh;
     void (*done)(void *);
     void *arg;
 };
 
-static void done_cb(int status, redisReply *reply, void *arg)
+static void done_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct done_op *op = arg;
     if (op->done)
@@ -514,28 +443,29 @@ static void retry_closed_cb(uv_handle_t *h)
  * connection lost with the command on it. A bump past its deadline is
  * unsettled until its late reply or the end of its connection says which.
  */
-static void bump_cb(int status, redisReply *reply, void *arg)
+static void bump_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct done_op *op = arg;
     void (*done)(void *) = op->done;
     void *done_arg = op->arg;
-    if (status == CHAT_REDIS_ERR_TIMEOUT) {
-        atomic_fetch_add(&unsettled, 1); /* before the write is acknowledged */
+    if (status == CHAT_ETIMEDOUT) {
+        atomic_fetch_add(&op->sh->unsettled, 1); /* before the write is acknowledged */
     } else {
-        if (status != CHAT_REDIS_OK)
-            chat_cache_mark_dirty();
+        if (status != CHAT_EOK)
+            chat_cache_shared_mark_dirty(op->sh);
         free(op);
     }
     if (done)
         done(done_arg);
 }
 
-static void bump_late_cb(int status, void *arg)
+static void bump_late_cb(chat_err_t status, void *arg)
 {
-    if (status != CHAT_REDIS_OK)
-        chat_cache_mark_dirty(); /* before the lookups may resume */
-    atomic_fetch_sub(&unsettled, 1);
-    free(arg);
+    struct done_op *op = arg;
+    if (status != CHAT_EOK)
+        chat_cache_shared_mark_dirty(op->sh); /* before the lookups may resume */
+    atomic_fetch_sub(&op->sh->unsettled, 1);
+    free(op);
 }
 
 static void retry_fire_cb(uv_timer_t *t)
@@ -548,7 +478,8 @@ static void retry_fire_cb(uv_timer_t *t)
 void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(void *arg),
                                 void *arg)
 {
-    if (!atomic_load(&bypass) && !c->closing && !last_healthy_state(c) && !c->ever_up &&
+    bool bypass = atomic_load(&c->sh->bypass);
+    if (!bypass && !c->closing && !last_healthy_state(c) && !c->ever_up &&
         uv_now(c->loop) - c->created_ms < STARTUP_WAIT_MS) {
         /*
          * Just started and Redis not connected yet: other instances may hold
@@ -565,38 +496,25 @@ void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(v
         uv_timer_start(&r->timer, retry_fire_cb, STARTUP_RETRY_MS, 0);
         return;
     }
-    if (atomic_load(&bypass) || c->closing || !chat_redis_healthy(c->redis)) {
+    if (bypass || c->closing || !chat_redis_healthy(c->redis)) {
         /* Cannot invalidate now: older entries must not be trusted later. */
-        chat_cache_mark_dirty();
+        chat_cache_shared_mark_dirty(c->sh);
         defer(c->loop, done, arg);
         return;
     }
     char vkey[CHAT_CACHE_KEY_MAX], token[40];
-    chat_cache_key_version(vkey, conv_id);
+    version_key(c, vkey, conv_id);
     new_token(c, token);
     const char *argv[] = {"SET", vkey, token};
     struct done_op *op = chat_malloc(sizeof *op);
+    op->sh = c->sh;
     op->done = done;
     op->arg = arg;
     if (chat_redis_command_tracked(c->redis, bump_cb, bump_late_cb, op, 3, argv, NULL) != 0) {
         free(op);
-        chat_cache_mark_dirty();
+        chat_cache_shared_mark_dirty(c->sh);
         defer(c->loop, done, arg);
     }
-}
-
-void chat_cache_totals(chat_cache_t *c, chat_cache_totals_t *out)
-{
-    metrics_init();
-    memset(out, 0, sizeof *out);
-    for (int k = 0; k < CHAT_CACHE_NKINDS; k++) {
-        out->hits += chat_metric_value(m.hits[k]);
-        out->misses += chat_metric_value(m.misses[k]);
-    }
-    out->errors = chat_metric_value(m.errors);
-    out->evictions = chat_metric_value(m.evictions);
-    out->bypass = atomic_load(&bypass);
-    out->healthy = c && chat_redis_healthy(c->redis);
 }
 
 /* ---- operator deletion by pattern ---- */
@@ -619,10 +537,10 @@ static void scan_finish(struct scan_op *op, long long n)
     free(op);
 }
 
-static void unlink_cb(int status, redisReply *reply, void *arg)
+static void unlink_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct scan_op *op = arg;
-    if (status != CHAT_REDIS_OK || !reply || reply->type != REDIS_REPLY_INTEGER) {
+    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_INTEGER) {
         scan_finish(op, -1);
         return;
     }
@@ -633,11 +551,10 @@ static void unlink_cb(int status, redisReply *reply, void *arg)
         scan_step(op);
 }
 
-static void scan_cb(int status, redisReply *reply, void *arg)
+static void scan_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct scan_op *op = arg;
-    if (status != CHAT_REDIS_OK || !reply || reply->type != REDIS_REPLY_ARRAY ||
-        reply->elements != 2) {
+    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
         scan_finish(op, -1);
         return;
     }

@@ -1,27 +1,30 @@
 /*
  * Cache-aside over Redis for one worker: versioned lookups, fills with the
- * contract's TTLs, invalidation after writes, the process-wide bypass switch,
- * and the chatd_cache_* metrics. Values are opaque bytes (encoded JSON).
+ * caller's TTLs, invalidation after writes, the worker's copies of values
+ * and its share of the process-wide state (shared.h). Values are opaque
+ * bytes; key prefixes, TTLs and kinds come from the caller.
  *
  * Freshness rests on two values kept in Redis: the cache epoch
- * (cache:epoch) and each conversation's version (conv:ver:{id}). A lookup
- * reads both and the entry in one round trip (a Lua script), so the key it
- * reads and later fills is prefix:e<epoch>:v<version>. A write changes the
- * version after it commits and before it is acknowledged, so every later
- * lookup uses a key no earlier fill could have written. Versions and epochs
- * are fresh random tokens, never counters, so an evicted version cannot come
- * back and resurrect an old entry. Whenever an invalidation did not reach
- * Redis, or may not have (Redis down, refused, error reply, connection lost
- * with it, bypass on), the process marks the cache dirty and changes the
- * epoch before it uses the cache again. One past its deadline stays
- * unsettled, the cache unused meanwhile, until its late reply (nothing to
- * do) or the end of its connection (dirty) says which.
+ * (cache:epoch) and the version of each versioned scope (a conversation:
+ * version_prefix{id}). A lookup reads both and the entry in one round trip
+ * (a Lua script), so the key it reads and later fills is
+ * prefix:e<epoch>:v<version>. A write changes the version after it commits
+ * and before it is acknowledged, so every later lookup uses a key no earlier
+ * fill could have written. Versions and epochs are fresh random tokens,
+ * never counters, so an evicted version cannot come back and resurrect an
+ * old entry. Whenever an invalidation did not reach Redis, or may not have
+ * (Redis down, refused, error reply, connection lost with it, bypass on),
+ * the process marks the cache dirty and changes the epoch before it uses the
+ * cache again. One past its deadline stays unsettled, the cache unused
+ * meanwhile, until its late reply (nothing to do) or the end of its
+ * connection (dirty) says which.
  */
 #ifndef CHAT_CACHE_CACHE_H
 #define CHAT_CACHE_CACHE_H
 
 #include "cache/flight.h"
-#include "cache/keys.h"
+#include "cache/shared.h"
+#include "core/alloc.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,39 +33,53 @@
 
 typedef struct chat_cache chat_cache_t;
 
+/** Longest key prefix a lookup takes, NUL included. */
+#define CHAT_CACHE_KEY_MAX 128
+/** The key holding the process fleet's cache epoch. */
+#define CHAT_CACHE_EPOCH_KEY "cache:epoch"
+
 typedef struct chat_cache_config {
+    /** The process-wide state (not owned; outlives the cache). Required. */
+    chat_cache_shared_t *shared;
     const char *redis_url;
-    int cmd_timeout_ms; /* deadline of every Redis command */
+    int cmd_timeout_ms; /* deadline of every Redis command; <= 0 means 50 */
     int poll_info;      /* this worker polls INFO stats for evictions */
     size_t local_bytes; /* budget of the worker's copies of values (local.h); 0 = none */
+    /** Key of a scope's version: this prefix followed by the scope id. Copied; at most 31 bytes. */
+    const char *version_prefix;
 } chat_cache_config_t;
-
-/** Sets the process-wide bypass switch (CACHE_BYPASS, POST /api/cache/bypass). */
-void chat_cache_set_bypass(bool on);
-bool chat_cache_bypassed(void);
 
 /**
  * Creates the worker's cache and starts connecting in the background.
  * Returns NULL with a message in err for a bad REDIS_URL.
  */
 chat_cache_t *chat_cache_create(uv_loop_t *loop, const chat_cache_config_t *cfg, char *err,
-                                size_t errlen);
+                                size_t errlen) CHAT_MUSTCHECK;
+
+/**
+ * Closes the Redis connection and the timers; pending callbacks run first
+ * (as failures), then cb(arg) (may be NULL) once everything is closed and
+ * the cache freed. Call once.
+ */
 void chat_cache_close(chat_cache_t *c, void (*cb)(void *arg), void *arg);
 
-/** "up", "down" or "bypassed" for /readyz. c may be NULL (cache disabled). */
+/** "up", "down" or "bypassed" for /readyz. c may be NULL (cache disabled: "bypassed"). */
 const char *chat_cache_state(const chat_cache_t *c);
+
+/** True while the worker's Redis connection is up. */
+bool chat_cache_healthy(const chat_cache_t *c);
 
 /** The coalescing table of this worker. */
 chat_flights_t *chat_cache_flights(chat_cache_t *c);
 
-enum chat_cache_lookup_status {
+typedef enum chat_cache_lookup_status {
     CHAT_CACHE_HIT = 0,
     CHAT_CACHE_MISS = 1,  /* key holds the versioned key to fill */
     CHAT_CACHE_ERROR = 2, /* Redis failed or timed out: read the database, do not fill */
-};
+} chat_cache_lookup_status_t;
 
 typedef struct chat_cache_lookup {
-    int status;
+    chat_cache_lookup_status_t status;
     const char *value; /* HIT: the bytes, valid during the callback */
     size_t len;
     const char *key; /* MISS: the full key to fill, valid during the callback */
@@ -71,40 +88,31 @@ typedef struct chat_cache_lookup {
 typedef void (*chat_cache_lookup_cb)(const chat_cache_lookup_t *r, void *arg);
 
 /**
- * Looks up prefix (from keys.h) under the current epoch and, when conv_id >
- * 0, that conversation's version. Returns 0 when started (cb fires once,
- * later), or -1 when the cache is not to be used now (bypassed, Redis down,
- * or dirty): cb is not called and the caller reads the database. Counts a
- * hit or a miss for kind.
+ * Looks prefix (shorter than CHAT_CACHE_KEY_MAX) up under the current epoch
+ * and, when scope_id > 0, that scope's version. Returns 0 when started (cb
+ * fires once, later), or CHAT_EDOWN when the cache is not to be used now
+ * (bypassed, Redis down, or dirty): cb is not called and the caller reads
+ * the database. Counts a hit or a miss for kind (an index into the labels
+ * given to chat_cache_shared_create).
  */
-int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t conv_id,
+int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t scope_id,
                       chat_cache_lookup_cb cb, void *arg);
 
 /**
- * Stores val under key (a MISS key) with the kind's TTL. done (may be NULL)
- * fires once the fill is acknowledged or failed.
+ * Stores val under key (a MISS key) for ttl seconds. done (may be NULL)
+ * fires once the fill is acknowledged or failed (at once when refused).
  */
 void chat_cache_fill(chat_cache_t *c, const char *key, const char *val, size_t len, int ttl,
                      void (*done)(void *arg), void *arg);
 
 /**
- * After a committed write to a conversation: gives it a new version. done
- * fires once, after Redis acknowledged, the attempt failed (then the cache
- * is marked dirty) or its deadline passed (then the bump is unsettled, see
- * above). Never fires before this returns.
+ * After a committed write to a scope (a conversation): gives it a new
+ * version. done fires once, after Redis acknowledged, the attempt failed
+ * (then the cache is marked dirty) or its deadline passed (then the bump is
+ * unsettled, see above). Never fires before this returns.
  */
-void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(void *arg),
+void chat_cache_invalidate_conv(chat_cache_t *c, int64_t scope_id, void (*done)(void *arg),
                                 void *arg);
-
-/** Marks the process cache dirty: the epoch changes before the next use. */
-void chat_cache_mark_dirty(void);
-
-/** Totals for /api/cache/metrics. */
-typedef struct chat_cache_totals {
-    double hits, misses, errors, evictions;
-    bool bypass, healthy;
-} chat_cache_totals_t;
-void chat_cache_totals(chat_cache_t *c, chat_cache_totals_t *out);
 
 /**
  * Deletes keys matching pattern with incremental SCAN + UNLINK, never

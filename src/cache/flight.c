@@ -1,8 +1,12 @@
 /*
- * Per-worker table of in-flight cache loads (see flight.h).
+ * Per-worker table of in-flight cache loads (see flight.h): a fixed array of
+ * buckets (FNV-1a of the key) holding lists of flights, each with a FIFO of
+ * waiters.
  */
 #include "cache/flight.h"
 #include "core/alloc.h"
+#include "core/hash.h"
+#include "core/list.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -10,15 +14,15 @@
 #define NBUCKETS 1024
 
 typedef struct waiter {
-    struct waiter *next;
+    chat_list_t link; /* in the flight's waiters, in join order */
     chat_flight_cb cb;
     void *arg;
 } waiter_t;
 
 typedef struct flight {
-    struct flight *next;
+    chat_list_t link; /* in its bucket */
     char *key;
-    waiter_t *waiters, *waiters_tail;
+    chat_list_t waiters;
     int landed;
     int status;
     char *val;
@@ -26,51 +30,65 @@ typedef struct flight {
 } flight_t;
 
 struct chat_flights {
-    flight_t *buckets[NBUCKETS];
+    chat_list_t buckets[NBUCKETS];
     size_t count;
 };
 
-static unsigned hash(const char *s)
+static chat_list_t *bucket(chat_flights_t *f, const char *key)
 {
-    unsigned h = 2166136261u; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h & (NBUCKETS - 1);
+    return &f->buckets[chat_hash_str(key) & (NBUCKETS - 1)];
 }
 
 chat_flights_t *chat_flights_create(void)
 {
-    return chat_calloc(1, sizeof(chat_flights_t));
+    chat_flights_t *f = chat_calloc(1, sizeof(chat_flights_t));
+    for (int i = 0; i < NBUCKETS; i++)
+        chat_list_init(&f->buckets[i]);
+    return f;
+}
+
+static void flight_free(chat_flights_t *f, flight_t *fl)
+{
+    chat_list_t *e;
+    while ((e = chat_list_first(&fl->waiters)) != NULL) {
+        chat_list_remove(e);
+        free(CHAT_CONTAINER_OF(e, waiter_t, link)); /* only at destroy: never called */
+    }
+    chat_list_remove(&fl->link);
+    f->count--;
+    free(fl->key);
+    free(fl->val);
+    free(fl);
 }
 
 void chat_flights_destroy(chat_flights_t *f)
 {
     /* Landed flights whose fill never completed may remain; nobody waits on them. */
+    chat_list_t *e, *tmp;
     for (int i = 0; i < NBUCKETS; i++) {
-        flight_t *fl = f->buckets[i];
-        while (fl) {
-            flight_t *next = fl->next;
-            free(fl->key);
-            free(fl->val);
-            free(fl);
-            fl = next;
+        CHAT_LIST_FOREACH_SAFE(e, tmp, &f->buckets[i])
+        {
+            flight_free(f, CHAT_CONTAINER_OF(e, flight_t, link));
         }
     }
     free(f);
 }
 
-static flight_t **find(chat_flights_t *f, const char *key)
+static flight_t *find(chat_flights_t *f, const char *key)
 {
-    flight_t **p = &f->buckets[hash(key)];
-    while (*p && strcmp((*p)->key, key) != 0)
-        p = &(*p)->next;
-    return p;
+    chat_list_t *e, *b = bucket(f, key);
+    CHAT_LIST_FOREACH(e, b)
+    {
+        flight_t *fl = CHAT_CONTAINER_OF(e, flight_t, link);
+        if (strcmp(fl->key, key) == 0)
+            return fl;
+    }
+    return NULL;
 }
 
 int chat_flight_join(chat_flights_t *f, const char *key, chat_flight_cb cb, void *arg)
 {
-    flight_t **p = find(f, key);
-    flight_t *fl = *p;
+    flight_t *fl = find(f, key);
     if (fl && fl->landed) {
         cb(fl->status, fl->val, fl->len, arg);
         return CHAT_FLIGHT_LANDED;
@@ -79,42 +97,28 @@ int chat_flight_join(chat_flights_t *f, const char *key, chat_flight_cb cb, void
     if (!fl) {
         fl = chat_calloc(1, sizeof *fl);
         fl->key = chat_strdup(key);
-        *p = fl;
+        chat_list_init(&fl->waiters);
+        chat_list_insert_tail(bucket(f, key), &fl->link);
         f->count++;
         role = CHAT_FLIGHT_LEADER;
     }
     waiter_t *w = chat_malloc(sizeof *w);
-    w->next = NULL;
     w->cb = cb;
     w->arg = arg;
-    if (fl->waiters_tail)
-        fl->waiters_tail->next = w;
-    else
-        fl->waiters = w;
-    fl->waiters_tail = w;
+    chat_list_insert_tail(&fl->waiters, &w->link);
     return role;
-}
-
-static void unlink_flight(chat_flights_t *f, flight_t **p)
-{
-    flight_t *fl = *p;
-    *p = fl->next;
-    f->count--;
-    free(fl->key);
-    free(fl->val);
-    free(fl);
 }
 
 void chat_flight_land(chat_flights_t *f, const char *key, int status, const char *val, size_t len,
                       int keep)
 {
-    flight_t **p = find(f, key);
-    flight_t *fl = *p;
+    flight_t *fl = find(f, key);
+    chat_list_t waiters, *e;
     if (!fl)
         return;
     /* Detach the waiters first: a callback may join or land this key again. */
-    waiter_t *w = fl->waiters;
-    fl->waiters = fl->waiters_tail = NULL;
+    chat_list_init(&waiters);
+    chat_list_splice_tail(&waiters, &fl->waiters);
     if (keep) {
         fl->landed = 1;
         fl->status = status;
@@ -124,21 +128,21 @@ void chat_flight_land(chat_flights_t *f, const char *key, int status, const char
         fl->len = len;
         val = fl->val;
     } else {
-        unlink_flight(f, p);
+        flight_free(f, fl);
     }
-    while (w) {
-        waiter_t *next = w->next;
+    while ((e = chat_list_first(&waiters)) != NULL) {
+        waiter_t *w = CHAT_CONTAINER_OF(e, waiter_t, link);
+        chat_list_remove(e);
         w->cb(status, val, len, w->arg);
         free(w);
-        w = next;
     }
 }
 
 void chat_flight_remove(chat_flights_t *f, const char *key)
 {
-    flight_t **p = find(f, key);
-    if (*p && (*p)->landed && !(*p)->waiters)
-        unlink_flight(f, p);
+    flight_t *fl = find(f, key);
+    if (fl && fl->landed && chat_list_empty(&fl->waiters))
+        flight_free(f, fl);
 }
 
 size_t chat_flights_count(const chat_flights_t *f)

@@ -20,7 +20,7 @@ typedef struct chat_flights chat_flights_t;
 typedef void (*chat_flight_cb)(int status, const char *val, size_t len, void *arg);
 
 chat_flights_t *chat_flights_create(void);
-/** Every flight must have been removed first. */
+/** Frees the table; flights left in it are dropped, their waiters never called. */
 void chat_flights_destroy(chat_flights_t *f);
 
 enum chat_flight_join {

@@ -4,6 +4,7 @@
 #include "cache/local.h"
 
 #include "core/alloc.h"
+#include "core/hash.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,29 +17,19 @@ typedef struct slot {
     uint64_t expires; /* loop ms */
 } slot_t;
 
-struct chat_local {
+struct chat_cache_local {
     slot_t *slots;
     size_t mask;
     size_t bytes, max_bytes;
     size_t sweep; /* next slot the sweep looks at */
 };
 
-static uint64_t hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static size_t slot_size(const slot_t *s)
 {
     return s->plen + s->klen + s->vlen + 2;
 }
 
-static void slot_clear(chat_local_t *l, slot_t *s)
+static void slot_clear(chat_cache_local_t *l, slot_t *s)
 {
     if (!s->mem)
         return;
@@ -47,19 +38,19 @@ static void slot_clear(chat_local_t *l, slot_t *s)
     s->mem = NULL;
 }
 
-chat_local_t *chat_local_create(size_t slots, size_t max_bytes)
+chat_cache_local_t *chat_cache_local_create(size_t slots, size_t max_bytes)
 {
     size_t n = 1;
     while (n < slots)
         n <<= 1;
-    chat_local_t *l = chat_calloc(1, sizeof *l);
+    chat_cache_local_t *l = chat_calloc(1, sizeof *l);
     l->slots = chat_calloc(n, sizeof *l->slots);
     l->mask = n - 1;
     l->max_bytes = max_bytes;
     return l;
 }
 
-void chat_local_destroy(chat_local_t *l)
+void chat_cache_local_destroy(chat_cache_local_t *l)
 {
     if (!l)
         return;
@@ -69,9 +60,10 @@ void chat_local_destroy(chat_local_t *l)
     free(l);
 }
 
-int chat_local_get(chat_local_t *l, const char *prefix, uint64_t now_ms, chat_local_entry_t *out)
+int chat_cache_local_get(chat_cache_local_t *l, const char *prefix, uint64_t now_ms,
+                         chat_cache_local_entry_t *out)
 {
-    slot_t *s = &l->slots[hash(prefix) & l->mask];
+    slot_t *s = &l->slots[chat_hash_str(prefix) & l->mask];
     if (!s->mem)
         return 0;
     if (s->expires <= now_ms) {
@@ -86,15 +78,15 @@ int chat_local_get(chat_local_t *l, const char *prefix, uint64_t now_ms, chat_lo
     return 1;
 }
 
-void chat_local_put(chat_local_t *l, const char *prefix, const char *vkey, const char *val,
-                    size_t len, uint64_t now_ms, uint64_t expires_ms)
+void chat_cache_local_put(chat_cache_local_t *l, const char *prefix, const char *vkey,
+                          const char *val, size_t len, uint64_t now_ms, uint64_t expires_ms)
 {
     for (int i = 0; i < SWEEP_PER_PUT; i++) {
         slot_t *x = &l->slots[l->sweep++ & l->mask];
         if (x->mem && x->expires <= now_ms)
             slot_clear(l, x);
     }
-    slot_t *s = &l->slots[hash(prefix) & l->mask];
+    slot_t *s = &l->slots[chat_hash_str(prefix) & l->mask];
     slot_clear(l, s);
     size_t plen = strlen(prefix), klen = strlen(vkey);
     size_t need = plen + klen + len + 2;
@@ -114,7 +106,7 @@ void chat_local_put(chat_local_t *l, const char *prefix, const char *vkey, const
     l->bytes += need;
 }
 
-size_t chat_local_bytes(const chat_local_t *l)
+size_t chat_cache_local_bytes(const chat_cache_local_t *l)
 {
     return l->bytes;
 }

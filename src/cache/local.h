@@ -18,25 +18,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct chat_local chat_local_t;
+typedef struct chat_cache_local chat_cache_local_t;
 
 /** slots is rounded up to a power of two; max_bytes bounds keys + values. */
-chat_local_t *chat_local_create(size_t slots, size_t max_bytes);
-void chat_local_destroy(chat_local_t *l);
+chat_cache_local_t *chat_cache_local_create(size_t slots, size_t max_bytes);
+void chat_cache_local_destroy(chat_cache_local_t *l);
 
 /** The entry of prefix, alive at now_ms, or NULL. Pointers valid until the next put. */
-typedef struct chat_local_entry {
+typedef struct chat_cache_local_entry {
     const char *vkey;
     const char *val;
     size_t len;
-} chat_local_entry_t;
-int chat_local_get(chat_local_t *l, const char *prefix, uint64_t now_ms, chat_local_entry_t *out);
+} chat_cache_local_entry_t;
+int chat_cache_local_get(chat_cache_local_t *l, const char *prefix, uint64_t now_ms,
+                         chat_cache_local_entry_t *out);
 
 /** Keeps val as prefix's value under vkey until expires_ms (replacing the slot). */
-void chat_local_put(chat_local_t *l, const char *prefix, const char *vkey, const char *val,
-                    size_t len, uint64_t now_ms, uint64_t expires_ms);
+void chat_cache_local_put(chat_cache_local_t *l, const char *prefix, const char *vkey,
+                          const char *val, size_t len, uint64_t now_ms, uint64_t expires_ms);
 
 /** Bytes held (keys and values), for tests and the gauge. */
-size_t chat_local_bytes(const chat_local_t *l);
+size_t chat_cache_local_bytes(const chat_cache_local_t *l);
 
 #endif

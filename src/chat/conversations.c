@@ -4,6 +4,7 @@
  * conversation is told.
  */
 #include "chat/internal.h"
+#include "chat/keys.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -172,12 +173,12 @@ static void get_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_
 void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
 {
     chat_read_t rd = {
-        .kind = CHAT_CACHE_METADATA,
+        .kind = CHAT_KEYS_METADATA,
         .conv_id = conv_id,
-        .ttl = chat_cache_ttl(CHAT_CACHE_METADATA, 0, 0),
+        .ttl = chat_keys_ttl(CHAT_KEYS_METADATA, 0, 0),
         .load = get_db,
     };
-    chat_cache_key_metadata(rd.prefix, conv_id);
+    chat_keys_metadata(rd.prefix, conv_id);
     chat_read(ctx, caller, &rd, cb, arg);
 }
 

@@ -6,7 +6,7 @@
 #ifndef CHAT_CHAT_INTERNAL_H
 #define CHAT_CHAT_INTERNAL_H
 
-#include "cache/keys.h"
+#include "chat/keys.h"
 #include "chat/chat.h"
 #include "core/buf.h"
 
@@ -59,13 +59,13 @@ typedef void (*chat_read_load_fn)(chat_ctx_t *ctx, int64_t caller, const chat_re
 
 /** What one read is: its cache key and lifetime, and how to load it. */
 struct chat_read {
-    int kind;                        /* enum chat_cache_kind: key family, metrics label */
-    int64_t conv_id;                 /* > 0: the caller must be a member; 0: none */
-    char prefix[CHAT_CACHE_KEY_MAX]; /* the key without epoch and version (keys.h) */
-    int ttl;                         /* seconds a loaded answer is kept */
-    chat_read_load_fn load;          /* reads the database */
-    int64_t user_id;                 /* profile reads: whose */
-    chat_history_query_t history;    /* history reads: the page */
+    int kind;                     /* enum chat_cache_kind: key family, metrics label */
+    int64_t conv_id;              /* > 0: the caller must be a member; 0: none */
+    char prefix[CHAT_KEYS_MAX];   /* the key without epoch and version (keys.h) */
+    int ttl;                      /* seconds a loaded answer is kept */
+    chat_read_load_fn load;       /* reads the database */
+    int64_t user_id;              /* profile reads: whose */
+    chat_history_query_t history; /* history reads: the page */
 };
 
 /**

@@ -4,6 +4,7 @@
  */
 #include "chat/internal.h"
 #include "chat/stream.h"
+#include "chat/keys.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -269,13 +270,13 @@ void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_
                       chat_reply_cb cb, void *arg)
 {
     chat_read_t rd = {
-        .kind = CHAT_CACHE_HISTORY,
+        .kind = CHAT_KEYS_HISTORY,
         .conv_id = q->conv_id,
-        .ttl = chat_cache_ttl(CHAT_CACHE_HISTORY, q->offset, q->before_id),
+        .ttl = chat_keys_ttl(CHAT_KEYS_HISTORY, q->offset, q->before_id),
         .load = history_db,
         .history = *q,
     };
-    chat_cache_key_history(rd.prefix, q->conv_id, q->limit, q->offset, q->before_id);
+    chat_keys_history(rd.prefix, q->conv_id, q->limit, q->offset, q->before_id);
     chat_read(ctx, caller, &rd, cb, arg);
 }
 
@@ -316,11 +317,11 @@ static void count_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, cha
 void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg)
 {
     chat_read_t rd = {
-        .kind = CHAT_CACHE_COUNT,
+        .kind = CHAT_KEYS_COUNT,
         .conv_id = conv_id,
-        .ttl = chat_cache_ttl(CHAT_CACHE_COUNT, 0, 0),
+        .ttl = chat_keys_ttl(CHAT_KEYS_COUNT, 0, 0),
         .load = count_db,
     };
-    chat_cache_key_count(rd.prefix, conv_id);
+    chat_keys_count(rd.prefix, conv_id);
     chat_read(ctx, caller, &rd, cb, arg);
 }

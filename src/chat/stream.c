@@ -10,8 +10,8 @@
  * keyed by user id, so a frame costs one lookup per member.
  */
 #include "chat/stream.h"
-#include "cache/pubsub.h"
-#include "cache/redis.h"
+#include "redis/client.h"
+#include "redis/pubsub.h"
 #include "chat/chat.h"
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -370,7 +370,7 @@ void chat_stream_publish(chat_stream_t *s, const int64_t *members, size_t n, con
         const char *argv[] = {"PUBLISH", CHAT_STREAM_CHANNEL, b.data};
         const size_t argvlen[] = {7, sizeof CHAT_STREAM_CHANNEL - 1, b.len};
         /* At most once: a PUBLISH that fails or times out is not repeated. */
-        if (chat_redis_command(s->pub, NULL, NULL, 3, argv, argvlen) == CHAT_REDIS_OK)
+        if (chat_redis_command(s->pub, NULL, NULL, 3, argv, argvlen) == 0)
             chat_metric_inc(m_published);
         chat_buf_dispose(&b);
     }

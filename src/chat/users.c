@@ -2,6 +2,7 @@
  * Users: sign-up (which issues the user's token) and profiles.
  */
 #include "chat/internal.h"
+#include "chat/keys.h"
 #include "core/alloc.h"
 #include "core/json.h"
 
@@ -138,11 +139,11 @@ void chat_users_get(chat_ctx_t *ctx, int64_t id, chat_reply_cb cb, void *arg)
 {
     /* Users never change once signed up: profiles need no version, nor a membership. */
     chat_read_t rd = {
-        .kind = CHAT_CACHE_PROFILE,
-        .ttl = chat_cache_ttl(CHAT_CACHE_PROFILE, 0, 0),
+        .kind = CHAT_KEYS_PROFILE,
+        .ttl = chat_keys_ttl(CHAT_KEYS_PROFILE, 0, 0),
         .load = get_db,
         .user_id = id,
     };
-    chat_cache_key_profile(rd.prefix, id);
+    chat_keys_profile(rd.prefix, id);
     chat_read(ctx, 0, &rd, cb, arg);
 }

@@ -207,6 +207,18 @@ void chat_metrics_on_render(void (*fn)(void *), void *arg)
     pthread_mutex_unlock(&lock);
 }
 
+void chat_metrics_off_render(void (*fn)(void *), void *arg)
+{
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < nhooks; i++) {
+        if (hooks[i].fn == fn && hooks[i].arg == arg) {
+            hooks[i] = hooks[--nhooks];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
 static void put_double(chat_buf_t *out, double v)
 {
     if (isinf(v))

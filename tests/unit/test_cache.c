@@ -1,6 +1,12 @@
 /*
- * Unit tests of the cache pieces that need no Redis: key building, the TTL
- * rules, the coalescing table, and the worker's copies of values.
+ * Unit tests of the cache's freshness scheme (cache/cache.c, cache/shared.c)
+ * against a private redis-server (redis_server.h): a write's version bump
+ * makes the next lookup miss; a fill that comes late, after an
+ * invalidation, cannot be read; an invalidation that failed marks the cache
+ * dirty and the epoch changes before the next use; one that is unsettled
+ * holds the cache until its fate is known; the bypass switch; the worker's
+ * copy confirmed by Redis. Every test ends with the cache closed and
+ * uv_loop_close() == 0.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,177 +14,388 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/flight.h"
-#include "cache/keys.h"
-#include "cache/local.h"
+#include "cache/cache.c"
 
-#include <stdio.h>
+#define PORT_LO 26440
+#define PORT_HI 26459
+#include "redis_server.h"
+
 #include <string.h>
 
-static void test_keys_have_contract_prefixes(void **state)
+static const char *const labels[] = {"page", "item"};
+enum { K_PAGE, K_ITEM };
+
+typedef struct env {
+    uv_loop_t loop;
+    uv_timer_t tick;
+    chat_cache_shared_t *sh;
+    chat_cache_t *c;
+    int closed;
+} env_t;
+
+static void on_tick(uv_timer_t *t) {}
+
+static void env_init(env_t *e, int cmd_timeout_ms, size_t local_bytes)
 {
-    char k[CHAT_CACHE_KEY_MAX];
-    chat_cache_key_history(k, 7, 50, 0, 0);
-    assert_string_equal(k, "msg:history:7:50:0");
-    chat_cache_key_history(k, 7, 20, 40, 0);
-    assert_string_equal(k, "msg:history:7:20:40");
-    chat_cache_key_history(k, 7, 20, 0, 991);
-    assert_string_equal(k, "msg:history:7:20:0:b991");
-    chat_cache_key_count(k, 9223372036854775807LL);
-    assert_string_equal(k, "msg:count:9223372036854775807");
-    chat_cache_key_metadata(k, 3);
-    assert_string_equal(k, "conv:metadata:3");
-    chat_cache_key_profile(k, 12);
-    assert_string_equal(k, "user:profile:12");
-    chat_cache_key_version(k, 3);
-    assert_string_equal(k, "conv:ver:3");
-    /* The longest possible key fits. */
-    size_t n = chat_cache_key_history(k, INT64_MAX, 100, 100000, INT64_MAX);
-    assert_true(n < CHAT_CACHE_KEY_MAX - 64); /* room for ":e<epoch>:v<version>" */
+    char url[64], err[256];
+    memset(e, 0, sizeof *e);
+    freeReplyObject(server_cmd("FLUSHALL"));
+    assert_int_equal(uv_loop_init(&e->loop), 0);
+    uv_timer_init(&e->loop, &e->tick);
+    uv_timer_start(&e->tick, on_tick, 5, 5);
+    e->sh = chat_cache_shared_create(labels, 2);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", g_port);
+    chat_cache_config_t cfg = {.shared = e->sh,
+                               .redis_url = url,
+                               .cmd_timeout_ms = cmd_timeout_ms,
+                               .local_bytes = local_bytes,
+                               .version_prefix = "t:ver:"};
+    e->c = chat_cache_create(&e->loop, &cfg, err, sizeof err);
+    assert_non_null(e->c);
+    uint64_t t0 = uv_hrtime();
+    while (!chat_cache_healthy(e->c) && ms_since(t0) < 5000)
+        uv_run(&e->loop, UV_RUN_ONCE);
+    assert_true(chat_cache_healthy(e->c));
 }
 
-static void test_ttl_rules(void **state)
+static void on_closed(void *arg)
 {
-    assert_int_equal(chat_cache_ttl(CHAT_CACHE_HISTORY, 0, 0), 30);
-    assert_int_equal(chat_cache_ttl(CHAT_CACHE_HISTORY, 50, 0), 60);
-    assert_int_equal(chat_cache_ttl(CHAT_CACHE_HISTORY, 0, 10), 60); /* an older page */
-    assert_int_equal(chat_cache_ttl(CHAT_CACHE_COUNT, 0, 0), 60);
-    assert_int_equal(chat_cache_ttl(CHAT_CACHE_METADATA, 0, 0), 300);
-    assert_int_equal(chat_cache_ttl(CHAT_CACHE_PROFILE, 0, 0), 600);
-    assert_string_equal(chat_cache_kind_name(CHAT_CACHE_HISTORY), "history");
-    assert_string_equal(chat_cache_kind_name(CHAT_CACHE_PROFILE), "profile");
+    ((env_t *)arg)->closed++;
 }
 
-struct answer {
+static void env_done(env_t *e)
+{
+    chat_cache_close(e->c, on_closed, e);
+    uv_close((uv_handle_t *)&e->tick, NULL);
+    assert_int_equal(uv_run(&e->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(e->closed, 1);
+    assert_int_equal(uv_loop_close(&e->loop), 0);
+    chat_cache_shared_destroy(e->sh);
+}
+
+/* ---- one operation at a time ---- */
+
+typedef struct res {
     int calls;
-    int status;
-    char val[32];
-};
+    chat_cache_lookup_status_t status;
+    char value[64];
+    char key[CHAT_CACHE_KEY_MAX + 100];
+} res_t;
 
-static void answer_cb(int status, const char *val, size_t len, void *arg)
+static void lookup_done(const chat_cache_lookup_t *l, void *arg)
 {
-    struct answer *a = arg;
-    a->calls++;
-    a->status = status;
-    memcpy(a->val, val, len);
-    a->val[len] = '\0';
+    res_t *r = arg;
+    r->calls++;
+    r->status = l->status;
+    if (l->status == CHAT_CACHE_HIT)
+        snprintf(r->value, sizeof r->value, "%.*s", (int)l->len, l->value);
+    if (l->status == CHAT_CACHE_MISS)
+        snprintf(r->key, sizeof r->key, "%s", l->key);
 }
 
-static void test_flight_coalesces(void **state)
+static void run_until_calls(env_t *e, int *calls)
 {
-    chat_flights_t *f = chat_flights_create();
-    struct answer a[5] = {{0}};
-    assert_int_equal(chat_flight_join(f, "k", answer_cb, &a[0]), CHAT_FLIGHT_LEADER);
-    for (int i = 1; i < 4; i++)
-        assert_int_equal(chat_flight_join(f, "k", answer_cb, &a[i]), CHAT_FLIGHT_JOINED);
-    assert_int_equal(chat_flights_count(f), 1);
-    chat_flight_land(f, "k", 0, "page", 4, 1);
-    for (int i = 0; i < 4; i++) {
-        assert_int_equal(a[i].calls, 1);
-        assert_string_equal(a[i].val, "page");
+    uint64_t t0 = uv_hrtime();
+    while (*calls == 0 && ms_since(t0) < 5000)
+        uv_run(&e->loop, UV_RUN_ONCE);
+    assert_int_equal(*calls, 1);
+}
+
+/* One lookup: CHAT_EDOWN when refused, else 0 with its result in *r. */
+static int lookup(env_t *e, int kind, const char *prefix, int64_t scope, res_t *r)
+{
+    memset(r, 0, sizeof *r);
+    int rc = chat_cache_lookup(e->c, kind, prefix, scope, lookup_done, r);
+    if (rc != 0) {
+        assert_int_equal(rc, CHAT_EDOWN);
+        assert_int_equal(r->calls, 0);
+        return rc;
     }
-    /* A miss that raced the fill is answered from the landed value. */
-    assert_int_equal(chat_flight_join(f, "k", answer_cb, &a[4]), CHAT_FLIGHT_LANDED);
-    assert_int_equal(a[4].calls, 1);
-    assert_string_equal(a[4].val, "page");
-    chat_flight_remove(f, "k");
-    assert_int_equal(chat_flights_count(f), 0);
-    chat_flights_destroy(f);
+    assert_int_equal(r->calls, 0); /* never from inside the call */
+    run_until_calls(e, &r->calls);
+    return 0;
 }
 
-static void test_flight_error_ends_flight(void **state)
+/* Looks up until the cache is usable again (a dirty cache first changes its epoch). */
+static int lookups_until_usable(env_t *e, int kind, const char *prefix, int64_t scope, res_t *r)
 {
-    chat_flights_t *f = chat_flights_create();
-    struct answer a = {0}, b = {0}, c = {0};
-    assert_int_equal(chat_flight_join(f, "x", answer_cb, &a), CHAT_FLIGHT_LEADER);
-    assert_int_equal(chat_flight_join(f, "x", answer_cb, &b), CHAT_FLIGHT_JOINED);
-    assert_int_equal(chat_flight_join(f, "y", answer_cb, &c), CHAT_FLIGHT_LEADER);
-    chat_flight_land(f, "x", 7, "", 0, 0);
-    assert_int_equal(a.status, 7);
-    assert_int_equal(b.status, 7);
-    assert_int_equal(c.calls, 0);
-    assert_int_equal(chat_flights_count(f), 1);
-    /* Errors are not kept: the next miss loads again. */
-    assert_int_equal(chat_flight_join(f, "x", answer_cb, &a), CHAT_FLIGHT_LEADER);
-    chat_flight_land(f, "x", 0, "v", 1, 0);
-    chat_flight_land(f, "y", 0, "w", 1, 0);
-    assert_int_equal(chat_flights_count(f), 0);
-    chat_flights_destroy(f);
-}
-
-static void test_local_keeps_and_replaces(void **state)
-{
-    chat_local_t *l = chat_local_create(16, 1 << 20);
-    chat_local_entry_t e;
-    assert_int_equal(chat_local_get(l, "msg:history:7:50:0", 0, &e), 0);
-    chat_local_put(l, "msg:history:7:50:0", "msg:history:7:50:0:ea:vb", "page-1", 6, 0, 1000);
-    assert_int_equal(chat_local_get(l, "msg:history:7:50:0", 10, &e), 1);
-    assert_string_equal(e.vkey, "msg:history:7:50:0:ea:vb");
-    assert_int_equal(e.len, 6);
-    assert_memory_equal(e.val, "page-1", 6);
-    /* a newer version replaces the copy */
-    chat_local_put(l, "msg:history:7:50:0", "msg:history:7:50:0:ea:vc", "page-2!", 7, 20, 1000);
-    assert_int_equal(chat_local_get(l, "msg:history:7:50:0", 30, &e), 1);
-    assert_string_equal(e.vkey, "msg:history:7:50:0:ea:vc");
-    assert_memory_equal(e.val, "page-2!", 7);
-    /* another prefix is not this one, even in the same slot */
-    assert_int_equal(chat_local_get(l, "msg:history:8:50:0", 30, &e), 0);
-    size_t b = chat_local_bytes(l);
-    assert_true(b > 0);
-    chat_local_destroy(l);
-}
-
-static void test_local_expires(void **state)
-{
-    chat_local_t *l = chat_local_create(4, 1 << 20);
-    chat_local_entry_t e;
-    chat_local_put(l, "user:profile:1", "user:profile:1:ex", "{}", 2, 0, 100);
-    assert_int_equal(chat_local_get(l, "user:profile:1", 99, &e), 1);
-    assert_int_equal(chat_local_get(l, "user:profile:1", 100, &e), 0);
-    assert_int_equal(chat_local_bytes(l), 0); /* dropped when found expired */
-    /* the sweep on put frees expired entries of other slots */
-    for (int i = 0; i < 4; i++) {
-        char p[32];
-        snprintf(p, sizeof p, "conv:metadata:%d", i);
-        chat_local_put(l, p, p, "x", 1, 0, 50);
+    int refused = 0;
+    uint64_t t0 = uv_hrtime();
+    while (lookup(e, kind, prefix, scope, r) != 0) {
+        refused++;
+        assert_true(ms_since(t0) < 5000);
+        uv_run(&e->loop, UV_RUN_ONCE);
     }
-    size_t before = chat_local_bytes(l);
-    assert_true(before > 0);
-    for (int i = 0; i < 4; i++)
-        chat_local_put(l, "msg:count:1", "msg:count:1:ex", "1", 1, 200,
-                       100); /* already expired: not kept */
-    assert_int_equal(chat_local_bytes(l), 0);
-    chat_local_destroy(l);
+    return refused;
 }
 
-static void test_local_byte_budget(void **state)
+static void op_done(void *arg)
 {
-    chat_local_t *l = chat_local_create(64, 100);
-    chat_local_entry_t e;
-    char big[200];
-    memset(big, 'v', sizeof big);
-    chat_local_put(l, "msg:history:1:50:0", "k1", big, sizeof big, 0, 1000); /* over the budget */
-    assert_int_equal(chat_local_get(l, "msg:history:1:50:0", 1, &e), 0);
-    assert_int_equal(chat_local_bytes(l), 0);
-    chat_local_put(l, "msg:history:1:50:0", "k1", big, 40, 0, 1000);
-    assert_int_equal(chat_local_get(l, "msg:history:1:50:0", 1, &e), 1);
-    assert_true(chat_local_bytes(l) <= 100);
-    chat_local_put(l, "msg:history:2:50:0", "k2", big, 60, 0, 1000); /* would pass 100 */
-    assert_int_equal(chat_local_get(l, "msg:history:2:50:0", 1, &e), 0);
-    assert_true(chat_local_bytes(l) <= 100);
-    chat_local_destroy(l);
+    (*(int *)arg)++;
+}
+
+static void fill(env_t *e, const char *key, const char *val)
+{
+    int calls = 0;
+    chat_cache_fill(e->c, key, val, strlen(val), 60, op_done, &calls);
+    run_until_calls(e, &calls);
+}
+
+static void invalidate(env_t *e, int64_t scope)
+{
+    int calls = 0;
+    chat_cache_invalidate_conv(e->c, scope, op_done, &calls);
+    assert_int_equal(calls, 0); /* never before it returns */
+    run_until_calls(e, &calls);
+}
+
+/* Caches val for prefix in scope: a miss, a fill, then a hit. Returns the key in key. */
+static void cache_value(env_t *e, const char *prefix, int64_t scope, const char *val, char *key)
+{
+    res_t r;
+    assert_int_equal(lookup(e, K_PAGE, prefix, scope, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    assert_non_null(strstr(r.key, ":e"));
+    if (scope > 0)
+        assert_non_null(strstr(r.key, ":v"));
+    if (key)
+        snprintf(key, CHAT_CACHE_KEY_MAX + 100, "%s", r.key);
+    fill(e, r.key, val);
+    assert_int_equal(lookup(e, K_PAGE, prefix, scope, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_HIT);
+    assert_string_equal(r.value, val);
+}
+
+static char *redis_get(const char *key)
+{
+    static char out[128];
+    redisReply *rep = server_cmd("GET %s", key);
+    snprintf(out, sizeof out, "%s", rep->type == REDIS_REPLY_STRING ? rep->str : "(nil)");
+    freeReplyObject(rep);
+    return out;
+}
+
+/* ---- tests ---- */
+
+static void test_write_bump_makes_next_lookup_miss(void **state)
+{
+    env_t e;
+    res_t r;
+    char k1[CHAT_CACHE_KEY_MAX + 100];
+    double hits0, misses0;
+
+    env_init(&e, 200, 0);
+    hits0 = chat_metric_value(e.sh->hits[K_PAGE]);
+    misses0 = chat_metric_value(e.sh->misses[K_PAGE]);
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    snprintf(k1, sizeof k1, "%s", r.key);
+    assert_int_equal(strncmp(k1, "t:page:7:e", 10), 0);
+    fill(&e, k1, "v1");
+    cache_value(&e, "t:page:8", 8, "other", NULL);
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_HIT);
+    assert_string_equal(r.value, "v1");
+    char ver[128];
+    snprintf(ver, sizeof ver, "%s", redis_get("t:ver:7"));
+
+    invalidate(&e, 7);
+    assert_string_not_equal(redis_get("t:ver:7"),
+                            ver); /* a fresh token, under the caller's prefix */
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    assert_string_not_equal(r.key, k1);
+    assert_string_equal(redis_get(k1), "v1"); /* still there, never read again */
+    /* another scope keeps its entries */
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:8", 8, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_HIT);
+    assert_string_equal(r.value, "other");
+    assert_true(chat_metric_value(e.sh->hits[K_PAGE]) == hits0 + 3);
+    assert_true(chat_metric_value(e.sh->misses[K_PAGE]) == misses0 + 3);
+    env_done(&e);
+}
+
+static void test_late_fill_after_invalidation_is_unreadable(void **state)
+{
+    env_t e;
+    res_t r;
+    char k1[CHAT_CACHE_KEY_MAX + 100];
+
+    env_init(&e, 200, 0);
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    snprintf(k1, sizeof k1, "%s", r.key);
+    invalidate(&e, 7); /* a write commits while the read loads */
+    fill(&e, k1, "stale");
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    assert_string_not_equal(r.key, k1);
+    fill(&e, r.key, "fresh");
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_HIT);
+    assert_string_equal(r.value, "fresh");
+    env_done(&e);
+}
+
+/* Redis refuses the bump (an error reply): dirty, and the epoch changes
+ * before the cache is used again, hiding every older entry, of every scope. */
+static void test_failed_invalidation_changes_the_epoch(void **state)
+{
+    env_t e;
+    res_t r;
+    char k7[CHAT_CACHE_KEY_MAX + 100], k0[CHAT_CACHE_KEY_MAX + 100], epoch[128];
+
+    env_init(&e, 200, 0);
+    cache_value(&e, "t:page:7", 7, "v7", k7);
+    cache_value(&e, "t:item:1", 0, "unversioned", k0);
+    snprintf(epoch, sizeof epoch, "%s", redis_get(CHAT_CACHE_EPOCH_KEY));
+    unsigned long gen = atomic_load(&e.sh->dirty_gen);
+
+    freeReplyObject(server_cmd("CONFIG SET min-replicas-to-write 1")); /* writes refused */
+    invalidate(&e, 7);
+    freeReplyObject(server_cmd("CONFIG SET min-replicas-to-write 0"));
+    assert_int_equal(atomic_load(&e.sh->dirty_gen), gen + 1);
+
+    /* The first lookup is refused while the new epoch is set, then all miss. */
+    assert_true(lookups_until_usable(&e, K_PAGE, "t:page:7", 7, &r) >= 1);
+    assert_string_not_equal(redis_get(CHAT_CACHE_EPOCH_KEY), epoch);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    assert_string_not_equal(r.key, k7);
+    assert_int_equal(lookup(&e, K_PAGE, "t:item:1", 0, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    assert_string_not_equal(r.key, k0);
+    env_done(&e);
+}
+
+/* A bump past its deadline: the write is acknowledged, no worker uses the
+ * cache until the late reply says it landed; then nothing more is needed. */
+static void test_unsettled_invalidation_holds_the_cache(void **state)
+{
+    env_t e;
+    res_t r;
+    char k7[CHAT_CACHE_KEY_MAX + 100], epoch[128];
+
+    env_init(&e, 50, 0);
+    cache_value(&e, "t:page:7", 7, "v7", k7);
+    snprintf(epoch, sizeof epoch, "%s", redis_get(CHAT_CACHE_EPOCH_KEY));
+    unsigned long gen = atomic_load(&e.sh->dirty_gen);
+    pause_server(400);
+    invalidate(&e, 7); /* answered at its deadline */
+    assert_int_equal(atomic_load(&e.sh->unsettled), 1);
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), CHAT_EDOWN);
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:8", 8, &r), CHAT_EDOWN);
+    uint64_t t0 = uv_hrtime();
+    while (atomic_load(&e.sh->unsettled) > 0 && ms_since(t0) < 3000)
+        uv_run(&e.loop, UV_RUN_ONCE);
+    assert_int_equal(atomic_load(&e.sh->unsettled), 0);
+    assert_int_equal(atomic_load(&e.sh->dirty_gen), gen); /* it landed */
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    assert_string_not_equal(r.key, k7);
+    assert_string_equal(redis_get(CHAT_CACHE_EPOCH_KEY), epoch);
+    env_done(&e);
+}
+
+/* An unsettled bump whose connection is dropped (Redis wedged past the
+ * wedge time) may not have landed: dirty, and the epoch changes. */
+static void test_unsettled_then_lost_marks_dirty(void **state)
+{
+    env_t e;
+    res_t r;
+    char k7[CHAT_CACHE_KEY_MAX + 100], epoch[128];
+
+    env_init(&e, 50, 0);
+    cache_value(&e, "t:page:7", 7, "v7", k7);
+    snprintf(epoch, sizeof epoch, "%s", redis_get(CHAT_CACHE_EPOCH_KEY));
+    unsigned long gen = atomic_load(&e.sh->dirty_gen);
+    pause_server(1500);
+    invalidate(&e, 7);
+    assert_int_equal(atomic_load(&e.sh->unsettled), 1);
+    uint64_t t0 = uv_hrtime();
+    while (atomic_load(&e.sh->unsettled) > 0 && ms_since(t0) < 3000)
+        uv_run(&e.loop, UV_RUN_ONCE);
+    assert_int_equal(atomic_load(&e.sh->unsettled), 0);
+    assert_int_equal(atomic_load(&e.sh->dirty_gen), gen + 1);
+    assert_true(ms_since(t0) < 1500); /* dropped as wedged, before the pause ended */
+    t0 = uv_hrtime();
+    while (!chat_cache_healthy(e.c) && ms_since(t0) < 5000)
+        uv_run(&e.loop, UV_RUN_ONCE);
+    assert_true(lookups_until_usable(&e, K_PAGE, "t:page:7", 7, &r) >= 1);
+    assert_string_not_equal(redis_get(CHAT_CACHE_EPOCH_KEY), epoch);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    assert_string_not_equal(r.key, k7);
+    env_done(&e);
+}
+
+static void test_bypass(void **state)
+{
+    env_t e;
+    res_t r;
+    char k8[CHAT_CACHE_KEY_MAX + 100];
+    chat_cache_totals_t t;
+
+    env_init(&e, 200, 0);
+    cache_value(&e, "t:page:8", 8, "v8", k8);
+    assert_string_equal(chat_cache_state(e.c), "up");
+    chat_cache_shared_set_bypass(e.sh, true);
+    assert_true(chat_cache_shared_bypassed(e.sh));
+    assert_string_equal(chat_cache_state(e.c), "bypassed");
+    double misses = chat_metric_value(e.sh->misses[K_PAGE]);
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:8", 8, &r), CHAT_EDOWN);
+    assert_true(chat_metric_value(e.sh->misses[K_PAGE]) == misses); /* not counted */
+    unsigned long gen = atomic_load(&e.sh->dirty_gen);
+    invalidate(&e, 7); /* skipped while bypassed: dirty */
+    assert_int_equal(atomic_load(&e.sh->dirty_gen), gen + 1);
+    chat_cache_shared_totals(e.sh, e.c, &t);
+    assert_true(t.bypass);
+    assert_true(t.healthy);
+
+    chat_cache_shared_set_bypass(e.sh, false); /* dirty again: the epoch must change */
+    assert_int_equal(atomic_load(&e.sh->dirty_gen), gen + 2);
+    assert_string_equal(chat_cache_state(e.c), "up");
+    assert_true(lookups_until_usable(&e, K_PAGE, "t:page:8", 8, &r) >= 1);
+    assert_int_equal(r.status, CHAT_CACHE_MISS); /* scope 8 was not written, yet misses */
+    assert_string_not_equal(r.key, k8);
+
+    /* no cache at all (ENABLE_REDIS_CACHE=false): reported as bypassed */
+    chat_cache_shared_totals(e.sh, NULL, &t);
+    assert_true(t.bypass);
+    assert_false(t.healthy);
+    assert_string_equal(chat_cache_state(NULL), "bypassed");
+    assert_int_equal(chat_cache_lookup(NULL, K_PAGE, "t:page:8", 8, lookup_done, &r), CHAT_EDOWN);
+    env_done(&e);
+}
+
+/* With copies kept, a repeated hit does not move the value: Redis confirms it. */
+static void test_local_copy_confirmed_by_redis(void **state)
+{
+    env_t e;
+    res_t r;
+
+    env_init(&e, 200, 1 << 20);
+    double local_hits = chat_metric_value(e.sh->local_hits);
+    cache_value(&e, "t:page:7", 7, "v7", NULL); /* the hit keeps a copy */
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_HIT);
+    assert_string_equal(r.value, "v7");
+    assert_true(chat_metric_value(e.sh->local_hits) == local_hits + 1);
+    invalidate(&e, 7);
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS); /* the copy is not used */
+    env_done(&e);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_keys_have_contract_prefixes),
-        cmocka_unit_test(test_ttl_rules),
-        cmocka_unit_test(test_flight_coalesces),
-        cmocka_unit_test(test_flight_error_ends_flight),
-        cmocka_unit_test(test_local_keeps_and_replaces),
-        cmocka_unit_test(test_local_expires),
-        cmocka_unit_test(test_local_byte_budget),
+        cmocka_unit_test(test_write_bump_makes_next_lookup_miss),
+        cmocka_unit_test(test_late_fill_after_invalidation_is_unreadable),
+        cmocka_unit_test(test_failed_invalidation_changes_the_epoch),
+        cmocka_unit_test(test_unsettled_invalidation_holds_the_cache),
+        cmocka_unit_test(test_unsettled_then_lost_marks_dirty),
+        cmocka_unit_test(test_bypass),
+        cmocka_unit_test(test_local_copy_confirmed_by_redis),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -16,6 +16,7 @@
 #include "core/list.h"
 #include "core/mailbox.h"
 #include "core/memo.h"
+#include "core/metrics.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -243,6 +244,31 @@ static void test_hash_spreads(void **state)
     assert_int_not_equal(chat_hash_u64(1) & 1023, chat_hash_u64(1025) & 1023);
 }
 
+static void count_render(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void test_metrics_render_hook_off(void **state)
+{
+    int a = 0, b = 0;
+    chat_buf_t out = CHAT_BUF_INIT;
+    chat_metrics_on_render(count_render, &a);
+    chat_metrics_on_render(count_render, &b);
+    chat_metrics_render(&out);
+    assert_int_equal(a, 1);
+    assert_int_equal(b, 1);
+    chat_metrics_off_render(count_render, &a);
+    chat_metrics_render(&out);
+    assert_int_equal(a, 1); /* removed: no longer called */
+    assert_int_equal(b, 2);
+    chat_metrics_off_render(count_render, &b);
+    chat_metrics_off_render(count_render, &b); /* absent: nothing happens */
+    chat_metrics_render(&out);
+    assert_int_equal(b, 2);
+    chat_buf_dispose(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_mailbox_across_threads),
         cmocka_unit_test(test_error_names),
         cmocka_unit_test(test_hash_spreads),
+        cmocka_unit_test(test_metrics_render_hook_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,10 +3,10 @@
  * SUBSCRIBEs to a channel and hands every message to a callback, and
  * reconnects by itself (every 500 ms) while Redis is away. Messages published
  * while it is disconnected are not seen: pub/sub keeps nothing. Separate from
- * cache/redis.c because a subscribed connection can carry no other command.
+ * redis/client.c because a subscribed connection can carry no other command.
  */
-#ifndef CHAT_CACHE_PUBSUB_H
-#define CHAT_CACHE_PUBSUB_H
+#ifndef CHAT_REDIS_PUBSUB_H
+#define CHAT_REDIS_PUBSUB_H
 
 #include "core/alloc.h"
 
@@ -21,9 +21,11 @@ typedef void (*chat_pubsub_message_cb)(const char *payload, size_t len, void *ar
 
 /**
  * Creates the subscriber and starts connecting in the background. url is
- * redis://host:port[/db] (the db does not matter to pub/sub; a host name is
- * resolved once, here). Returns NULL with a message in err for a bad URL.
- * channel is copied.
+ * redis://host:port[/db] under the rules of redis/url.h (the db does not
+ * matter to pub/sub); a host name is looked up again on every connect
+ * attempt, on libuv's thread pool, and a failed lookup is retried like a
+ * failed connect. Returns NULL with a message in err (may be NULL) for a bad
+ * URL. channel is copied.
  */
 chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const char *channel,
                                   chat_pubsub_message_cb cb, void *arg, char *err,

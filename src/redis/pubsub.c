@@ -2,13 +2,14 @@
  * Redis pub/sub subscriber (see pubsub.h). The connection is a uv_tcp_t of
  * its own and replies are decoded with hiredis's reader, so every lifetime is
  * libuv's: a connection attempt owns a struct sconn freed in its close
- * callback, and the subscriber is freed when its last handle has closed.
+ * callback, a host lookup frees itself (redis/url.c), and the subscriber is
+ * freed when its last handle has closed.
  */
-#include "cache/pubsub.h"
+#include "redis/pubsub.h"
 #include "core/log.h"
+#include "redis/url.h"
 
 #include <hiredis/hiredis.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,8 @@ typedef struct sconn {
 
 struct chat_pubsub {
     uv_loop_t *loop;
-    struct sockaddr_storage addr;
+    chat_redis_url_t url;
+    chat_redis_resolve_t *resolving; /* the host lookup of this attempt, or NULL */
     char *channel;
     chat_pubsub_message_cb cb;
     void *arg;
@@ -44,53 +46,6 @@ static void start_connect(chat_pubsub_t *ps);
 static void retry_cb(uv_timer_t *t)
 {
     start_connect(t->data);
-}
-
-static int resolve(const char *url, struct sockaddr_storage *out, char *err, size_t errlen)
-{
-    if (!url || strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "redis URL must look like redis://host:port[/db]");
-        return -1;
-    }
-    const char *p = url + 8, *h = p, *he;
-    char host[256], port[8] = "6379";
-    if (*p == '[') {
-        h = p + 1;
-        he = strchr(h, ']');
-        if (!he) {
-            snprintf(err, errlen, "redis URL: unterminated [ in host");
-            return -1;
-        }
-        p = he + 1;
-    } else {
-        he = p + strcspn(p, ":/");
-        p = he;
-    }
-    if (he == h || (size_t)(he - h) >= sizeof host) {
-        snprintf(err, errlen, "redis URL: missing or too long host");
-        return -1;
-    }
-    memcpy(host, h, (size_t)(he - h));
-    host[he - h] = '\0';
-    if (*p == ':') {
-        size_t n = strcspn(p + 1, "/");
-        if (n == 0 || n >= sizeof port) {
-            snprintf(err, errlen, "redis URL: bad port");
-            return -1;
-        }
-        memcpy(port, p + 1, n);
-        port[n] = '\0';
-    }
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    if (getaddrinfo(host, port, &hints, &res) != 0 || !res) {
-        snprintf(err, errlen, "redis URL: cannot resolve the host");
-        return -1;
-    }
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return 0;
 }
 
 static void maybe_done(chat_pubsub_t *ps)
@@ -120,6 +75,15 @@ static void conn_closed_cb(uv_handle_t *h)
         uv_timer_start(&ps->retry, retry_cb, RETRY_MS, 0);
 }
 
+/* Logs the first failure of an outage. */
+static void log_down(chat_pubsub_t *ps, const char *why)
+{
+    if (ps->subscribed || !ps->down_logged)
+        chat_log_warn("event=pubsub_down channel=%s reason=\"%s\"", ps->channel, why);
+    ps->down_logged = true;
+    ps->subscribed = false;
+}
+
 /* The connection failed or ended: close it; a retry follows once it is closed. */
 static void conn_lost(chat_pubsub_t *ps, const char *why)
 {
@@ -127,10 +91,7 @@ static void conn_lost(chat_pubsub_t *ps, const char *why)
     if (!sc)
         return;
     ps->conn = NULL;
-    if (ps->subscribed || !ps->down_logged)
-        chat_log_warn("event=pubsub_down channel=%s reason=\"%s\"", ps->channel, why);
-    ps->down_logged = true;
-    ps->subscribed = false;
+    log_down(ps, why);
     uv_close((uv_handle_t *)&sc->tcp, conn_closed_cb);
 }
 
@@ -215,10 +176,8 @@ static void connect_cb(uv_connect_t *req, int status)
         conn_lost(ps, uv_strerror(rc));
 }
 
-static void start_connect(chat_pubsub_t *ps)
+static void connect_addr(chat_pubsub_t *ps, const struct sockaddr *addr)
 {
-    if (ps->closing || ps->conn)
-        return;
     sconn_t *sc = chat_calloc(1, sizeof *sc);
     sc->ps = ps;
     sc->reader = redisReaderCreate();
@@ -229,20 +188,52 @@ static void start_connect(chat_pubsub_t *ps)
     sc->creq.data = sc;
     ps->conn = sc;
     ps->handles++;
-    int rc = uv_tcp_connect(&sc->creq, &sc->tcp, (const struct sockaddr *)&ps->addr, connect_cb);
+    int rc = uv_tcp_connect(&sc->creq, &sc->tcp, addr, connect_cb);
     if (rc != 0)
         conn_lost(ps, uv_strerror(rc));
+}
+
+/* A lookup that failed is retried like a failed connect. */
+static void lookup_failed(chat_pubsub_t *ps, int status)
+{
+    char why[CHAT_REDIS_HOST_MAX + 128];
+    snprintf(why, sizeof why, "cannot resolve %s: %s", ps->url.host, uv_strerror(status));
+    log_down(ps, why);
+    uv_timer_start(&ps->retry, retry_cb, RETRY_MS, 0);
+}
+
+static void resolved_cb(int status, const struct sockaddr *addr, void *arg)
+{
+    chat_pubsub_t *ps = arg;
+    ps->resolving = NULL;
+    if (status != 0)
+        lookup_failed(ps, status);
+    else
+        connect_addr(ps, addr);
+}
+
+static void start_connect(chat_pubsub_t *ps)
+{
+    if (ps->closing || ps->conn || ps->resolving)
+        return;
+    if (ps->url.numeric) {
+        connect_addr(ps, (const struct sockaddr *)&ps->url.addr);
+        return;
+    }
+    int rc = chat_redis_url_resolve(ps->loop, &ps->url, resolved_cb, ps, &ps->resolving);
+    if (rc != 0)
+        lookup_failed(ps, rc);
 }
 
 chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const char *channel,
                                   chat_pubsub_message_cb cb, void *arg, char *err, size_t errlen)
 {
-    struct sockaddr_storage addr;
-    if (resolve(url, &addr, err, errlen) != 0)
-        return NULL;
     chat_pubsub_t *ps = chat_calloc(1, sizeof *ps);
+    if (chat_redis_url_parse(&ps->url, url, err, errlen) != 0) {
+        free(ps);
+        return NULL;
+    }
     ps->loop = loop;
-    ps->addr = addr;
     ps->channel = chat_strdup(channel);
     ps->cb = cb;
     ps->arg = arg;
@@ -270,6 +261,10 @@ void chat_pubsub_close(chat_pubsub_t *ps, void (*done)(void *arg), void *arg)
     ps->closing = true;
     ps->done = done;
     ps->done_arg = arg;
+    if (ps->resolving) {
+        chat_redis_resolve_cancel(ps->resolving);
+        ps->resolving = NULL;
+    }
     sconn_t *sc = ps->conn;
     if (sc) {
         ps->conn = NULL;

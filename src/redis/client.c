@@ -1,7 +1,7 @@
 /*
- * Redis client for one libuv loop: one hiredis async connection, a deadline on
- * every command kept by a single timer, and a circuit breaker with a
- * background reconnect probe. See redis.h for the contract.
+ * Redis client for one libuv loop: one hiredis async connection (bound to the
+ * loop by adapter.c), a deadline on every command kept by a single timer, and
+ * a circuit breaker with a background reconnect probe. See client.h.
  *
  * Lifetimes. Each command sent to hiredis owns a small record (cmd_t) that
  * hiredis hands back exactly once, with a reply or, when the context dies,
@@ -13,17 +13,18 @@
  * has one) how the command really ended; until then a timed-out record sits
  * in r's overdue list. A context is freed by hiredis itself (connect
  * failure, I/O error: we learn it from on_connect, on_disconnect or a NULL
- * reply) or by us
- * with redisAsyncFree, never from inside a hiredis callback: there it is
- * parked in r->dying and freed from conn_timer on the next iteration.
- * ac->data points at r while r still tracks the context, NULL once it does
- * not, so late hiredis callbacks on it do nothing but free records.
+ * reply) or by us with redisAsyncFree, never from inside a hiredis callback:
+ * there it is parked in r->dying and freed from conn_timer on the next
+ * iteration. ac->data points at r while r still tracks the context, NULL once
+ * it does not, so late hiredis callbacks on it do nothing but free records.
  */
-#include "cache/redis.h"
+#include "redis/client.h"
 
 #include "core/alloc.h"
+#include "core/list.h"
 #include "core/log.h"
-#include "core/metrics.h"
+#include "redis/adapter.h"
+#include "redis/url.h"
 
 #include <assert.h>
 #include <hiredis/async.h>
@@ -38,6 +39,8 @@
  * Who holds the client in each state:
  *  DOWN       no connection; conn_timer holds the next probe (and, for a
  *             moment, the deferred free of r->dying). Commands refused.
+ *  RESOLVING  r->resolving looks the host name up on the thread pool; its
+ *             callback moves on to CONNECTING or back to DOWN.
  *  CONNECTING r->ac is connecting; conn_timer holds the connect deadline.
  *  HANDSHAKE  r->ac is connected; SELECT (db > 0) and PING are in hiredis's
  *             queue; same deadline. Commands refused.
@@ -48,18 +51,20 @@
  */
 typedef enum {
     ST_DOWN,
+    ST_RESOLVING,
     ST_CONNECTING,
     ST_HANDSHAKE,
     ST_UP,
     ST_CLOSING,
 } state_t;
 
-static const char *const state_names[] = {"down", "connecting", "handshake", "up", "closing"};
+static const char *const state_names[] = {"down",      "resolving", "connecting",
+                                          "handshake", "up",        "closing"};
 
 enum { CMD_USER, CMD_SELECT, CMD_PING };
 
 typedef struct cmd {
-    struct cmd *prev, *next; /* in r's FIFO while owed, then in r's overdue list */
+    chat_list_t link; /* in r's FIFO while owed, then in r's overdue list */
     chat_redis_t *r;
     chat_redis_cb cb;
     chat_redis_late_cb late; /* owed after a timeout, until the real outcome */
@@ -73,26 +78,23 @@ typedef struct cmd {
 struct chat_redis {
     uv_loop_t *loop;
     state_t state;
-    redisAsyncContext *ac;    /* the current connection, NULL when DOWN */
-    redisAsyncContext *dying; /* dropped inside a hiredis callback, to free */
-    uv_timer_t conn_timer;    /* probe, connect deadline, deferred work */
-    uv_timer_t cmd_timer;     /* the oldest command deadline */
-    cmd_t *head, *tail;       /* commands whose callback is owed, send order */
-    cmd_t *unsent;            /* first of the FIFO's tail still in hiredis's buffer */
-    cmd_t *overdue_head;      /* timed out, reply not come yet, send order */
-    cmd_t *overdue_tail;
-    size_t npending; /* length of the FIFO */
-    size_t nlive;    /* records alive in hiredis, owed or not */
-    int nhandles;    /* timers and poll handles not closed yet */
-    int in_cb;       /* depth of hiredis callbacks on the stack */
+    redisAsyncContext *ac;           /* the current connection, NULL when DOWN */
+    redisAsyncContext *dying;        /* dropped inside a hiredis callback, to free */
+    chat_redis_resolve_t *resolving; /* the host lookup in RESOLVING */
+    uv_timer_t conn_timer;           /* probe, connect deadline, deferred work */
+    uv_timer_t cmd_timer;            /* the oldest command deadline */
+    chat_list_t fifo;                /* commands whose callback is owed, send order */
+    cmd_t *unsent;                   /* first of the FIFO's tail still in hiredis's buffer */
+    chat_list_t overdue;             /* timed out, reply not come yet, send order */
+    size_t npending;                 /* length of the FIFO */
+    size_t nlive;                    /* records alive in hiredis, owed or not */
+    int nhandles;                    /* timers and attached contexts not closed yet */
+    int in_cb;                       /* depth of hiredis callbacks on the stack */
     int consecutive_timeouts;
     int down_logged; /* redis_down logged since the last redis_up */
     uint64_t probe_at;
 
-    char *host;
-    char addr[300]; /* host:port, for logs */
-    int port;
-    int db;
+    chat_redis_url_t url;
     int cmd_timeout_ms;
     int connect_timeout_ms;
     int retry_interval_ms;
@@ -107,91 +109,12 @@ struct chat_redis {
 static void on_conn_timer(uv_timer_t *t);
 static void on_cmd_timer(uv_timer_t *t);
 static void conn_drop(chat_redis_t *r, const char *reason);
+static void handle_closed(void *arg);
 
-const char *chat_redis_strerror(int status)
+static void count(chat_metric_t *m)
 {
-    switch (status) {
-    case CHAT_REDIS_OK:
-        return "ok";
-    case CHAT_REDIS_ERR_DOWN:
-        return "redis down";
-    case CHAT_REDIS_ERR_TIMEOUT:
-        return "redis timeout";
-    case CHAT_REDIS_ERR_REPLY:
-        return "redis error reply";
-    case CHAT_REDIS_ERR_CLOSED:
-        return "redis client closed";
-    case CHAT_REDIS_ERR_DISCONNECTED:
-        return "redis connection lost";
-    default:
-        return "unknown redis status";
-    }
-}
-
-/* ---- URL ---- */
-
-static int parse_url(const char *url, char **host, int *port, int *db, char *err, size_t errlen)
-{
-    const char *p, *h, *he;
-    long v;
-
-    if (url == NULL || strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "redis URL must look like redis://host:port[/db], got \"%s\"",
-                 url ? url : "(null)");
-        return -1;
-    }
-    p = url + 8;
-    if (strpbrk(p, "@?#") != NULL) {
-        snprintf(err, errlen, "redis URL \"%s\": credentials and options are not supported", url);
-        return -1;
-    }
-    if (*p == '[') { /* [IPv6 literal] */
-        h = p + 1;
-        he = strchr(h, ']');
-        if (he == NULL) {
-            snprintf(err, errlen, "redis URL \"%s\": unterminated [ in host", url);
-            return -1;
-        }
-        p = he + 1;
-    } else {
-        h = p;
-        he = p + strcspn(p, ":/");
-        p = he;
-    }
-    if (he == h) {
-        snprintf(err, errlen, "redis URL \"%s\": missing host", url);
-        return -1;
-    }
-    *port = 6379;
-    if (*p == ':') {
-        const char *ps = ++p;
-        v = 0;
-        while (*p >= '0' && *p <= '9' && p - ps < 6)
-            v = v * 10 + (*p++ - '0');
-        if (p == ps || (*p != '\0' && *p != '/') || v < 1 || v > 65535) {
-            snprintf(err, errlen, "redis URL \"%s\": port must be a number from 1 to 65535", url);
-            return -1;
-        }
-        *port = (int)v;
-    }
-    *db = 0;
-    if (*p == '/') {
-        const char *ds = ++p;
-        v = 0;
-        while (*p >= '0' && *p <= '9' && p - ds < 7)
-            v = v * 10 + (*p++ - '0');
-        if (*p != '\0') {
-            snprintf(err, errlen, "redis URL \"%s\": db must be a number from 0 to 999999", url);
-            return -1;
-        }
-        *db = (int)v;
-    }
-    if (*p != '\0') {
-        snprintf(err, errlen, "redis URL \"%s\": unexpected \"%s\" after the host", url, p);
-        return -1;
-    }
-    *host = chat_strndup(h, (size_t)(he - h));
-    return 0;
+    if (m)
+        chat_metric_inc(m);
 }
 
 /* ---- the clock ---- */
@@ -211,16 +134,20 @@ static uint64_t now_ms(void)
  * in hiredis's output buffer are a suffix of the FIFO starting at r->unsent.
  */
 
+static cmd_t *cmd_of(chat_list_t *e)
+{
+    return e ? CHAT_CONTAINER_OF(e, cmd_t, link) : NULL;
+}
+
+static cmd_t *fifo_head(const chat_redis_t *r)
+{
+    return cmd_of(chat_list_first(&r->fifo));
+}
+
 static void fifo_push(chat_redis_t *r, cmd_t *c)
 {
     c->owed = 1;
-    c->next = NULL;
-    c->prev = r->tail;
-    if (r->tail)
-        r->tail->next = c;
-    else
-        r->head = c;
-    r->tail = c;
+    chat_list_insert_tail(&r->fifo, &c->link);
     if (r->unsent == NULL)
         r->unsent = c;
     r->npending++;
@@ -230,16 +157,8 @@ static void fifo_unlink(chat_redis_t *r, cmd_t *c)
 {
     assert(c->owed);
     if (r->unsent == c)
-        r->unsent = c->next;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        r->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        r->tail = c->prev;
-    c->prev = c->next = NULL;
+        r->unsent = c->link.next == &r->fifo ? NULL : cmd_of(c->link.next);
+    chat_list_remove(&c->link);
     c->owed = 0;
     r->npending--;
 }
@@ -250,28 +169,14 @@ static void fifo_unlink(chat_redis_t *r, cmd_t *c)
 static void overdue_push(chat_redis_t *r, cmd_t *c)
 {
     c->overdue = 1;
-    c->next = NULL;
-    c->prev = r->overdue_tail;
-    if (r->overdue_tail)
-        r->overdue_tail->next = c;
-    else
-        r->overdue_head = c;
-    r->overdue_tail = c;
+    chat_list_insert_tail(&r->overdue, &c->link);
 }
 
-static void overdue_unlink(chat_redis_t *r, cmd_t *c)
+static void overdue_unlink(cmd_t *c)
 {
     if (!c->overdue)
         return;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        r->overdue_head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        r->overdue_tail = c->prev;
-    c->prev = c->next = NULL;
+    chat_list_remove(&c->link);
     c->overdue = 0;
 }
 
@@ -285,33 +190,36 @@ static uint64_t wedge_ms(const chat_redis_t *r)
 /* Runs the callback of an owed command that ended without a reply. The record
  * itself stays alive until hiredis hands it back; after a timeout it waits in
  * the overdue list, its late callback (if any) still owed. */
-static void finish_error(chat_redis_t *r, cmd_t *c, int status)
+static void finish_error(chat_redis_t *r, cmd_t *c, chat_err_t status)
 {
     fifo_unlink(r, c);
-    if (status == CHAT_REDIS_ERR_TIMEOUT)
+    if (status == CHAT_ETIMEDOUT)
         overdue_push(r, c);
     else
         c->late = NULL;
-    if (status != CHAT_REDIS_ERR_CLOSED)
-        chat_metric_inc(r->errors);
+    if (status != CHAT_ECLOSED)
+        count(r->errors);
     if (c->cb)
         c->cb(status, NULL, c->arg);
 }
 
 /* Fails every owed command. Safe against callbacks that close the client or
  * issue commands: each one is taken out before its callback runs. */
-static void fail_all(chat_redis_t *r, int status)
+static void fail_all(chat_redis_t *r, chat_err_t status)
 {
-    while (r->head)
-        finish_error(r, r->head, status);
+    cmd_t *c;
+    while ((c = fifo_head(r)) != NULL)
+        finish_error(r, c, status);
 }
 
 /* Every queued command is on the wire now: its deadline starts again. */
 static void mark_written(chat_redis_t *r)
 {
     uint64_t deadline = now_ms() + (uint64_t)r->cmd_timeout_ms;
-    for (cmd_t *c = r->unsent; c; c = c->next)
-        c->deadline = deadline;
+    if (r->unsent == NULL)
+        return;
+    for (chat_list_t *e = &r->unsent->link; e != &r->fifo; e = e->next)
+        cmd_of(e)->deadline = deadline;
     r->unsent = NULL;
 }
 
@@ -321,10 +229,11 @@ static void mark_written(chat_redis_t *r)
 static void arm_cmd_timer(chat_redis_t *r)
 {
     uint64_t now = now_ms(), due = UINT64_MAX;
-    if (r->head)
-        due = r->head->deadline;
-    if (r->overdue_head && r->overdue_head->deadline + wedge_ms(r) < due)
-        due = r->overdue_head->deadline + wedge_ms(r);
+    cmd_t *head = fifo_head(r), *old = cmd_of(chat_list_first(&r->overdue));
+    if (head)
+        due = head->deadline;
+    if (old && old->deadline + wedge_ms(r) < due)
+        due = old->deadline + wedge_ms(r);
     if (due == UINT64_MAX) {
         uv_timer_stop(&r->cmd_timer);
         return;
@@ -347,13 +256,15 @@ static void set_state(chat_redis_t *r, state_t to, const char *reason)
         uv_timer_start(&r->conn_timer, on_conn_timer, (uint64_t)r->retry_interval_ms, 0);
         if (!r->down_logged) {
             r->down_logged = 1;
-            chat_log_warn("event=redis_down addr=%s reason=\"%s\"", r->addr,
+            chat_log_warn("event=redis_down addr=%s reason=\"%s\"", r->url.text,
                           reason ? reason : "unknown");
         } else {
-            chat_log_debug("event=redis_probe_failed addr=%s reason=\"%s\"", r->addr,
+            chat_log_debug("event=redis_probe_failed addr=%s reason=\"%s\"", r->url.text,
                            reason ? reason : "unknown");
         }
         break;
+    case ST_RESOLVING:
+        break; /* bounded by the system resolver; the probe timer has fired */
     case ST_CONNECTING:
         uv_timer_start(&r->conn_timer, on_conn_timer, (uint64_t)r->connect_timeout_ms, 0);
         break;
@@ -363,14 +274,14 @@ static void set_state(chat_redis_t *r, state_t to, const char *reason)
         uv_timer_stop(&r->conn_timer);
         r->consecutive_timeouts = 0;
         r->down_logged = 0;
-        chat_log_info("event=redis_up addr=%s db=%d", r->addr, r->db);
+        chat_log_info("event=redis_up addr=%s db=%d", r->url.text, r->url.db);
         break;
     case ST_CLOSING:
         uv_timer_stop(&r->conn_timer);
         uv_timer_stop(&r->cmd_timer);
         break;
     }
-    chat_log_debug("event=redis_state addr=%s from=%s to=%s", r->addr, state_names[from],
+    chat_log_debug("event=redis_state addr=%s from=%s to=%s", r->url.text, state_names[from],
                    state_names[to]);
 }
 
@@ -408,7 +319,7 @@ static void conn_lost(chat_redis_t *r, const redisAsyncContext *cac, const char 
     if (r->state == ST_CLOSING)
         return;
     set_state(r, ST_DOWN, reason);
-    fail_all(r, CHAT_REDIS_ERR_DISCONNECTED);
+    fail_all(r, CHAT_ECONNLOST);
 }
 
 /* We give up on the current connection: open the circuit, fail what is owed,
@@ -422,7 +333,7 @@ static void conn_drop(chat_redis_t *r, const char *reason)
         r->dying = ac;
     }
     set_state(r, ST_DOWN, reason);
-    fail_all(r, CHAT_REDIS_ERR_DISCONNECTED);
+    fail_all(r, CHAT_ECONNLOST);
     if (r->state == ST_DOWN)
         reap(r);
 }
@@ -444,8 +355,8 @@ static void handshake_reply(chat_redis_t *r, redisAsyncContext *ac, cmd_t *c, re
         set_state(r, ST_UP, NULL);
 }
 
-/* The real outcome of a command whose caller heard CHAT_REDIS_ERR_TIMEOUT. */
-static void settle_late(cmd_t *c, int status)
+/* The real outcome of a command whose caller heard CHAT_ETIMEDOUT. */
+static void settle_late(cmd_t *c, chat_err_t status)
 {
     chat_redis_late_cb late = c->late;
     c->late = NULL;
@@ -460,28 +371,27 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     redisReply *reply = reply_;
 
     r->in_cb++;
-    overdue_unlink(r, c);
+    overdue_unlink(c);
     if (reply == NULL) {
         /* hiredis only passes NULL while it tears the context down. */
         conn_lost(r, ac, ac->errstr ? ac->errstr : "connection lost");
-        settle_late(c,
-                    r->state == ST_CLOSING ? CHAT_REDIS_ERR_CLOSED : CHAT_REDIS_ERR_DISCONNECTED);
+        settle_late(c, r->state == ST_CLOSING ? CHAT_ECLOSED : CHAT_ECONNLOST);
     } else if (c->kind != CMD_USER) {
         handshake_reply(r, ac, c, reply);
     } else if (c->owed) {
-        int status = reply->type == REDIS_REPLY_ERROR ? CHAT_REDIS_ERR_REPLY : CHAT_REDIS_OK;
+        chat_err_t status = reply->type == REDIS_REPLY_ERROR ? CHAT_EREPLY : CHAT_EOK;
         fifo_unlink(r, c);
         c->late = NULL;
         r->consecutive_timeouts = 0;
-        if (status != CHAT_REDIS_OK)
-            chat_metric_inc(r->errors);
+        if (status != CHAT_EOK)
+            count(r->errors);
         if (now_ms() > c->deadline)
-            chat_metric_inc(r->late_reads); /* in the socket in time, read late */
+            count(r->late_reads); /* in the socket in time, read late */
         if (c->cb)
             c->cb(status, reply, c->arg);
     } else {
         /* A late reply to a command already answered with a timeout. */
-        settle_late(c, reply->type == REDIS_REPLY_ERROR ? CHAT_REDIS_ERR_REPLY : CHAT_REDIS_OK);
+        settle_late(c, reply->type == REDIS_REPLY_ERROR ? CHAT_EREPLY : CHAT_EOK);
     }
     r->in_cb--;
     r->nlive--;
@@ -496,25 +406,30 @@ static int send_cmd(chat_redis_t *r, cmd_t *c, int argc, const char **argv, cons
     return 0;
 }
 
+static cmd_t *cmd_new(chat_redis_t *r, int kind)
+{
+    cmd_t *c = chat_calloc(1, sizeof *c);
+    chat_list_init(&c->link);
+    c->r = r;
+    c->kind = (unsigned char)kind;
+    return c;
+}
+
 static int send_handshake(chat_redis_t *r)
 {
     cmd_t *c;
-    if (r->db > 0) {
+    if (r->url.db > 0) {
         char dbs[16];
         const char *argv[2] = {"SELECT", dbs};
-        snprintf(dbs, sizeof dbs, "%d", r->db);
-        c = chat_calloc(1, sizeof *c);
-        c->r = r;
-        c->kind = CMD_SELECT;
+        snprintf(dbs, sizeof dbs, "%d", r->url.db);
+        c = cmd_new(r, CMD_SELECT);
         if (send_cmd(r, c, 2, argv, NULL) != 0) {
             free(c);
             return -1;
         }
     }
     const char *ping[1] = {"PING"};
-    c = chat_calloc(1, sizeof *c);
-    c->r = r;
-    c->kind = CMD_PING;
+    c = cmd_new(r, CMD_PING);
     if (send_cmd(r, c, 1, ping, NULL) != 0) {
         free(c);
         return -1;
@@ -550,176 +465,38 @@ static void on_disconnect(const redisAsyncContext *cac, int status)
     r->in_cb--;
 }
 
-/* ---- event hooks ----
- * Our own binding of hiredis to libuv instead of hiredis 0.14's
- * adapters/libuv.h, which drops poll errors: libuv reports POLLERR (a refused
- * connect, a reset connection) as status < 0 and stops the poll, and that
- * adapter then returns without telling hiredis, so a refused connect looks
- * like a connect timeout and a reset connection hangs until its commands time
- * out. Here hiredis reads or writes anyway and so meets the error. The poll
- * handles are counted in r->nhandles so that close waits for them.
- */
-typedef struct evw {
-    uv_poll_t poll;
-    uv_prepare_t flush;    /* writes hiredis's buffer before the loop polls */
-    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
-    chat_redis_t *r;
-    int events;     /* what the poll handle waits for */
-    int want_write; /* hiredis has bytes to write */
-    int nopen;      /* handles not yet closed */
-} evw_t;
-
-static void handle_closed(chat_redis_t *r);
-static void ev_poll_cb(uv_poll_t *h, int status, int events);
-
-/* Only a change reaches libuv: every uv_poll_start costs epoll_ctl calls. */
-static void ev_update(evw_t *w, int add, int del)
+/* The adapter wrote hiredis's whole buffer: the commands' deadlines start now. */
+static void on_written(redisAsyncContext *ac, void *arg)
 {
-    int events = (w->events | add) & ~del;
-    if (events == w->events)
-        return;
-    w->events = events;
-    if (w->events)
-        uv_poll_start(&w->poll, w->events, ev_poll_cb);
-    else
-        uv_poll_stop(&w->poll);
-}
-
-/* hiredis wrote what it could; its commands' deadlines start now if all went. */
-static void ev_wrote(evw_t *w)
-{
-    if (!w->ac)
-        return;
-    if (!w->want_write) {
-        ev_update(w, 0, UV_WRITABLE);
-        if (w->ac == w->r->ac)
-            mark_written(w->r);
-    } else {
-        ev_update(w, UV_WRITABLE, 0); /* the socket is full: wait until it drains */
-    }
-}
-
-static void ev_poll_cb(uv_poll_t *h, int status, int events)
-{
-    evw_t *w = h->data;
-    if (status < 0)
-        events = w->events; /* libuv has stopped the poll: let hiredis find out why */
-    if (w->ac && (events & UV_READABLE))
-        redisAsyncHandleRead(w->ac);
-    if (w->ac && (events & UV_WRITABLE)) {
-        redisAsyncHandleWrite(w->ac);
-        ev_wrote(w);
-    }
-    if (status < 0 && w->ac && w->events)
-        uv_poll_start(&w->poll, w->events, ev_poll_cb);
-}
-
-/*
- * Commands of one pass of the loop are written together just before it
- * polls, straight to the socket, which is almost always writable: no
- * poll for writability, no epoll_ctl per command batch.
- */
-static void ev_flush_cb(uv_prepare_t *h)
-{
-    evw_t *w = h->data;
-    uv_prepare_stop(&w->flush);
-    if (!w->ac || !w->want_write)
-        return;
-    redisAsyncHandleWrite(w->ac);
-    ev_wrote(w);
-}
-
-static void ev_add_read(void *p)
-{
-    ev_update(p, UV_READABLE, 0);
-}
-
-static void ev_del_read(void *p)
-{
-    ev_update(p, 0, UV_READABLE);
-}
-
-static void ev_add_write(void *p)
-{
-    evw_t *w = p;
-    w->want_write = 1;
-    if (w->ac && (w->ac->c.flags & REDIS_CONNECTED))
-        uv_prepare_start(&w->flush, ev_flush_cb);
-    else
-        ev_update(w, UV_WRITABLE, 0); /* writable = the connect finished */
-}
-
-static void ev_del_write(void *p)
-{
-    evw_t *w = p;
-    w->want_write = 0;
-    uv_prepare_stop(&w->flush);
-    ev_update(w, 0, UV_WRITABLE);
-}
-
-static void ev_closed(uv_handle_t *h)
-{
-    evw_t *w = h->data;
-    chat_redis_t *r = w->r;
-    if (--w->nopen == 0)
-        free(w);
-    handle_closed(r);
-}
-
-static void ev_cleanup(void *p)
-{
-    evw_t *w = p;
-    if (w->ac == NULL)
-        return; /* hiredis may clean up twice */
-    w->ac = NULL;
-    uv_close((uv_handle_t *)&w->poll, ev_closed);
-    uv_close((uv_handle_t *)&w->flush, ev_closed);
-}
-
-static int ev_attach(chat_redis_t *r, redisAsyncContext *ac)
-{
-    evw_t *w = chat_calloc(1, sizeof *w);
-    if (uv_poll_init(r->loop, &w->poll, ac->c.fd) != 0) {
-        free(w);
-        return -1;
-    }
-    uv_prepare_init(r->loop, &w->flush);
-    w->poll.data = w;
-    w->flush.data = w;
-    w->ac = ac;
-    w->r = r;
-    w->nopen = 2;
-    r->nhandles += 2;
-    ac->ev.data = w;
-    ac->ev.addRead = ev_add_read;
-    ac->ev.delRead = ev_del_read;
-    ac->ev.addWrite = ev_add_write;
-    ac->ev.delWrite = ev_del_write;
-    ac->ev.cleanup = ev_cleanup;
-    return 0;
+    chat_redis_t *r = arg;
+    if (ac == r->ac)
+        mark_written(r);
 }
 
 /* ---- connecting ---- */
 
-static void start_connect(chat_redis_t *r)
+/* Connects to ip (numeric, so hiredis's own lookup returns at once). */
+static void connect_ip(chat_redis_t *r, const char *ip)
 {
     char reason[200];
-    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    chat_redis_adapter_hooks_t hooks = {.written = on_written, .closed = handle_closed, .arg = r};
+    redisAsyncContext *ac = redisAsyncConnect(ip, r->url.port);
     if (ac == NULL) {
         set_state(r, ST_DOWN, "cannot allocate a connection");
         return;
     }
-    if (ac->err) { /* e.g. refused at once, or the name does not resolve */
+    if (ac->err) { /* e.g. refused at once */
         snprintf(reason, sizeof reason, "%s", ac->errstr);
         redisAsyncFree(ac);
         set_state(r, ST_DOWN, reason);
         return;
     }
-    if (ev_attach(r, ac) != 0) {
+    if (chat_redis_adapter_attach(r->loop, ac, &hooks) != 0) {
         redisAsyncFree(ac);
         set_state(r, ST_DOWN, "cannot attach the connection to the loop");
         return;
     }
+    r->nhandles++; /* the adapter's handles, until hooks.closed */
     ac->data = r;
     r->ac = ac;
     redisAsyncSetConnectCallback(ac, on_connect);
@@ -727,24 +504,57 @@ static void start_connect(chat_redis_t *r)
     set_state(r, ST_CONNECTING, NULL);
 }
 
+static void on_resolved(int status, const struct sockaddr *addr, void *arg)
+{
+    chat_redis_t *r = arg;
+    char ip[64], reason[CHAT_REDIS_HOST_MAX + 128];
+    r->resolving = NULL;
+    if (status == 0)
+        status = chat_redis_addr_ip(addr, ip, sizeof ip);
+    if (status != 0) {
+        snprintf(reason, sizeof reason, "cannot resolve %s: %s", r->url.host, uv_strerror(status));
+        set_state(r, ST_DOWN, reason);
+        return;
+    }
+    connect_ip(r, ip);
+}
+
+static void start_connect(chat_redis_t *r)
+{
+    char reason[CHAT_REDIS_HOST_MAX + 128];
+    int rc;
+    if (r->url.numeric) {
+        connect_ip(r, r->url.host);
+        return;
+    }
+    rc = chat_redis_url_resolve(r->loop, &r->url, on_resolved, r, &r->resolving);
+    if (rc != 0) {
+        snprintf(reason, sizeof reason, "cannot resolve %s: %s", r->url.host, uv_strerror(rc));
+        set_state(r, ST_DOWN, reason);
+        return;
+    }
+    set_state(r, ST_RESOLVING, NULL);
+}
+
 /* ---- closing ---- */
 
-/* Every handle's close callback ends here; the last one of a closing client
- * frees it, so hiredis's poll handles are gone too when the caller hears. */
-static void handle_closed(chat_redis_t *r)
+/* Every handle's close callback (timers, and an adapter once per context)
+ * ends here; the last one of a closing client frees it, so hiredis's poll
+ * handles are gone too when the caller hears. */
+static void handle_closed(void *arg)
 {
+    chat_redis_t *r = arg;
     void (*cb)(void *);
-    void *arg;
+    void *cb_arg;
 
     if (--r->nhandles > 0 || r->state != ST_CLOSING)
         return;
     assert(r->nlive == 0 && r->npending == 0 && r->ac == NULL && r->dying == NULL);
     cb = r->close_cb;
-    arg = r->close_arg;
-    free(r->host);
+    cb_arg = r->close_arg;
     free(r);
     if (cb)
-        cb(arg);
+        cb(cb_arg);
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -785,6 +595,9 @@ static void on_conn_timer(uv_timer_t *t)
         else
             start_connect(r);
         break;
+    case ST_RESOLVING:
+        reap(r); /* the deferred free of a context dropped before */
+        break;
     case ST_CONNECTING:
         conn_drop(r, "connect timeout");
         break;
@@ -800,10 +613,8 @@ static void on_conn_timer(uv_timer_t *t)
  * the loop's next poll; the commands written get a fresh deadline. */
 static void flush(chat_redis_t *r)
 {
-    evw_t *w = r->ac->ev.data;
-    if (w->want_write)
-        redisAsyncHandleWrite(r->ac);
-    if (r->ac && !w->want_write)
+    bool all = chat_redis_adapter_flush(r->ac);
+    if (r->ac && all)
         mark_written(r);
 }
 
@@ -829,6 +640,7 @@ static void on_cmd_timer(uv_timer_t *t)
 {
     chat_redis_t *r = t->data;
     uint64_t now;
+    cmd_t *c;
 
     if (r->state != ST_UP || r->ac == NULL)
         return;
@@ -836,9 +648,9 @@ static void on_cmd_timer(uv_timer_t *t)
     now = now_ms();
     for (int i = 0; i < DRAIN_MAX_READS && r->state == ST_UP && r->ac && readable(r->ac->c.fd); i++)
         redisAsyncHandleRead(r->ac);
-    while (r->state == ST_UP && r->head && r->head->deadline <= now) {
+    while (r->state == ST_UP && (c = fifo_head(r)) != NULL && c->deadline <= now) {
         r->consecutive_timeouts++;
-        finish_error(r, r->head, CHAT_REDIS_ERR_TIMEOUT);
+        finish_error(r, c, CHAT_ETIMEDOUT);
     }
     if (r->state != ST_UP)
         return;
@@ -848,7 +660,8 @@ static void on_cmd_timer(uv_timer_t *t)
         conn_drop(r, reason);
         return;
     }
-    if (r->overdue_head && r->overdue_head->deadline + wedge_ms(r) <= now) {
+    c = cmd_of(chat_list_first(&r->overdue));
+    if (c && c->deadline + wedge_ms(r) <= now) {
         char reason[80];
         snprintf(reason, sizeof reason, "no reply %llu ms past a deadline",
                  (unsigned long long)wedge_ms(r));
@@ -863,38 +676,21 @@ static void on_cmd_timer(uv_timer_t *t)
 chat_redis_t *chat_redis_create(uv_loop_t *loop, const chat_redis_config_t *cfg, char *err,
                                 size_t errlen)
 {
-    char dummy[1];
-    char *host;
-    int port, db;
-
-    if (err == NULL) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    if (parse_url(cfg->url, &host, &port, &db, err, errlen) != 0)
-        return NULL;
-
     chat_redis_t *r = chat_calloc(1, sizeof *r);
+    if (chat_redis_url_parse(&r->url, cfg->url, err, errlen) != 0) {
+        free(r);
+        return NULL;
+    }
     r->loop = loop;
     r->state = ST_DOWN;
-    r->host = host;
-    r->port = port;
-    r->db = db;
-    snprintf(r->addr, sizeof r->addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    chat_list_init(&r->fifo);
+    chat_list_init(&r->overdue);
     r->cmd_timeout_ms = cfg->cmd_timeout_ms > 0 ? cfg->cmd_timeout_ms : 50;
     r->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 200;
     r->retry_interval_ms = cfg->retry_interval_ms > 0 ? cfg->retry_interval_ms : 500;
     r->max_pending = cfg->max_pending > 0 ? (size_t)cfg->max_pending : 20000;
-    r->errors = chat_metric_series(
-        chat_metrics_counter("chatd_cache_errors_total",
-                             "Cache operations that failed: Redis down, timed out, "
-                             "error reply or connection lost"),
-        "");
-    r->late_reads = chat_metric_series(
-        chat_metrics_counter("chatd_cache_late_reads_total",
-                             "Redis replies read after their command's deadline because the "
-                             "worker's loop was busy; answered, not counted as timeouts"),
-        "");
+    r->errors = cfg->errors;
+    r->late_reads = cfg->late_reads;
     uv_timer_init(loop, &r->conn_timer);
     uv_timer_init(loop, &r->cmd_timer);
     r->conn_timer.data = r;
@@ -917,26 +713,24 @@ int chat_redis_command_tracked(chat_redis_t *r, chat_redis_cb cb, chat_redis_lat
 
     assert(argc >= 1);
     if (r->state != ST_UP || r->ac == NULL || r->nlive >= r->max_pending) {
-        chat_metric_inc(r->errors);
-        return CHAT_REDIS_ERR_DOWN;
+        count(r->errors);
+        return CHAT_EDOWN;
     }
-    c = chat_calloc(1, sizeof *c);
-    c->r = r;
-    c->kind = CMD_USER;
+    c = cmd_new(r, CMD_USER);
     c->cb = cb;
     c->late = late;
     c->arg = arg;
     c->deadline = now_ms() + (uint64_t)r->cmd_timeout_ms;
     if (send_cmd(r, c, argc, argv, argvlen) != 0) {
         free(c);
-        chat_metric_inc(r->errors);
-        return CHAT_REDIS_ERR_DOWN;
+        count(r->errors);
+        return CHAT_EDOWN;
     }
     fifo_push(r, c);
     /* A new head may be due before the timer (armed for an overdue command). */
-    if (r->head == c || !uv_is_active((uv_handle_t *)&r->cmd_timer))
+    if (fifo_head(r) == c || !uv_is_active((uv_handle_t *)&r->cmd_timer))
         arm_cmd_timer(r);
-    return CHAT_REDIS_OK;
+    return 0;
 }
 
 int chat_redis_healthy(const chat_redis_t *r)
@@ -954,8 +748,12 @@ void chat_redis_close(chat_redis_t *r, void (*cb)(void *arg), void *arg)
     assert(r->state != ST_CLOSING);
     r->close_cb = cb;
     r->close_arg = arg;
+    if (r->resolving) {
+        chat_redis_resolve_cancel(r->resolving);
+        r->resolving = NULL;
+    }
     set_state(r, ST_CLOSING, NULL);
-    fail_all(r, CHAT_REDIS_ERR_CLOSED);
+    fail_all(r, CHAT_ECLOSED);
     if (r->in_cb > 0) {
         /* A hiredis callback is on the stack: free its context next time. */
         if (r->ac) {

@@ -1,0 +1,56 @@
+/*
+ * The chat domain's cache key building and TTL rules (see keys.h).
+ */
+#include "chat/keys.h"
+
+#include "cache/cache.h"
+
+#include <stdio.h>
+
+_Static_assert(CHAT_KEYS_MAX <= CHAT_CACHE_KEY_MAX, "the cache must take every chat key prefix");
+
+const char *const chat_keys_kind_labels[CHAT_KEYS_NKINDS] = {"history", "count", "metadata",
+                                                             "profile"};
+
+size_t chat_keys_history(char *out, int64_t conv, int limit, int offset, int64_t before_id)
+{
+    int n;
+    if (before_id > 0)
+        n = snprintf(out, CHAT_KEYS_MAX, "msg:history:%lld:%d:%d:b%lld", (long long)conv, limit,
+                     offset, (long long)before_id);
+    else
+        n = snprintf(out, CHAT_KEYS_MAX, "msg:history:%lld:%d:%d", (long long)conv, limit, offset);
+    return (size_t)n;
+}
+
+size_t chat_keys_count(char *out, int64_t conv)
+{
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "msg:count:%lld", (long long)conv);
+}
+
+size_t chat_keys_metadata(char *out, int64_t conv)
+{
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "conv:metadata:%lld", (long long)conv);
+}
+
+size_t chat_keys_profile(char *out, int64_t user)
+{
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "user:profile:%lld", (long long)user);
+}
+
+int chat_keys_ttl(enum chat_keys_kind kind, int offset, int64_t before_id)
+{
+    switch (kind) {
+    case CHAT_KEYS_HISTORY:
+        return offset == 0 && before_id == 0 ? 30 : 60;
+    case CHAT_KEYS_COUNT:
+        return 60;
+    case CHAT_KEYS_METADATA:
+        return 300;
+    case CHAT_KEYS_PROFILE:
+        return 600;
+    case CHAT_KEYS_NKINDS:
+        break;
+    }
+    return 30;
+}

@@ -1,0 +1,50 @@
+/*
+ * The chat domain's cache keys and lifetimes: the key prefixes of the
+ * contract (msg:history:{id}:{limit}:{offset}, msg:count:{id},
+ * conv:metadata:{id}, user:profile:{id}), the key of a conversation's
+ * version, the TTL of each kind of data, and the kinds' metric labels.
+ */
+#ifndef CHAT_CHAT_KEYS_H
+#define CHAT_CHAT_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** The kinds of cached data; the index of each in chat_keys_kind_labels. */
+enum chat_keys_kind {
+    CHAT_KEYS_HISTORY = 0,
+    CHAT_KEYS_COUNT,
+    CHAT_KEYS_METADATA,
+    CHAT_KEYS_PROFILE,
+    CHAT_KEYS_NKINDS,
+};
+
+/** Metric label of each kind: "history", "count", "metadata", "profile". */
+extern const char *const chat_keys_kind_labels[CHAT_KEYS_NKINDS];
+
+/** Longest key prefix written by the functions below, NUL included. */
+#define CHAT_KEYS_MAX 128
+
+/**
+ * History page prefix: msg:history:{id}:{limit}:{offset}, plus ":b{before_id}"
+ * when paging by keyset. out holds CHAT_KEYS_MAX bytes. Returns the length.
+ */
+size_t chat_keys_history(char *out, int64_t conv, int limit, int offset, int64_t before_id);
+size_t chat_keys_count(char *out, int64_t conv);
+size_t chat_keys_metadata(char *out, int64_t conv);
+size_t chat_keys_profile(char *out, int64_t user);
+
+/**
+ * A conversation's version key is this prefix and its id (conv:ver:{id}):
+ * every cached entry of the conversation is read under the current version.
+ */
+#define CHAT_KEYS_VERSION_PREFIX "conv:ver:"
+
+/**
+ * TTL in seconds: history 30 s for the newest page (offset 0 without
+ * before_id) and 60 s for older pages, count 60 s, metadata 300 s, profile
+ * 600 s.
+ */
+int chat_keys_ttl(enum chat_keys_kind kind, int offset, int64_t before_id);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * Unit tests of chat/keys.c: the contract's key prefixes, the version key,
+ * the TTL rules and the kinds' metric labels.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "chat/keys.h"
+
+#include <string.h>
+
+static void test_keys_have_contract_prefixes(void **state)
+{
+    char k[CHAT_KEYS_MAX];
+    chat_keys_history(k, 7, 50, 0, 0);
+    assert_string_equal(k, "msg:history:7:50:0");
+    chat_keys_history(k, 7, 20, 40, 0);
+    assert_string_equal(k, "msg:history:7:20:40");
+    chat_keys_history(k, 7, 20, 0, 991);
+    assert_string_equal(k, "msg:history:7:20:0:b991");
+    chat_keys_count(k, 9223372036854775807LL);
+    assert_string_equal(k, "msg:count:9223372036854775807");
+    chat_keys_metadata(k, 3);
+    assert_string_equal(k, "conv:metadata:3");
+    chat_keys_profile(k, 12);
+    assert_string_equal(k, "user:profile:12");
+    assert_string_equal(CHAT_KEYS_VERSION_PREFIX "3", "conv:ver:3");
+    /* The longest possible key fits. */
+    size_t n = chat_keys_history(k, INT64_MAX, 100, 100000, INT64_MAX);
+    assert_true(n < CHAT_KEYS_MAX - 64); /* room for ":e<epoch>:v<version>" */
+}
+
+static void test_ttl_rules(void **state)
+{
+    assert_int_equal(chat_keys_ttl(CHAT_KEYS_HISTORY, 0, 0), 30);
+    assert_int_equal(chat_keys_ttl(CHAT_KEYS_HISTORY, 50, 0), 60);
+    assert_int_equal(chat_keys_ttl(CHAT_KEYS_HISTORY, 0, 10), 60); /* an older page */
+    assert_int_equal(chat_keys_ttl(CHAT_KEYS_COUNT, 0, 0), 60);
+    assert_int_equal(chat_keys_ttl(CHAT_KEYS_METADATA, 0, 0), 300);
+    assert_int_equal(chat_keys_ttl(CHAT_KEYS_PROFILE, 0, 0), 600);
+    assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_HISTORY], "history");
+    assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_COUNT], "count");
+    assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_METADATA], "metadata");
+    assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_PROFILE], "profile");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_keys_have_contract_prefixes),
+        cmocka_unit_test(test_ttl_rules),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
