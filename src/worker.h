@@ -7,8 +7,9 @@
 #ifndef CHAT_WORKER_H
 #define CHAT_WORKER_H
 
-#include "chat/stream.h"
 #include "core/config.h"
+#include "realtime/fanout.h"
+#include "realtime/hub.h"
 
 #include <stdatomic.h>
 
@@ -17,7 +18,9 @@ typedef struct chat_shared {
     const chat_config_t *cfg;
     int nworkers;
     _Atomic int open_connections; /* HTTP and WebSocket connections of all workers */
-    chat_stream_hub_t *hub;       /* realtime frames between the workers */
+    chat_hub_t *hub;              /* realtime frames between the workers */
+    /** This instance on Redis pub/sub (fanout.h), the same on every worker. */
+    char origin[CHAT_FANOUT_ORIGIN_LEN];
     /** Runs on the worker's thread when its loop has ended (wakes main). */
     void (*on_worker_exit)(void *arg);
     void *exit_arg;

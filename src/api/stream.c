@@ -8,7 +8,7 @@
  * frame and the connection stays up.
  */
 #include "api/internal.h"
-#include "chat/stream.h"
+#include "realtime/stream.h"
 #include "core/alloc.h"
 #include "core/json.h"
 #include "core/log.h"

@@ -25,7 +25,7 @@ typedef struct chat_ctx {
     chat_auth_cache_t *auth;    /* token hash -> user id, per worker */
     chat_members_t *members;    /* (conversation, user) pairs proven members, per worker */
     struct chat_cache *cache;   /* NULL when the cache is disabled */
-    struct chat_stream *stream; /* realtime fan-out (stream.h); NULL: none */
+    struct chat_stream *stream; /* realtime/stream.h; NULL: none */
     int fill_delay_ms;          /* fault injection: delay cache fills (tests only) */
 } chat_ctx_t;
 

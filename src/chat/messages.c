@@ -3,10 +3,10 @@
  * index, and counts kept on the conversation row so they never scan.
  */
 #include "chat/internal.h"
-#include "chat/stream.h"
 #include "cache/cache.h"
 #include "core/alloc.h"
 #include "core/json.h"
+#include "realtime/stream.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -91,7 +91,14 @@ static void push_new(struct msg_op *op)
         ids[n++] = (int64_t)v;
         p = *end == ',' ? end + 1 : end;
     }
-    chat_stream_publish(op->ctx->stream, ids, n, op->body.data, op->body.len);
+    /* The stream carries frames: this is the message frame of the WebSocket protocol. */
+    chat_buf_t frame = CHAT_BUF_INIT;
+    chat_buf_reserve(&frame, op->body.len + 32);
+    chat_buf_puts(&frame, "{\"type\":\"message\",\"message\":");
+    chat_buf_append(&frame, op->body.data, op->body.len);
+    chat_buf_putc(&frame, '}');
+    chat_stream_publish(op->ctx->stream, ids, n, frame.data, frame.len);
+    chat_buf_dispose(&frame);
     free(ids);
 }
 
