@@ -187,9 +187,9 @@ int chat_fanout_publish(chat_fanout_t *f, const int64_t *members, size_t n, cons
     return rc;
 }
 
-bool chat_fanout_subscribed(const chat_fanout_t *f)
+bool chat_fanout_ready(const chat_fanout_t *f)
 {
-    return f->sub && chat_pubsub_subscribed(f->sub);
+    return f->pub && f->sub && chat_redis_healthy(f->pub) && chat_pubsub_subscribed(f->sub);
 }
 
 static void part_closed(void *arg)

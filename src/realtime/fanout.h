@@ -66,8 +66,11 @@ chat_fanout_t *chat_fanout_create(uv_loop_t *loop, const chat_fanout_config_t *c
 int chat_fanout_publish(chat_fanout_t *f, const int64_t *members, size_t n, const char *frame,
                         size_t len);
 
-/** True while the subscription is confirmed by Redis. */
-bool chat_fanout_subscribed(const chat_fanout_t *f);
+/**
+ * True while frames go both ways: the publisher is healthy (a PUBLISH would
+ * be sent now) and the subscription is confirmed by Redis.
+ */
+bool chat_fanout_ready(const chat_fanout_t *f);
 
 /**
  * Closes both connections; no frame callback runs after this returns.
