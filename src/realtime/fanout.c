@@ -30,12 +30,18 @@ struct chat_fanout {
 
 static chat_metric_t *m_published, *m_received;
 
-static void metrics_init(void)
+static void metrics_once(void)
 {
     chat_metric_family_t *f = chat_metrics_counter(
         "chatd_stream_pubsub_total", "Message frames published to and received from Redis");
     m_published = chat_metric_series(f, "direction=\"published\"");
     m_received = chat_metric_series(f, "direction=\"received\"");
+}
+
+void chat_fanout_metrics_register(void)
+{
+    static uv_once_t once = UV_ONCE_INIT;
+    uv_once(&once, metrics_once);
 }
 
 /* ---- the payload codec ---- */
@@ -152,8 +158,7 @@ static void message_cb(const char *p, size_t len, void *arg)
 chat_fanout_t *chat_fanout_create(uv_loop_t *loop, const chat_fanout_config_t *cfg,
                                   chat_fanout_frame_cb cb, void *arg)
 {
-    static uv_once_t once = UV_ONCE_INIT;
-    uv_once(&once, metrics_init);
+    chat_fanout_metrics_register();
     chat_fanout_t *f = chat_calloc(1, sizeof *f);
     f->origin = chat_strdup(cfg->origin);
     f->origin_len = strlen(f->origin);

@@ -47,6 +47,13 @@ typedef struct chat_fanout_config {
 void chat_fanout_origin_new(char out[CHAT_FANOUT_ORIGIN_LEN]);
 
 /**
+ * Registers chatd_stream_pubsub_total{direction="published"|"received"} (at
+ * 0) once per process. chat_fanout_create does it; a process without Redis
+ * calls it so that the counters are rendered all the same.
+ */
+void chat_fanout_metrics_register(void);
+
+/**
  * Creates worker's fanout on loop and starts connecting (publisher and
  * subscriber, each reconnecting by itself). cb(…, arg) runs on loop for each
  * frame of another origin received while subscribed. Never fails: a part

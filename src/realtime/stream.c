@@ -28,6 +28,7 @@ chat_stream_t *chat_stream_create(uv_loop_t *loop, const chat_stream_config_t *c
 {
     chat_stream_t *s = chat_calloc(1, sizeof *s);
     s->hw = chat_hub_worker_create(cfg->hub, cfg->index, loop);
+    chat_fanout_metrics_register(); /* rendered with or without Redis, as ever */
     if (cfg->redis_url) {
         chat_fanout_config_t fc = {
             .redis_url = cfg->redis_url,

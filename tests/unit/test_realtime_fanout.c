@@ -444,6 +444,13 @@ static void test_no_redis_url_keeps_to_the_process(void **state)
     chat_stream_config_t sc = {.hub = hub, .index = 0};
     chat_stream_t *s = chat_stream_create(&loop, &sc);
     assert_null(s->fanout);
+    /* The counters are rendered without Redis too (this test runs before any fanout exists). */
+    chat_buf_t m = CHAT_BUF_INIT;
+    chat_metrics_render(&m);
+    assert_non_null(strstr(m.data, "chatd_stream_pubsub_total{direction=\"published\"} 0"));
+    assert_non_null(strstr(m.data, "chatd_stream_pubsub_total{direction=\"received\"} 0"));
+    assert_non_null(strstr(m.data, "chatd_stream_frames_delivered_total 0"));
+    chat_buf_dispose(&m);
     seen_t seen = {0};
     chat_stream_sub_t *sub = chat_stream_subscribe(s, 9, record_cb, &seen);
     const int64_t to9[] = {9};
