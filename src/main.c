@@ -7,7 +7,6 @@
 #include "worker.h"
 #include "cache/shared.h"
 #include "chat/keys.h"
-#include "chat/stream.h"
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -140,7 +139,8 @@ static int serve(void)
 
     shared.cfg = &cfg;
     shared.nworkers = nworkers;
-    shared.hub = chat_stream_hub_create(nworkers);
+    shared.hub = chat_hub_create(nworkers);
+    chat_fanout_origin_new(shared.origin);
     shared.on_worker_exit = worker_exited;
     workers = chat_calloc((size_t)nworkers, sizeof *workers);
     atomic_store(&workers_running, nworkers);
@@ -167,7 +167,7 @@ static int serve(void)
     for (int i = 0; i < nworkers; i++)
         chat_worker_join(workers[i]);
     uv_loop_close(main_loop);
-    chat_stream_hub_destroy(shared.hub);
+    chat_hub_destroy(shared.hub);
     chat_cache_shared_destroy(shared.cache);
     free(workers);
     chat_log_info("event=stopped");

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "db/path.h"
 #include "net/http.h"
+#include "realtime/stream.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -123,9 +124,14 @@ static void wire(chat_worker_t *w)
         if (!w->ctx.cache)
             chat_log_error("event=cache_disabled reason=\"%s\"", err);
     }
-    w->ctx.stream =
-        chat_stream_create(w->sh->hub, w->index, &w->loop,
-                           cfg->enable_redis_cache ? cfg->redis_url : NULL, cfg->cache_timeout_ms);
+    chat_stream_config_t sc = {
+        .hub = w->sh->hub,
+        .index = w->index,
+        .redis_url = cfg->enable_redis_cache ? cfg->redis_url : NULL,
+        .origin = w->sh->origin,
+        .cmd_timeout_ms = cfg->cache_timeout_ms,
+    };
+    w->ctx.stream = chat_stream_create(&w->loop, &sc);
     w->api.ctx = &w->ctx;
     w->api.cfg = cfg;
     w->api.cache_shared = w->sh->cache;

@@ -8,8 +8,9 @@
 #define CHAT_WORKER_H
 
 #include "cache/shared.h"
-#include "chat/stream.h"
 #include "core/config.h"
+#include "realtime/fanout.h"
+#include "realtime/hub.h"
 
 #include <stdatomic.h>
 
@@ -18,8 +19,10 @@ typedef struct chat_shared {
     const chat_config_t *cfg;
     int nworkers;
     _Atomic int open_connections; /* HTTP and WebSocket connections of all workers */
-    chat_stream_hub_t *hub;       /* realtime frames between the workers */
+    chat_hub_t *hub;              /* realtime frames between the workers */
     chat_cache_shared_t *cache;   /* the cache's bypass switch, freshness state and metrics */
+    /** This instance on Redis pub/sub (fanout.h), the same on every worker. */
+    char origin[CHAT_FANOUT_ORIGIN_LEN];
     /** Runs on the worker's thread when its loop has ended (wakes main). */
     void (*on_worker_exit)(void *arg);
     void *exit_arg;

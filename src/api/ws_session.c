@@ -11,7 +11,7 @@
 #include "api/internal.h"
 #include "api/status.h"
 #include "api/validate.h"
-#include "chat/stream.h"
+#include "realtime/stream.h"
 #include "core/alloc.h"
 #include "core/json.h"
 #include "core/log.h"

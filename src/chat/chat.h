@@ -26,7 +26,7 @@ typedef struct chat_ctx {
     chat_memo_t *tokens;        /* token hash -> user id (chat_auth_memo_create) */
     chat_memo_t *members;       /* (conversation, user) -> 1, proven (chat_members_memo_create) */
     struct chat_cache *cache;   /* NULL when the cache is disabled */
-    struct chat_stream *stream; /* realtime fan-out (stream.h); NULL: none */
+    struct chat_stream *stream; /* realtime/stream.h; NULL: none */
     int fill_delay_ms;          /* fault injection: delay cache fills (tests only) */
 } chat_ctx_t;
 

@@ -3,10 +3,10 @@
  * index, and counts kept on the conversation row so they never scan.
  */
 #include "chat/internal.h"
-#include "chat/stream.h"
 #include "chat/keys.h"
 #include "core/alloc.h"
 #include "core/json.h"
+#include "realtime/stream.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -75,9 +75,16 @@ static void op_free(struct msg_op *op)
 /* Pushes a new message to the members' sockets (this process and, through Redis, the others). */
 static void push_new(struct msg_op *op)
 {
-    if (op->ctx->stream && op->nmembers)
-        chat_stream_publish(op->ctx->stream, op->members, op->nmembers, op->body.data,
-                            op->body.len);
+    if (!op->ctx->stream || !op->nmembers)
+        return;
+    /* The stream carries frames: this is the message frame of the WebSocket protocol. */
+    chat_buf_t frame = CHAT_BUF_INIT;
+    chat_buf_reserve(&frame, op->body.len + 32);
+    chat_buf_puts(&frame, "{\"type\":\"message\",\"message\":");
+    chat_buf_append(&frame, op->body.data, op->body.len);
+    chat_buf_putc(&frame, '}');
+    chat_stream_publish(op->ctx->stream, op->members, op->nmembers, frame.data, frame.len);
+    chat_buf_dispose(&frame);
 }
 
 static void send_done(void *arg)
