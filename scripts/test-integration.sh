@@ -40,6 +40,22 @@ scripts/stack.sh reset-db
   exec build/chatd migrate
 )
 
+# the unit tests that need a real PostgreSQL (the pool, a connection, the
+# failover path, migrations) run here, where there is one; `make unit` alone
+# skips those cases. CHATD_TEST_REQUIRE_PG makes a missing server a failure.
+unit_rc=0
+for dir in build build-asan; do
+  echo "=== unit tests with PostgreSQL ($dir) ==="
+  (
+    set -a
+    # shellcheck source=/dev/null # written at run time by scripts/stack.sh start
+    . "$CHATD_STACK_DIR/env"
+    set +a
+    CHATD_TEST_PG=$DATABASE_URL_DIRECT CHATD_TEST_REQUIRE_PG=1 \
+      ctest --test-dir "$dir" --output-on-failure -R '^test_(pool|conn|path|migrate)$'
+  ) || unit_rc=1
+done
+
 # sanitizer reports go to chatd's log, where the fixtures look for them
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -57,4 +73,5 @@ run() { # NAME BIN DB_PATH
 }
 run release build/chatd pooler
 run sanitizers build-asan/chatd direct
+[[ $unit_rc -eq 0 ]] || { echo "=== unit tests with PostgreSQL FAILED ===" >&2; rc=1; }
 exit $rc

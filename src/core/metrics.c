@@ -207,7 +207,7 @@ void chat_metrics_on_render(void (*fn)(void *), void *arg)
     pthread_mutex_unlock(&lock);
 }
 
-void chat_metrics_off_render(void (*fn)(void *), void *arg)
+void chat_metrics_off_render(void (*fn)(void *), const void *arg)
 {
     pthread_mutex_lock(&lock);
     for (int i = 0; i < nhooks; i++) {

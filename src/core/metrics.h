@@ -48,7 +48,7 @@ double chat_metric_hist_quantile(const chat_metric_t *m, double q);
 /** Hook called at the start of every render, e.g. to refresh derived gauges. */
 void chat_metrics_on_render(void (*fn)(void *), void *arg);
 /** Removes a hook added with the same fn and arg (before arg is freed). */
-void chat_metrics_off_render(void (*fn)(void *), void *arg);
+void chat_metrics_off_render(void (*fn)(void *), const void *arg);
 
 /** Appends the whole registry in text format 0.0.4. */
 void chat_metrics_render(chat_buf_t *out);

@@ -19,7 +19,7 @@ typedef struct chat_redis_adapter_hooks {
      * prepare hook or by the poll (not by chat_redis_adapter_flush, whose
      * caller learns it from the return value). May be NULL.
      */
-    void (*written)(redisAsyncContext *ac, void *arg);
+    void (*written)(const redisAsyncContext *ac, void *arg);
     /**
      * Both libuv handles are closed, which happens only after hiredis freed
      * the context; the adapter is freed then. Runs once per attached context.

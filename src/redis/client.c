@@ -340,12 +340,13 @@ static void conn_drop(chat_redis_t *r, const char *reason)
 
 /* ---- hiredis callbacks ---- */
 
-static void handshake_reply(chat_redis_t *r, redisAsyncContext *ac, cmd_t *c, redisReply *reply)
+static void handshake_reply(chat_redis_t *r, const redisAsyncContext *ac, cmd_t *c,
+                            redisReply *reply)
 {
-    char reason[200];
     if (ac != r->ac || r->state != ST_HANDSHAKE)
         return; /* a reply on a connection already given up */
     if (reply->type == REDIS_REPLY_ERROR) {
+        char reason[200];
         snprintf(reason, sizeof reason, "%s failed: %.*s", c->kind == CMD_PING ? "PING" : "SELECT",
                  (int)(reply->len < 150 ? reply->len : 150), reply->str);
         conn_drop(r, reason);
@@ -466,7 +467,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status)
 }
 
 /* The adapter wrote hiredis's whole buffer: the commands' deadlines start now. */
-static void on_written(redisAsyncContext *ac, void *arg)
+static void on_written(const redisAsyncContext *ac, void *arg)
 {
     chat_redis_t *r = arg;
     if (ac == r->ac)
@@ -478,7 +479,6 @@ static void on_written(redisAsyncContext *ac, void *arg)
 /* Connects to ip (numeric, so hiredis's own lookup returns at once). */
 static void connect_ip(chat_redis_t *r, const char *ip)
 {
-    char reason[200];
     chat_redis_adapter_hooks_t hooks = {.written = on_written, .closed = handle_closed, .arg = r};
     redisAsyncContext *ac = redisAsyncConnect(ip, r->url.port);
     if (ac == NULL) {
@@ -486,6 +486,7 @@ static void connect_ip(chat_redis_t *r, const char *ip)
         return;
     }
     if (ac->err) { /* e.g. refused at once */
+        char reason[200];
         snprintf(reason, sizeof reason, "%s", ac->errstr);
         redisAsyncFree(ac);
         set_state(r, ST_DOWN, reason);
@@ -507,11 +508,12 @@ static void connect_ip(chat_redis_t *r, const char *ip)
 static void on_resolved(int status, const struct sockaddr *addr, void *arg)
 {
     chat_redis_t *r = arg;
-    char ip[64], reason[CHAT_REDIS_HOST_MAX + 128];
+    char ip[64];
     r->resolving = NULL;
     if (status == 0)
         status = chat_redis_addr_ip(addr, ip, sizeof ip);
     if (status != 0) {
+        char reason[CHAT_REDIS_HOST_MAX + 128];
         snprintf(reason, sizeof reason, "cannot resolve %s: %s", r->url.host, uv_strerror(status));
         set_state(r, ST_DOWN, reason);
         return;
@@ -521,7 +523,6 @@ static void on_resolved(int status, const struct sockaddr *addr, void *arg)
 
 static void start_connect(chat_redis_t *r)
 {
-    char reason[CHAT_REDIS_HOST_MAX + 128];
     int rc;
     if (r->url.numeric) {
         connect_ip(r, r->url.host);
@@ -529,6 +530,7 @@ static void start_connect(chat_redis_t *r)
     }
     rc = chat_redis_url_resolve(r->loop, &r->url, on_resolved, r, &r->resolving);
     if (rc != 0) {
+        char reason[CHAT_REDIS_HOST_MAX + 128];
         snprintf(reason, sizeof reason, "cannot resolve %s: %s", r->url.host, uv_strerror(rc));
         set_state(r, ST_DOWN, reason);
         return;
@@ -613,8 +615,11 @@ static void on_conn_timer(uv_timer_t *t)
  * the loop's next poll; the commands written get a fresh deadline. */
 static void flush(chat_redis_t *r)
 {
-    bool all = chat_redis_adapter_flush(r->ac);
-    if (r->ac && all)
+    redisAsyncContext *ac = r->ac;
+    if (!ac)
+        return;
+    /* False also when the write lost the connection: then nothing is marked. */
+    if (chat_redis_adapter_flush(ac))
         mark_written(r);
 }
 

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_pg.h"
+
 #include "db/conn.c"
 
 #include <stdio.h>
@@ -134,8 +136,8 @@ static void test_connect_fails_then_closes(void **state)
 
 static void test_real_server(void **state)
 {
-    const char *conninfo = getenv("CHATD_TEST_PG");
-    if (!conninfo || !*conninfo)
+    const char *conninfo = test_pg_conninfo();
+    if (!conninfo)
         skip();
     uv_loop_t loop;
     uv_loop_init(&loop);

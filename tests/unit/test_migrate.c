@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_pg.h"
+
 #include "db/migrate.c"
 
 #include <stdlib.h>
@@ -47,8 +49,8 @@ static void test_connect_failure(void **state)
 
 static void test_real_server(void **state)
 {
-    const char *conninfo = getenv("CHATD_TEST_PG");
-    if (!conninfo || !*conninfo)
+    const char *conninfo = test_pg_conninfo();
+    if (!conninfo)
         skip();
     char err[512] = "";
     int first = chat_db_migrate(conninfo, err, sizeof err);

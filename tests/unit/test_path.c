@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_pg.h"
+
 #include "core/alloc.h"
 #include "core/list.h"
 #include "core/metrics.h"
@@ -353,8 +355,8 @@ static void path_close(env_t *e, chat_db_t *db)
 
 static int setup(void **state)
 {
-    const char *pg = getenv("CHATD_TEST_PG");
-    if (!pg || !*pg) {
+    const char *pg = test_pg_conninfo();
+    if (!pg) {
         *state = NULL;
         return 0;
     }

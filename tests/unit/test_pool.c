@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_pg.h"
+
 #include "db/conn.c"
 #include "db/pool.c"
 
@@ -529,8 +531,8 @@ static int seen_index(const seen_t *s, int id)
 
 static void test_real_server(void **state)
 {
-    const char *conninfo = getenv("CHATD_TEST_PG");
-    if (!conninfo || !*conninfo)
+    const char *conninfo = test_pg_conninfo();
+    if (!conninfo)
         skip();
     uv_loop_t loop;
     uv_loop_init(&loop);
