@@ -58,6 +58,37 @@ static int parse_uint(const char *s, long long max, long long *out)
     return 0;
 }
 
+/* One name=value pair of a query string: the name decoded, the value raw. */
+typedef struct param {
+    char key[64];
+    const char *val; /* NULL: no '=' */
+    size_t val_len;
+} param_t;
+
+/*
+ * The next pair at or after *pos, skipping empty ones and names that do not
+ * decode or are too long to be a parameter of ours. Returns 0 at the end.
+ */
+static int next_param(const char *q, size_t len, size_t *pos, param_t *p)
+{
+    while (q && *pos < len) {
+        size_t start = *pos, i = start;
+        while (i < len && q[i] != '&')
+            i++;
+        *pos = i + 1; /* past the '&' */
+        size_t plen = i - start;
+        const char *s = q + start;
+        const char *eq = memchr(s, '=', plen);
+        size_t klen = eq ? (size_t)(eq - s) : plen;
+        if (plen == 0 || decode(s, klen, p->key, sizeof p->key) < 0)
+            continue;
+        p->val = eq ? eq + 1 : NULL;
+        p->val_len = eq ? plen - klen - 1 : 0;
+        return 1;
+    }
+    return 0;
+}
+
 int chat_api_parse_history_query(const char *q, size_t len, chat_api_history_params_t *out,
                                  const char **why)
 {
@@ -65,29 +96,15 @@ int chat_api_parse_history_query(const char *q, size_t len, chat_api_history_par
     out->offset = 0;
     out->before_id = 0;
     int seen_limit = 0, seen_offset = 0, seen_before = 0;
-    size_t i = 0;
-    while (q && i < len) {
-        size_t start = i;
-        while (i < len && q[i] != '&')
-            i++;
-        size_t plen = i - start;
-        i++; /* skip '&' */
-        if (plen == 0)
-            continue;
-        const char *p = q + start;
-        const char *eq = memchr(p, '=', plen);
-        size_t klen = eq ? (size_t)(eq - p) : plen;
-        char key[32], val[64];
-        if (decode(p, klen, key, sizeof key) < 0) {
-            /* A long or undecodable name is no parameter of ours. */
-            continue;
-        }
+    size_t pos = 0;
+    param_t p;
+    while (next_param(q, len, &pos, &p)) {
         int *seen;
-        if (!strcmp(key, "limit"))
+        if (!strcmp(p.key, "limit"))
             seen = &seen_limit;
-        else if (!strcmp(key, "offset"))
+        else if (!strcmp(p.key, "offset"))
             seen = &seen_offset;
-        else if (!strcmp(key, "before_id"))
+        else if (!strcmp(p.key, "before_id"))
             seen = &seen_before;
         else
             continue;
@@ -97,7 +114,8 @@ int chat_api_parse_history_query(const char *q, size_t len, chat_api_history_par
         }
         *seen = 1;
         long long v;
-        if (!eq || decode(eq + 1, plen - klen - 1, val, sizeof val) < 0) {
+        char val[64];
+        if (!p.val || decode(p.val, p.val_len, val, sizeof val) < 0) {
             *why = "a query parameter has no valid value";
             return -1;
         }
@@ -128,25 +146,17 @@ int chat_api_query_string(const char *q, size_t len, const char *name, char *out
                           const char **why)
 {
     int found = 0;
-    size_t i = 0;
-    while (q && i < len) {
-        size_t start = i;
-        while (i < len && q[i] != '&')
-            i++;
-        size_t plen = i - start;
-        i++;
-        const char *p = q + start;
-        const char *eq = memchr(p, '=', plen);
-        size_t klen = eq ? (size_t)(eq - p) : plen;
-        char key[64];
-        if (plen == 0 || decode(p, klen, key, sizeof key) < 0 || strcmp(key, name) != 0)
+    size_t pos = 0;
+    param_t p;
+    while (next_param(q, len, &pos, &p)) {
+        if (strcmp(p.key, name) != 0)
             continue;
         if (found) {
             *why = "a query parameter is repeated";
             return -1;
         }
         found = 1;
-        if (!eq || decode(eq + 1, plen - klen - 1, out, cap) <= 0) {
+        if (!p.val || decode(p.val, p.val_len, out, cap) <= 0) {
             *why = "a query parameter has no valid value";
             return -1;
         }

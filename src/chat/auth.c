@@ -6,6 +6,8 @@
  */
 #include "chat/internal.h"
 #include "core/alloc.h"
+#include "core/base64.h"
+#include "core/uuid.h"
 #include "db/pool.h"
 
 #include <openssl/evp.h>
@@ -28,43 +30,13 @@ int chat_auth_token_new(char out[64])
     unsigned char raw[32];
     if (RAND_bytes(raw, sizeof raw) != 1)
         return -1;
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    /* base64url without padding: 32 bytes -> 43 characters. */
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < sizeof raw; i++) {
-        acc = (acc << 8) | raw[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = alphabet[(acc >> bits) & 63];
-        }
-    }
-    if (bits > 0)
-        out[o++] = alphabet[(acc << (6 - bits)) & 63];
-    out[o] = '\0';
+    chat_base64_encode(out, raw, sizeof raw, CHAT_BASE64_URL); /* 43 characters */
     return 0;
 }
 
 int chat_op_id_new(char out[CHAT_OP_ID_LEN])
 {
-    unsigned char raw[16];
-    if (RAND_bytes(raw, sizeof raw) != 1)
-        return -1;
-    raw[6] = (unsigned char)((raw[6] & 0x0f) | 0x40); /* version 4 */
-    raw[8] = (unsigned char)((raw[8] & 0x3f) | 0x80); /* variant 1 */
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < sizeof raw; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[raw[i] >> 4];
-        out[o++] = hex[raw[i] & 15];
-    }
-    out[o] = '\0';
-    return 0;
+    return chat_uuid_new(out) == 0 ? 0 : -1;
 }
 
 /*

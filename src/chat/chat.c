@@ -104,6 +104,19 @@ void chat_reply_db_err(chat_reply_cb cb, void *arg, const chat_db_result_t *res)
     cb(&r, arg);
 }
 
+bool chat_db_found(const chat_db_result_t *res, chat_reply_cb cb, void *arg, const char *notfound)
+{
+    if (res->status != CHAT_EOK) {
+        chat_reply_db_err(cb, arg, res);
+        return false;
+    }
+    if (PQntuples(res->res[0]) == 0) {
+        chat_reply_err(cb, arg, CHAT_ENOTFOUND, notfound);
+        return false;
+    }
+    return true;
+}
+
 bool chat_db_unique_violation(const chat_db_result_t *res)
 {
     return res->status == CHAT_EREPLY && res->sqlstate && !strcmp(res->sqlstate, "23505");

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/memo.h"
+#include "core/uuid.h"
 #include "db/path.h"
 
 #include <stddef.h>
@@ -75,7 +76,7 @@ int chat_auth_token_new(char out[64]) __attribute__((warn_unused_result));
  * lost answer, the write finds its first attempt instead of repeating it.
  * -1 when no randomness is available.
  */
-#define CHAT_OP_ID_LEN 37
+#define CHAT_OP_ID_LEN CHAT_UUID_LEN
 int chat_op_id_new(char out[CHAT_OP_ID_LEN]) __attribute__((warn_unused_result));
 /** SHA-256 of the token string, the only form in which tokens are stored. */
 void chat_auth_token_hash(const char *token, size_t len, unsigned char out[32]);

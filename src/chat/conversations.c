@@ -145,11 +145,7 @@ void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t
 static void get_cb(const chat_db_result_t *r, void *arg)
 {
     struct conv_op *op = arg;
-    if (r->status != CHAT_EOK)
-        chat_reply_db_err(op->cb, op->arg, r);
-    else if (PQntuples(r->res[0]) == 0)
-        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
-    else {
+    if (chat_db_found(r, op->cb, op->arg, "no such conversation")) {
         chat_buf_t b = CHAT_BUF_INIT;
         encode_conv(&b, r->res[0], 0);
         chat_reply_ok(op->cb, op->arg, CHAT_REPLY_OK, &b);

@@ -35,6 +35,12 @@ void chat_reply_ok(chat_reply_cb cb, void *arg, chat_reply_kind_t kind, chat_buf
 void chat_reply_err(chat_reply_cb cb, void *arg, chat_err_t err, const char *message);
 /** Calls cb with the reply for a failed database result. */
 void chat_reply_db_err(chat_reply_cb cb, void *arg, const chat_db_result_t *res);
+/**
+ * For a statement that finds one thing: true when it succeeded with a row.
+ * Otherwise answers cb (the database error, or CHAT_ENOTFOUND with the text
+ * notfound) and returns false.
+ */
+bool chat_db_found(const chat_db_result_t *res, chat_reply_cb cb, void *arg, const char *notfound);
 /** True when a failed statement broke a unique constraint (SQLSTATE 23505). */
 bool chat_db_unique_violation(const chat_db_result_t *res);
 

@@ -209,18 +209,12 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
 static void history_cb(const chat_db_result_t *r, void *arg)
 {
     struct msg_op *op = arg;
-    if (r->status != CHAT_EOK) {
-        chat_reply_db_err(op->cb, op->arg, r);
+    if (!chat_db_found(r, op->cb, op->arg, "no such conversation")) {
         op_free(op);
         return;
     }
     const PGresult *res = r->res[0];
     int n = PQntuples(res);
-    if (n == 0) {
-        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
-        op_free(op);
-        return;
-    }
     chat_buf_t b = CHAT_BUF_INIT;
     chat_buf_reserve(&b, 96 + (size_t)n * 200);
     chat_buf_puts(&b, "{\"conversation_id\":");
@@ -290,11 +284,7 @@ void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_
 static void count_cb(const chat_db_result_t *r, void *arg)
 {
     struct msg_op *op = arg;
-    if (r->status != CHAT_EOK)
-        chat_reply_db_err(op->cb, op->arg, r);
-    else if (PQntuples(r->res[0]) == 0)
-        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
-    else {
+    if (chat_db_found(r, op->cb, op->arg, "no such conversation")) {
         chat_buf_t b = CHAT_BUF_INIT;
         chat_buf_puts(&b, "{\"conversation_id\":");
         chat_buf_puts(&b, op->conv);

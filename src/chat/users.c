@@ -109,11 +109,7 @@ void chat_users_create(chat_ctx_t *ctx, const char *name, size_t len, chat_reply
 static void get_cb(const chat_db_result_t *r, void *arg)
 {
     struct user_op *op = arg;
-    if (r->status != CHAT_EOK) {
-        chat_reply_db_err(op->cb, op->arg, r);
-    } else if (PQntuples(r->res[0]) == 0) {
-        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such user");
-    } else {
+    if (chat_db_found(r, op->cb, op->arg, "no such user")) {
         chat_buf_t b = CHAT_BUF_INIT;
         encode_user(&b, r->res[0], NULL);
         chat_reply_ok(op->cb, op->arg, CHAT_REPLY_OK, &b);

@@ -7,6 +7,7 @@
 #include "realtime/fanout.h"
 #include "redis/pubsub.h"
 #include "redis/client.h"
+#include "core/uuid.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -120,23 +121,12 @@ void chat_fanout_payload_dispose(chat_fanout_payload_t *pl)
 
 void chat_fanout_origin_new(char out[CHAT_FANOUT_ORIGIN_LEN])
 {
-    unsigned char raw[16];
-    if (uv_random(NULL, NULL, raw, sizeof raw, 0, NULL) != 0) {
+    char uuid[CHAT_UUID_LEN];
+    if (chat_uuid_new(uuid) == 0)
+        snprintf(out, CHAT_FANOUT_ORIGIN_LEN, "%s", uuid);
+    else /* no randomness: the process and the time still tell instances apart */
         snprintf(out, CHAT_FANOUT_ORIGIN_LEN, "p%ld-%llu", (long)getpid(),
                  (unsigned long long)uv_hrtime());
-        return;
-    }
-    raw[6] = (unsigned char)((raw[6] & 0x0f) | 0x40); /* version 4 */
-    raw[8] = (unsigned char)((raw[8] & 0x3f) | 0x80); /* variant 1 */
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < sizeof raw; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[raw[i] >> 4];
-        out[o++] = hex[raw[i] & 15];
-    }
-    out[o] = '\0';
 }
 
 /* ---- the connections ---- */

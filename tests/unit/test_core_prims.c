@@ -16,6 +16,7 @@
 #include "core/list.h"
 #include "core/mailbox.h"
 #include "core/memo.h"
+#include "core/uuid.h"
 #include "core/metrics.h"
 
 #include <stdlib.h>
@@ -269,6 +270,24 @@ static void test_metrics_render_hook_off(void **state)
     chat_buf_dispose(&out);
 }
 
+static void test_uuid_shape(void **state)
+{
+    unsigned char raw[16];
+    memset(raw, 0xff, sizeof raw);
+    char u[CHAT_UUID_LEN];
+    chat_uuid_format(u, raw);
+    assert_string_equal(u, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+    memset(raw, 0, sizeof raw);
+    chat_uuid_format(u, raw);
+    assert_string_equal(u, "00000000-0000-4000-8000-000000000000");
+    char a[CHAT_UUID_LEN], b[CHAT_UUID_LEN];
+    assert_int_equal(chat_uuid_new(a), 0);
+    assert_int_equal(chat_uuid_new(b), 0);
+    assert_int_equal(strlen(a), 36);
+    assert_true(a[14] == '4' && strchr("89ab", a[19]) != NULL);
+    assert_string_not_equal(a, b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_mailbox_across_threads),
         cmocka_unit_test(test_error_names),
         cmocka_unit_test(test_hash_spreads),
+        cmocka_unit_test(test_uuid_shape),
         cmocka_unit_test(test_metrics_render_hook_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
