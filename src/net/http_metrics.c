@@ -70,11 +70,17 @@ static struct series *series_new(chat_http_metrics_t *m, const char *route, int 
     return s;
 }
 
+/* The table key of a series: its fields mixed; a collision moves on to the next key. */
+static uint64_t series_key(const char *route, int method, int status)
+{
+    return chat_hash_u64((uint64_t)(uintptr_t)route ^
+                         ((uint64_t)(unsigned)method << 48 | (uint64_t)(unsigned)status));
+}
+
 void chat_http_metrics_record(chat_http_metrics_t *m, const char *route, int method,
                               const char *method_str, int status, double seconds)
 {
-    uint64_t key = chat_hash_u64((uint64_t)(uintptr_t)route ^
-                                 ((uint64_t)(unsigned)method << 48 | (uint64_t)(unsigned)status));
+    uint64_t key = series_key(route, method, status);
     struct series *s;
     while ((s = chat_idtable_get(&m->_series, key)) &&
            !(s->route == route && s->method == method && s->status == status))
