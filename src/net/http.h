@@ -46,7 +46,7 @@ struct chat_http_request {
      */
     const char *route;
     void *data; /* free for the handler's own use */
-    /* private fields follow in http.c */
+    /* private fields follow in net/http1.c */
 };
 
 /**
