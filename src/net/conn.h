@@ -35,9 +35,9 @@ enum chat_conn_timer {
 };
 
 /*
- * What a protocol does with its connection's events. Every callback runs on
- * the loop, never for a closing connection, and never while it lingers
- * (input is then discarded and the end handled here). Any may be NULL.
+ * What a protocol does with its connection's events, on the loop. Until
+ * on_close, none runs for a closing connection or while it lingers (input is
+ * then discarded and the end handled here). Any may be NULL.
  */
 typedef struct chat_conn_proto {
     const char *name; /* "http", "websocket": for logs */
