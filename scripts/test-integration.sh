@@ -52,7 +52,7 @@ for dir in build build-asan; do
     . "$CHATD_STACK_DIR/env"
     set +a
     CHATD_TEST_PG=$DATABASE_URL_DIRECT CHATD_TEST_REQUIRE_PG=1 \
-      ctest --test-dir "$dir" --output-on-failure -R '^test_(pool|conn|path|migrate)$'
+      ctest --test-dir "$dir" --output-on-failure -R '^test_(pool|db_conn|path|migrate)$'
   ) || unit_rc=1
 done
 

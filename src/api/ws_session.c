@@ -1,12 +1,12 @@
 /*
  * GET /api/v1/stream: the WebSocket session of a signed-in user. After the
- * handshake (checked here, answered by net/http.c) the socket is registered
- * with the worker's chat stream, which pushes every new message of the
- * user's conversations; the client's "send" messages go through the same
- * validators (validate.h) and chat_msg_send() as POST .../messages, answered
- * with an "ack" or an "error" frame whose code comes from the status table
- * (status.h). A malformed client message gets an "error" frame and the
- * connection stays up.
+ * handshake (checked here, once; answered by net/ws_conn.c) the socket is
+ * registered with the worker's realtime stream, which pushes every new
+ * message of the user's conversations; the client's "send" messages go
+ * through the same validators (validate.h) and chat_msg_send() as POST
+ * .../messages, answered with an "ack" or an "error" frame whose code comes
+ * from the status table (status.h). A malformed client message gets an
+ * "error" frame and the connection stays up.
  */
 #include "api/internal.h"
 #include "api/status.h"
@@ -16,6 +16,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "net/ws.h"
+#include "net/ws_conn.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -181,7 +182,7 @@ static void deliver_cb(const char *frame, size_t len, void *ud)
 
 void chat_h_stream(chat_call_t *call)
 {
-    static const chat_http_ws_handler_t handler = {on_message, on_close};
+    static const chat_ws_conn_handler_t handler = {on_message, on_close};
     const char *why;
     int st = chat_ws_handshake_check(call->req, &why);
     if (st != 0) {
@@ -198,7 +199,7 @@ void chat_h_stream(chat_call_t *call)
     ss->api = api;
     ss->user_id = call->user_id;
     chat_http_request_t *req = chat_call_release(call);
-    ss->ws = chat_http_upgrade(req, &handler, ss);
+    ss->ws = chat_ws_conn_accept(req, &handler, ss);
     if (!ss->ws) {
         free(ss);
         return;

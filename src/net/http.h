@@ -1,9 +1,11 @@
 /*
- * HTTP/1.1 server on a libuv loop: accepts connections on a SO_REUSEPORT
- * listener, parses requests with http-parser, enforces the limits and
- * timeouts, and hands each complete request to one handler. Responses go out
- * in request order (pipelining); a handler may answer at once or later from
- * another callback (after a database query). The server knows nothing of chat.
+ * HTTP/1.1 server on a libuv loop, its public API: accepts connections on a
+ * SO_REUSEPORT listener, parses requests, enforces the limits and timeouts,
+ * and hands each complete request to one handler. Responses go out in
+ * request order (pipelining); a handler may answer at once or later from
+ * another callback (after a database query). The server knows nothing of
+ * chat. Implemented by net/http_server.c and net/http1.c; a request may be
+ * turned into a WebSocket with net/ws_conn.h.
  */
 #ifndef CHAT_NET_HTTP_H
 #define CHAT_NET_HTTP_H
@@ -44,7 +46,7 @@ struct chat_http_request {
      */
     const char *route;
     void *data; /* free for the handler's own use */
-    /* private fields follow in http.c */
+    /* private fields follow in net/http1.c */
 };
 
 /**
@@ -112,56 +114,5 @@ void chat_http_respond(chat_http_request_t *req, int status, const char *headers
  */
 void chat_http_respond_owned(chat_http_request_t *req, int status, const char *headers, char *body,
                              size_t body_len);
-
-/* ---- WebSocket connections ---- */
-
-/** A connection upgraded to WebSocket; valid until its on_close callback returns. */
-typedef struct chat_ws_conn chat_ws_conn_t;
-
-typedef struct chat_http_ws_handler {
-    /**
-     * A complete message from the client: text (valid UTF-8) or, with binary
-     * set, a binary message. The bytes are valid during the call. May send
-     * and close.
-     */
-    void (*on_message)(chat_ws_conn_t *ws, const char *msg, size_t len, bool binary, void *ud);
-    /**
-     * The connection is gone (closed by either side, failed, or the server
-     * closing). Fires exactly once, from a libuv close callback, never from
-     * inside another call of this API; ws is invalid after it returns.
-     */
-    void (*on_close)(chat_ws_conn_t *ws, void *ud);
-} chat_http_ws_handler_t;
-
-/**
- * Accepts the WebSocket handshake of req, which the caller has checked with
- * chat_ws_handshake_check() (net/ws.h): answers 101 with Sec-WebSocket-Accept
- * (after any earlier pipelined answers) and turns the connection into a
- * WebSocket. Bytes the client sent after the handshake are its first frames.
- * The connection then leaves the HTTP timeouts; it is pinged when silent and
- * counted as kind="websocket". Ends req's life like chat_http_respond().
- * Returns the connection, with h and ud kept for its callbacks; or NULL when
- * the client has gone or the server is closing (req is then answered or
- * freed and no callback ever fires).
- */
-chat_ws_conn_t *chat_http_upgrade(chat_http_request_t *req, const chat_http_ws_handler_t *h,
-                                  void *ud);
-
-/**
- * Queues a text message (copied) to the client and starts writing it.
- * Returns 0, or -1 when the connection is closing (nothing sent). A client
- * whose unsent output passes max_pending_output is dropped (its on_close
- * follows later).
- */
-int chat_ws_conn_send_text(chat_ws_conn_t *ws, const char *msg, size_t len);
-
-/** Starts the close handshake with code and a short reason (may be NULL). */
-void chat_ws_conn_close(chat_ws_conn_t *ws, uint16_t code, const char *reason);
-
-/** The id of the connection, for logs. */
-uint64_t chat_ws_conn_id(const chat_ws_conn_t *ws);
-
-/** Reason phrase of a status code ("Not Found"); "Unknown" if not known. */
-const char *chat_http_status_text(int status);
 
 #endif

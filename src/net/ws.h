@@ -2,7 +2,7 @@
  * WebSocket (RFC 6455) for the HTTP server: the opening handshake's checks and
  * accept key, and a protocol engine that turns received bytes into
  * whole, validated text messages and queued messages into frames. The engine
- * does no I/O of its own: net/http.c feeds it what the socket read and writes
+ * does no I/O of its own: net/ws_conn.c feeds it what the socket read and writes
  * what it outputs, so unit tests can drive it with plain buffers.
  */
 #ifndef CHAT_NET_WS_H
