@@ -199,7 +199,7 @@ double chat_metric_hist_quantile(const chat_metric_t *m, double q)
     return f->nbounds ? f->bounds[f->nbounds - 1] : 0.0;
 }
 
-void chat_metrics_on_render(void (*fn)(void *), void *arg)
+void chat_metrics_on_render(chat_metrics_render_fn fn, void *arg)
 {
     pthread_mutex_lock(&lock);
     if (nhooks < (int)CHAT_ARRAY_LEN(hooks))
@@ -207,7 +207,7 @@ void chat_metrics_on_render(void (*fn)(void *), void *arg)
     pthread_mutex_unlock(&lock);
 }
 
-void chat_metrics_off_render(void (*fn)(void *), const void *arg)
+void chat_metrics_off_render(chat_metrics_render_fn fn, const void *arg)
 {
     pthread_mutex_lock(&lock);
     for (int i = 0; i < nhooks; i++) {

@@ -45,10 +45,13 @@ void chat_metric_observe(chat_metric_t *m, double v);
 uint64_t chat_metric_hist_count(const chat_metric_t *m);
 double chat_metric_hist_quantile(const chat_metric_t *m, double q);
 
+/** A hook run before each rendering of /metrics (to refresh gauges). */
+typedef void (*chat_metrics_render_fn)(void *arg);
+
 /** Hook called at the start of every render, e.g. to refresh derived gauges. */
-void chat_metrics_on_render(void (*fn)(void *), void *arg);
+void chat_metrics_on_render(chat_metrics_render_fn fn, void *arg);
 /** Removes a hook added with the same fn and arg (before arg is freed). */
-void chat_metrics_off_render(void (*fn)(void *), const void *arg);
+void chat_metrics_off_render(chat_metrics_render_fn fn, const void *arg);
 
 /** Appends the whole registry in text format 0.0.4. */
 void chat_metrics_render(chat_buf_t *out);

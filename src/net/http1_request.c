@@ -293,7 +293,7 @@ static void continue_cb(chat_conn_t *c, chat_conn_write_t *w, int status)
 }
 
 /* "100 Continue", unless an earlier answer still has to go out first. */
-static void send_continue(h1_t *h, req_t *r)
+static void send_continue(h1_t *h, const req_t *r)
 {
     static const char text[] = "HTTP/1.1 100 Continue\r\n\r\n";
     if (chat_http1_queue_first(h) != r)
