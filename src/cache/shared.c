@@ -40,33 +40,23 @@ chat_cache_shared_t *chat_cache_shared_create(const char *const *kind_labels, in
         sh->hits[k] = chat_metric_series(hits, labels);
         sh->misses[k] = chat_metric_series(misses, labels);
     }
-    sh->errors = chat_metric_series(
-        chat_metrics_counter("chatd_cache_errors_total",
-                             "Redis commands that failed, timed out or were refused."),
-        "");
-    sh->late_reads = chat_metric_series(
-        chat_metrics_counter("chatd_cache_late_reads_total",
-                             "Redis replies read after their command's deadline because the "
-                             "worker's loop was busy; answered, not counted as timeouts"),
-        "");
-    sh->hit_ratio = chat_metric_series(
-        chat_metrics_gauge("chatd_cache_hit_ratio", "Hits over lookups since start."), "");
-    sh->bypass_gauge = chat_metric_series(
-        chat_metrics_gauge("chatd_cache_bypass", "1 while the cache is bypassed."), "");
-    sh->healthy = chat_metric_series(
-        chat_metrics_gauge("chatd_cache_healthy", "Workers whose Redis connection is up."), "");
-    sh->evictions = chat_metric_series(
-        chat_metrics_counter("chatd_cache_evictions_total",
-                             "Keys Redis evicted under maxmemory (INFO stats evicted_keys)."),
-        "");
-    sh->local_hits = chat_metric_series(
-        chat_metrics_counter("chatd_cache_local_hits_total",
-                             "Hits whose value came from the worker's copy, Redis confirming it."),
-        "");
-    sh->local_bytes =
-        chat_metric_series(chat_metrics_gauge("chatd_cache_local_bytes",
-                                              "Bytes of the workers' copies of cached values."),
-                           "");
+    sh->errors = chat_metric_counter("chatd_cache_errors_total",
+                                     "Redis commands that failed, timed out or were refused.");
+    sh->late_reads =
+        chat_metric_counter("chatd_cache_late_reads_total",
+                            "Redis replies read after their command's deadline because the "
+                            "worker's loop was busy; answered, not counted as timeouts");
+    sh->hit_ratio = chat_metric_gauge("chatd_cache_hit_ratio", "Hits over lookups since start.");
+    sh->bypass_gauge = chat_metric_gauge("chatd_cache_bypass", "1 while the cache is bypassed.");
+    sh->healthy = chat_metric_gauge("chatd_cache_healthy", "Workers whose Redis connection is up.");
+    sh->evictions =
+        chat_metric_counter("chatd_cache_evictions_total",
+                            "Keys Redis evicted under maxmemory (INFO stats evicted_keys).");
+    sh->local_hits =
+        chat_metric_counter("chatd_cache_local_hits_total",
+                            "Hits whose value came from the worker's copy, Redis confirming it.");
+    sh->local_bytes = chat_metric_gauge("chatd_cache_local_bytes",
+                                        "Bytes of the workers' copies of cached values.");
     chat_metric_set(sh->bypass_gauge, 0);
     chat_metrics_on_render(refresh_gauges, sh);
     return sh;

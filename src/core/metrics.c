@@ -138,6 +138,16 @@ static void atomic_add_double(_Atomic uint64_t *p, double v)
     }
 }
 
+chat_metric_t *chat_metric_counter(const char *name, const char *help)
+{
+    return chat_metric_series(chat_metrics_counter(name, help), "");
+}
+
+chat_metric_t *chat_metric_gauge(const char *name, const char *help)
+{
+    return chat_metric_series(chat_metrics_gauge(name, help), "");
+}
+
 void chat_metric_add(chat_metric_t *m, double v)
 {
     atomic_add_double(&m->value, v);

@@ -32,6 +32,10 @@ chat_metric_family_t *chat_metrics_histogram(const char *name, const char *help,
  */
 chat_metric_t *chat_metric_series(chat_metric_family_t *f, const char *labels);
 
+/** The one series of a counter or gauge without labels (registered on first use). */
+chat_metric_t *chat_metric_counter(const char *name, const char *help);
+chat_metric_t *chat_metric_gauge(const char *name, const char *help);
+
 /** Counter or gauge: adds v (gauges may go down). */
 void chat_metric_add(chat_metric_t *m, double v);
 void chat_metric_inc(chat_metric_t *m);

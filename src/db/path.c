@@ -102,12 +102,9 @@ static void metrics_init(void)
                  i == R_HEALTHY ? "pooler" : "direct", reason_label[i]);
         m_switches[i] = chat_metric_series(f, labels);
     }
-    m_retries = chat_metric_series(
-        chat_metrics_counter("chatd_db_path_retries_total",
-                             "Transactions sent again after their database path failed"),
-        "");
-    m_held = chat_metric_series(
-        chat_metrics_gauge("chatd_db_path_held", "Transactions held for a database path"), "");
+    m_retries = chat_metric_counter("chatd_db_path_retries_total",
+                                    "Transactions sent again after their database path failed");
+    m_held = chat_metric_gauge("chatd_db_path_held", "Transactions held for a database path");
 }
 
 /* ---- the window of pooler outcomes ---- */

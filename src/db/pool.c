@@ -444,19 +444,15 @@ static void metrics_init(chat_db_pool_t *pool)
         bounds[nbounds++] = chat_metrics_latency_bounds[i];
     if (nbounds == 0 || bounds[nbounds - 1] < 120)
         bounds[nbounds++] = 120;
-    pool->m_size = chat_metric_series(
-        chat_metrics_gauge("chatd_db_pool_size", "Database connections configured"), "");
-    pool->m_active = chat_metric_series(
-        chat_metrics_gauge("chatd_db_pool_active", "Database connections lent to a transaction"),
-        "");
-    pool->m_waiting = chat_metric_series(
-        chat_metrics_gauge("chatd_db_pool_waiting", "Transactions waiting for a connection"), "");
-    pool->m_queries = chat_metric_series(
-        chat_metrics_counter("chatd_db_queries_total", "Statements sent to the database"), "");
-    pool->m_errors = chat_metric_series(
-        chat_metrics_counter("chatd_db_errors_total",
-                             "Failed transactions: query errors, timeouts, unavailable"),
-        "");
+    pool->m_size = chat_metric_gauge("chatd_db_pool_size", "Database connections configured");
+    pool->m_active =
+        chat_metric_gauge("chatd_db_pool_active", "Database connections lent to a transaction");
+    pool->m_waiting =
+        chat_metric_gauge("chatd_db_pool_waiting", "Transactions waiting for a connection");
+    pool->m_queries =
+        chat_metric_counter("chatd_db_queries_total", "Statements sent to the database");
+    pool->m_errors = chat_metric_counter(
+        "chatd_db_errors_total", "Failed transactions: query errors, timeouts, unavailable");
     pool->m_wait = chat_metric_series(
         chat_metrics_histogram("chatd_db_tx_queue_wait_seconds",
                                "Time a transaction waited for a connection", bounds, nbounds),

@@ -1,6 +1,6 @@
 /*
  * The fan-out between instances (see fanout.h): one Redis client for PUBLISH
- * and one subscriber connection per worker, both from cache/, and the codec
+ * and one subscriber connection per worker, both from redis/, and the codec
  * of the payload they carry. Every worker subscribes by itself and delivers
  * to its own sockets, so no frame crosses threads on the way in.
  */

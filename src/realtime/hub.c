@@ -66,10 +66,8 @@ static chat_metric_t *m_delivered;
 
 static void metrics_init(void)
 {
-    m_delivered =
-        chat_metric_series(chat_metrics_counter("chatd_stream_frames_delivered_total",
-                                                "Message frames handed to WebSocket clients"),
-                           "");
+    m_delivered = chat_metric_counter("chatd_stream_frames_delivered_total",
+                                      "Message frames handed to WebSocket clients");
 }
 
 static void frame_unref(frame_t *f)
