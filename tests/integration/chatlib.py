@@ -25,7 +25,17 @@ TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 USER_KEYS = {"id", "name", "created_at"}
 SIGNUP_KEYS = USER_KEYS | {"token"}
 CONV_KEYS = {"id", "title", "created_by", "created_at", "member_count", "last_message_at"}
-MSG_KEYS = {"id", "conversation_id", "sender_id", "body", "created_at", "client_msg_id"}
+MSG_KEYS = {
+    "id",
+    "conversation_id",
+    "seq",
+    "sender_id",
+    "body",
+    "created_at",
+    "edited_at",
+    "deleted",
+    "client_msg_id",
+}
 HISTORY_KEYS = {"conversation_id", "limit", "offset", "messages"}
 COUNT_KEYS = {"conversation_id", "count"}
 ERROR_KEYS = {"error"}
@@ -157,9 +167,14 @@ def assert_message(m):
     assert isinstance(m, dict) and set(m) == MSG_KEYS, f"message keys: {m!r}"
     assert is_pos_int(m["id"])
     assert is_pos_int(m["conversation_id"])
+    assert is_pos_int(m["seq"])
     assert is_pos_int(m["sender_id"])
     assert isinstance(m["body"], str)
     assert_time(m["created_at"])
+    assert m["edited_at"] is None or assert_time(m["edited_at"]) is None
+    assert isinstance(m["deleted"], bool)
+    if m["deleted"]:
+        assert m["body"] == "" and m["edited_at"] is not None
     assert m["client_msg_id"] is None or isinstance(m["client_msg_id"], str)
 
 

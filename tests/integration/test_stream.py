@@ -24,8 +24,10 @@ def ws_open(chatd, user, **kw):
 
 def push_of(ws, timeout=10):
     m = ws.recv_json(timeout)
-    assert m["type"] == "message" and set(m) == {"type", "message"}, m
+    assert m["type"] == "message" and set(m) == {"type", "conversation_id", "rev", "message"}, m
     assert_message(m["message"])
+    assert m["conversation_id"] == m["message"]["conversation_id"]
+    assert isinstance(m["rev"], int) and m["rev"] >= m["message"]["seq"]
     return m["message"]
 
 

@@ -303,7 +303,8 @@ int cl_seed_copy(const cl_copy_opts_t *o)
         exec_ok(pg, "SET LOCAL synchronous_commit = off", PGRES_COMMAND_OK) != 0 ||
         /* inserts wait for the seed (and the seed for them): the reserved id ranges stay ours */
         exec_ok(pg,
-                "LOCK TABLE users, tokens, conversations, members, messages IN SHARE ROW EXCLUSIVE "
+                "LOCK TABLE users, tokens, conversations, members, messages, events IN SHARE ROW "
+                "EXCLUSIVE "
                 "MODE",
                 PGRES_COMMAND_OK) != 0)
         goto done;
@@ -344,14 +345,15 @@ int cl_seed_copy(const cl_copy_opts_t *o)
     if (copy_begin(
             &c,
             "COPY conversations (id, title, created_by, created_at, member_count, message_count, "
-            "last_message_at) FROM STDIN") != 0)
+            "last_message_at, last_seq, rev) FROM STDIN") != 0)
         goto done;
     for (long i = 0; i < o->nconvs; i++) {
         if (count[i])
             fmt_ts(ts, msg0_us + last[i] * 1000LL);
-        put(&c, "%lld\tload %ld\t%lld\t%s\t%d\t%ld\t%s\n", (long long)convs[i].id, i,
+        /* every seeded message is one "message" event: seq and rev both end at the count */
+        put(&c, "%lld\tload %ld\t%lld\t%s\t%d\t%ld\t%s\t%ld\t%ld\n", (long long)convs[i].id, i,
             (long long)users[convs[i].members[0]].id, ts_convs, convs[i].nmembers, count[i],
-            count[i] ? ts : "\\N");
+            count[i] ? ts : "\\N", count[i], count[i]);
     }
     if (copy_end(&c, "conversations", t) != 0)
         goto done;
@@ -368,8 +370,12 @@ int cl_seed_copy(const cl_copy_opts_t *o)
 
     t = mono();
     if (copy_begin(&c, "COPY messages (id, conversation_id, sender_id, body, client_msg_id, "
-                       "created_at) FROM STDIN") != 0)
+                       "created_at, seq) FROM STDIN") != 0)
         goto done;
+    /* seq numbers each conversation's messages 1, 2, 3... in id order */
+    long *seq = calloc((size_t)o->nconvs + 1, sizeof *seq);
+    if (!seq)
+        abort();
     long long last_sec = -1;
     for (long i = 0; i < o->nmsgs; i++) {
         long long us = msg0_us + i * 1000LL;
@@ -379,19 +385,33 @@ int cl_seed_copy(const cl_copy_opts_t *o)
         }
         /* ts is "YYYY-MM-DD HH:MM:SS.uuuuuu+00": rewrite the microseconds only */
         snprintf(ts + 20, sizeof ts - 20, "%06u+00", (unsigned)(us % 1000000));
-        put(&c, "%lld\t%lld\t%lld\tseed message %ld of run %06x\t\\N\t%s\n", mid0 + i,
-            (long long)convs[mconv[i]].id, (long long)users[msender[i]].id, i, tag, ts);
+        put(&c, "%lld\t%lld\t%lld\tseed message %ld of run %06x\t\\N\t%s\t%ld\n", mid0 + i,
+            (long long)convs[mconv[i]].id, (long long)users[msender[i]].id, i, tag, ts,
+            ++seq[mconv[i]]);
         if ((i + 1) % 200000 == 0)
             fprintf(stderr, "chatload seed --copy: %ld/%ld messages\n", i + 1, o->nmsgs);
     }
-    if (copy_end(&c, "messages", t) != 0)
+    if (copy_end(&c, "messages", t) != 0) {
+        free(seq);
+        goto done;
+    }
+    t = mono();
+    if (copy_begin(&c, "COPY events (conversation_id, rev, type, message_id) FROM STDIN") != 0) {
+        free(seq);
+        goto done;
+    }
+    memset(seq, 0, ((size_t)o->nconvs + 1) * sizeof *seq);
+    for (long i = 0; i < o->nmsgs; i++)
+        put(&c, "%lld\t%ld\t1\t%lld\n", (long long)convs[mconv[i]].id, ++seq[mconv[i]], mid0 + i);
+    free(seq);
+    if (copy_end(&c, "events", t) != 0)
         goto done;
     if (exec_ok(pg, "COMMIT", PGRES_COMMAND_OK) != 0)
         goto done;
 
     /* statistics and hint bits now, not during the first minutes of a benchmark */
     t = mono();
-    if (exec_ok(pg, "VACUUM (ANALYZE) users, tokens, conversations, members, messages",
+    if (exec_ok(pg, "VACUUM (ANALYZE) users, tokens, conversations, members, messages, events",
                 PGRES_COMMAND_OK) != 0)
         goto done;
     fprintf(stderr, "chatload seed --copy: VACUUM ANALYZE (%.1f s)\n", mono() - t);
