@@ -13,6 +13,7 @@
 #include "db/migrate.h"
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,11 +104,11 @@ static const char *env_get(const char *name)
     return getenv(name);
 }
 
-static int cmd_migrate(void)
+static int cmd_migrate(const char *last)
 {
     const char *url = cfg.database_url_direct ? cfg.database_url_direct : cfg.database_url;
     char err[512] = "";
-    int n = chat_db_migrate(url, err, sizeof err);
+    int n = chat_db_migrate_to(url, last, err, sizeof err);
     if (n < 0) {
         chat_log_error("event=migrate_failed message=\"%s\"", err);
         return 1;
@@ -178,6 +179,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: chatd            serve the API (configured by the environment)\n"
                "       chatd migrate    apply database migrations and exit\n"
+               "       chatd migrate --to VERSION\n"
+               "                        apply them up to VERSION (e.g. 002_op_ids) only\n"
                "       chatd --version\n");
 }
 
@@ -191,7 +194,11 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (argc > 2 || (argc == 2 && strcmp(argv[1], "migrate") != 0)) {
+    bool migrate = argc >= 2 && !strcmp(argv[1], "migrate");
+    const char *last = NULL;
+    if (migrate && argc == 4 && !strcmp(argv[2], "--to"))
+        last = argv[3];
+    else if ((migrate && argc != 2) || (!migrate && argc != 1)) {
         usage(stderr);
         return 2;
     }
@@ -202,7 +209,7 @@ int main(int argc, char **argv)
         return 2;
     }
     chat_log_level = cfg.log_level;
-    int rc = argc == 2 ? cmd_migrate() : serve();
+    int rc = migrate ? cmd_migrate(last) : serve();
     chat_config_dispose(&cfg);
     return rc;
 }

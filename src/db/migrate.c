@@ -144,10 +144,32 @@ static int apply_one(PGconn *pg, const chat_migration_t *m, char *err, unsigned 
     return applied ? 0 : 1;
 }
 
+/* Index of the migration named name (with or without ".sql"), or -1. */
+static int find_migration(const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < chat_migrations_count; i++) {
+        const char *m = chat_migrations[i].name;
+        if (!strcmp(m, name) || (!strncmp(m, name, n) && !strcmp(m + n, ".sql")))
+            return i;
+    }
+    return -1;
+}
+
 int chat_db_migrate(const char *conninfo, char *err, unsigned long errlen)
+{
+    return chat_db_migrate_to(conninfo, NULL, err, errlen);
+}
+
+int chat_db_migrate_to(const char *conninfo, const char *last, char *err, unsigned long errlen)
 {
     if (err && errlen)
         err[0] = '\0';
+    int upto = chat_migrations_count - 1;
+    if (last && (upto = find_migration(last)) < 0) {
+        set_err(err, errlen, "no migration named %s", last);
+        return CHAT_EINVAL;
+    }
     PGconn *pg = PQconnectdb(conninfo ? conninfo : "");
     if (!pg || PQstatus(pg) != CONNECTION_OK) {
         set_err(err, errlen, "connect: %s", pg ? PQerrorMessage(pg) : "out of memory");
@@ -168,7 +190,7 @@ int chat_db_migrate(const char *conninfo, char *err, unsigned long errlen)
         return CHAT_EREPLY;
     }
     int applied = 0;
-    for (int i = 0; i < chat_migrations_count; i++) {
+    for (int i = 0; i <= upto; i++) {
         int r = apply_one(pg, &chat_migrations[i], err, errlen);
         if (r < 0) {
             PQfinish(pg);

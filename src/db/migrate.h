@@ -25,4 +25,11 @@ extern const int chat_migrations_count;
  */
 int chat_db_migrate(const char *conninfo, char *err, unsigned long errlen);
 
+/**
+ * Like chat_db_migrate(), but stops after the migration named last (e.g.
+ * "002_op_ids" or "002_op_ids.sql"): a staged upgrade, or a database left at
+ * an older schema on purpose. CHAT_EINVAL when no migration has that name.
+ */
+int chat_db_migrate_to(const char *conninfo, const char *last, char *err, unsigned long errlen);
+
 #endif

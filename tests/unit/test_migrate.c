@@ -47,6 +47,22 @@ static void test_connect_failure(void **state)
     assert_null(strchr(err, '\n'));
 }
 
+static void test_unknown_target_refused_before_connecting(void **state)
+{
+    char err[256];
+    assert_int_equal(
+        chat_db_migrate_to("host=/nonexistent-chatd-test port=1", "999_nope", err, sizeof err),
+        CHAT_EINVAL);
+    assert_non_null(strstr(err, "999_nope"));
+    /* a known name, with or without .sql, gets as far as connecting */
+    assert_int_equal(
+        chat_db_migrate_to("host=/nonexistent-chatd-test port=1", "002_op_ids", err, sizeof err),
+        CHAT_EDOWN);
+    assert_int_equal(chat_db_migrate_to("host=/nonexistent-chatd-test port=1", "001_schema.sql",
+                                        err, sizeof err),
+                     CHAT_EDOWN);
+}
+
 static void test_real_server(void **state)
 {
     const char *conninfo = test_pg_conninfo();
@@ -74,6 +90,7 @@ int main(void)
         cmocka_unit_test(test_version_of),
         cmocka_unit_test(test_embedded_in_order),
         cmocka_unit_test(test_connect_failure),
+        cmocka_unit_test(test_unknown_target_refused_before_connecting),
         cmocka_unit_test(test_real_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
