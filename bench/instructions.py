@@ -10,7 +10,8 @@ start-up and shutdown cancelling out.
 
 The stack (scripts/stack.sh) must be running and migrated; the first binary
 writes the page it reads (a user, a conversation, 50 messages), so it must
-speak the database's schema. Prints one line per binary and the ratio of
+speak the database's schema. Keep N2 - N1 at 1,000 or more: start-up varies
+by a few hundred thousand instructions (pool connects) from run to run. Prints one line per binary and the ratio of
 each to the first.
 """
 import argparse

@@ -33,27 +33,6 @@ void chat_buf_reserve(chat_buf_t *b, size_t extra)
     b->cap = cap;
 }
 
-void chat_buf_append(chat_buf_t *b, const void *data, size_t len)
-{
-    chat_buf_reserve(b, len);
-    if (len)
-        memcpy(b->data + b->len, data, len);
-    b->len += len;
-    b->data[b->len] = '\0';
-}
-
-void chat_buf_puts(chat_buf_t *b, const char *s)
-{
-    chat_buf_append(b, s, strlen(s));
-}
-
-void chat_buf_putc(chat_buf_t *b, char c)
-{
-    chat_buf_reserve(b, 1);
-    b->data[b->len++] = c;
-    b->data[b->len] = '\0';
-}
-
 void chat_buf_vprintf(chat_buf_t *b, const char *fmt, va_list ap)
 {
     va_list ap2;

@@ -8,6 +8,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef struct chat_buf {
     char *data; /* NULL until the first append */
@@ -25,9 +26,34 @@ void chat_buf_init(chat_buf_t *b);
 void chat_buf_dispose(chat_buf_t *b);
 /** Makes room for at least extra more bytes (plus the trailing NUL). */
 void chat_buf_reserve(chat_buf_t *b, size_t extra);
-void chat_buf_append(chat_buf_t *b, const void *data, size_t len);
-void chat_buf_puts(chat_buf_t *b, const char *s);
-void chat_buf_putc(chat_buf_t *b, char c);
+
+/*
+ * Appending is on the path of every answer (JSON encoding), so the common
+ * case — the bytes fit — is inline; growing goes through chat_buf_reserve.
+ */
+static inline void chat_buf_append(chat_buf_t *b, const void *data, size_t len)
+{
+    if (b->len + len + 1 > b->cap)
+        chat_buf_reserve(b, len);
+    if (len)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+}
+
+static inline void chat_buf_puts(chat_buf_t *b, const char *s)
+{
+    chat_buf_append(b, s, strlen(s));
+}
+
+static inline void chat_buf_putc(chat_buf_t *b, char c)
+{
+    if (b->len + 2 > b->cap)
+        chat_buf_reserve(b, 1);
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
+
 void chat_buf_printf(chat_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void chat_buf_vprintf(chat_buf_t *b, const char *fmt, va_list ap);
 /** Appends a signed / unsigned decimal integer. */
