@@ -165,8 +165,8 @@ int chat_db_migrate_to(const char *conninfo, const char *last, char *err, unsign
 {
     if (err && errlen)
         err[0] = '\0';
-    int upto = chat_migrations_count - 1;
-    if (last && (upto = find_migration(last)) < 0) {
+    int upto = last ? find_migration(last) : chat_migrations_count - 1;
+    if (upto < 0) {
         set_err(err, errlen, "no migration named %s", last);
         return CHAT_EINVAL;
     }
