@@ -97,8 +97,10 @@ static void events_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, ch
     /*
      * One statement, one snapshot: the conversation (for a member only: no
      * row otherwise) with its latest rev, and the page, a range scan of the
-     * events' primary key (conversation_id, rev) joined to each message by
-     * id. A member of an empty page gets one row without event.
+     * events' primary key (conversation_id, rev), each event's message
+     * looked up by id (the LIMIT keeps it a primary-key probe per event: a
+     * plain join may be planned as a hash join over a small messages
+     * table). A member of an empty page gets one row without event.
      */
     chat_db_stmt_t st = {
         "SELECT c.rev, e.type, e.rev, " CHAT_MSG_COLUMNS(
@@ -106,7 +108,8 @@ static void events_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, ch
                   "JOIN members mem ON mem.conversation_id = c.id AND mem.user_id = $2 "
                   "LEFT JOIN LATERAL (SELECT * FROM events WHERE conversation_id = $1 "
                   "  AND rev > $3::bigint ORDER BY rev LIMIT $4::int) e ON true "
-                  "LEFT JOIN messages m ON m.id = e.message_id "
+                  "LEFT JOIN LATERAL (SELECT * FROM messages WHERE id = e.message_id LIMIT 1) m ON "
+                  "true "
                   "WHERE c.id = $1 ORDER BY e.rev",
         4, params};
     chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, events_cb, op);
