@@ -454,7 +454,7 @@ static void history_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, c
     chat_i64_str(op->sender, caller);
     op->limit = q->limit;
     op->offset = q->offset;
-    char lim[24], off[24], before[24], after[24];
+    char lim[24], off[24], before[24];
     /*
      * The membership row drives the page: no row for a non-member, one
      * all-NULL row for a member of an empty page, else the page itself, a
@@ -462,6 +462,7 @@ static void history_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, c
      */
     if (q->after_seq >= 0) {
         /* Catching up: the messages after a seq, oldest first. */
+        char after[24];
         const char *params[] = {op->conv, op->sender, chat_i64_str(lim, q->limit),
                                 chat_i64_str(after, q->after_seq)};
         chat_db_stmt_t st = {
