@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from chatlib import assert_error, json_body
+from chatlib import assert_error, json_body, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +144,33 @@ def test_member_added_later_sees_the_whole_log(api, trio, conv):
     assert api.add_member(a["token"], conv["id"], c["id"]).status_code == 204
     page = api.events(c["token"], conv["id"])
     assert [e["message"] for e in page["events"]] == [m]
+
+
+def test_events_and_after_seq_pages_are_cached_with_their_ttls(chatd, api, trio, conv, redis_client):
+    """conv:events:{id}:{after_rev}:{limit} (60 s) and the after_seq history key
+    (30 s, as the newest page): a miss fills, the same read then hits with the
+    same bytes, and a write makes the next read fresh."""
+    a = trio[0]
+    cid = conv["id"]
+    m = api.send(a["token"], cid, "one")
+    reads = [
+        ("events", f"/api/v1/conversations/{cid}/events", f"conv:events:{cid}:0:100:*", 60),
+        ("events", f"/api/v1/conversations/{cid}/events?after_rev=0&limit=7", f"conv:events:{cid}:0:7:*", 60),
+        ("history", f"/api/v1/conversations/{cid}/messages?after_seq=0", f"msg:history:{cid}:50:0:a0:*", 30),
+    ]
+    for kind, path, pattern, ttl in reads:
+        hits = chatd.metric("chatd_cache_hits_total", {"kind": kind})
+        first = api.req("GET", path, token=a["token"])
+        assert first.status_code == 200
+        keys = wait_for(lambda: [k.decode() for k in redis_client.scan_iter(match=pattern, count=1000)], 5,
+                        what=f"fill of {pattern}")
+        assert len(keys) == 1, keys
+        assert ttl - 5 <= redis_client.ttl(keys[0]) <= ttl, pattern
+        second = api.req("GET", path, token=a["token"])
+        assert second.status_code == 200 and second.content == first.content
+        assert chatd.metric("chatd_cache_hits_total", {"kind": kind}) >= hits + 1, kind
+    api.edit(a["token"], cid, m["id"], "one, edited")
+    for _, path, _, _ in reads:
+        body = json_body(api.req("GET", path, token=a["token"]), 200)
+        msgs = [e["message"] for e in body["events"]] if "events" in body else body["messages"]
+        assert msgs[-1]["body"] == "one, edited", path
