@@ -30,6 +30,11 @@ static const chat_route_t routes[] = {
      "GET, POST",
      {{HTTP_GET, chat_h_msg_history, AUTH_USER}, {HTTP_POST, chat_h_msg_send, AUTH_USER}}},
     {"/api/v1/conversations/{id}/messages/count", "GET", {{HTTP_GET, chat_h_msg_count, AUTH_USER}}},
+    /* After .../messages/count, which the placeholder would match too. */
+    {"/api/v1/conversations/{id}/messages/{message_id}",
+     "PATCH, DELETE",
+     {{HTTP_PATCH, chat_h_msg_edit, AUTH_USER}, {HTTP_DELETE, chat_h_msg_delete, AUTH_USER}}},
+    {"/api/v1/conversations/{id}/events", "GET", {{HTTP_GET, chat_h_conv_events, AUTH_USER}}},
     {"/api/v1/stream", "GET", {{HTTP_GET, chat_h_stream, AUTH_STREAM}}},
 };
 
@@ -44,23 +49,26 @@ const char *chat_api_route_allow(const chat_route_t *r)
 }
 
 const chat_route_t *chat_api_route_match(const char *path, size_t len, const char **id_seg,
-                                         size_t *id_len)
+                                         size_t *id_len, const char **sub_seg, size_t *sub_len)
 {
     for (size_t i = 0; i < CHAT_ARRAY_LEN(routes); i++) {
         const char *p = routes[i].pattern;
         size_t pi = 0, si = 0, plen = strlen(p);
-        const char *seg = NULL;
-        size_t seglen = 0;
+        const char *seg[2] = {NULL, NULL};
+        size_t seglen[2] = {0, 0};
+        int nseg = 0;
         while (pi < plen && si < len) {
-            if (!strncmp(p + pi, "{id}", 4)) {
+            if (p[pi] == '{') {
+                /* A placeholder ({id}, {message_id}): one non-empty segment. */
+                const char *close = strchr(p + pi, '}');
                 size_t start = si;
                 while (si < len && path[si] != '/')
                     si++;
-                if (si == start)
+                if (si == start || !close || nseg == 2)
                     break;
-                seg = path + start;
-                seglen = si - start;
-                pi += 4;
+                seg[nseg] = path + start;
+                seglen[nseg++] = si - start;
+                pi = (size_t)(close - p) + 1;
             } else if (p[pi] == path[si]) {
                 pi++;
                 si++;
@@ -69,8 +77,12 @@ const chat_route_t *chat_api_route_match(const char *path, size_t len, const cha
             }
         }
         if (pi == plen && si == len) {
-            *id_seg = seg;
-            *id_len = seglen;
+            *id_seg = seg[0];
+            *id_len = seglen[0];
+            if (sub_seg) {
+                *sub_seg = seg[1];
+                *sub_len = seglen[1];
+            }
             return &routes[i];
         }
     }
@@ -185,7 +197,8 @@ json_t *chat_call_json_object(chat_call_t *call)
 
 static void run_handler(chat_call_t *call)
 {
-    if (call->id_seg && chat_api_parse_id(call->id_seg, call->id_len, &call->id) < 0) {
+    if ((call->id_seg && chat_api_parse_id(call->id_seg, call->id_len, &call->id) < 0) ||
+        (call->sub_seg && chat_api_parse_id(call->sub_seg, call->sub_len, &call->sub_id) < 0)) {
         chat_call_fail(call, CHAT_ENOTFOUND, "not found");
         return;
     }
@@ -212,9 +225,10 @@ static int is_admin(const chat_api_t *api, const char *tok, size_t len)
 void chat_api_handle(chat_http_request_t *req)
 {
     chat_api_t *api = req->server_data;
-    const char *seg;
-    size_t seglen;
-    const chat_route_t *route = chat_api_route_match(req->path, req->path_len, &seg, &seglen);
+    const char *seg, *sub;
+    size_t seglen, sublen;
+    const chat_route_t *route =
+        chat_api_route_match(req->path, req->path_len, &seg, &seglen, &sub, &sublen);
     chat_call_t *call = chat_calloc(1, sizeof *call);
     call->req = req;
     call->api = api;
@@ -227,6 +241,8 @@ void chat_api_handle(chat_http_request_t *req)
     call->route = route;
     call->id_seg = seg;
     call->id_len = seglen;
+    call->sub_seg = sub;
+    call->sub_len = sublen;
     enum auth_mode auth = AUTH_NONE;
     int method = req->method == HTTP_HEAD ? HTTP_GET : req->method;
     for (size_t i = 0; i < CHAT_ARRAY_LEN(route->methods) && route->methods[i].fn; i++) {

@@ -27,11 +27,14 @@ void chat_api_handle(chat_http_request_t *req);
 typedef struct chat_route chat_route_t;
 
 /**
- * Finds the route for a path. Returns the route or NULL (404). When the
- * route has an {id} segment, its raw text is returned in *id_seg and *id_len.
+ * Finds the route for a path. Returns the route or NULL (404). The raw text
+ * of the route's first placeholder segment ({id}) is returned in *id_seg and
+ * *id_len, that of a second one ({message_id}) in *sub_seg and *sub_len
+ * (sub_seg may be NULL when the caller wants only the first); NULL when the
+ * route has none.
  */
 const chat_route_t *chat_api_route_match(const char *path, size_t len, const char **id_seg,
-                                         size_t *id_len);
+                                         size_t *id_len, const char **sub_seg, size_t *sub_len);
 /** The route's template, e.g. "/api/v1/users/{id}". */
 const char *chat_api_route_name(const chat_route_t *r);
 /** Allow header value of the route, e.g. "GET, POST". */
@@ -42,15 +45,26 @@ int chat_api_parse_id(const char *s, size_t len, int64_t *out);
 
 typedef struct chat_api_history_params {
     int limit, offset;
-    int64_t before_id;
+    int64_t before_id; /* 0: none */
+    int64_t after_seq; /* -1: none */
 } chat_api_history_params_t;
 
 /**
- * Parses the history query (limit, offset, before_id; defaults 50, 0, none).
+ * Parses the history query (limit, offset, before_id, after_seq; defaults
+ * 50, 0, none, none). after_seq beside offset or before_id is refused.
  * Returns 0, or -1 with a message for a 400 in *why.
  */
 int chat_api_parse_history_query(const char *q, size_t len, chat_api_history_params_t *out,
                                  const char **why);
+
+typedef struct chat_api_events_params {
+    int64_t after_rev; /* 0.. (default 0) */
+    int limit;         /* 1..1000 (default 100) */
+} chat_api_events_params_t;
+
+/** Parses the events query (after_rev, limit). Returns 0, or -1 with *why. */
+int chat_api_parse_events_query(const char *q, size_t len, chat_api_events_params_t *out,
+                                const char **why);
 
 /**
  * Finds parameter name in a query string and percent-decodes its value into

@@ -100,7 +100,11 @@ void chat_h_msg_history(chat_call_t *call)
         chat_call_fail(call, CHAT_EBADREQUEST, why);
         return;
     }
-    chat_history_query_t q = {call->id, p.limit, p.offset, p.before_id};
+    chat_history_query_t q = {.conv_id = call->id,
+                              .limit = p.limit,
+                              .offset = p.offset,
+                              .before_id = p.before_id,
+                              .after_seq = p.after_seq};
     chat_msg_history(call->api->ctx, call->user_id, &q, chat_call_reply_cb, call);
 }
 

@@ -33,7 +33,10 @@ struct chat_call {
     chat_handler_fn fn;
     const char *id_seg; /* raw {id} segment, not yet validated */
     size_t id_len;
+    const char *sub_seg; /* raw second segment ({message_id}), NULL when the route has none */
+    size_t sub_len;
     int64_t id;      /* parsed {id} */
+    int64_t sub_id;  /* parsed second segment */
     int64_t user_id; /* authenticated caller */
 };
 
@@ -64,7 +67,7 @@ void chat_call_ok(chat_call_t *call, int status, char *body, size_t len);
  */
 json_t *chat_call_json_object(chat_call_t *call);
 
-/* Handlers (handlers.c and ops.c). */
+/* Handlers (handlers.c, messages.c and ops.c). */
 void chat_h_signup(chat_call_t *call);
 void chat_h_user_get(chat_call_t *call);
 void chat_h_conv_create(chat_call_t *call);
@@ -73,7 +76,10 @@ void chat_h_member_add(chat_call_t *call);
 void chat_h_msg_send(chat_call_t *call);
 void chat_h_msg_history(chat_call_t *call);
 void chat_h_msg_count(chat_call_t *call);
-void chat_h_stream(chat_call_t *call); /* ws_session.c */
+void chat_h_msg_edit(chat_call_t *call);    /* messages.c */
+void chat_h_msg_delete(chat_call_t *call);  /* messages.c */
+void chat_h_conv_events(chat_call_t *call); /* messages.c */
+void chat_h_stream(chat_call_t *call);      /* ws_session.c */
 void chat_h_healthz(chat_call_t *call);
 void chat_h_readyz(chat_call_t *call);
 void chat_h_metrics(chat_call_t *call);

@@ -1,9 +1,11 @@
 /*
- * Query-string parsing for the history endpoint: known parameters appear at
- * most once, hold plain decimal digits and stay within their range.
+ * Query-string parsing for the history and events endpoints: known
+ * parameters appear at most once, hold plain decimal digits and stay within
+ * their range; one iterator walks the pairs.
  */
 #include "api/api.h"
 
+#include <stdint.h>
 #include <string.h>
 
 static int hexval(char c)
@@ -89,56 +91,86 @@ static int next_param(const char *q, size_t len, size_t *pos, param_t *p)
     return 0;
 }
 
-int chat_api_parse_history_query(const char *q, size_t len, chat_api_history_params_t *out,
-                                 const char **why)
+/* One integer parameter of an endpoint: its name, range and refusal. */
+typedef struct int_param {
+    const char *name;
+    long long min, max;
+    const char *why; /* the 400's message when the value is out of range or not digits */
+    long long value; /* out: the value when seen */
+    int seen;        /* out */
+} int_param_t;
+
+/*
+ * Walks the query string once and fills the integer parameters named in ps
+ * (others are ignored). A parameter given twice, without a value, or out of
+ * its range refuses the whole query: -1 with *why.
+ */
+static int parse_ints(const char *q, size_t len, int_param_t *ps, size_t n, const char **why)
 {
-    out->limit = 50;
-    out->offset = 0;
-    out->before_id = 0;
-    int seen_limit = 0, seen_offset = 0, seen_before = 0;
     size_t pos = 0;
     param_t p;
     while (next_param(q, len, &pos, &p)) {
-        int *seen;
-        if (!strcmp(p.key, "limit"))
-            seen = &seen_limit;
-        else if (!strcmp(p.key, "offset"))
-            seen = &seen_offset;
-        else if (!strcmp(p.key, "before_id"))
-            seen = &seen_before;
-        else
+        int_param_t *ip = NULL;
+        for (size_t i = 0; i < n && !ip; i++)
+            if (!strcmp(p.key, ps[i].name))
+                ip = &ps[i];
+        if (!ip)
             continue;
-        if (*seen) {
+        if (ip->seen) {
             *why = "a query parameter is repeated";
             return -1;
         }
-        *seen = 1;
-        long long v;
+        ip->seen = 1;
         char val[64];
         if (!p.val || decode(p.val, p.val_len, val, sizeof val) < 0) {
             *why = "a query parameter has no valid value";
             return -1;
         }
-        if (seen == &seen_limit) {
-            if (parse_uint(val, 1000000, &v) < 0 || v < 1 || v > 100) {
-                *why = "limit must be an integer from 1 to 100";
-                return -1;
-            }
-            out->limit = (int)v;
-        } else if (seen == &seen_offset) {
-            if (parse_uint(val, 1000000000, &v) < 0 || v > 100000) {
-                *why = "offset must be an integer from 0 to 100000";
-                return -1;
-            }
-            out->offset = (int)v;
-        } else {
-            if (parse_uint(val, INT64_MAX, &v) < 0 || v < 1) {
-                *why = "before_id must be a positive id";
-                return -1;
-            }
-            out->before_id = v;
+        /* parse_uint's own bound only keeps it from overflowing; the range is checked after. */
+        if (parse_uint(val, ip->max > 1000000000 ? ip->max : 1000000000, &ip->value) < 0 ||
+            ip->value < ip->min || ip->value > ip->max) {
+            *why = ip->why;
+            return -1;
         }
     }
+    return 0;
+}
+
+int chat_api_parse_history_query(const char *q, size_t len, chat_api_history_params_t *out,
+                                 const char **why)
+{
+    enum { LIMIT, OFFSET, BEFORE, AFTER };
+    int_param_t ps[] = {
+        [LIMIT] = {"limit", 1, 100, "limit must be an integer from 1 to 100", 50, 0},
+        [OFFSET] = {"offset", 0, 100000, "offset must be an integer from 0 to 100000", 0, 0},
+        [BEFORE] = {"before_id", 1, INT64_MAX, "before_id must be a positive id", 0, 0},
+        [AFTER] = {"after_seq", 0, INT64_MAX, "after_seq must be an integer from 0", -1, 0},
+    };
+    if (parse_ints(q, len, ps, sizeof ps / sizeof ps[0], why) < 0)
+        return -1;
+    if (ps[AFTER].seen && (ps[OFFSET].seen || ps[BEFORE].seen)) {
+        *why = "after_seq cannot be combined with offset or before_id";
+        return -1;
+    }
+    out->limit = (int)ps[LIMIT].value;
+    out->offset = (int)ps[OFFSET].value;
+    out->before_id = ps[BEFORE].value;
+    out->after_seq = ps[AFTER].value;
+    return 0;
+}
+
+int chat_api_parse_events_query(const char *q, size_t len, chat_api_events_params_t *out,
+                                const char **why)
+{
+    enum { AFTER, LIMIT };
+    int_param_t ps[] = {
+        [AFTER] = {"after_rev", 0, INT64_MAX, "after_rev must be an integer from 0", 0, 0},
+        [LIMIT] = {"limit", 1, 1000, "limit must be an integer from 1 to 1000", 100, 0},
+    };
+    if (parse_ints(q, len, ps, sizeof ps / sizeof ps[0], why) < 0)
+        return -1;
+    out->after_rev = ps[AFTER].value;
+    out->limit = (int)ps[LIMIT].value;
     return 0;
 }
 

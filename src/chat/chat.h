@@ -116,16 +116,56 @@ void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int6
 void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char *body,
                    size_t body_len, const char *client_msg_id, chat_reply_cb cb, void *arg);
 
+/**
+ * Edits the caller's message message_id of conversation conv_id; body
+ * already validated (1-4000 code points). 200 with the message object.
+ * CHAT_ENOTFOUND when the caller is not a member, the message is unknown,
+ * of another conversation or deleted (one answer for all); CHAT_EFORBIDDEN
+ * when it is another member's. An edit to the body the message has changes
+ * nothing and takes no rev. A change takes the conversation's next rev,
+ * writes a message_edited event and pushes it to the members.
+ */
+void chat_msg_edit(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t message_id,
+                   const char *body, size_t body_len, chat_reply_cb cb, void *arg);
+
+/**
+ * Deletes the caller's message (a tombstone: deleted, empty body, edited_at
+ * the time of deletion): 204. The same 404 rules as an edit, except that
+ * deleting a deleted message of one's own is a 204 that changes nothing and
+ * takes no rev; another member's message (deleted or not) is
+ * CHAT_EFORBIDDEN. A change takes the next rev, writes a message_deleted
+ * event, lowers message_count and pushes the event to the members.
+ */
+void chat_msg_delete(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t message_id,
+                     chat_reply_cb cb, void *arg);
+
 typedef struct chat_history_query {
     int64_t conv_id;
     int limit;         /* 1..100 */
     int offset;        /* 0..100000 */
     int64_t before_id; /* 0 = none */
+    int64_t after_seq; /* -1 = none: newest first; >= 0: seq > after_seq, oldest first */
 } chat_history_query_t;
 
 void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_t *q,
                       chat_reply_cb cb, void *arg);
 void chat_msg_count(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg);
+
+/* ---- events (events.c) ---- */
+
+typedef struct chat_events_query {
+    int64_t conv_id;
+    int64_t after_rev; /* >= 0 */
+    int limit;         /* 1..1000 */
+} chat_events_query_t;
+
+/**
+ * The conversation's events from after_rev + 1, in rev order, each with its
+ * message in its current state, and the conversation's latest rev. 404 for
+ * non-members. Cached under conv:events:{id}:{after_rev}:{limit}.
+ */
+void chat_events_list(chat_ctx_t *ctx, int64_t caller, const chat_events_query_t *q,
+                      chat_reply_cb cb, void *arg);
 
 /* ---- shared helpers (chat.c) ---- */
 

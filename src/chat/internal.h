@@ -48,8 +48,33 @@ bool chat_db_unique_violation(const chat_db_result_t *res);
 #define CHAT_HASH_HEX_LEN 67
 void chat_auth_hash_hex(const unsigned char hash[32], char out[CHAT_HASH_HEX_LEN]);
 
+/*
+ * The columns of a message object, in the order chat_encode_message() reads
+ * them, each prefixed with t (a table alias and a dot, or "").
+ */
+#define CHAT_MSG_COLUMNS(t)                                                                        \
+    t "id, " t "conversation_id, " t "seq, " t "sender_id, " t                                     \
+      "body, " CHAT_SQL_TS(t "created_at") ", " CHAT_SQL_TS(t "edited_at") ", " t "deleted, " t    \
+                                                                           "client_msg_id"
+#define CHAT_MSG_NCOLUMNS 9
+
 /** Appends the message object built from columns col.. of a row (see messages.c). */
 void chat_encode_message(chat_buf_t *b, const PGresult *res, int row, int col);
+
+/** The event types of the events table (sql/003_chat_api.sql). */
+enum chat_event_type {
+    CHAT_EVENT_MESSAGE = 1,
+    CHAT_EVENT_EDITED = 2,
+    CHAT_EVENT_DELETED = 3,
+};
+
+/**
+ * Appends an event object, which is also the stream's frame:
+ * {"type":…,"conversation_id":…,"rev":…,"message":<msg>} (events.c). msg is
+ * an encoded message object. An unknown type is written as "message".
+ */
+void chat_encode_event(chat_buf_t *b, int type, const char *conv, int64_t rev, const char *msg,
+                       size_t msg_len);
 
 /* ---- the read path (read.c) ---- */
 
@@ -72,6 +97,7 @@ struct chat_read {
     chat_read_load_fn load;       /* reads the database */
     int64_t user_id;              /* profile reads: whose */
     chat_history_query_t history; /* history reads: the page */
+    chat_events_query_t events;   /* events reads: the page */
 };
 
 /**

@@ -10,12 +10,16 @@
 _Static_assert(CHAT_KEYS_MAX <= CHAT_CACHE_KEY_MAX, "the cache must take every chat key prefix");
 
 const char *const chat_keys_kind_labels[CHAT_KEYS_NKINDS] = {"history", "count", "metadata",
-                                                             "profile"};
+                                                             "profile", "events"};
 
-size_t chat_keys_history(char *out, int64_t conv, int limit, int offset, int64_t before_id)
+size_t chat_keys_history(char *out, int64_t conv, int limit, int offset, int64_t before_id,
+                         int64_t after_seq)
 {
     int n;
-    if (before_id > 0)
+    if (after_seq >= 0)
+        n = snprintf(out, CHAT_KEYS_MAX, "msg:history:%lld:%d:%d:a%lld", (long long)conv, limit,
+                     offset, (long long)after_seq);
+    else if (before_id > 0)
         n = snprintf(out, CHAT_KEYS_MAX, "msg:history:%lld:%d:%d:b%lld", (long long)conv, limit,
                      offset, (long long)before_id);
     else
@@ -38,6 +42,12 @@ size_t chat_keys_profile(char *out, int64_t user)
     return (size_t)snprintf(out, CHAT_KEYS_MAX, "user:profile:%lld", (long long)user);
 }
 
+size_t chat_keys_events(char *out, int64_t conv, int64_t after_rev, int limit)
+{
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "conv:events:%lld:%lld:%d", (long long)conv,
+                            (long long)after_rev, limit);
+}
+
 int chat_keys_ttl(enum chat_keys_kind kind, int offset, int64_t before_id)
 {
     switch (kind) {
@@ -49,6 +59,8 @@ int chat_keys_ttl(enum chat_keys_kind kind, int offset, int64_t before_id)
         return 300;
     case CHAT_KEYS_PROFILE:
         return 600;
+    case CHAT_KEYS_EVENTS:
+        return 60;
     case CHAT_KEYS_NKINDS:
         break;
     }

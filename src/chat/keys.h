@@ -1,7 +1,7 @@
 /*
  * The chat domain's cache keys and lifetimes: the key prefixes of the
  * contract (msg:history:{id}:{limit}:{offset}, msg:count:{id},
- * conv:metadata:{id}, user:profile:{id}), the key of a conversation's
+ * conv:metadata:{id}, user:profile:{id}, conv:events:{id}), the key of a conversation's
  * version, the TTL of each kind of data, and the kinds' metric labels.
  */
 #ifndef CHAT_CHAT_KEYS_H
@@ -16,10 +16,11 @@ enum chat_keys_kind {
     CHAT_KEYS_COUNT,
     CHAT_KEYS_METADATA,
     CHAT_KEYS_PROFILE,
+    CHAT_KEYS_EVENTS,
     CHAT_KEYS_NKINDS,
 };
 
-/** Metric label of each kind: "history", "count", "metadata", "profile". */
+/** Metric label of each kind: "history", "count", "metadata", "profile", "events". */
 extern const char *const chat_keys_kind_labels[CHAT_KEYS_NKINDS];
 
 /** Longest key prefix written by the functions below, NUL included. */
@@ -27,12 +28,16 @@ extern const char *const chat_keys_kind_labels[CHAT_KEYS_NKINDS];
 
 /**
  * History page prefix: msg:history:{id}:{limit}:{offset}, plus ":b{before_id}"
- * when paging by keyset. out holds CHAT_KEYS_MAX bytes. Returns the length.
+ * when paging by keyset (before_id > 0), or ":a{after_seq}" when catching up
+ * (after_seq >= 0; -1: none). out holds CHAT_KEYS_MAX bytes. Returns the length.
  */
-size_t chat_keys_history(char *out, int64_t conv, int limit, int offset, int64_t before_id);
+size_t chat_keys_history(char *out, int64_t conv, int limit, int offset, int64_t before_id,
+                         int64_t after_seq);
 size_t chat_keys_count(char *out, int64_t conv);
 size_t chat_keys_metadata(char *out, int64_t conv);
 size_t chat_keys_profile(char *out, int64_t user);
+/** Events page prefix: conv:events:{id}:{after_rev}:{limit}. */
+size_t chat_keys_events(char *out, int64_t conv, int64_t after_rev, int limit);
 
 /**
  * A conversation's version key is this prefix and its id (conv:ver:{id}):
@@ -42,8 +47,8 @@ size_t chat_keys_profile(char *out, int64_t user);
 
 /**
  * TTL in seconds: history 30 s for the newest page (offset 0 without
- * before_id) and 60 s for older pages, count 60 s, metadata 300 s, profile
- * 600 s.
+ * before_id, an after_seq page included) and 60 s for older pages, count
+ * 60 s, metadata 300 s, profile 600 s, events 60 s.
  */
 int chat_keys_ttl(enum chat_keys_kind kind, int offset, int64_t before_id);
 

@@ -1,6 +1,8 @@
 /*
- * Messages: idempotent sends, history pages served by the (conversation, id)
- * index, and counts kept on the conversation row so they never scan.
+ * Messages: idempotent sends, edits and deletes (tombstones), each taking
+ * the conversation's next rev under its row lock with its event; history
+ * pages served by the (conversation, seq) index; counts kept on the
+ * conversation row so they never scan.
  */
 #include "chat/internal.h"
 #include "chat/keys.h"
@@ -11,12 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Message columns in the order chat_encode_message() reads them. */
-#define MSG_COLUMNS(t)                                                                             \
-    t "id, " t "conversation_id, " t "seq, " t "sender_id, " t                                     \
-      "body, " CHAT_SQL_TS(t "created_at") ", " CHAT_SQL_TS(t "edited_at") ", " t "deleted, " t    \
-                                                                           "client_msg_id"
-#define MSG_NCOLUMNS 9
+#define MSG_COLUMNS CHAT_MSG_COLUMNS
+#define MSG_NCOLUMNS CHAT_MSG_NCOLUMNS
 
 /* The members of conversation conv as a bigint[]: whom a new message is pushed to. */
 #define MEMBER_IDS(conv)                                                                           \
@@ -67,13 +65,14 @@ struct msg_op {
     void *arg;
     chat_ctx_t *ctx;
     int64_t conv_id;
-    chat_reply_kind_t kind; /* send: the answer to give once the cache is invalidated */
-    chat_buf_t body;        /* send: the message object */
+    chat_reply_kind_t kind; /* writes: the answer to give once the cache is invalidated */
+    chat_buf_t body;        /* writes: the message object */
     char conv[24], sender[24];
     char *client_msg_id;        /* send only, owned */
     char op_id[CHAT_OP_ID_LEN]; /* send only */
-    int64_t rev;                /* send: the conversation's rev taken by the message */
-    int64_t *members;           /* send: the members to push a new message to; owned */
+    int type;                   /* writes: the event to push (enum chat_event_type); 0: none */
+    int64_t rev;                /* writes: the conversation's rev taken by the change */
+    int64_t *members;           /* writes: the members to push the event to; owned */
     size_t nmembers;
     int limit, offset; /* history only */
 };
@@ -95,31 +94,28 @@ static void op_free(struct msg_op *op)
     free(op);
 }
 
-/* Pushes a new message to the members' sockets (this process and, through Redis, the others). */
-static void push_new(struct msg_op *op)
+/*
+ * Pushes the event of a change (a new, edited or deleted message) to the
+ * members' sockets (this process and, through Redis, the others): the
+ * frame is the event object of /events.
+ */
+static void push_event(struct msg_op *op)
 {
     if (!op->ctx->stream || !op->nmembers)
         return;
-    /* The stream carries frames: this is the message event of the WebSocket protocol. */
     chat_buf_t frame = CHAT_BUF_INIT;
-    chat_buf_reserve(&frame, op->body.len + 96);
-    chat_buf_puts(&frame, "{\"type\":\"message\",\"conversation_id\":");
-    chat_buf_puts(&frame, op->conv);
-    chat_buf_puts(&frame, ",\"rev\":");
-    chat_buf_put_i64(&frame, op->rev);
-    chat_buf_puts(&frame, ",\"message\":");
-    chat_buf_append(&frame, op->body.data, op->body.len);
-    chat_buf_putc(&frame, '}');
+    chat_encode_event(&frame, op->type, op->conv, op->rev, op->body.data, op->body.len);
     chat_stream_publish(op->ctx->stream, op->members, op->nmembers, frame.data, frame.len);
     chat_buf_dispose(&frame);
 }
 
-static void send_done(void *arg)
+/* The cache is invalidated: push the change, then answer. */
+static void write_done(void *arg)
 {
     struct msg_op *op = arg;
-    if (op->kind == CHAT_REPLY_CREATED)
-        push_new(op); /* before the answer: a client told 201 may expect the push */
-    chat_reply_ok(op->cb, op->arg, op->kind, &op->body);
+    if (op->type)
+        push_event(op); /* before the answer: a client told 2xx may expect the push */
+    chat_reply_ok(op->cb, op->arg, op->kind, op->kind == CHAT_REPLY_NO_CONTENT ? NULL : &op->body);
     op_free(op);
 }
 
@@ -133,13 +129,14 @@ static void reply_message(struct msg_op *op, chat_reply_kind_t kind, const PGres
 {
     op->kind = kind;
     if (kind == CHAT_REPLY_CREATED) {
+        op->type = CHAT_EVENT_MESSAGE;
         /* After the message's columns: its rev, then the members to push it to. */
         op->rev = chat_pg_i64(res, 0, col + MSG_NCOLUMNS);
         op->members =
             chat_i64_list_parse(chat_pg_str(res, 0, col + MSG_NCOLUMNS + 1), &op->nmembers);
     }
     chat_encode_message(&op->body, res, 0, col);
-    chat_after_write(op->ctx, op->conv_id, send_done, op);
+    chat_after_write(op->ctx, op->conv_id, write_done, op);
 }
 
 static void existing_cb(const chat_db_result_t *r, void *arg)
@@ -255,6 +252,167 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
     free(body_z);
 }
 
+/* ---- edits and deletes ---- */
+
+/* The one answer for a non-member, an unknown message and (for edits) a deleted one. */
+#define NO_SUCH_MESSAGE "no such message"
+
+/*
+ * The columns of a change's answer (one row): whether the caller is a
+ * member, the rev taken (NULL: nothing changed), the members to push the
+ * event to (only when something changed), then the message in its current
+ * state (NULLs when the caller may not see it or it does not exist).
+ */
+#define CHANGE_SELECT                                                                              \
+    "SELECT (SELECT count(*) FROM ok), (SELECT rev FROM upd), "                                    \
+    "(SELECT array_agg(user_id) FROM members WHERE conversation_id = $1 "                          \
+    "  AND EXISTS (SELECT 1 FROM upd)), " MSG_COLUMNS("cur.") " "                                  \
+                                                              "FROM (SELECT 1) one LEFT JOIN cur " \
+                                                              "ON true"
+#define CHANGE_COL_MEMBER 0
+#define CHANGE_COL_REV 1
+#define CHANGE_COL_MEMBERS 2
+#define CHANGE_COL_MSG 3
+/* Within the message's columns (chat_encode_message's order). */
+#define MSG_COL_SENDER 3
+#define MSG_COL_DELETED 7
+
+/*
+ * A change's statements share their start: the caller's membership, and the
+ * message, found only for a member (so a non-member learns nothing), in
+ * this conversation.
+ */
+#define CHANGE_WITH                                                                                \
+    "WITH ok AS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2), "             \
+    "msg AS (SELECT * FROM messages WHERE id = $3 AND conversation_id = $1 "                       \
+    "  AND EXISTS (SELECT 1 FROM ok)), "
+
+/* Statement 1 of every change: the conversation's row lock, taken for a member only. */
+#define CHANGE_LOCK                                                                                \
+    "SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id "                    \
+    "AND m.user_id = $2 WHERE c.id = $1 FOR UPDATE OF c"
+
+static void change_cb(const chat_db_result_t *r, void *arg)
+{
+    struct msg_op *op = arg;
+    if (r->status != CHAT_EOK) {
+        chat_reply_db_err(op->cb, op->arg, r);
+        op_free(op);
+        return;
+    }
+    const PGresult *res = r->res[1];
+    int m = CHANGE_COL_MSG;
+    bool found = chat_pg_i64(res, 0, CHANGE_COL_MEMBER) > 0 && !PQgetisnull(res, 0, m);
+    bool deleted = found && PQgetvalue(res, 0, m + MSG_COL_DELETED)[0] == 't';
+    bool own = found && !strcmp(PQgetvalue(res, 0, m + MSG_COL_SENDER), op->sender);
+    bool edit = op->type == CHAT_EVENT_EDITED;
+    chat_err_t err = CHAT_EOK;
+    const char *why = NULL;
+    if (!found || (edit && deleted)) {
+        err = CHAT_ENOTFOUND;
+        why = NO_SUCH_MESSAGE;
+    } else if (!own) {
+        err = CHAT_EFORBIDDEN;
+        why = edit ? "only the sender may edit a message" : "only the sender may delete a message";
+    }
+    if (err != CHAT_EOK) {
+        chat_reply_err(op->cb, op->arg, err, why);
+        op_free(op);
+        return;
+    }
+    op->kind = edit ? CHAT_REPLY_OK : CHAT_REPLY_NO_CONTENT;
+    if (PQgetisnull(res, 0, CHANGE_COL_REV)) {
+        /*
+         * Nothing changed (the same body, a second delete): no rev, no
+         * event, nothing to push. The cache is invalidated all the same:
+         * this may be the resend of an attempt that committed and lost its
+         * invalidation.
+         */
+        op->type = 0;
+    } else {
+        op->rev = chat_pg_i64(res, 0, CHANGE_COL_REV);
+        op->members = chat_i64_list_parse(chat_pg_str(res, 0, CHANGE_COL_MEMBERS), &op->nmembers);
+    }
+    chat_encode_message(&op->body, res, 0, m);
+    chat_after_write(op->ctx, op->conv_id, write_done, op);
+}
+
+static struct msg_op *change_new(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int type,
+                                 chat_reply_cb cb, void *arg)
+{
+    struct msg_op *op = op_new(ctx, cb, arg);
+    op->conv_id = conv_id;
+    op->type = type;
+    chat_i64_str(op->conv, conv_id);
+    chat_i64_str(op->sender, caller);
+    return op;
+}
+
+void chat_msg_edit(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t message_id,
+                   const char *body, size_t body_len, chat_reply_cb cb, void *arg)
+{
+    struct msg_op *op = change_new(ctx, caller, conv_id, CHAT_EVENT_EDITED, cb, arg);
+    char mid[24];
+    char *body_z = chat_strndup(body, body_len);
+    const char *lock_params[] = {op->conv, op->sender};
+    const char *params[] = {op->conv, op->sender, chat_i64_str(mid, message_id), body_z};
+    /*
+     * Like a send: the conversation's row lock first, then one statement
+     * that sees every change committed before it and, when the caller's
+     * message is live and its body differs, takes the next rev, rewrites
+     * the body, stamps edited_at and writes the message_edited event. Sent
+     * twice (a lost answer), the second finds the body already there and
+     * changes nothing.
+     */
+    chat_db_stmt_t st[2] = {
+        {CHANGE_LOCK, 2, lock_params},
+        {CHANGE_WITH "upd AS (UPDATE conversations c SET rev = c.rev + 1 WHERE c.id = $1 "
+                     "  AND EXISTS (SELECT 1 FROM msg WHERE sender_id = $2 AND NOT deleted "
+                     "  AND body <> $4::text) RETURNING c.rev), "
+                     "ed AS (UPDATE messages m SET body = $4::text, edited_at = now() FROM upd "
+                     "  WHERE m.id = $3 RETURNING m.*), "
+                     "ev AS (INSERT INTO events (conversation_id, rev, type, message_id) "
+                     "  SELECT $1::bigint, upd.rev, 2, $3::bigint FROM upd), "
+                     "cur AS (SELECT * FROM ed UNION ALL SELECT * FROM msg WHERE NOT EXISTS "
+                     "  (SELECT 1 FROM ed)) " CHANGE_SELECT,
+         4, params},
+    };
+    chat_db_exec(ctx->db, st, 2, CHAT_DB_RETRY_SENT, change_cb, op);
+    free(body_z);
+}
+
+void chat_msg_delete(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t message_id,
+                     chat_reply_cb cb, void *arg)
+{
+    struct msg_op *op = change_new(ctx, caller, conv_id, CHAT_EVENT_DELETED, cb, arg);
+    char mid[24];
+    const char *lock_params[] = {op->conv, op->sender};
+    const char *params[] = {op->conv, op->sender, chat_i64_str(mid, message_id)};
+    /*
+     * As an edit: when the caller's message is live, take the next rev,
+     * count one message less, make the row a tombstone (no text kept,
+     * edited_at the time of deletion) and write the message_deleted event.
+     * A second delete finds the tombstone and changes nothing.
+     */
+    chat_db_stmt_t st[2] = {
+        {CHANGE_LOCK, 2, lock_params},
+        {CHANGE_WITH "upd AS (UPDATE conversations c SET rev = c.rev + 1, "
+                     "  message_count = c.message_count - 1 WHERE c.id = $1 "
+                     "  AND EXISTS (SELECT 1 FROM msg WHERE sender_id = $2 AND NOT deleted) "
+                     "  RETURNING c.rev), "
+                     "ed AS (UPDATE messages m SET deleted = true, body = '', edited_at = now() "
+                     "  FROM upd WHERE m.id = $3 RETURNING m.*), "
+                     "ev AS (INSERT INTO events (conversation_id, rev, type, message_id) "
+                     "  SELECT $1::bigint, upd.rev, 3, $3::bigint FROM upd), "
+                     "cur AS (SELECT * FROM ed UNION ALL SELECT * FROM msg WHERE NOT EXISTS "
+                     "  (SELECT 1 FROM ed)) " CHANGE_SELECT,
+         3, params},
+    };
+    chat_db_exec(ctx->db, st, 2, CHAT_DB_RETRY_SENT, change_cb, op);
+}
+
+/* ---- history and count ---- */
+
 static void history_cb(const chat_db_result_t *r, void *arg)
 {
     struct msg_op *op = arg;
@@ -297,21 +455,43 @@ static void history_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, c
     op->limit = q->limit;
     op->offset = q->offset;
     char lim[24], off[24], before[24];
+    /*
+     * The membership row drives the page: no row for a non-member, one
+     * all-NULL row for a member of an empty page, else the page itself, a
+     * range scan of messages_conversation_seq.
+     */
+    if (q->after_seq >= 0) {
+        /* Catching up: the messages after a seq, oldest first. */
+        char after[24];
+        const char *params[] = {op->conv, op->sender, chat_i64_str(lim, q->limit),
+                                chat_i64_str(after, q->after_seq)};
+        chat_db_stmt_t st = {
+            "SELECT " MSG_COLUMNS("p.") " FROM members mem LEFT JOIN LATERAL ("
+                                        "  SELECT * FROM messages WHERE conversation_id = $1 "
+                                        "  AND seq > $4::bigint ORDER BY seq LIMIT $3::int) p "
+                                        "ON true WHERE mem.conversation_id = $1 "
+                                        "AND mem.user_id = $2 ORDER BY p.seq",
+            4, params};
+        chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
+        return;
+    }
     const char *params[] = {op->conv, op->sender, chat_i64_str(lim, q->limit),
                             chat_i64_str(off, q->offset),
                             q->before_id ? chat_i64_str(before, q->before_id) : NULL};
     /*
-     * The membership row drives the page: no row for a non-member, one
-     * all-NULL row for a member of an empty page, else the page itself, read
-     * backwards along messages_conversation_id_id.
+     * Newest first. Within a conversation ids grow with seq, so "id <
+     * before_id" is "seq below the seq of the first message with an id >=
+     * before_id" (found along messages_conversation_id_id): the page stays
+     * one range scan of the seq index.
      */
     chat_db_stmt_t st = {
         "SELECT " MSG_COLUMNS(
             "p.") " FROM members mem LEFT JOIN LATERAL ("
                   "  SELECT * FROM messages WHERE conversation_id = $1 "
-                  "  AND ($5::bigint IS NULL OR id < $5::bigint) "
-                  "  ORDER BY id DESC LIMIT $3::int OFFSET $4::int) p ON true "
-                  "WHERE mem.conversation_id = $1 AND mem.user_id = $2 ORDER BY p.id DESC",
+                  "  AND seq < COALESCE((SELECT b.seq FROM messages b WHERE b.conversation_id = $1 "
+                  "    AND b.id >= $5::bigint ORDER BY b.id LIMIT 1), 9223372036854775807) "
+                  "  ORDER BY seq DESC LIMIT $3::int OFFSET $4::int) p ON true "
+                  "WHERE mem.conversation_id = $1 AND mem.user_id = $2 ORDER BY p.seq DESC",
         5, params};
     chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
 }
@@ -326,7 +506,7 @@ void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_
         .load = history_db,
         .history = *q,
     };
-    chat_keys_history(rd.prefix, q->conv_id, q->limit, q->offset, q->before_id);
+    chat_keys_history(rd.prefix, q->conv_id, q->limit, q->offset, q->before_id, q->after_seq);
     chat_read(ctx, caller, &rd, cb, arg);
 }
 

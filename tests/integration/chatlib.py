@@ -38,6 +38,9 @@ MSG_KEYS = {
 }
 HISTORY_KEYS = {"conversation_id", "limit", "offset", "messages"}
 COUNT_KEYS = {"conversation_id", "count"}
+EVENTS_KEYS = {"conversation_id", "rev", "events"}
+EVENT_KEYS = {"type", "conversation_id", "rev", "message"}
+EVENT_TYPES = {"message", "message_edited", "message_deleted"}
 ERROR_KEYS = {"error"}
 ERROR_INNER_KEYS = {"code", "message"}
 
@@ -311,6 +314,59 @@ class Api:
         assert b["conversation_id"] == cid
         assert isinstance(b["count"], int) and not isinstance(b["count"], bool) and b["count"] >= 0
         return b["count"]
+
+    def catch_up(self, token, cid, after_seq, **params):
+        """History with after_seq; asserts 200 and oldest-first order, returns the body."""
+        b = json_body(self.history_raw(token, cid, after_seq=after_seq, **params), 200)
+        assert isinstance(b, dict) and set(b) == HISTORY_KEYS, f"history keys: {b!r}"
+        for m in b["messages"]:
+            assert_message(m)
+            assert m["conversation_id"] == cid and m["seq"] > after_seq
+        seqs = [m["seq"] for m in b["messages"]]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), f"not oldest first: {seqs}"
+        return b
+
+    def edit_raw(self, token, cid, mid, body):
+        return self.req("PATCH", f"/api/v1/conversations/{cid}/messages/{mid}", token=token,
+                        json={"body": body})
+
+    def edit(self, token, cid, mid, body):
+        """Edits a message; asserts 200 and the shape, returns the message."""
+        m = json_body(self.edit_raw(token, cid, mid, body), 200)
+        assert_message(m)
+        assert m["id"] == mid and m["conversation_id"] == cid and m["body"] == body
+        assert m["edited_at"] is not None and not m["deleted"]
+        return m
+
+    def delete_raw(self, token, cid, mid):
+        return self.req("DELETE", f"/api/v1/conversations/{cid}/messages/{mid}", token=token)
+
+    def delete(self, token, cid, mid):
+        r = self.delete_raw(token, cid, mid)
+        assert r.status_code == 204 and r.content == b"", (r.status_code, r.content[:200])
+
+    def events_raw(self, token, cid, query=None, **params):
+        path = f"/api/v1/conversations/{cid}/events"
+        if query is not None:
+            return self.req("GET", path + "?" + query, token=token)
+        return self.req("GET", path, token=token, params=params or None)
+
+    def events(self, token, cid, **params):
+        """An events page; asserts 200, the shapes and ascending rev, returns the body."""
+        b = json_body(self.events_raw(token, cid, **params), 200)
+        assert isinstance(b, dict) and set(b) == EVENTS_KEYS, f"events keys: {b!r}"
+        assert b["conversation_id"] == cid
+        assert isinstance(b["rev"], int) and not isinstance(b["rev"], bool) and b["rev"] >= 0
+        revs = []
+        for e in b["events"]:
+            assert isinstance(e, dict) and set(e) == EVENT_KEYS, f"event keys: {e!r}"
+            assert e["type"] in EVENT_TYPES and e["conversation_id"] == cid
+            assert_message(e["message"])
+            assert e["message"]["conversation_id"] == cid
+            assert e["rev"] <= b["rev"]
+            revs.append(e["rev"])
+        assert revs == sorted(revs) and len(set(revs)) == len(revs), f"not ascending: {revs}"
+        return b
 
 
 # --- raw sockets -------------------------------------------------------------

@@ -21,7 +21,7 @@ static const char *match(const char *path, char *id, size_t idcap)
 {
     const char *seg = NULL;
     size_t len = 0;
-    const chat_route_t *r = chat_api_route_match(path, strlen(path), &seg, &len);
+    const chat_route_t *r = chat_api_route_match(path, strlen(path), &seg, &len, NULL, NULL);
     if (id) {
         id[0] = '\0';
         if (seg) {
@@ -56,8 +56,36 @@ static void test_routes(void **state)
     const char *seg;
     size_t len;
     const chat_route_t *r =
-        chat_api_route_match("/api/v1/conversations/1/messages", 32, &seg, &len);
+        chat_api_route_match("/api/v1/conversations/1/messages", 32, &seg, &len, NULL, NULL);
     assert_string_equal(chat_api_route_allow(r), "GET, POST");
+}
+
+static void test_routes_with_two_ids(void **state)
+{
+    const char *seg, *sub;
+    size_t len, sublen;
+    const char *path = "/api/v1/conversations/7/messages/42";
+    const chat_route_t *r = chat_api_route_match(path, strlen(path), &seg, &len, &sub, &sublen);
+    assert_non_null(r);
+    assert_string_equal(chat_api_route_name(r), "/api/v1/conversations/{id}/messages/{message_id}");
+    assert_string_equal(chat_api_route_allow(r), "PATCH, DELETE");
+    assert_int_equal(len, 1);
+    assert_memory_equal(seg, "7", 1);
+    assert_int_equal(sublen, 2);
+    assert_memory_equal(sub, "42", 2);
+    /* count is its own route, listed first; a one-id route has no second segment */
+    path = "/api/v1/conversations/7/messages/count";
+    r = chat_api_route_match(path, strlen(path), &seg, &len, &sub, &sublen);
+    assert_string_equal(chat_api_route_name(r), "/api/v1/conversations/{id}/messages/count");
+    assert_null(sub);
+    path = "/api/v1/conversations/7/events";
+    r = chat_api_route_match(path, strlen(path), &seg, &len, &sub, &sublen);
+    assert_string_equal(chat_api_route_name(r), "/api/v1/conversations/{id}/events");
+    assert_null(sub);
+    path = "/api/v1/conversations/7/messages/";
+    assert_null(chat_api_route_match(path, strlen(path), &seg, &len, &sub, &sublen));
+    path = "/api/v1/conversations/7/messages/1/2";
+    assert_null(chat_api_route_match(path, strlen(path), &seg, &len, &sub, &sublen));
 }
 
 static void test_parse_id(void **state)
@@ -112,6 +140,61 @@ static void test_history_query(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (parse(bad[i], &p) != -1)
             fail_msg("accepted %s", bad[i]);
+}
+
+static void test_history_query_after_seq(void **state)
+{
+    chat_api_history_params_t p;
+    assert_int_equal(parse("limit=5", &p), 0);
+    assert_int_equal(p.after_seq, -1); /* none */
+    assert_int_equal(parse("after_seq=0", &p), 0);
+    assert_int_equal(p.after_seq, 0);
+    assert_int_equal(p.limit, 50);
+    assert_int_equal(parse("after_seq=9223372036854775807&limit=3", &p), 0);
+    assert_int_equal(p.after_seq, INT64_MAX);
+    assert_int_equal(p.limit, 3);
+    const char *bad[] = {"after_seq=-1",
+                         "after_seq=x",
+                         "after_seq=",
+                         "after_seq",
+                         "after_seq=1&after_seq=1",
+                         "after_seq=1&offset=0",
+                         "offset=5&after_seq=1",
+                         "after_seq=1&before_id=9",
+                         "after_seq=1.5",
+                         "after_seq=9223372036854775808"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (parse(bad[i], &p) != -1)
+            fail_msg("accepted %s", bad[i]);
+}
+
+static void test_events_query(void **state)
+{
+    chat_api_events_params_t p;
+    const char *why = NULL;
+    assert_int_equal(chat_api_parse_events_query(NULL, 0, &p, &why), 0);
+    assert_int_equal(p.after_rev, 0);
+    assert_int_equal(p.limit, 100);
+    const char *q = "after_rev=17&limit=1000&other=x";
+    assert_int_equal(chat_api_parse_events_query(q, strlen(q), &p, &why), 0);
+    assert_int_equal(p.after_rev, 17);
+    assert_int_equal(p.limit, 1000);
+    const char *bad[] = {"limit=0",
+                         "limit=1001",
+                         "limit=x",
+                         "after_rev=-1",
+                         "after_rev=",
+                         "after_rev",
+                         "after_rev=1&after_rev=2",
+                         "limit=1&limit=1",
+                         "after_rev=1.0",
+                         "after_rev=99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        why = NULL;
+        if (chat_api_parse_events_query(bad[i], strlen(bad[i]), &p, &why) != -1)
+            fail_msg("accepted %s", bad[i]);
+        assert_non_null(why);
+    }
 }
 
 static void test_bearer(void **state)
@@ -190,9 +273,15 @@ static void test_member_ids(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_routes),        cmocka_unit_test(test_parse_id),
-        cmocka_unit_test(test_history_query), cmocka_unit_test(test_bearer),
-        cmocka_unit_test(test_tokens),        cmocka_unit_test(test_member_ids),
+        cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_routes_with_two_ids),
+        cmocka_unit_test(test_parse_id),
+        cmocka_unit_test(test_history_query),
+        cmocka_unit_test(test_history_query_after_seq),
+        cmocka_unit_test(test_events_query),
+        cmocka_unit_test(test_bearer),
+        cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_member_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,12 +15,18 @@
 static void test_keys_have_contract_prefixes(void **state)
 {
     char k[CHAT_KEYS_MAX];
-    chat_keys_history(k, 7, 50, 0, 0);
+    chat_keys_history(k, 7, 50, 0, 0, -1);
     assert_string_equal(k, "msg:history:7:50:0");
-    chat_keys_history(k, 7, 20, 40, 0);
+    chat_keys_history(k, 7, 20, 40, 0, -1);
     assert_string_equal(k, "msg:history:7:20:40");
-    chat_keys_history(k, 7, 20, 0, 991);
+    chat_keys_history(k, 7, 20, 0, 991, -1);
     assert_string_equal(k, "msg:history:7:20:0:b991");
+    chat_keys_history(k, 7, 20, 0, 0, 0);
+    assert_string_equal(k, "msg:history:7:20:0:a0");
+    chat_keys_history(k, 7, 20, 0, 0, 12);
+    assert_string_equal(k, "msg:history:7:20:0:a12");
+    chat_keys_events(k, 7, 0, 100);
+    assert_string_equal(k, "conv:events:7:0:100");
     chat_keys_count(k, 9223372036854775807LL);
     assert_string_equal(k, "msg:count:9223372036854775807");
     chat_keys_metadata(k, 3);
@@ -29,8 +35,12 @@ static void test_keys_have_contract_prefixes(void **state)
     assert_string_equal(k, "user:profile:12");
     assert_string_equal(CHAT_KEYS_VERSION_PREFIX "3", "conv:ver:3");
     /* The longest possible key fits. */
-    size_t n = chat_keys_history(k, INT64_MAX, 100, 100000, INT64_MAX);
+    size_t n = chat_keys_history(k, INT64_MAX, 100, 100000, INT64_MAX, -1);
     assert_true(n < CHAT_KEYS_MAX - 64); /* room for ":e<epoch>:v<version>" */
+    n = chat_keys_history(k, INT64_MAX, 100, 0, 0, INT64_MAX);
+    assert_true(n < CHAT_KEYS_MAX - 64);
+    n = chat_keys_events(k, INT64_MAX, INT64_MAX, 1000);
+    assert_true(n < CHAT_KEYS_MAX - 64);
 }
 
 static void test_ttl_rules(void **state)
@@ -45,6 +55,8 @@ static void test_ttl_rules(void **state)
     assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_COUNT], "count");
     assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_METADATA], "metadata");
     assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_PROFILE], "profile");
+    assert_int_equal(chat_keys_ttl(CHAT_KEYS_EVENTS, 0, 0), 60);
+    assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_EVENTS], "events");
 }
 
 int main(void)
