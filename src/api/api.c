@@ -23,9 +23,17 @@ static const chat_route_t routes[] = {
     {"/api/cache/keys", "DELETE", {{HTTP_DELETE, chat_h_cache_keys_delete, AUTH_ADMIN}}},
     {"/api/v1/users", "POST", {{HTTP_POST, chat_h_signup, AUTH_SIGNUP}}},
     {"/api/v1/users/{id}", "GET", {{HTTP_GET, chat_h_user_get, AUTH_USER}}},
-    {"/api/v1/conversations", "POST", {{HTTP_POST, chat_h_conv_create, AUTH_USER}}},
+    {"/api/v1/conversations",
+     "GET, POST",
+     {{HTTP_GET, chat_h_inbox, AUTH_USER}, {HTTP_POST, chat_h_conv_create, AUTH_USER}}},
     {"/api/v1/conversations/{id}", "GET", {{HTTP_GET, chat_h_conv_get, AUTH_USER}}},
-    {"/api/v1/conversations/{id}/members", "POST", {{HTTP_POST, chat_h_member_add, AUTH_USER}}},
+    {"/api/v1/conversations/{id}/members",
+     "GET, POST",
+     {{HTTP_GET, chat_h_members_list, AUTH_USER}, {HTTP_POST, chat_h_member_add, AUTH_USER}}},
+    {"/api/v1/conversations/{id}/members/{id}",
+     "DELETE",
+     {{HTTP_DELETE, chat_h_member_remove, AUTH_USER}}},
+    {"/api/v1/conversations/{id}/read", "POST", {{HTTP_POST, chat_h_conv_read, AUTH_USER}}},
     {"/api/v1/conversations/{id}/messages",
      "GET, POST",
      {{HTTP_GET, chat_h_msg_history, AUTH_USER}, {HTTP_POST, chat_h_msg_send, AUTH_USER}}},
@@ -43,23 +51,23 @@ const char *chat_api_route_allow(const chat_route_t *r)
     return r->allow;
 }
 
-const chat_route_t *chat_api_route_match(const char *path, size_t len, const char **id_seg,
-                                         size_t *id_len)
+const chat_route_t *chat_api_route_match2(const char *path, size_t len, const char *segs[2],
+                                          size_t seglens[2])
 {
     for (size_t i = 0; i < CHAT_ARRAY_LEN(routes); i++) {
         const char *p = routes[i].pattern;
-        size_t pi = 0, si = 0, plen = strlen(p);
-        const char *seg = NULL;
-        size_t seglen = 0;
+        size_t pi = 0, si = 0, plen = strlen(p), nseg = 0;
+        const char *seg[2] = {NULL, NULL};
+        size_t seglen[2] = {0, 0};
         while (pi < plen && si < len) {
-            if (!strncmp(p + pi, "{id}", 4)) {
+            if (!strncmp(p + pi, "{id}", 4) && nseg < 2) {
                 size_t start = si;
                 while (si < len && path[si] != '/')
                     si++;
                 if (si == start)
                     break;
-                seg = path + start;
-                seglen = si - start;
+                seg[nseg] = path + start;
+                seglen[nseg++] = si - start;
                 pi += 4;
             } else if (p[pi] == path[si]) {
                 pi++;
@@ -69,12 +77,27 @@ const chat_route_t *chat_api_route_match(const char *path, size_t len, const cha
             }
         }
         if (pi == plen && si == len) {
-            *id_seg = seg;
-            *id_len = seglen;
+            for (int k = 0; k < 2; k++) {
+                segs[k] = seg[k];
+                seglens[k] = seglen[k];
+            }
             return &routes[i];
         }
     }
     return NULL;
+}
+
+const chat_route_t *chat_api_route_match(const char *path, size_t len, const char **id_seg,
+                                         size_t *id_len)
+{
+    const char *segs[2];
+    size_t lens[2];
+    const chat_route_t *r = chat_api_route_match2(path, len, segs, lens);
+    if (r) {
+        *id_seg = segs[0];
+        *id_len = lens[0];
+    }
+    return r;
 }
 
 int chat_api_parse_id(const char *s, size_t len, int64_t *out)
@@ -185,7 +208,8 @@ json_t *chat_call_json_object(chat_call_t *call)
 
 static void run_handler(chat_call_t *call)
 {
-    if (call->id_seg && chat_api_parse_id(call->id_seg, call->id_len, &call->id) < 0) {
+    if ((call->id_seg && chat_api_parse_id(call->id_seg, call->id_len, &call->id) < 0) ||
+        (call->id2_seg && chat_api_parse_id(call->id2_seg, call->id2_len, &call->id2) < 0)) {
         chat_call_fail(call, CHAT_ENOTFOUND, "not found");
         return;
     }
@@ -212,9 +236,9 @@ static int is_admin(const chat_api_t *api, const char *tok, size_t len)
 void chat_api_handle(chat_http_request_t *req)
 {
     chat_api_t *api = req->server_data;
-    const char *seg;
-    size_t seglen;
-    const chat_route_t *route = chat_api_route_match(req->path, req->path_len, &seg, &seglen);
+    const char *seg[2];
+    size_t seglen[2];
+    const chat_route_t *route = chat_api_route_match2(req->path, req->path_len, seg, seglen);
     chat_call_t *call = chat_calloc(1, sizeof *call);
     call->req = req;
     call->api = api;
@@ -225,8 +249,10 @@ void chat_api_handle(chat_http_request_t *req)
     }
     req->route = route->pattern;
     call->route = route;
-    call->id_seg = seg;
-    call->id_len = seglen;
+    call->id_seg = seg[0];
+    call->id_len = seglen[0];
+    call->id2_seg = seg[1];
+    call->id2_len = seglen[1];
     enum auth_mode auth = AUTH_NONE;
     int method = req->method == HTTP_HEAD ? HTTP_GET : req->method;
     for (size_t i = 0; i < CHAT_ARRAY_LEN(route->methods) && route->methods[i].fn; i++) {

@@ -32,6 +32,12 @@ typedef struct chat_route chat_route_t;
  */
 const chat_route_t *chat_api_route_match(const char *path, size_t len, const char **id_seg,
                                          size_t *id_len);
+/**
+ * chat_api_route_match for routes with up to two {id} segments: the raw text
+ * of each in seg[i] and seglen[i] (NULL and 0 when absent).
+ */
+const chat_route_t *chat_api_route_match2(const char *path, size_t len, const char *seg[2],
+                                          size_t seglen[2]);
 /** The route's template, e.g. "/api/v1/users/{id}". */
 const char *chat_api_route_name(const chat_route_t *r);
 /** Allow header value of the route, e.g. "GET, POST". */

@@ -1,8 +1,8 @@
 /*
  * The chat domain's cache keys and lifetimes: the key prefixes of the
  * contract (msg:history:{id}:{limit}:{offset}, msg:count:{id},
- * conv:metadata:{id}, user:profile:{id}), the key of a conversation's
- * version, the TTL of each kind of data, and the kinds' metric labels.
+ * conv:metadata:{id}, user:profile:{id}, user:inbox:{id}, conv:members:{id}),
+ * the keys of a conversation's and a user's version, the TTL of each kind of data, and the kinds' metric labels.
  */
 #ifndef CHAT_CHAT_KEYS_H
 #define CHAT_CHAT_KEYS_H
@@ -16,10 +16,15 @@ enum chat_keys_kind {
     CHAT_KEYS_COUNT,
     CHAT_KEYS_METADATA,
     CHAT_KEYS_PROFILE,
+    CHAT_KEYS_INBOX,
+    CHAT_KEYS_MEMBERS,
     CHAT_KEYS_NKINDS,
 };
 
-/** Metric label of each kind: "history", "count", "metadata", "profile". */
+/**
+ * Metric label of each kind: "history", "count", "metadata", "profile",
+ * "inbox", "members".
+ */
 extern const char *const chat_keys_kind_labels[CHAT_KEYS_NKINDS];
 
 /** Longest key prefix written by the functions below, NUL included. */
@@ -33,6 +38,23 @@ size_t chat_keys_history(char *out, int64_t conv, int limit, int offset, int64_t
 size_t chat_keys_count(char *out, int64_t conv);
 size_t chat_keys_metadata(char *out, int64_t conv);
 size_t chat_keys_profile(char *out, int64_t user);
+/** A members page: conv:members:{id}:{after_id}:{limit}. */
+size_t chat_keys_members(char *out, int64_t conv, int64_t after_id, int limit);
+/**
+ * An inbox page: user:inbox:{id}:{limit}:{cursor} (cursor "" for the first
+ * page; at most CHAT_KEYS_CURSOR_MAX bytes, which the caller checked).
+ */
+size_t chat_keys_inbox(char *out, int64_t user, int limit, const char *cursor);
+#define CHAT_KEYS_CURSOR_MAX 64
+
+/**
+ * A user's version key is this prefix and the user's id (user:ver:{id}): it
+ * changes when the user's own read markers or memberships change, and every
+ * cached inbox page of the user is read under it (docs/cache.md).
+ */
+#define CHAT_KEYS_USER_VERSION_PREFIX "user:ver:"
+/** The user's version key into out (CHAT_KEYS_MAX bytes). */
+size_t chat_keys_user_version(char *out, int64_t user);
 
 /**
  * A conversation's version key is this prefix and its id (conv:ver:{id}):
@@ -43,7 +65,7 @@ size_t chat_keys_profile(char *out, int64_t user);
 /**
  * TTL in seconds: history 30 s for the newest page (offset 0 without
  * before_id) and 60 s for older pages, count 60 s, metadata 300 s, profile
- * 600 s.
+ * 600 s, inbox 60 s, members 300 s.
  */
 int chat_keys_ttl(enum chat_keys_kind kind, int offset, int64_t before_id);
 

@@ -11,13 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Message columns in the order chat_encode_message() reads them. */
-#define MSG_COLUMNS(t)                                                                             \
-    t "id, " t "conversation_id, " t "seq, " t "sender_id, " t                                     \
-      "body, " CHAT_SQL_TS(t "created_at") ", " CHAT_SQL_TS(t "edited_at") ", " t "deleted, " t    \
-                                                                           "client_msg_id"
-#define MSG_NCOLUMNS 9
-
 /* The members of conversation conv as a bigint[]: whom a new message is pushed to. */
 #define MEMBER_IDS(conv)                                                                           \
     "(SELECT array_agg(user_id) FROM members WHERE conversation_id = " conv "::bigint)"
