@@ -19,8 +19,8 @@ static int query_int(chat_call_t *call, const char *name, long long lo, long lon
 {
     char val[32];
     const char *why;
-    int found = chat_api_query_string(call->req->query, call->req->query_len, name, val,
-                                      sizeof val, &why);
+    int found =
+        chat_api_query_string(call->req->query, call->req->query_len, name, val, sizeof val, &why);
     if (found < 0) {
         chat_call_fail(call, CHAT_EBADREQUEST, why);
         return -1;
@@ -64,8 +64,8 @@ void chat_h_members_list(chat_call_t *call)
 {
     long long limit = 100, after_id = 0;
     if (query_int(call, "limit", 1, 1000, &limit, "limit must be an integer from 1 to 1000") < 0 ||
-        query_int(call, "after_id", 0, INT64_MAX, &after_id,
-                  "after_id must be an integer from 0") < 0)
+        query_int(call, "after_id", 0, INT64_MAX, &after_id, "after_id must be an integer from 0") <
+            0)
         return;
     chat_conv_members(call->api->ctx, call->user_id, call->id, after_id, (int)limit,
                       chat_call_reply_cb, call);
@@ -73,8 +73,8 @@ void chat_h_members_list(chat_call_t *call)
 
 void chat_h_member_remove(chat_call_t *call)
 {
-    chat_conv_remove_member(call->api->ctx, call->user_id, call->id, call->id2,
-                            chat_call_reply_cb, call);
+    chat_conv_remove_member(call->api->ctx, call->user_id, call->id, call->id2, chat_call_reply_cb,
+                            call);
 }
 
 void chat_h_conv_read(chat_call_t *call)

@@ -36,7 +36,7 @@ struct chat_call {
     int64_t id;          /* parsed {id} */
     const char *id2_seg; /* raw second {id} segment (…/members/{id}), or NULL */
     size_t id2_len;
-    int64_t id2; /* parsed second {id} */
+    int64_t id2;     /* parsed second {id} */
     int64_t user_id; /* authenticated caller */
 };
 
@@ -80,7 +80,7 @@ void chat_h_inbox(chat_call_t *call);         /* conversations.c */
 void chat_h_members_list(chat_call_t *call);  /* conversations.c */
 void chat_h_member_remove(chat_call_t *call); /* conversations.c */
 void chat_h_conv_read(chat_call_t *call);     /* conversations.c */
-void chat_h_stream(chat_call_t *call); /* ws_session.c */
+void chat_h_stream(chat_call_t *call);        /* ws_session.c */
 void chat_h_healthz(chat_call_t *call);
 void chat_h_readyz(chat_call_t *call);
 void chat_h_metrics(chat_call_t *call);

@@ -412,8 +412,8 @@ int chat_cache_lookup_deps(chat_cache_t *c, int kind, const char *prefix, const 
     new_token(c, t1);
     new_token(c, t2);
     /* No worker copy ("" held): the dependencies are checked on every lookup. */
-    const char *argv[] = {"EVAL", lookup_deps_script, "2", CHAT_CACHE_EPOCH_KEY, vkey, prefix,
-                          t1, t2, c->vprefix};
+    const char *argv[] = {"EVAL", lookup_deps_script, "2", CHAT_CACHE_EPOCH_KEY, vkey, prefix, t1,
+                          t2,     c->vprefix};
     struct lookup_op *op = chat_malloc(sizeof *op);
     op->c = c;
     op->kind = kind;
@@ -464,7 +464,7 @@ void chat_cache_versions(chat_cache_t *c, const int64_t *ids, size_t n, chat_cac
 {
     size_t argc = 3 + n + 1;
     const char **argv = chat_malloc(argc * sizeof *argv);
-    char (*keys)[CHAT_CACHE_KEY_MAX] = chat_malloc((n ? n : 1) * sizeof *keys);
+    char(*keys)[CHAT_CACHE_KEY_MAX] = chat_malloc((n ? n : 1) * sizeof *keys);
     char nkeys[24], token[40];
     snprintf(nkeys, sizeof nkeys, "%zu", n);
     new_token(c, token);
@@ -490,8 +490,8 @@ void chat_cache_versions(chat_cache_t *c, const int64_t *ids, size_t n, chat_cac
 }
 
 void chat_cache_fill_deps(chat_cache_t *c, const char *key, const int64_t *ids,
-                          const char *const *tokens, size_t n, const char *val, size_t len,
-                          int ttl, void (*done)(void *arg), void *arg)
+                          const char *const *tokens, size_t n, const char *val, size_t len, int ttl,
+                          void (*done)(void *arg), void *arg)
 {
     size_t cap = len + 1;
     for (size_t i = 0; i < n; i++)

@@ -130,8 +130,8 @@ void chat_cache_versions(chat_cache_t *c, const int64_t *ids, size_t n, chat_cac
  * chat_cache_versions before the value was loaded.
  */
 void chat_cache_fill_deps(chat_cache_t *c, const char *key, const int64_t *ids,
-                          const char *const *tokens, size_t n, const char *val, size_t len,
-                          int ttl, void (*done)(void *arg), void *arg);
+                          const char *const *tokens, size_t n, const char *val, size_t len, int ttl,
+                          void (*done)(void *arg), void *arg);
 
 /**
  * Stores val under key (a MISS key) for ttl seconds. done (may be NULL)

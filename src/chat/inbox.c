@@ -31,8 +31,7 @@
 #define INBOX_DEPS_MAX 1000
 
 /* Activity: the newest message's time, or the creation time while none, in microseconds. */
-#define ACTIVITY                                                                                   \
-    "(extract(epoch FROM COALESCE(c.last_message_at, c.created_at)) * 1000000)::bigint"
+#define ACTIVITY "(extract(epoch FROM COALESCE(c.last_message_at, c.created_at)) * 1000000)::bigint"
 
 /* ---- the cursor: base64url of the last entry's activity and id, 8 bytes each ---- */
 
@@ -80,8 +79,8 @@ struct inbox_op {
     int limit;
     int has_cursor;
     int64_t cur_act, cur_id;
-    char *fill_key;   /* a miss: the key to fill */
-    int64_t *ids;     /* the leader of a miss: the user's conversations */
+    char *fill_key; /* a miss: the key to fill */
+    int64_t *ids;   /* the leader of a miss: the user's conversations */
     size_t nids;
     char **tokens;    /* and their versions, read before the page */
     chat_reply_cb cb; /* the page loaded: to the caller, or to the flight */
@@ -167,13 +166,15 @@ static void page_db(struct inbox_op *op)
         "SELECT " CONV_COLUMNS ", c.last_read_seq, c.rev, c.act, "
         "  c.last_seq - c.last_read_seq - (SELECT count(*) FROM messages d "
         "    WHERE d.conversation_id = c.id AND d.deleted AND d.seq > c.last_read_seq), "
-        "  " MSG_COLUMNS("lm.") " "
-        "FROM (SELECT c.*, m.last_read_seq, " ACTIVITY " AS act "
-        "  FROM members m JOIN conversations c ON c.id = m.conversation_id "
-        "  WHERE m.user_id = $1 AND ($3::bigint IS NULL OR (" ACTIVITY ", c.id) < ($3::bigint, "
-        "  $4::bigint)) ORDER BY act DESC, id DESC LIMIT $2::int) c "
-        "LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = c.last_seq "
-        "ORDER BY c.act DESC, c.id DESC",
+        "  " MSG_COLUMNS(
+            "lm.") " "
+                   "FROM (SELECT c.*, m.last_read_seq, " ACTIVITY " AS act "
+                   "  FROM members m JOIN conversations c ON c.id = m.conversation_id "
+                   "  WHERE m.user_id = $1 AND ($3::bigint IS NULL OR (" ACTIVITY
+                   ", c.id) < ($3::bigint, "
+                   "  $4::bigint)) ORDER BY act DESC, id DESC LIMIT $2::int) c "
+                   "LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = c.last_seq "
+                   "ORDER BY c.act DESC, c.id DESC",
         4, params};
     chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, page_cb, op);
 }
@@ -243,8 +244,8 @@ static void leader_loaded_cb(chat_reply_t *r, void *arg)
     struct fill_done *fd = chat_malloc(sizeof *fd);
     fd->flights = flights;
     fd->key = key;
-    chat_cache_fill_deps(ctx->cache, key, ids, (const char *const *)tokens, n, r->body,
-                         r->body_len, chat_keys_ttl(CHAT_KEYS_INBOX, 0, 0), fill_done_cb, fd);
+    chat_cache_fill_deps(ctx->cache, key, ids, (const char *const *)tokens, n, r->body, r->body_len,
+                         chat_keys_ttl(CHAT_KEYS_INBOX, 0, 0), fill_done_cb, fd);
     for (size_t i = 0; i < n; i++)
         free(tokens[i]);
     free(tokens);

@@ -9,8 +9,8 @@
 
 _Static_assert(CHAT_KEYS_MAX <= CHAT_CACHE_KEY_MAX, "the cache must take every chat key prefix");
 
-const char *const chat_keys_kind_labels[CHAT_KEYS_NKINDS] = {
-    "history", "count", "metadata", "profile", "inbox", "members"};
+const char *const chat_keys_kind_labels[CHAT_KEYS_NKINDS] = {"history", "count", "metadata",
+                                                             "profile", "inbox", "members"};
 
 size_t chat_keys_history(char *out, int64_t conv, int limit, int offset, int64_t before_id)
 {

@@ -2,7 +2,8 @@
  * The chat domain's cache keys and lifetimes: the key prefixes of the
  * contract (msg:history:{id}:{limit}:{offset}, msg:count:{id},
  * conv:metadata:{id}, user:profile:{id}, user:inbox:{id}, conv:members:{id}),
- * the keys of a conversation's and a user's version, the TTL of each kind of data, and the kinds' metric labels.
+ * the keys of a conversation's and a user's version, the TTL of each kind of data, and the kinds'
+ * metric labels.
  */
 #ifndef CHAT_CHAT_KEYS_H
 #define CHAT_CHAT_KEYS_H

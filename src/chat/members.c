@@ -91,11 +91,13 @@ static void list_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat
      * (conversation_id, user_id) from after_id.
      */
     chat_db_stmt_t st = {
-        "SELECT p.id, p.name, " CHAT_SQL_TS("p.created_at") " FROM members me LEFT JOIN LATERAL ("
-        "  SELECT u.id, u.name, u.created_at FROM members m JOIN users u ON u.id = m.user_id "
-        "  WHERE m.conversation_id = $1 AND m.user_id > $3::bigint "
-        "  ORDER BY m.user_id LIMIT $4::int) p ON true "
-        "WHERE me.conversation_id = $1 AND me.user_id = $2 ORDER BY p.id",
+        "SELECT p.id, p.name, " CHAT_SQL_TS(
+            "p.created_at") " FROM members me LEFT JOIN LATERAL ("
+                            "  SELECT u.id, u.name, u.created_at FROM members m JOIN users u ON "
+                            "u.id = m.user_id "
+                            "  WHERE m.conversation_id = $1 AND m.user_id > $3::bigint "
+                            "  ORDER BY m.user_id LIMIT $4::int) p ON true "
+                            "WHERE me.conversation_id = $1 AND me.user_id = $2 ORDER BY p.id",
         4, params};
     chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, list_cb, op);
 }

@@ -65,7 +65,7 @@ struct cread {
     int64_t caller;
     chat_read_t rd; /* the spec, copied */
     char *fill_key;
-    char *hit;        /* a hit waiting for the membership check: its bytes */
+    char *hit; /* a hit waiting for the membership check: its bytes */
     size_t hit_len;
     uint64_t version; /* hash of the epoch and version the lookup answered under */
     chat_reply_cb cb;
