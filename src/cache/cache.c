@@ -20,11 +20,13 @@
 #include <string.h>
 
 /*
- * KEYS[1] epoch key, KEYS[2] (optional) version key; ARGV[1] key prefix,
- * ARGV[2]/ARGV[3] fresh tokens used when the epoch/version is missing,
- * ARGV[4] the full key the worker holds a copy of for this prefix, or "".
- * Returns {full key, value or false}, or {full key, 1} when the key is the
- * one the worker holds and it still exists: the value need not travel.
+ * KEYS[1] epoch key, KEYS[2] (optional) version key, KEYS[3] (optional)
+ * guard version key; ARGV[1] key prefix, ARGV[2]/ARGV[3] fresh tokens used
+ * when the epoch/version (/guard) is missing, ARGV[4] the full key the
+ * worker holds a copy of for this prefix, or "". Returns {full key, value or
+ * false, guard}, or {full key, 1, guard} when the key is the one the worker
+ * holds and it still exists: the value need not travel. guard is
+ * "epoch:guard version", or false without KEYS[3].
  */
 static const char lookup_script[] =
     "local e = redis.call('GET', KEYS[1]) "
@@ -35,8 +37,14 @@ static const char lookup_script[] =
     "  if not v then v = ARGV[3] redis.call('SET', KEYS[2], v) end "
     "  k = k .. ':v' .. v "
     "end "
-    "if ARGV[4] == k and redis.call('EXISTS', k) == 1 then return {k, 1} end "
-    "return {k, redis.call('GET', k)}";
+    "local g = false "
+    "if KEYS[3] then "
+    "  g = redis.call('GET', KEYS[3]) "
+    "  if not g then g = ARGV[3] .. 'g' redis.call('SET', KEYS[3], g) end "
+    "  g = e .. ':' .. g "
+    "end "
+    "if ARGV[4] == k and redis.call('EXISTS', k) == 1 then return {k, 1, g} end "
+    "return {k, redis.call('GET', k), g}";
 
 /* How long the worker keeps a copy it has not fetched again (memory only:
  * Redis decides, on every lookup, whether the copy may be used). */
@@ -52,6 +60,7 @@ struct chat_cache {
     chat_flights_t *flights;
     chat_cache_local_t *local; /* NULL: no copies kept */
     char vprefix[VERSION_PREFIX_MAX];
+    char gprefix[VERSION_PREFIX_MAX]; /* "": no guard versions */
     uint64_t token_prefix;
     uint64_t token_counter;
     unsigned long clean_gen; /* dirty generation this worker has cleaned */
@@ -139,6 +148,7 @@ chat_cache_t *chat_cache_create(uv_loop_t *loop, const chat_cache_config_t *cfg,
     c->sh = sh;
     c->redis = r;
     snprintf(c->vprefix, sizeof c->vprefix, "%s", cfg->version_prefix ? cfg->version_prefix : "");
+    snprintf(c->gprefix, sizeof c->gprefix, "%s", cfg->guard_prefix ? cfg->guard_prefix : "");
     c->flights = chat_flights_create();
     if (cfg->local_bytes > 0)
         c->local = chat_cache_local_create(LOCAL_SLOTS, cfg->local_bytes);
@@ -274,10 +284,12 @@ static void lookup_cb(chat_err_t status, redisReply *reply, void *arg)
     chat_cache_t *c = op->c;
     chat_cache_lookup_t r = {.status = CHAT_CACHE_ERROR};
     chat_cache_local_entry_t le;
-    if (status == CHAT_EOK && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+    if (status == CHAT_EOK && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
         reply->element[0]->type == REDIS_REPLY_STRING) {
         const char *key = reply->element[0]->str;
         redisReply *v = reply->element[1];
+        if (reply->elements >= 3 && reply->element[2]->type == REDIS_REPLY_STRING)
+            r.guard = reply->element[2]->str;
         r.key = key;
         if (v->type == REDIS_REPLY_STRING) {
             r.status = CHAT_CACHE_HIT;
@@ -328,14 +340,23 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
             count_kind(c->sh->misses, c, kind);
         return CHAT_EDOWN;
     }
-    char vkey[CHAT_CACHE_KEY_MAX], t1[40], t2[40];
+    char vkey[CHAT_CACHE_KEY_MAX], gkey[CHAT_CACHE_KEY_MAX], t1[40], t2[40];
     new_token(c, t1);
     new_token(c, t2);
-    const char *argv[9] = {"EVAL", lookup_script, scope_id > 0 ? "2" : "1", CHAT_CACHE_EPOCH_KEY};
+    int guarded = scope_id > 0 && c->gprefix[0];
+    const char *argv[10] = {"EVAL", lookup_script,
+                            guarded        ? "3"
+                            : scope_id > 0 ? "2"
+                                           : "1",
+                            CHAT_CACHE_EPOCH_KEY};
     int argc = 4;
     if (scope_id > 0) {
         version_key(c, vkey, scope_id);
         argv[argc++] = vkey;
+    }
+    if (guarded) {
+        snprintf(gkey, sizeof gkey, "%s%lld", c->gprefix, (long long)scope_id);
+        argv[argc++] = gkey;
     }
     chat_cache_local_entry_t le;
     const char *held = "";

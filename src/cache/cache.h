@@ -47,6 +47,14 @@ typedef struct chat_cache_config {
     size_t local_bytes; /* budget of the worker's copies of values (local.h); 0 = none */
     /** Key of a scope's version: this prefix followed by the scope id. Copied; at most 31 bytes. */
     const char *version_prefix;
+    /**
+     * Key of a scope's guard version (this prefix and the scope id; NULL or
+     * "": none): a second version that the caller changes only when who may
+     * read the scope changes, returned by lookups (with the epoch) so the
+     * caller can remember an access check for as long as it holds. Copied;
+     * at most 31 bytes.
+     */
+    const char *guard_prefix;
 } chat_cache_config_t;
 
 /**
@@ -87,6 +95,11 @@ typedef struct chat_cache_lookup {
      * version suffix proves what the caller saw). Valid during the callback.
      */
     const char *key;
+    /*
+     * HIT or MISS of a scope with guard versions: "epoch:guard version" as
+     * read in the same round trip, else NULL. Valid during the callback.
+     */
+    const char *guard;
 } chat_cache_lookup_t;
 
 typedef void (*chat_cache_lookup_cb)(const chat_cache_lookup_t *r, void *arg);

@@ -94,7 +94,8 @@ void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_c
 
 /**
  * The per-worker memory of proven memberships (read.c): (conv, user, hash of
- * the cache epoch and conversation version it was proven under) -> 1.
+ * the cache epoch and the conversation's membership version it was proven
+ * under) -> 1.
  */
 chat_memo_t *chat_members_memo_create(void);
 

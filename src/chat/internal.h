@@ -108,8 +108,8 @@ struct chat_read {
  * Answers a read: without a cache (disabled), straight from the database
  * through rd->load. With one, looks the key up, then proves that caller is a
  * member of rd->conv_id (when > 0): a proof is remembered per worker for the
- * conversation version (and epoch) it was made under, so a removal, which
- * moves the version on, ends it everywhere at once. Then answers from the
+ * membership version (and epoch) it was made under, so a removal, which
+ * moves that version on, ends it everywhere at once. Then answers from the
  * cache, or loads once per key and stores the answer for rd->ttl seconds;
  * whenever the cache cannot be used, from the database (whose loaders check
  * membership themselves). rd is copied. cb fires exactly once.
@@ -125,8 +125,9 @@ void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), vo
 /**
  * After a committed write that changes what the inboxes of users[0..n) show
  * beyond the conversation's own data (a read marker, a membership): gives
- * the conversation conv (when > 0) and each of those users a new version in
- * one Redis command, then calls done. Without a cache, done is called at
+ * the conversation conv (when > 0: its version and its membership version)
+ * and each of those users a new version in one Redis command, then calls
+ * done. Without a cache, done is called at
  * once.
  */
 void chat_after_write_users(chat_ctx_t *ctx, int64_t conv, const int64_t *users, size_t n,

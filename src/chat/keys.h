@@ -64,6 +64,14 @@ size_t chat_keys_user_version(char *out, int64_t user);
 #define CHAT_KEYS_VERSION_PREFIX "conv:ver:"
 
 /**
+ * A conversation's membership version key is this prefix and its id
+ * (conv:mver:{id}): it changes only when a member is added or removed, and
+ * proofs of membership are remembered under it (chat/read.c), so sends do
+ * not cost readers a membership check.
+ */
+#define CHAT_KEYS_MEMBERS_VERSION_PREFIX "conv:mver:"
+
+/**
  * TTL in seconds: history 30 s for the newest page (offset 0 without
  * before_id) and 60 s for older pages, count 60 s, metadata 300 s, profile
  * 600 s, inbox 60 s, members 300 s.

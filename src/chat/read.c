@@ -2,7 +2,7 @@
  * The read path of the chat domain, decided here once: without a cache
  * straight to the database; with one, a read looks the versioned key up in
  * Redis, then makes sure the caller may see the data: a membership proven
- * under the same conversation version (and epoch) is remembered per worker,
+ * under the same membership version (and epoch) is remembered per worker,
  * anything else is checked in the database first. A hit is answered with the
  * stored bytes, a miss joins the key's flight so that concurrent misses cost
  * one database query, whose answer is then stored with the read's TTL.
@@ -23,11 +23,13 @@
 #define MEMBER_MEMO_SLOTS (1u << 16)
 
 /*
- * A proof is (conversation, user, hash of the ":e<epoch>:v<version>" the
- * lookup answered under). Members can be removed: a removal changes the
- * conversation's version before it is acknowledged (and a change that did
- * not reach Redis changes the epoch before the cache is used again), so a
- * proof of an older version is never found again — on any instance.
+ * A proof is (conversation, user, hash of the epoch and the conversation's
+ * membership version, conv:mver:{id}, that the lookup read in its round
+ * trip). Members can be removed: a removal changes the membership version
+ * before it is acknowledged (and a change that did not reach Redis changes
+ * the epoch before the cache is used again), so a proof made under an older
+ * one is never found again — on any instance. Sends do not touch the
+ * membership version: readers keep their proofs across them.
  */
 #define MEMBER_KEY_LEN (3 * sizeof(int64_t))
 
@@ -233,9 +235,15 @@ static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
         proceed(op);
         return;
     }
-    /* The key ends with the epoch and version it was read under. */
+    /*
+     * The epoch and membership version read in the same round trip (or,
+     * without those, the epoch and version the key ends with).
+     */
     size_t plen = strlen(op->rd.prefix);
-    op->version = l->key && strlen(l->key) > plen ? chat_hash_str(l->key + plen) : 0;
+    if (l->guard)
+        op->version = chat_hash_str(l->guard);
+    else
+        op->version = l->key && strlen(l->key) > plen ? chat_hash_str(l->key + plen) : 0;
     if (op->version && member_known(op->ctx->members, op->rd.conv_id, op->caller, op->version)) {
         proceed(op);
         return;
@@ -290,12 +298,15 @@ void chat_after_write_users(chat_ctx_t *ctx, int64_t conv, const int64_t *users,
         done(arg);
         return;
     }
-    size_t nkeys = n + (conv > 0);
+    size_t nkeys = n + (conv > 0 ? 2 : 0);
     char(*keys)[CHAT_KEYS_MAX] = chat_malloc((nkeys ? nkeys : 1) * sizeof *keys);
     const char **argv = chat_malloc((nkeys ? nkeys : 1) * sizeof *argv);
     size_t k = 0;
-    if (conv > 0)
+    if (conv > 0) {
         snprintf(keys[k++], CHAT_KEYS_MAX, CHAT_KEYS_VERSION_PREFIX "%lld", (long long)conv);
+        snprintf(keys[k++], CHAT_KEYS_MAX, CHAT_KEYS_MEMBERS_VERSION_PREFIX "%lld",
+                 (long long)conv);
+    }
     for (size_t i = 0; i < n; i++)
         chat_keys_user_version(keys[k++], users[i]);
     for (size_t i = 0; i < nkeys; i++)

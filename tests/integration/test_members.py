@@ -298,3 +298,35 @@ def test_freshness_members_two_instances(chatd_factory):
         results = list(ex.map(pair, range(4)))
     assert sum(s for s, _ in results) == 0, results
     assert all(k > 5 for _, k in results), results
+
+
+def test_sends_keep_membership_proofs(chatd_factory, db):
+    """Proofs are remembered under the membership version: sends (which move
+    the conversation's version) cost readers no new membership check; a
+    membership change does."""
+    d = chatd_factory(workers=1)
+    a = Api(d.base_url)
+    try:
+        owner, reader = a.signup(), a.signup()
+        cid = a.create_conversation(owner["token"], member_ids=[reader["id"]])["id"]
+        cur = db.cursor()
+        cur.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+        def checks():
+            cur.execute("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                        "WHERE query LIKE 'SELECT $% FROM members WHERE conversation_id = $1 AND user_id = $2'")
+            return cur.fetchone()[0]
+
+        for _ in range(3):  # proven once the cache is in use
+            assert a.count_raw(reader["token"], cid).status_code == 200
+        before = checks()
+        for i in range(5):
+            a.send(owner["token"], cid, f"m{i}")
+            assert a.count(reader["token"], cid) == i + 1
+            assert a.history(reader["token"], cid)["messages"][0]["body"] == f"m{i}"
+        assert checks() == before
+        assert a.add_member(owner["token"], cid, a.signup()["id"]).status_code == 204
+        assert a.count(reader["token"], cid) == 5
+        assert checks() == before + 1
+    finally:
+        a.close()
