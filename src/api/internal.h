@@ -76,10 +76,14 @@ void chat_h_member_add(chat_call_t *call);
 void chat_h_msg_send(chat_call_t *call);
 void chat_h_msg_history(chat_call_t *call);
 void chat_h_msg_count(chat_call_t *call);
-void chat_h_msg_edit(chat_call_t *call);    /* messages.c */
-void chat_h_msg_delete(chat_call_t *call);  /* messages.c */
-void chat_h_conv_events(chat_call_t *call); /* messages.c */
-void chat_h_stream(chat_call_t *call);      /* ws_session.c */
+void chat_h_msg_edit(chat_call_t *call);      /* messages.c */
+void chat_h_msg_delete(chat_call_t *call);    /* messages.c */
+void chat_h_conv_events(chat_call_t *call);   /* messages.c */
+void chat_h_inbox(chat_call_t *call);         /* conversations.c */
+void chat_h_members_list(chat_call_t *call);  /* conversations.c */
+void chat_h_member_remove(chat_call_t *call); /* conversations.c */
+void chat_h_conv_read(chat_call_t *call);     /* conversations.c */
+void chat_h_stream(chat_call_t *call);        /* ws_session.c */
 void chat_h_healthz(chat_call_t *call);
 void chat_h_readyz(chat_call_t *call);
 void chat_h_metrics(chat_call_t *call);

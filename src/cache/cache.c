@@ -20,11 +20,13 @@
 #include <string.h>
 
 /*
- * KEYS[1] epoch key, KEYS[2] (optional) version key; ARGV[1] key prefix,
- * ARGV[2]/ARGV[3] fresh tokens used when the epoch/version is missing,
- * ARGV[4] the full key the worker holds a copy of for this prefix, or "".
- * Returns {full key, value or false}, or {full key, 1} when the key is the
- * one the worker holds and it still exists: the value need not travel.
+ * KEYS[1] epoch key, KEYS[2] (optional) version key, KEYS[3] (optional)
+ * guard version key; ARGV[1] key prefix, ARGV[2]/ARGV[3] fresh tokens used
+ * when the epoch/version (/guard) is missing, ARGV[4] the full key the
+ * worker holds a copy of for this prefix, or "". Returns {full key, value or
+ * false, guard}, or {full key, 1, guard} when the key is the one the worker
+ * holds and it still exists: the value need not travel. guard is
+ * "epoch:guard version", or false without KEYS[3].
  */
 static const char lookup_script[] =
     "local e = redis.call('GET', KEYS[1]) "
@@ -35,8 +37,14 @@ static const char lookup_script[] =
     "  if not v then v = ARGV[3] redis.call('SET', KEYS[2], v) end "
     "  k = k .. ':v' .. v "
     "end "
-    "if ARGV[4] == k and redis.call('EXISTS', k) == 1 then return {k, 1} end "
-    "return {k, redis.call('GET', k)}";
+    "local g = false "
+    "if KEYS[3] then "
+    "  g = redis.call('GET', KEYS[3]) "
+    "  if not g then g = ARGV[3] .. 'g' redis.call('SET', KEYS[3], g) end "
+    "  g = e .. ':' .. g "
+    "end "
+    "if ARGV[4] == k and redis.call('EXISTS', k) == 1 then return {k, 1, g} end "
+    "return {k, redis.call('GET', k), g}";
 
 /* How long the worker keeps a copy it has not fetched again (memory only:
  * Redis decides, on every lookup, whether the copy may be used). */
@@ -52,6 +60,7 @@ struct chat_cache {
     chat_flights_t *flights;
     chat_cache_local_t *local; /* NULL: no copies kept */
     char vprefix[VERSION_PREFIX_MAX];
+    char gprefix[VERSION_PREFIX_MAX]; /* "": no guard versions */
     uint64_t token_prefix;
     uint64_t token_counter;
     unsigned long clean_gen; /* dirty generation this worker has cleaned */
@@ -139,6 +148,7 @@ chat_cache_t *chat_cache_create(uv_loop_t *loop, const chat_cache_config_t *cfg,
     c->sh = sh;
     c->redis = r;
     snprintf(c->vprefix, sizeof c->vprefix, "%s", cfg->version_prefix ? cfg->version_prefix : "");
+    snprintf(c->gprefix, sizeof c->gprefix, "%s", cfg->guard_prefix ? cfg->guard_prefix : "");
     c->flights = chat_flights_create();
     if (cfg->local_bytes > 0)
         c->local = chat_cache_local_create(LOCAL_SLOTS, cfg->local_bytes);
@@ -274,16 +284,19 @@ static void lookup_cb(chat_err_t status, redisReply *reply, void *arg)
     chat_cache_t *c = op->c;
     chat_cache_lookup_t r = {.status = CHAT_CACHE_ERROR};
     chat_cache_local_entry_t le;
-    if (status == CHAT_EOK && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+    if (status == CHAT_EOK && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
         reply->element[0]->type == REDIS_REPLY_STRING) {
         const char *key = reply->element[0]->str;
         redisReply *v = reply->element[1];
+        if (reply->elements >= 3 && reply->element[2]->type == REDIS_REPLY_STRING)
+            r.guard = reply->element[2]->str;
+        r.key = key;
         if (v->type == REDIS_REPLY_STRING) {
             r.status = CHAT_CACHE_HIT;
             r.value = v->str;
             r.len = v->len;
             count_kind(c->sh->hits, c, op->kind);
-            if (c->local)
+            if (c->local && op->prefix[0])
                 local_keep(c, op->prefix, key, v->str, v->len);
         } else if (v->type == REDIS_REPLY_INTEGER) {
             /* Redis confirmed the copy named in the lookup; it is still
@@ -296,11 +309,11 @@ static void lookup_cb(chat_err_t status, redisReply *reply, void *arg)
                 count_kind(c->sh->hits, c, op->kind);
                 chat_metric_inc(c->sh->local_hits);
             } else {
+                r.key = NULL;
                 count_kind(c->sh->misses, c, op->kind); /* read the database, no fill */
             }
         } else {
             r.status = CHAT_CACHE_MISS;
-            r.key = key;
             count_kind(c->sh->misses, c, op->kind);
         }
     } else {
@@ -327,14 +340,23 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
             count_kind(c->sh->misses, c, kind);
         return CHAT_EDOWN;
     }
-    char vkey[CHAT_CACHE_KEY_MAX], t1[40], t2[40];
+    char vkey[CHAT_CACHE_KEY_MAX], gkey[CHAT_CACHE_KEY_MAX], t1[40], t2[40];
     new_token(c, t1);
     new_token(c, t2);
-    const char *argv[9] = {"EVAL", lookup_script, scope_id > 0 ? "2" : "1", CHAT_CACHE_EPOCH_KEY};
+    int guarded = scope_id > 0 && c->gprefix[0];
+    const char *argv[10] = {"EVAL", lookup_script,
+                            guarded        ? "3"
+                            : scope_id > 0 ? "2"
+                                           : "1",
+                            CHAT_CACHE_EPOCH_KEY};
     int argc = 4;
     if (scope_id > 0) {
         version_key(c, vkey, scope_id);
         argv[argc++] = vkey;
+    }
+    if (guarded) {
+        snprintf(gkey, sizeof gkey, "%s%lld", c->gprefix, (long long)scope_id);
+        argv[argc++] = gkey;
     }
     chat_cache_local_entry_t le;
     const char *held = "";
@@ -356,6 +378,154 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
         return CHAT_EDOWN;
     }
     return 0;
+}
+
+/* ---- entries that depend on other scopes' versions ---- */
+
+/*
+ * KEYS[1] epoch key, KEYS[2] the entry's own version key; ARGV[1] key
+ * prefix, ARGV[2]/ARGV[3] fresh tokens for a missing epoch/version, ARGV[4]
+ * the version key prefix of the scopes an entry depends on. The stored value
+ * is "id=token id=token ...\n" and the bytes: the scopes and the versions it
+ * was built under. Returns {full key, bytes} while every one still holds,
+ * else {full key, false}.
+ */
+static const char lookup_deps_script[] =
+    "local e = redis.call('GET', KEYS[1]) "
+    "if not e then e = ARGV[2] redis.call('SET', KEYS[1], e) end "
+    "local v = redis.call('GET', KEYS[2]) "
+    "if not v then v = ARGV[3] redis.call('SET', KEYS[2], v) end "
+    "local k = ARGV[1] .. ':e' .. e .. ':v' .. v "
+    "local val = redis.call('GET', k) "
+    "if not val then return {k, false} end "
+    "local nl = string.find(val, '\\n', 1, true) "
+    "if not nl then return {k, false} end "
+    "for id, tok in string.gmatch(string.sub(val, 1, nl - 1), '(%d+)=(%w+)') do "
+    "  if redis.call('GET', ARGV[4] .. id) ~= tok then return {k, false} end "
+    "end "
+    "return {k, string.sub(val, nl + 1)}";
+
+/*
+ * KEYS: version keys; ARGV[1] a fresh token prefix. Returns the current
+ * version of each, installing a fresh one where none is set (as a lookup
+ * would).
+ */
+static const char versions_script[] =
+    "local out = {} "
+    "for i, key in ipairs(KEYS) do "
+    "  local v = redis.call('GET', key) "
+    "  if not v then v = ARGV[1] .. 'x' .. i redis.call('SET', key, v) end "
+    "  out[i] = v "
+    "end "
+    "return out";
+
+int chat_cache_lookup_deps(chat_cache_t *c, int kind, const char *prefix, const char *vkey,
+                           chat_cache_lookup_cb cb, void *arg)
+{
+    if (!c)
+        return CHAT_EDOWN;
+    if (!usable(c)) {
+        if (!atomic_load(&c->sh->bypass))
+            count_kind(c->sh->misses, c, kind);
+        return CHAT_EDOWN;
+    }
+    char t1[40], t2[40];
+    new_token(c, t1);
+    new_token(c, t2);
+    /* No worker copy ("" held): the dependencies are checked on every lookup. */
+    const char *argv[] = {"EVAL", lookup_deps_script, "2", CHAT_CACHE_EPOCH_KEY, vkey, prefix, t1,
+                          t2,     c->vprefix};
+    struct lookup_op *op = chat_malloc(sizeof *op);
+    op->c = c;
+    op->kind = kind;
+    op->cb = cb;
+    op->arg = arg;
+    op->prefix[0] = '\0'; /* no copies kept for these entries */
+    if (chat_redis_command(c->redis, lookup_cb, op, (int)CHAT_ARRAY_LEN(argv), argv, NULL) != 0) {
+        free(op);
+        count_kind(c->sh->misses, c, kind);
+        return CHAT_EDOWN;
+    }
+    return 0;
+}
+
+struct versions_op {
+    chat_cache_versions_cb cb;
+    void *arg;
+    size_t n;
+};
+
+static void versions_cb(chat_err_t status, redisReply *reply, void *arg)
+{
+    struct versions_op *op = arg;
+    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements != op->n) {
+        op->cb(CHAT_EDOWN, NULL, op->arg);
+        free(op);
+        return;
+    }
+    const char **tokens = chat_malloc((op->n ? op->n : 1) * sizeof *tokens);
+    for (size_t i = 0; i < op->n; i++) {
+        redisReply *e = reply->element[i];
+        if (e->type != REDIS_REPLY_STRING) {
+            free(tokens);
+            op->cb(CHAT_EDOWN, NULL, op->arg);
+            free(op);
+            return;
+        }
+        tokens[i] = e->str;
+    }
+    op->cb(CHAT_EOK, tokens, op->arg);
+    free(tokens);
+    free(op);
+}
+
+void chat_cache_versions(chat_cache_t *c, const int64_t *ids, size_t n, chat_cache_versions_cb cb,
+                         void *arg)
+{
+    size_t argc = 3 + n + 1;
+    const char **argv = chat_malloc(argc * sizeof *argv);
+    char(*keys)[CHAT_CACHE_KEY_MAX] = chat_malloc((n ? n : 1) * sizeof *keys);
+    char nkeys[24], token[40];
+    snprintf(nkeys, sizeof nkeys, "%zu", n);
+    new_token(c, token);
+    argv[0] = "EVAL";
+    argv[1] = versions_script;
+    argv[2] = nkeys;
+    for (size_t i = 0; i < n; i++) {
+        version_key(c, keys[i], ids[i]);
+        argv[3 + i] = keys[i];
+    }
+    argv[3 + n] = token;
+    struct versions_op *op = chat_malloc(sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    op->n = n;
+    int rc = usable(c) ? chat_redis_command(c->redis, versions_cb, op, (int)argc, argv, NULL) : -1;
+    free(argv);
+    free(keys);
+    if (rc != 0) {
+        free(op);
+        cb(CHAT_EDOWN, NULL, arg);
+    }
+}
+
+void chat_cache_fill_deps(chat_cache_t *c, const char *key, const int64_t *ids,
+                          const char *const *tokens, size_t n, const char *val, size_t len, int ttl,
+                          void (*done)(void *arg), void *arg)
+{
+    size_t cap = len + 1;
+    for (size_t i = 0; i < n; i++)
+        cap += 22 + strlen(tokens[i]);
+    char *buf = chat_malloc(cap);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%lld=%s", i ? " " : "", (long long)ids[i],
+                              tokens[i]);
+    buf[o++] = '\n';
+    memcpy(buf + o, val, len);
+    chat_cache_fill(c, key, buf, o + len, ttl, done, arg);
+    free(buf);
 }
 
 /* ---- fills and invalidation ---- */
@@ -427,14 +597,19 @@ static void defer(uv_loop_t *loop, void (*done)(void *), void *arg)
 struct retry {
     uv_timer_t timer;
     chat_cache_t *c;
-    int64_t conv_id;
+    char **vkeys; /* owned copies */
+    size_t n;
     void (*done)(void *);
     void *arg;
 };
 
 static void retry_closed_cb(uv_handle_t *h)
 {
-    free(h->data);
+    struct retry *r = h->data;
+    for (size_t i = 0; i < r->n; i++)
+        free(r->vkeys[i]);
+    free(r->vkeys);
+    free(r);
 }
 
 /*
@@ -471,24 +646,31 @@ static void bump_late_cb(chat_err_t status, void *arg)
 static void retry_fire_cb(uv_timer_t *t)
 {
     struct retry *r = t->data;
-    chat_cache_invalidate_conv(r->c, r->conv_id, r->done, r->arg);
+    chat_cache_invalidate_keys(r->c, (const char *const *)r->vkeys, r->n, r->done, r->arg);
     uv_close((uv_handle_t *)&r->timer, retry_closed_cb);
 }
 
-void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(void *arg),
-                                void *arg)
+void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_t n,
+                                void (*done)(void *arg), void *arg)
 {
     bool bypass = atomic_load(&c->sh->bypass);
+    if (n == 0) {
+        defer(c->loop, done, arg);
+        return;
+    }
     if (!bypass && !c->closing && !last_healthy_state(c) && !c->ever_up &&
         uv_now(c->loop) - c->created_ms < STARTUP_WAIT_MS) {
         /*
          * Just started and Redis not connected yet: other instances may hold
-         * entries of this conversation, so wait briefly for the connection
-         * rather than acknowledge a write nobody invalidated.
+         * entries of this scope, so wait briefly for the connection rather
+         * than acknowledge a write nobody invalidated.
          */
         struct retry *r = chat_malloc(sizeof *r);
         r->c = c;
-        r->conv_id = conv_id;
+        r->vkeys = chat_malloc(n * sizeof *r->vkeys);
+        for (size_t i = 0; i < n; i++)
+            r->vkeys[i] = chat_strdup(vkeys[i]);
+        r->n = n;
         r->done = done;
         r->arg = arg;
         uv_timer_init(c->loop, &r->timer);
@@ -502,19 +684,36 @@ void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(v
         defer(c->loop, done, arg);
         return;
     }
-    char vkey[CHAT_CACHE_KEY_MAX], token[40];
-    version_key(c, vkey, conv_id);
+    /* One fresh token for every key: never used before by any of them. */
+    char token[40];
     new_token(c, token);
-    const char *argv[] = {"SET", vkey, token};
+    size_t argc = 1 + 2 * n;
+    const char **argv = chat_malloc(argc * sizeof *argv);
+    argv[0] = n == 1 ? "SET" : "MSET";
+    for (size_t i = 0; i < n; i++) {
+        argv[1 + 2 * i] = vkeys[i];
+        argv[2 + 2 * i] = token;
+    }
     struct done_op *op = chat_malloc(sizeof *op);
     op->sh = c->sh;
     op->done = done;
     op->arg = arg;
-    if (chat_redis_command_tracked(c->redis, bump_cb, bump_late_cb, op, 3, argv, NULL) != 0) {
+    if (chat_redis_command_tracked(c->redis, bump_cb, bump_late_cb, op, (int)argc, argv, NULL) !=
+        0) {
         free(op);
         chat_cache_shared_mark_dirty(c->sh);
         defer(c->loop, done, arg);
     }
+    free(argv);
+}
+
+void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(void *arg),
+                                void *arg)
+{
+    char vkey[CHAT_CACHE_KEY_MAX];
+    version_key(c, vkey, conv_id);
+    const char *keys[] = {vkey};
+    chat_cache_invalidate_keys(c, keys, 1, done, arg);
 }
 
 /* ---- operator deletion by pattern ---- */

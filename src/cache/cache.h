@@ -47,6 +47,14 @@ typedef struct chat_cache_config {
     size_t local_bytes; /* budget of the worker's copies of values (local.h); 0 = none */
     /** Key of a scope's version: this prefix followed by the scope id. Copied; at most 31 bytes. */
     const char *version_prefix;
+    /**
+     * Key of a scope's guard version (this prefix and the scope id; NULL or
+     * "": none): a second version that the caller changes only when who may
+     * read the scope changes, returned by lookups (with the epoch) so the
+     * caller can remember an access check for as long as it holds. Copied;
+     * at most 31 bytes.
+     */
+    const char *guard_prefix;
 } chat_cache_config_t;
 
 /**
@@ -82,7 +90,16 @@ typedef struct chat_cache_lookup {
     chat_cache_lookup_status_t status;
     const char *value; /* HIT: the bytes, valid during the callback */
     size_t len;
-    const char *key; /* MISS: the full key to fill, valid during the callback */
+    /*
+     * MISS: the full key to fill; HIT: the full key answered (its epoch and
+     * version suffix proves what the caller saw). Valid during the callback.
+     */
+    const char *key;
+    /*
+     * HIT or MISS of a scope with guard versions: "epoch:guard version" as
+     * read in the same round trip, else NULL. Valid during the callback.
+     */
+    const char *guard;
 } chat_cache_lookup_t;
 
 typedef void (*chat_cache_lookup_cb)(const chat_cache_lookup_t *r, void *arg);
@@ -99,6 +116,37 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
                       chat_cache_lookup_cb cb, void *arg);
 
 /**
+ * A lookup of an entry that depends on other scopes: the key is
+ * prefix:e<epoch>:v<version of vkey> (vkey: a full version key, e.g. a
+ * user's), and the entry, stored by chat_cache_fill_deps, names the scopes
+ * (ids under the configured version prefix) and their versions it was built
+ * under; it is a hit only while every one of them is unchanged, all checked
+ * in the same round trip. Returns and calls back as chat_cache_lookup; no
+ * worker copies are kept for these entries.
+ */
+int chat_cache_lookup_deps(chat_cache_t *c, int kind, const char *prefix, const char *vkey,
+                           chat_cache_lookup_cb cb, void *arg);
+
+/**
+ * The current versions of scopes ids[0..n) (installing fresh ones where none
+ * is set), read after a MISS of chat_cache_lookup_deps and before the
+ * database: cb(CHAT_EOK, tokens) with n strings valid during the call, or
+ * cb(CHAT_EDOWN, NULL) (then do not fill). May fire before this returns.
+ */
+typedef void (*chat_cache_versions_cb)(int status, const char *const *tokens, void *arg);
+void chat_cache_versions(chat_cache_t *c, const int64_t *ids, size_t n, chat_cache_versions_cb cb,
+                         void *arg);
+
+/**
+ * chat_cache_fill for an entry of chat_cache_lookup_deps: stores val under
+ * key with the scopes ids[0..n) and the versions tokens[0..n) read by
+ * chat_cache_versions before the value was loaded.
+ */
+void chat_cache_fill_deps(chat_cache_t *c, const char *key, const int64_t *ids,
+                          const char *const *tokens, size_t n, const char *val, size_t len, int ttl,
+                          void (*done)(void *arg), void *arg);
+
+/**
  * Stores val under key (a MISS key) for ttl seconds. done (may be NULL)
  * fires once the fill is acknowledged or failed (at once when refused).
  */
@@ -113,6 +161,15 @@ void chat_cache_fill(chat_cache_t *c, const char *key, const char *val, size_t l
  */
 void chat_cache_invalidate_conv(chat_cache_t *c, int64_t scope_id, void (*done)(void *arg),
                                 void *arg);
+
+/**
+ * chat_cache_invalidate_conv for any n >= 1 full version keys at once (one
+ * command, one fresh token for all), e.g. the user versions of every member
+ * of a new conversation. Same failure rules; done never fires before this
+ * returns.
+ */
+void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_t n,
+                                void (*done)(void *arg), void *arg);
 
 /**
  * Deletes keys matching pattern with incremental SCAN + UNLINK, never

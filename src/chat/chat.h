@@ -25,7 +25,7 @@ typedef struct chat_ctx {
     uv_loop_t *loop;
     chat_db_t *db;              /* the database path: pooler or direct */
     chat_memo_t *tokens;        /* token hash -> user id (chat_auth_memo_create) */
-    chat_memo_t *members;       /* (conversation, user) -> 1, proven (chat_members_memo_create) */
+    chat_memo_t *members;       /* (conversation, user, version) -> 1, proven (read.c) */
     struct chat_cache *cache;   /* NULL when the cache is disabled */
     struct chat_stream *stream; /* realtime/stream.h; NULL: none */
     int fill_delay_ms;          /* fault injection: delay cache fills (tests only) */
@@ -92,7 +92,11 @@ int chat_auth_equal(const char *a, size_t alen, const char *b, size_t blen);
 typedef void (*chat_auth_cb)(chat_err_t err, int64_t user_id, void *arg);
 void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_cb cb, void *arg);
 
-/** The per-worker memory of proven memberships (read.c): (conv, user) -> 1. */
+/**
+ * The per-worker memory of proven memberships (read.c): (conv, user, hash of
+ * the cache epoch and the conversation's membership version it was proven
+ * under) -> 1.
+ */
 chat_memo_t *chat_members_memo_create(void);
 
 /* ---- users (users.c) ---- */
@@ -109,6 +113,41 @@ void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t
 void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_cb cb, void *arg);
 void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t user_id,
                           chat_reply_cb cb, void *arg);
+
+/* ---- members (members.c) ---- */
+
+/**
+ * A page of the members of conv_id (the caller must be one): users with an
+ * id above after_id (>= 0), in id order, limit (1..1000) of them; 200
+ * {"conversation_id", "members", "next_after_id"}. Cached under the
+ * conversation's version.
+ */
+void chat_conv_members(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t after_id,
+                       int limit, chat_reply_cb cb, void *arg);
+/**
+ * Removes user_id from conv_id: 204 when the caller removes themselves or is
+ * the creator (a non-member or unknown user: nothing happens, 204);
+ * CHAT_EFORBIDDEN for another member; CHAT_ENOTFOUND for a non-member caller.
+ */
+void chat_conv_remove_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t user_id,
+                             chat_reply_cb cb, void *arg);
+
+/* ---- inbox and read markers (inbox.c) ---- */
+
+/**
+ * The caller's inbox page: limit (1..100) entries, most recently active
+ * first, after cursor (NULL: the first page; a text that is no cursor:
+ * CHAT_EBADREQUEST). 200 {"conversations", "next_cursor"}.
+ */
+void chat_inbox_list(chat_ctx_t *ctx, int64_t caller, int limit, const char *cursor,
+                     chat_reply_cb cb, void *arg);
+/**
+ * Moves the caller's read marker of conv_id forward to seq (>= 0; a lower
+ * one is a no-op): 204; CHAT_EINVALID when seq is above the conversation's
+ * last message; CHAT_ENOTFOUND for a non-member.
+ */
+void chat_conv_mark_read(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t seq,
+                         chat_reply_cb cb, void *arg);
 
 /* ---- messages (messages.c) ---- */
 

@@ -7,6 +7,7 @@
 #include "chat/keys.h"
 #include "core/alloc.h"
 #include "core/json.h"
+#include "realtime/stream.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,13 @@ struct conv_op {
     void *arg;
     chat_ctx_t *ctx;
     int64_t conv;
+    int64_t caller;
+    int64_t user;               /* add: the member added */
+    int added;                  /* add: the user was not a member before */
     char op_id[CHAT_OP_ID_LEN]; /* create only */
+    int64_t *members;           /* create: the members (the caller first), owned */
+    size_t nmembers;
+    chat_buf_t body; /* create: the answer */
 };
 
 static struct conv_op *op_new(chat_reply_cb cb, void *arg)
@@ -27,25 +34,27 @@ static struct conv_op *op_new(chat_reply_cb cb, void *arg)
     return op;
 }
 
-/* Columns: id, title, created_by, created_at, member_count, last_message_at. */
-#define CONV_COLUMNS                                                                               \
-    "c.id, c.title, c.created_by, " CHAT_SQL_TS("c.created_at") ", c.member_count, " CHAT_SQL_TS(  \
-        "c.last_message_at")
+static void op_free(struct conv_op *op)
+{
+    free(op->members);
+    chat_buf_dispose(&op->body);
+    free(op);
+}
 
-static void encode_conv(chat_buf_t *b, const PGresult *res, int col)
+void chat_encode_conv(chat_buf_t *b, const PGresult *res, int row, int col)
 {
     chat_buf_puts(b, "{\"id\":");
-    chat_buf_puts(b, PQgetvalue(res, 0, col));
+    chat_buf_puts(b, PQgetvalue(res, row, col));
     chat_buf_puts(b, ",\"title\":");
-    chat_json_put_str(b, PQgetvalue(res, 0, col + 1), (size_t)PQgetlength(res, 0, col + 1));
+    chat_json_put_str(b, PQgetvalue(res, row, col + 1), (size_t)PQgetlength(res, row, col + 1));
     chat_buf_puts(b, ",\"created_by\":");
-    chat_buf_puts(b, PQgetvalue(res, 0, col + 2));
+    chat_buf_puts(b, PQgetvalue(res, row, col + 2));
     chat_buf_puts(b, ",\"created_at\":\"");
-    chat_buf_puts(b, PQgetvalue(res, 0, col + 3));
+    chat_buf_puts(b, PQgetvalue(res, row, col + 3));
     chat_buf_puts(b, "\",\"member_count\":");
-    chat_buf_puts(b, PQgetvalue(res, 0, col + 4));
+    chat_buf_puts(b, PQgetvalue(res, row, col + 4));
     chat_buf_puts(b, ",\"last_message_at\":");
-    const char *last = chat_pg_str(res, 0, col + 5);
+    const char *last = chat_pg_str(res, row, col + 5);
     if (last) {
         chat_buf_putc(b, '"');
         chat_buf_puts(b, last);
@@ -54,6 +63,41 @@ static void encode_conv(chat_buf_t *b, const PGresult *res, int col)
         chat_buf_puts(b, "null");
     }
     chat_buf_putc(b, '}');
+}
+
+void chat_push_conv_frame(chat_ctx_t *ctx, int64_t user, const char *type, int64_t conv,
+                          int64_t seq)
+{
+    if (!ctx->stream)
+        return;
+    chat_buf_t f = CHAT_BUF_INIT;
+    chat_buf_printf(&f, "{\"type\":\"%s\",\"conversation_id\":%lld", type, (long long)conv);
+    if (seq >= 0)
+        chat_buf_printf(&f, ",\"seq\":%lld", (long long)seq);
+    chat_buf_putc(&f, '}');
+    chat_stream_publish(ctx->stream, &user, 1, f.data, f.len);
+    chat_buf_dispose(&f);
+}
+
+/*
+ * A new conversation is answered once every member's inbox version has
+ * moved (one Redis command): their cached inboxes do not list it yet.
+ */
+static void created_done(void *arg)
+{
+    struct conv_op *op = arg;
+    for (size_t i = 0; i < op->nmembers; i++)
+        if (op->members[i] != op->caller)
+            chat_push_conv_frame(op->ctx, op->members[i], "added", op->conv, -1);
+    chat_reply_ok(op->cb, op->arg, CHAT_REPLY_CREATED, &op->body);
+    op_free(op);
+}
+
+static void created_reply(struct conv_op *op, const PGresult *res, int col)
+{
+    op->conv = chat_pg_i64(res, 0, col);
+    chat_encode_conv(&op->body, res, 0, col);
+    chat_after_write_users(op->ctx, 0, op->members, op->nmembers, created_done, op);
 }
 
 static void created_cb(const chat_db_result_t *r, void *arg)
@@ -65,11 +109,10 @@ static void created_cb(const chat_db_result_t *r, void *arg)
         /* The row that made our insert a no-op is committed, so this cannot happen. */
         chat_reply_err(op->cb, op->arg, CHAT_EUNAVAILABLE, "the conversation could not be stored");
     else {
-        chat_buf_t b = CHAT_BUF_INIT;
-        encode_conv(&b, r->res[0], 0);
-        chat_reply_ok(op->cb, op->arg, CHAT_REPLY_CREATED, &b);
+        created_reply(op, r->res[0], 0);
+        return;
     }
-    free(op);
+    op_free(op);
 }
 
 static void create_cb(const chat_db_result_t *r, void *arg)
@@ -91,11 +134,10 @@ static void create_cb(const chat_db_result_t *r, void *arg)
         chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, created_cb, op);
         return;
     } else {
-        chat_buf_t b = CHAT_BUF_INIT;
-        encode_conv(&b, r->res[0], 1);
-        chat_reply_ok(op->cb, op->arg, CHAT_REPLY_CREATED, &b);
+        created_reply(op, r->res[0], 1);
+        return;
     }
-    free(op);
+    op_free(op);
 }
 
 void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t title_len,
@@ -112,10 +154,15 @@ void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t
     chat_buf_putc(&ids, '}');
     struct conv_op *op = op_new(cb, arg);
     op->ctx = ctx;
+    op->caller = caller;
+    op->members = chat_malloc((n + 1) * sizeof *op->members);
+    op->members[0] = caller;
+    memcpy(op->members + 1, member_ids, n * sizeof *member_ids);
+    op->nmembers = n + 1;
     if (chat_op_id_new(op->op_id) < 0) {
         chat_reply_err(cb, arg, CHAT_EUNAVAILABLE, "no randomness for the operation id");
         chat_buf_dispose(&ids);
-        free(op);
+        op_free(op);
         return;
     }
     char callerbuf[24];
@@ -147,10 +194,10 @@ static void get_cb(const chat_db_result_t *r, void *arg)
     struct conv_op *op = arg;
     if (chat_db_found(r, op->cb, op->arg, "no such conversation")) {
         chat_buf_t b = CHAT_BUF_INIT;
-        encode_conv(&b, r->res[0], 0);
+        chat_encode_conv(&b, r->res[0], 0, 0);
         chat_reply_ok(op->cb, op->arg, CHAT_REPLY_OK, &b);
     }
-    free(op);
+    op_free(op);
 }
 
 static void get_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb,
@@ -181,8 +228,10 @@ void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_
 static void add_member_done(void *arg)
 {
     struct conv_op *op = arg;
+    if (op->added && op->user != op->caller)
+        chat_push_conv_frame(op->ctx, op->user, "added", op->conv, -1);
     chat_reply_ok(op->cb, op->arg, CHAT_REPLY_NO_CONTENT, NULL);
-    free(op);
+    op_free(op);
 }
 
 static void add_member_cb(const chat_db_result_t *r, void *arg)
@@ -195,11 +244,18 @@ static void add_member_cb(const chat_db_result_t *r, void *arg)
     else if (chat_pg_i64(r->res[0], 0, 1) == 0)
         chat_reply_err(op->cb, op->arg, CHAT_EINVALID, "user_id names no user");
     else {
-        /* member_count is part of the cached metadata. */
-        chat_after_write(op->ctx, op->conv, add_member_done, op);
+        /*
+         * member_count is part of the cached metadata and of every member's
+         * inbox (the conversation's version), and the new member's inbox
+         * gains the conversation (their version). A no-op (already a member,
+         * or a retry) invalidates too: a first attempt may have died between
+         * its commit and its invalidation.
+         */
+        op->added = chat_pg_i64(r->res[0], 0, 2) > 0;
+        chat_after_write_users(op->ctx, op->conv, &op->user, 1, add_member_done, op);
         return;
     }
-    free(op);
+    op_free(op);
 }
 
 void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t user_id,
@@ -225,5 +281,7 @@ void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int6
     struct conv_op *op = op_new(cb, arg);
     op->ctx = ctx;
     op->conv = conv_id;
+    op->caller = caller;
+    op->user = user_id;
     chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, add_member_cb, op);
 }

@@ -76,6 +76,24 @@ enum chat_event_type {
 void chat_encode_event(chat_buf_t *b, int type, const char *conv, int64_t rev, const char *msg,
                        size_t msg_len);
 
+/* Conversation columns of alias c in the order chat_encode_conv() reads them: id, title,
+ * created_by, created_at, member_count, last_message_at. */
+#define CONV_COLUMNS                                                                               \
+    "c.id, c.title, c.created_by, " CHAT_SQL_TS("c.created_at") ", c.member_count, " CHAT_SQL_TS(  \
+        "c.last_message_at")
+#define CONV_NCOLUMNS 6
+
+/** Appends the conversation object built from columns col.. of a row (see conversations.c). */
+void chat_encode_conv(chat_buf_t *b, const PGresult *res, int row, int col);
+
+/**
+ * Pushes a small frame {"type": type, "conversation_id": conv[, "seq": seq]}
+ * (seq < 0: none) to the sockets of user (realtime/stream.h); nothing
+ * without a stream.
+ */
+void chat_push_conv_frame(chat_ctx_t *ctx, int64_t user, const char *type, int64_t conv,
+                          int64_t seq);
+
 /* ---- the read path (read.c) ---- */
 
 typedef struct chat_read chat_read_t;
@@ -98,15 +116,20 @@ struct chat_read {
     int64_t user_id;              /* profile reads: whose */
     chat_history_query_t history; /* history reads: the page */
     chat_events_query_t events;   /* events reads: the page */
+
+    int64_t after_id; /* members reads: the page starts after this user id */
+    int limit;        /* members reads: the page's size */
 };
 
 /**
  * Answers a read: without a cache (disabled), straight from the database
- * through rd->load. With one, first proves that caller is a member of
- * rd->conv_id (when > 0; remembered per worker, members are never removed),
- * then answers from the cache, or loads once per key and stores the answer
- * for rd->ttl seconds; whenever the cache cannot be used, from the database.
- * rd is copied. cb fires exactly once.
+ * through rd->load. With one, looks the key up, then proves that caller is a
+ * member of rd->conv_id (when > 0): a proof is remembered per worker for the
+ * membership version (and epoch) it was made under, so a removal, which
+ * moves that version on, ends it everywhere at once. Then answers from the
+ * cache, or loads once per key and stores the answer for rd->ttl seconds;
+ * whenever the cache cannot be used, from the database (whose loaders check
+ * membership themselves). rd is copied. cb fires exactly once.
  */
 void chat_read(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb, void *arg);
 
@@ -115,5 +138,16 @@ void chat_read(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_repl
  * done. Without a cache, done is called at once.
  */
 void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), void *arg);
+
+/**
+ * After a committed write that changes what the inboxes of users[0..n) show
+ * beyond the conversation's own data (a read marker, a membership): gives
+ * the conversation conv (when > 0: its version and its membership version)
+ * and each of those users a new version in one Redis command, then calls
+ * done. Without a cache, done is called at
+ * once.
+ */
+void chat_after_write_users(chat_ctx_t *ctx, int64_t conv, const int64_t *users, size_t n,
+                            void (*done)(void *arg), void *arg);
 
 #endif

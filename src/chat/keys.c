@@ -9,8 +9,8 @@
 
 _Static_assert(CHAT_KEYS_MAX <= CHAT_CACHE_KEY_MAX, "the cache must take every chat key prefix");
 
-const char *const chat_keys_kind_labels[CHAT_KEYS_NKINDS] = {"history", "count", "metadata",
-                                                             "profile", "events"};
+const char *const chat_keys_kind_labels[CHAT_KEYS_NKINDS] = {
+    "history", "count", "metadata", "profile", "events", "inbox", "members"};
 
 size_t chat_keys_history(char *out, int64_t conv, int limit, int offset, int64_t before_id,
                          int64_t after_seq)
@@ -48,6 +48,24 @@ size_t chat_keys_events(char *out, int64_t conv, int64_t after_rev, int limit)
                             (long long)after_rev, limit);
 }
 
+size_t chat_keys_members(char *out, int64_t conv, int64_t after_id, int limit)
+{
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "conv:members:%lld:%lld:%d", (long long)conv,
+                            (long long)after_id, limit);
+}
+
+size_t chat_keys_inbox(char *out, int64_t user, int limit, const char *cursor)
+{
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "user:inbox:%lld:%d:%s", (long long)user, limit,
+                            cursor);
+}
+
+size_t chat_keys_user_version(char *out, int64_t user)
+{
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, CHAT_KEYS_USER_VERSION_PREFIX "%lld",
+                            (long long)user);
+}
+
 int chat_keys_ttl(enum chat_keys_kind kind, int offset, int64_t before_id)
 {
     switch (kind) {
@@ -61,6 +79,10 @@ int chat_keys_ttl(enum chat_keys_kind kind, int offset, int64_t before_id)
         return 600;
     case CHAT_KEYS_EVENTS:
         return 60;
+    case CHAT_KEYS_INBOX:
+        return 60;
+    case CHAT_KEYS_MEMBERS:
+        return 300;
     case CHAT_KEYS_NKINDS:
         break;
     }

@@ -13,9 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MSG_COLUMNS CHAT_MSG_COLUMNS
-#define MSG_NCOLUMNS CHAT_MSG_NCOLUMNS
-
 /* The members of conversation conv as a bigint[]: whom a new message is pushed to. */
 #define MEMBER_IDS(conv)                                                                           \
     "(SELECT array_agg(user_id) FROM members WHERE conversation_id = " conv "::bigint)"
@@ -131,9 +128,9 @@ static void reply_message(struct msg_op *op, chat_reply_kind_t kind, const PGres
     if (kind == CHAT_REPLY_CREATED) {
         op->type = CHAT_EVENT_MESSAGE;
         /* After the message's columns: its rev, then the members to push it to. */
-        op->rev = chat_pg_i64(res, 0, col + MSG_NCOLUMNS);
+        op->rev = chat_pg_i64(res, 0, col + CHAT_MSG_NCOLUMNS);
         op->members =
-            chat_i64_list_parse(chat_pg_str(res, 0, col + MSG_NCOLUMNS + 1), &op->nmembers);
+            chat_i64_list_parse(chat_pg_str(res, 0, col + CHAT_MSG_NCOLUMNS + 1), &op->nmembers);
     }
     chat_encode_message(&op->body, res, 0, col);
     chat_after_write(op->ctx, op->conv_id, write_done, op);
@@ -181,15 +178,15 @@ static void send_cb(const chat_db_result_t *r, void *arg)
          * answer was lost): then it is still a creation.
          */
         const char *params[] = {op->sender, op->conv, op->client_msg_id, op->op_id};
-        chat_db_stmt_t st = {
-            "SELECT " MSG_COLUMNS("") ", (SELECT e.rev FROM events e WHERE e.conversation_id = $2 "
-                                      "AND e.message_id = messages.id AND e.type = 1), " MEMBER_IDS(
-                                          "$2") ", "
-                                                "op_id IS NOT DISTINCT FROM $4::uuid "
-                                                "FROM messages WHERE (sender_id = $1 AND "
-                                                "conversation_id = $2 "
-                                                "AND client_msg_id = $3) OR op_id = $4::uuid",
-            4, params};
+        chat_db_stmt_t st = {"SELECT " CHAT_MSG_COLUMNS(
+                                 "") ", (SELECT e.rev FROM events e WHERE e.conversation_id = $2 "
+                                     "AND e.message_id = messages.id AND e.type = 1), " MEMBER_IDS(
+                                         "$2") ", "
+                                               "op_id IS NOT DISTINCT FROM $4::uuid "
+                                               "FROM messages WHERE (sender_id = $1 AND "
+                                               "conversation_id = $2 "
+                                               "AND client_msg_id = $3) OR op_id = $4::uuid",
+                             4, params};
         chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, existing_cb, op);
     }
 }
@@ -242,7 +239,7 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
          "  SELECT $1::bigint, upd.rev, 1, ins.id FROM upd, ins), "
          "mark AS (UPDATE members SET last_read_seq = GREATEST(last_read_seq, ins.seq) FROM ins "
          "  WHERE members.conversation_id = $1 AND members.user_id = $2) "
-         "SELECT (SELECT count(*) FROM ok), " MSG_COLUMNS(
+         "SELECT (SELECT count(*) FROM ok), " CHAT_MSG_COLUMNS(
              "ins.") ", (SELECT rev FROM upd), " MEMBER_IDS("$1") " FROM (SELECT 1) one LEFT JOIN "
                                                                   "ins ON true",
          5, params},
@@ -266,9 +263,10 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
 #define CHANGE_SELECT                                                                              \
     "SELECT (SELECT count(*) FROM ok), (SELECT rev FROM upd), "                                    \
     "(SELECT array_agg(user_id) FROM members WHERE conversation_id = $1 "                          \
-    "  AND EXISTS (SELECT 1 FROM upd)), " MSG_COLUMNS("cur.") " "                                  \
-                                                              "FROM (SELECT 1) one LEFT JOIN cur " \
-                                                              "ON true"
+    "  AND EXISTS (SELECT 1 FROM upd)), " CHAT_MSG_COLUMNS(                                        \
+        "cur.") " "                                                                                \
+                "FROM (SELECT 1) one LEFT JOIN cur "                                               \
+                "ON true"
 #define CHANGE_COL_MEMBER 0
 #define CHANGE_COL_REV 1
 #define CHANGE_COL_MEMBERS 2
@@ -466,11 +464,11 @@ static void history_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, c
         const char *params[] = {op->conv, op->sender, chat_i64_str(lim, q->limit),
                                 chat_i64_str(after, q->after_seq)};
         chat_db_stmt_t st = {
-            "SELECT " MSG_COLUMNS("p.") " FROM members mem LEFT JOIN LATERAL ("
-                                        "  SELECT * FROM messages WHERE conversation_id = $1 "
-                                        "  AND seq > $4::bigint ORDER BY seq LIMIT $3::int) p "
-                                        "ON true WHERE mem.conversation_id = $1 "
-                                        "AND mem.user_id = $2 ORDER BY p.seq",
+            "SELECT " CHAT_MSG_COLUMNS("p.") " FROM members mem LEFT JOIN LATERAL ("
+                                             "  SELECT * FROM messages WHERE conversation_id = $1 "
+                                             "  AND seq > $4::bigint ORDER BY seq LIMIT $3::int) p "
+                                             "ON true WHERE mem.conversation_id = $1 "
+                                             "AND mem.user_id = $2 ORDER BY p.seq",
             4, params};
         chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
         return;
@@ -485,7 +483,7 @@ static void history_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, c
      * one range scan of the seq index.
      */
     chat_db_stmt_t st = {
-        "SELECT " MSG_COLUMNS(
+        "SELECT " CHAT_MSG_COLUMNS(
             "p.") " FROM members mem LEFT JOIN LATERAL ("
                   "  SELECT * FROM messages WHERE conversation_id = $1 "
                   "  AND seq < COALESCE((SELECT b.seq FROM messages b WHERE b.conversation_id = $1 "

@@ -1,45 +1,62 @@
 /*
  * The read path of the chat domain, decided here once: without a cache
- * straight to the database; with one, a read first makes sure the caller may
- * see the data (membership, remembered per worker once proven: members are
- * never removed), then looks the versioned key up in Redis; a hit is answered
- * with the stored bytes, a miss joins the key's flight so that concurrent
- * misses cost one database query, whose answer is then stored with the
- * read's TTL. Whenever the cache cannot be used, the read goes straight to
- * the database. Also the write side of freshness: chat_after_write().
+ * straight to the database; with one, a read looks the versioned key up in
+ * Redis, then makes sure the caller may see the data: a membership proven
+ * under the same membership version (and epoch) is remembered per worker,
+ * anything else is checked in the database first. A hit is answered with the
+ * stored bytes, a miss joins the key's flight so that concurrent misses cost
+ * one database query, whose answer is then stored with the read's TTL.
+ * Whenever the cache cannot be used, the read goes straight to the database,
+ * whose statements check membership themselves. Also the write side of
+ * freshness: chat_after_write().
  */
 #include "chat/internal.h"
 #include "cache/cache.h"
 #include "core/alloc.h"
+#include "core/hash.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Same size as the token memo: 64 Ki slots, forgotten at 32 Ki entries. */
 #define MEMBER_MEMO_SLOTS (1u << 16)
 
+/*
+ * A proof is (conversation, user, hash of the epoch and the conversation's
+ * membership version, conv:mver:{id}, that the lookup read in its round
+ * trip). Members can be removed: a removal changes the membership version
+ * before it is acknowledged (and a change that did not reach Redis changes
+ * the epoch before the cache is used again), so a proof made under an older
+ * one is never found again — on any instance. Sends do not touch the
+ * membership version: readers keep their proofs across them.
+ */
+#define MEMBER_KEY_LEN (3 * sizeof(int64_t))
+
 chat_memo_t *chat_members_memo_create(void)
 {
-    return chat_memo_create(MEMBER_MEMO_SLOTS, 2 * sizeof(int64_t));
+    return chat_memo_create(MEMBER_MEMO_SLOTS, MEMBER_KEY_LEN);
 }
 
-static void member_key(unsigned char key[16], int64_t conv, int64_t user)
+static void member_key(unsigned char key[MEMBER_KEY_LEN], int64_t conv, int64_t user,
+                       uint64_t version)
 {
     memcpy(key, &conv, sizeof conv);
     memcpy(key + 8, &user, sizeof user);
+    memcpy(key + 16, &version, sizeof version);
 }
 
-static bool member_known(const chat_memo_t *m, int64_t conv, int64_t user)
+static bool member_known(const chat_memo_t *m, int64_t conv, int64_t user, uint64_t version)
 {
-    unsigned char key[16];
-    member_key(key, conv, user);
+    unsigned char key[MEMBER_KEY_LEN];
+    member_key(key, conv, user, version);
     return chat_memo_get(m, key) != 0;
 }
 
-static void member_remember(chat_memo_t *m, int64_t conv, int64_t user)
+static void member_remember(chat_memo_t *m, int64_t conv, int64_t user, uint64_t version)
 {
-    unsigned char key[16];
-    member_key(key, conv, user);
+    unsigned char key[MEMBER_KEY_LEN];
+    member_key(key, conv, user, version);
     chat_memo_put(m, key, 1);
 }
 
@@ -50,6 +67,9 @@ struct cread {
     int64_t caller;
     chat_read_t rd; /* the spec, copied */
     char *fill_key;
+    char *hit; /* a hit waiting for the membership check: its bytes */
+    size_t hit_len;
+    uint64_t version; /* hash of the epoch and version the lookup answered under */
     chat_reply_cb cb;
     void *arg;
 };
@@ -57,6 +77,7 @@ struct cread {
 static void cread_free(struct cread *op)
 {
     free(op->fill_key);
+    free(op->hit);
     free(op);
 }
 
@@ -166,31 +187,19 @@ static void direct_cb(chat_reply_t *r, void *arg)
     cread_free(op);
 }
 
-static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
+/* The caller may see the data: answer the hit, or join the miss's flight. */
+static void proceed(struct cread *op)
 {
-    struct cread *op = arg;
-    if (l->status == CHAT_CACHE_HIT) {
-        chat_reply_t r = {
-            .kind = CHAT_REPLY_OK, .body = chat_strndup(l->value, l->len), .body_len = l->len};
+    if (op->hit) {
+        chat_reply_t r = {.kind = CHAT_REPLY_OK, .body = op->hit, .body_len = op->hit_len};
+        op->hit = NULL;
         op->cb(&r, op->arg);
         cread_free(op);
         return;
     }
-    if (l->status != CHAT_CACHE_MISS) {
-        load(op, direct_cb);
-        return;
-    }
-    op->fill_key = chat_strdup(l->key);
     chat_flights_t *flights = chat_cache_flights(op->ctx->cache);
     if (chat_flight_join(flights, op->fill_key, flight_answer_cb, op) == CHAT_FLIGHT_LEADER)
         load(op, loaded_cb);
-}
-
-static void start_lookup(struct cread *op)
-{
-    if (chat_cache_lookup(op->ctx->cache, op->rd.kind, op->rd.prefix, op->rd.conv_id, lookup_cb,
-                          op) < 0)
-        load(op, direct_cb);
 }
 
 static void membership_cb(const chat_db_result_t *res, void *arg)
@@ -203,9 +212,58 @@ static void membership_cb(const chat_db_result_t *res, void *arg)
         chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
         cread_free(op);
     } else {
-        member_remember(op->ctx->members, op->rd.conv_id, op->caller);
-        start_lookup(op);
+        /* Proven after the version was read: valid for as long as it stays. */
+        member_remember(op->ctx->members, op->rd.conv_id, op->caller, op->version);
+        proceed(op);
     }
+}
+
+static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
+{
+    struct cread *op = arg;
+    if (l->status != CHAT_CACHE_HIT && l->status != CHAT_CACHE_MISS) {
+        load(op, direct_cb);
+        return;
+    }
+    if (l->status == CHAT_CACHE_HIT) {
+        op->hit = chat_strndup(l->value, l->len);
+        op->hit_len = l->len;
+    } else {
+        op->fill_key = chat_strdup(l->key);
+    }
+    if (!op->rd.conv_id) {
+        proceed(op);
+        return;
+    }
+    /*
+     * The epoch and membership version read in the same round trip (or,
+     * without those, the epoch and version the key ends with).
+     */
+    size_t plen = strlen(op->rd.prefix);
+    if (l->guard)
+        op->version = chat_hash_str(l->guard);
+    else
+        op->version = l->key && strlen(l->key) > plen ? chat_hash_str(l->key + plen) : 0;
+    if (op->version && member_known(op->ctx->members, op->rd.conv_id, op->caller, op->version)) {
+        proceed(op);
+        return;
+    }
+    /*
+     * Checked after the version was read: a removal acknowledged before this
+     * check is seen here; one acknowledged later has moved the version on,
+     * so this proof is never used for the reads that follow it.
+     */
+    char a[24], b[24];
+    const char *p[] = {chat_i64_str(a, op->rd.conv_id), chat_i64_str(b, op->caller)};
+    chat_db_stmt_t st = {"SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2", 2, p};
+    chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, membership_cb, op);
+}
+
+static void start_lookup(struct cread *op)
+{
+    if (chat_cache_lookup(op->ctx->cache, op->rd.kind, op->rd.prefix, op->rd.conv_id, lookup_cb,
+                          op) < 0)
+        load(op, direct_cb);
 }
 
 void chat_read(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb, void *arg)
@@ -221,14 +279,7 @@ void chat_read(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_repl
     op->rd = *rd;
     op->cb = cb;
     op->arg = arg;
-    if (!rd->conv_id || member_known(ctx->members, rd->conv_id, caller)) {
-        start_lookup(op);
-        return;
-    }
-    char a[24], b[24];
-    const char *p[] = {chat_i64_str(a, rd->conv_id), chat_i64_str(b, caller)};
-    chat_db_stmt_t st = {"SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2", 2, p};
-    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, membership_cb, op);
+    start_lookup(op);
 }
 
 void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), void *arg)
@@ -238,4 +289,29 @@ void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), vo
         return;
     }
     chat_cache_invalidate_conv(ctx->cache, conv, done, arg);
+}
+
+void chat_after_write_users(chat_ctx_t *ctx, int64_t conv, const int64_t *users, size_t n,
+                            void (*done)(void *arg), void *arg)
+{
+    if (!ctx->cache) {
+        done(arg);
+        return;
+    }
+    size_t nkeys = n + (conv > 0 ? 2 : 0);
+    char(*keys)[CHAT_KEYS_MAX] = chat_malloc((nkeys ? nkeys : 1) * sizeof *keys);
+    const char **argv = chat_malloc((nkeys ? nkeys : 1) * sizeof *argv);
+    size_t k = 0;
+    if (conv > 0) {
+        snprintf(keys[k++], CHAT_KEYS_MAX, CHAT_KEYS_VERSION_PREFIX "%lld", (long long)conv);
+        snprintf(keys[k++], CHAT_KEYS_MAX, CHAT_KEYS_MEMBERS_VERSION_PREFIX "%lld",
+                 (long long)conv);
+    }
+    for (size_t i = 0; i < n; i++)
+        chat_keys_user_version(keys[k++], users[i]);
+    for (size_t i = 0; i < nkeys; i++)
+        argv[i] = keys[i];
+    chat_cache_invalidate_keys(ctx->cache, argv, nkeys, done, arg);
+    free(argv);
+    free(keys);
 }

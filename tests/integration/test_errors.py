@@ -59,7 +59,7 @@ def test_401_row(api, w):
 @pytest.mark.parametrize("path", ["/", "/api", "/api/v1", "/api/v1/", "/api/v1/nope", "/api/v2/users",
                                   "/api/v1/userz", "/api/v1/users/1/extra", "/api/v1/conversations/1/nope",
                                   "/api/v1/conversations/1/messages/count/x", "/healthz/x", "/favicon.ico",
-                                  "/api/v1/conversations/1/members/2"])
+                                  "/api/v1/conversations/1/members/2/x", "/api/v1/conversations/1/read/x"])
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_404_unknown_path(api, w, path, method):
     if method == "POST":
@@ -100,12 +100,15 @@ CASES_405 = [
     ("POST", "/api/v1/users/{uid}", {"GET"}),
     ("GET", "/api/v1/users", {"POST"}),
     ("DELETE", "/api/v1/users", {"POST"}),
-    ("GET", "/api/v1/conversations", {"POST"}),
+    ("PUT", "/api/v1/conversations", {"GET", "POST"}),
     ("PUT", "/api/v1/conversations/{cid}", {"GET"}),
     ("DELETE", "/api/v1/conversations/{cid}", {"GET"}),
     ("PATCH", "/api/v1/conversations/{cid}", {"GET"}),
-    ("GET", "/api/v1/conversations/{cid}/members", {"POST"}),
-    ("DELETE", "/api/v1/conversations/{cid}/members", {"POST"}),
+    ("PUT", "/api/v1/conversations/{cid}/members", {"GET", "POST"}),
+    ("DELETE", "/api/v1/conversations/{cid}/members", {"GET", "POST"}),
+    ("GET", "/api/v1/conversations/{cid}/members/{uid}", {"DELETE"}),
+    ("POST", "/api/v1/conversations/{cid}/members/{uid}", {"DELETE"}),
+    ("GET", "/api/v1/conversations/{cid}/read", {"POST"}),
     ("PUT", "/api/v1/conversations/{cid}/messages", {"GET", "POST"}),
     ("DELETE", "/api/v1/conversations/{cid}/messages", {"GET", "POST"}),
     ("POST", "/api/v1/conversations/{cid}/messages/count", {"GET"}),
@@ -123,7 +126,7 @@ def test_405_with_allow(api, w, method, path, expect):
     got = allowed(r)
     assert expect <= got, f"Allow {got}, want at least {expect}"
     assert method not in got
-    assert got <= {"GET", "POST", "HEAD", "OPTIONS"}, f"Allow lists odd methods: {got}"
+    assert got <= {"GET", "POST", "DELETE", "HEAD", "OPTIONS"}, f"Allow lists odd methods: {got}"
 
 
 def test_405_does_not_change_anything(api, w):

@@ -132,6 +132,8 @@ def test_conversation_joined_after_connecting(chatd, api, users):
     try:
         conv = api.create_conversation(a["token"])
         assert api.add_member(a["token"], conv["id"], b["id"]).status_code == 204
+        # added by someone else: told so first (docs/api.md, "Realtime")
+        assert wb.recv_json() == {"type": "added", "conversation_id": conv["id"]}
         m = api.send(a["token"], conv["id"], "welcome")
         assert push_of(wb) == m
     finally:

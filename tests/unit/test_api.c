@@ -48,6 +48,26 @@ static void test_routes(void **state)
                         "/api/v1/conversations/{id}/messages/count");
     assert_string_equal(match("/api/v1/conversations/7/members", NULL, 0),
                         "/api/v1/conversations/{id}/members");
+    assert_string_equal(match("/api/v1/conversations/7/read", NULL, 0),
+                        "/api/v1/conversations/{id}/read");
+    {
+        const char *segs[2];
+        size_t lens[2];
+        const char *p = "/api/v1/conversations/7/members/42";
+        const chat_route_t *r =
+            chat_api_route_match(p, strlen(p), &segs[0], &lens[0], &segs[1], &lens[1]);
+        assert_non_null(r);
+        assert_string_equal(chat_api_route_name(r), "/api/v1/conversations/{id}/members/{user_id}");
+        assert_int_equal(lens[0], 1);
+        assert_memory_equal(segs[0], "7", 1);
+        assert_int_equal(lens[1], 2);
+        assert_memory_equal(segs[1], "42", 2);
+        p = "/api/v1/conversations/7/members/";
+        assert_null(chat_api_route_match(p, strlen(p), &segs[0], &lens[0], &segs[1], &lens[1]));
+        p = "/api/v1/conversations/7";
+        assert_non_null(chat_api_route_match(p, strlen(p), &segs[0], &lens[0], &segs[1], &lens[1]));
+        assert_null(segs[1]);
+    }
     assert_null(match("/api/v1/users/", NULL, 0));
     assert_null(match("/api/v1/users/1/", NULL, 0));
     assert_null(match("/api/v1/conversations//messages", NULL, 0));

@@ -57,6 +57,19 @@ static void test_ttl_rules(void **state)
     assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_PROFILE], "profile");
     assert_int_equal(chat_keys_ttl(CHAT_KEYS_EVENTS, 0, 0), 60);
     assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_EVENTS], "events");
+    assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_INBOX], "inbox");
+    assert_string_equal(chat_keys_kind_labels[CHAT_KEYS_MEMBERS], "members");
+    char k[CHAT_KEYS_MAX];
+    chat_keys_members(k, 7, 12, 100);
+    assert_string_equal(k, "conv:members:7:12:100");
+    chat_keys_inbox(k, 3, 20, "");
+    assert_string_equal(k, "user:inbox:3:20:");
+    chat_keys_inbox(k, 3, 20, "AAAA");
+    assert_string_equal(k, "user:inbox:3:20:AAAA");
+    chat_keys_user_version(k, 3);
+    assert_string_equal(k, "user:ver:3");
+    assert_int_equal(chat_keys_ttl(CHAT_KEYS_INBOX, 0, 0), 60);
+    assert_int_equal(chat_keys_ttl(CHAT_KEYS_MEMBERS, 0, 0), 300);
 }
 
 int main(void)
