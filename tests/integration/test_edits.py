@@ -280,9 +280,11 @@ def test_stream_gets_edited_and_deleted_frames(chatd, api, trio, conv):
         api.delete(a["token"], conv["id"], m["id"])
         m2 = api.send(a["token"], conv["id"], "after")
         assert wb.recv_json() == {"type": "message", "conversation_id": conv["id"], "rev": 4, "message": m2}
-        # The outsider's stream carried none of it: its first frame is of its own conversation.
+        # The outsider's stream carried none of it: its first frames are of its own
+        # conversation (being added to it, then its message).
         mine = api.create_conversation(a["token"], member_ids=[outsider["id"]])
         m3 = api.send(a["token"], mine["id"], "for you")
+        assert wo.recv_json() == {"type": "added", "conversation_id": mine["id"]}
         assert wo.recv_json()["message"] == m3
     finally:
         wb.close_socket()
