@@ -200,26 +200,8 @@ static void load_direct(struct inbox_op *op)
 static void flight_answer_cb(int status, const char *val, size_t len, void *arg)
 {
     struct inbox_op *op = arg;
-    if (status == CHAT_EOK) {
-        chat_reply_t r = {.kind = CHAT_REPLY_OK, .body = chat_strndup(val, len), .body_len = len};
-        op->final_cb(&r, op->final_arg);
-    } else {
-        chat_reply_err(op->final_cb, op->final_arg, (chat_err_t)status, NULL);
-    }
+    chat_reply_flight(op->final_cb, op->final_arg, status, val, len);
     op_free(op);
-}
-
-struct fill_done {
-    chat_flights_t *flights;
-    char *key;
-};
-
-static void fill_done_cb(void *arg)
-{
-    struct fill_done *fd = arg;
-    chat_flight_remove(fd->flights, fd->key);
-    free(fd->key);
-    free(fd);
 }
 
 /* The leader's page: answer every waiter (op too), then store it with its versions. */
@@ -241,11 +223,9 @@ static void leader_loaded_cb(chat_reply_t *r, void *arg)
     op->ids = NULL;
     op->tokens = NULL;
     chat_flight_land(flights, key, CHAT_EOK, r->body, r->body_len, 1); /* frees op */
-    struct fill_done *fd = chat_malloc(sizeof *fd);
-    fd->flights = flights;
-    fd->key = key;
     chat_cache_fill_deps(ctx->cache, key, ids, (const char *const *)tokens, n, r->body, r->body_len,
-                         chat_keys_ttl(CHAT_KEYS_INBOX, 0, 0), fill_done_cb, fd);
+                         chat_keys_ttl(CHAT_KEYS_INBOX, 0, 0), chat_fill_done_cb,
+                         chat_fill_done_new(flights, key));
     for (size_t i = 0; i < n; i++)
         free(tokens[i]);
     free(tokens);

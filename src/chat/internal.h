@@ -6,6 +6,7 @@
 #ifndef CHAT_CHAT_INTERNAL_H
 #define CHAT_CHAT_INTERNAL_H
 
+#include "cache/flight.h"
 #include "chat/keys.h"
 #include "chat/chat.h"
 #include "core/buf.h"
@@ -95,6 +96,16 @@ void chat_push_conv_frame(chat_ctx_t *ctx, int64_t user, const char *type, int64
                           int64_t seq);
 
 /* ---- the read path (read.c) ---- */
+
+/** Answers cb from a flight's outcome: the shared bytes (copied), or the code's default text. */
+void chat_reply_flight(chat_reply_cb cb, void *arg, int status, const char *val, size_t len);
+/**
+ * The argument of a fill's completion that ends the key's flight once the
+ * fill is acknowledged: pass chat_fill_done_cb with chat_fill_done_new(f, key),
+ * which takes over key (malloc'd) and frees it.
+ */
+void *chat_fill_done_new(chat_flights_t *flights, char *key_owned);
+void chat_fill_done_cb(void *arg);
 
 typedef struct chat_read chat_read_t;
 

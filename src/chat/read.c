@@ -86,17 +86,22 @@ static void load(struct cread *op, chat_reply_cb cb)
     op->rd.load(op->ctx, op->caller, &op->rd, cb, op);
 }
 
+void chat_reply_flight(chat_reply_cb cb, void *arg, int status, const char *val, size_t len)
+{
+    if (status == CHAT_EOK) {
+        chat_reply_t r = {.kind = CHAT_REPLY_OK, .body = chat_strndup(val, len), .body_len = len};
+        cb(&r, arg);
+    } else {
+        /* A flight carries the code only: every waiter, the leader's too, gets its default text. */
+        chat_reply_err(cb, arg, (chat_err_t)status, NULL);
+    }
+}
+
 /* Answers the caller from a flight (bytes shared with other waiters). */
 static void flight_answer_cb(int status, const char *val, size_t len, void *arg)
 {
     struct cread *op = arg;
-    if (status == CHAT_EOK) {
-        chat_reply_t r = {.kind = CHAT_REPLY_OK, .body = chat_strndup(val, len), .body_len = len};
-        op->cb(&r, op->arg);
-    } else {
-        /* A flight carries the code only: every waiter, the leader's too, gets its default text. */
-        chat_reply_err(op->cb, op->arg, (chat_err_t)status, NULL);
-    }
+    chat_reply_flight(op->cb, op->arg, status, val, len);
     cread_free(op);
 }
 
@@ -105,7 +110,15 @@ struct fill_done {
     char *key;
 };
 
-static void fill_done_cb(void *arg)
+void *chat_fill_done_new(chat_flights_t *flights, char *key_owned)
+{
+    struct fill_done *fd = chat_malloc(sizeof *fd);
+    fd->flights = flights;
+    fd->key = key_owned;
+    return fd;
+}
+
+void chat_fill_done_cb(void *arg)
 {
     struct fill_done *fd = arg;
     chat_flight_remove(fd->flights, fd->key);
@@ -131,10 +144,8 @@ static void delayed_fill_closed_cb(uv_handle_t *h)
 
 static void fill_now(chat_ctx_t *ctx, char *key_owned, const char *val, size_t len, int ttl)
 {
-    struct fill_done *fd = chat_malloc(sizeof *fd);
-    fd->flights = chat_cache_flights(ctx->cache);
-    fd->key = key_owned;
-    chat_cache_fill(ctx->cache, key_owned, val, len, ttl, fill_done_cb, fd);
+    chat_cache_fill(ctx->cache, key_owned, val, len, ttl, chat_fill_done_cb,
+                    chat_fill_done_new(chat_cache_flights(ctx->cache), key_owned));
 }
 
 static void delayed_fill_cb(uv_timer_t *t)
