@@ -7,6 +7,7 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import psycopg2
 import pytest
 
 import conftest
@@ -139,6 +140,43 @@ def test_seed_and_two_stage_smoke(chatd_factory, tmp_path):
     assert res["metrics"], "no /metrics scrape recorded"
     text = md.read_text()
     assert "| stage |" in text and "queue-wait p95" in text
+
+
+CHAT_MIX = "history=70,inbox=12,count=4,metadata=2,profile=2,send=4,read=4,edit=1,delete=1"
+
+
+def test_chat_api_mix(stack, chatd_factory, tmp_path):
+    """The chat-API operations of the mix (inbox, read markers, edits and
+    deletes of the run's own messages) all answer 2xx, each is measured, and
+    the edits and deletes really happened."""
+    chatd = chatd_factory()
+    url = f"http://{chatd.host}:{chatd.port}"
+    seed = tmp_path / "seed.json"
+    r = run_chatload(["seed", "--url", url, "--users", "20", "--conversations", "10", "--messages", "100",
+                      "--seed", "7", "--out", str(seed)], timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out.json"
+    r = run_chatload(["run", "--url", url, "--seedfile", str(seed), "--stages", "20:150:4",
+                      "--mix", CHAT_MIX, "--json", str(out)], timeout=60)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(out.read_text())["stages"][0]
+    assert st["errors"] == 0, (st["errors_by_status"], r.stderr[-2000:])
+    assert st["completed"] == st["due"]
+    lat = st["latency_ms"]
+    for op in ("history", "inbox", "count", "send", "read", "edit", "delete"):
+        assert lat[op]["count"] > 0, (op, lat[op])
+        assert lat[op]["p99"] >= lat[op]["p50"]
+    ids = [c["id"] for c in json.loads(seed.read_text())["conversations"]]
+    conn = psycopg2.connect(stack.database_url_direct)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FILTER (WHERE type = 2), count(*) FILTER (WHERE type = 3) "
+                    "FROM events WHERE conversation_id = ANY(%s)", (ids,))
+        edited, deleted = cur.fetchone()
+        cur.execute("SELECT count(*) FROM messages WHERE conversation_id = ANY(%s) AND deleted",
+                    (ids,))
+        tombstones = cur.fetchone()[0]
+    conn.close()
+    assert edited > 0 and deleted > 0 and tombstones == deleted
 
 
 @pytest.mark.slow

@@ -22,7 +22,15 @@
 #include <string.h>
 #include <uv.h>
 
-const char *const cl_op_names[CL_OP_N] = {"history", "count", "metadata", "profile", "send"};
+const char *const cl_op_names[CL_OP_N] = {"history", "count", "metadata", "profile", "send",
+                                          "inbox",   "read",  "edit",     "delete"};
+
+/* Messages this run sent (201 answers), to edit and delete as their sender. */
+#define OWNED_CAP 4096
+typedef struct {
+    long long mid;
+    int conv, user; /* indices into the seed */
+} owned_t;
 
 #define MAX_CONNS 20000
 #define QUEUE_CAP (1u << 20)
@@ -52,6 +60,10 @@ typedef struct conn {
     uint64_t retry_at;
     due_t req;
     int op;
+    int conv, user; /* the request's conversation and user (indices into the seed) */
+    long long mid;  /* the message an edit or delete changes */
+    char sbody[96]; /* the head of a send's answer: {"id":…,"conversation_id":…,"seq":… */
+    size_t sblen;
     char wbuf[1024];
 } conn_t;
 
@@ -73,6 +85,9 @@ static struct {
     cl_zipf_t zipf;
     cl_rng_t rng;
     int mix[CL_OP_N], mix_total;
+    owned_t owned[OWNED_CAP];
+    int nowned;
+    long long *conv_seq; /* newest seq seen per conversation index (from send answers) */
     double older_share;
     int src_addrs;
     conn_t *conns;
@@ -143,11 +158,48 @@ static void alloc_cb(uv_handle_t *h, size_t sug, uv_buf_t *b)
     b->len = sizeof R.rbuf;
 }
 
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    conn_t *c = p->data;
+    if (c->state == C_BUSY && c->op == CL_OP_SEND && c->sblen + 1 < sizeof c->sbody) {
+        size_t n = len < sizeof c->sbody - 1 - c->sblen ? len : sizeof c->sbody - 1 - c->sblen;
+        memcpy(c->sbody + c->sblen, at, n);
+        c->sblen += n;
+        c->sbody[c->sblen] = '\0';
+    }
+    return 0;
+}
+
+/* A new message of this run: remembered for edits and deletes, its seq for reads. */
+static void own(long long mid, int conv, int user)
+{
+    owned_t o = {mid, conv, user};
+    if (R.nowned < OWNED_CAP)
+        R.owned[R.nowned++] = o;
+    else
+        R.owned[cl_rng_below(&R.rng, OWNED_CAP)] = o;
+}
+
+static void note_sent(const conn_t *c)
+{
+    long long mid, conv, seq;
+    if (sscanf(c->sbody, "{\"id\":%lld,\"conversation_id\":%lld,\"seq\":%lld", &mid, &conv, &seq) !=
+        3)
+        return;
+    if (seq > R.conv_seq[c->conv])
+        R.conv_seq[c->conv] = seq;
+    own(mid, c->conv, c->user);
+}
+
 static int on_response(http_parser *p)
 {
     conn_t *c = p->data;
     if (c->state != C_BUSY)
         return 0;
+    if (c->op == CL_OP_SEND && p->status_code == 201)
+        note_sent(c);
+    else if (c->op == CL_OP_EDIT && p->status_code == 200)
+        own(c->mid, c->conv, c->user);
     record(c->req.stage, c->op, c->req.due, (int)p->status_code);
     R.inflight--;
     c->served++;
@@ -273,11 +325,27 @@ static void on_written(uv_write_t *w, int status)
 
 static void send_request(conn_t *c, due_t d)
 {
-    const cl_conv_t *cv = &R.seed.convs[cl_zipf_sample(&R.zipf, &R.rng)];
-    const cl_user_t *u = &R.seed.users[cv->members[cl_rng_below(&R.rng, (uint64_t)cv->nmembers)]];
+    int ci = (int)cl_zipf_sample(&R.zipf, &R.rng);
+    const cl_conv_t *cv = &R.seed.convs[ci];
+    int ui = cv->members[cl_rng_below(&R.rng, (uint64_t)cv->nmembers)];
     int pick = (int)cl_rng_below(&R.rng, (uint64_t)R.mix_total), op = 0;
     while (pick >= R.mix[op])
         pick -= R.mix[op++];
+    long long mid = 0;
+    if ((op == CL_OP_EDIT || op == CL_OP_DELETE) && R.nowned == 0)
+        op = CL_OP_SEND; /* nothing of ours to change yet: write something first */
+    if (op == CL_OP_EDIT || op == CL_OP_DELETE) {
+        int k = (int)cl_rng_below(&R.rng, (uint64_t)R.nowned);
+        mid = R.owned[k].mid;
+        ci = R.owned[k].conv;
+        ui = R.owned[k].user;
+        cv = &R.seed.convs[ci];
+        /* Taken out while the change is in flight, so no two changes of one
+         * message race (an edit after a delete would be a 404); an edit puts
+         * it back when answered. */
+        R.owned[k] = R.owned[--R.nowned];
+    }
+    const cl_user_t *u = &R.seed.users[ui];
     char path[160], body[128] = "";
     const char *method = "GET";
     long long cid = (long long)cv->id;
@@ -299,12 +367,34 @@ static void send_request(conn_t *c, due_t d)
         snprintf(path, sizeof path, "/api/v1/users/%lld",
                  (long long)R.seed.users[cl_rng_below(&R.rng, R.seed.nusers)].id);
         break;
+    case CL_OP_INBOX:
+        snprintf(path, sizeof path, "/api/v1/conversations?limit=20");
+        break;
+    case CL_OP_READ:
+        method = "POST";
+        snprintf(path, sizeof path, "/api/v1/conversations/%lld/read", cid);
+        snprintf(body, sizeof body, "{\"seq\":%lld}", R.conv_seq[ci]);
+        break;
+    case CL_OP_EDIT:
+        method = "PATCH";
+        snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages/%lld", cid, mid);
+        snprintf(body, sizeof body, "{\"body\":\"chatload edit %llu\"}", (unsigned long long)R.k);
+        break;
+    case CL_OP_DELETE:
+        method = "DELETE";
+        snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages/%lld", cid, mid);
+        break;
     default:
         method = "POST";
         snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages", cid);
         snprintf(body, sizeof body, "{\"body\":\"chatload %llu\"}", (unsigned long long)R.k);
         break;
     }
+    c->conv = ci;
+    c->user = ui;
+    c->mid = mid;
+    c->sblen = 0;
+    c->sbody[0] = '\0';
     int n = snprintf(c->wbuf, sizeof c->wbuf,
                      "%s %s HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n%s"
                      "Content-Length: %zu\r\n\r\n%s",
@@ -772,7 +862,9 @@ int cl_cmd_run(int argc, char **argv)
         return 2;
     }
     if (parse_mix(mix) != 0) {
-        fprintf(stderr, "chatload: bad --mix %s (names: history count metadata profile send)\n",
+        fprintf(stderr,
+                "chatload: bad --mix %s (names: history count metadata profile send inbox read "
+                "edit delete)\n",
                 mix);
         return 2;
     }
@@ -788,6 +880,9 @@ int cl_cmd_run(int argc, char **argv)
         free(R.res.stages);
         return 2;
     }
+    R.conv_seq = calloc(R.seed.nconvs + 1, sizeof *R.conv_seq);
+    if (!R.conv_seq)
+        abort();
     if (cl_zipf_init(&R.zipf, R.seed.nconvs, R.res.zipf) != 0) {
         fprintf(stderr, "chatload: bad --zipf\n");
         return 2;
@@ -837,6 +932,7 @@ int cl_cmd_run(int argc, char **argv)
 
     http_parser_settings_init(&R.psettings);
     R.psettings.on_message_complete = on_response;
+    R.psettings.on_body = on_body;
     http_parser_settings_init(&R.ssettings);
     R.ssettings.on_body = scr_body;
     R.ssettings.on_message_complete = scr_done;
@@ -872,6 +968,7 @@ int cl_cmd_run(int argc, char **argv)
     uv_loop_close(R.loop);
     cl_zipf_dispose(&R.zipf);
     cl_seed_dispose(&R.seed);
+    free(R.conv_seq);
     free(R.scr.body);
     free(R.conns);
     free(R.idle);

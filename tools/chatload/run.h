@@ -11,7 +11,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { CL_OP_HISTORY, CL_OP_COUNT, CL_OP_METADATA, CL_OP_PROFILE, CL_OP_SEND, CL_OP_N };
+enum {
+    CL_OP_HISTORY,
+    CL_OP_COUNT,
+    CL_OP_METADATA,
+    CL_OP_PROFILE,
+    CL_OP_SEND,
+    CL_OP_INBOX,  /* GET /api/v1/conversations?limit=20 */
+    CL_OP_READ,   /* POST …/read with the newest seq this run has seen there */
+    CL_OP_EDIT,   /* PATCH one of the messages this run sent, as its sender */
+    CL_OP_DELETE, /* DELETE one of them (it is then forgotten) */
+    CL_OP_N
+};
 extern const char *const cl_op_names[CL_OP_N];
 
 #define CL_MAX_LE 64
