@@ -12,7 +12,8 @@
 #      redis-benchmark GET of a value of the page's size;
 #   2. baseline, CACHE_BYPASS=true: chatload stages 1k -> 5k -> 10k connections
 #      at the base rate, a burst at twice the rate, then back to the base rate;
-#   3. the same stages with the cache on;
+#   3. the same stages with the cache on, then the chat API mix (inbox, read
+#      markers, edits, deletes) for one stage at the most connections;
 #   4. the hot page closed-loop with wrk, cache bypassed and cache on.
 # Then bench/report.py writes docs/performance.md and the plots docs/perf/*.svg
 # from the JSON results (kept in docs/perf/). Everything it starts it stops.
@@ -87,6 +88,7 @@ fi
 IFS=, read -r C1 C2 C3 <<<"$CONNS"
 [[ -n ${C3:-} ]] || { echo "bench: --conns takes three counts, e.g. 1000,5000,10000" >&2; exit 2; }
 BURST_RATE=$((2 * RATE))
+CHAT_MIX=history=70,inbox=12,count=4,metadata=2,profile=2,send=4,read=4,edit=1,delete=1
 STAGES="$C1:$RATE:$STAGE_S,$C2:$RATE:$STAGE_S,$C3:$RATE:$STAGE_S,$C3:$BURST_RATE:$BURST_S,$C3:$RATE:$RECOVER_S"
 CHATD_BIN=${CHATD_BIN:-build/chatd}
 CHATLOAD_BIN=${CHATLOAD_BIN:-build/chatload}
@@ -223,10 +225,11 @@ wrk_runs() {
   done
 }
 
-stage_run() { # LABEL
-  logcmd "$CHATLOAD_BIN run --url $BASE --seedfile $VAR/seed.json --stages $STAGES --seed 42 --json $PERF/$1.json --report $PERF/$1.md"
-  say "chatload ($1): stages $STAGES"
-  "$CHATLOAD_BIN" run --url "$BASE" --seedfile "$VAR/seed.json" --stages "$STAGES" --seed 42 \
+stage_run() { # LABEL [STAGES [MIX]] — the seed's mix over $STAGES unless given
+  local stages=${2:-$STAGES} mix=${3:-history=90,count=4,metadata=2,profile=2,send=2}
+  logcmd "$CHATLOAD_BIN run --url $BASE --seedfile $VAR/seed.json --stages $stages --mix $mix --seed 42 --json $PERF/$1.json --report $PERF/$1.md"
+  say "chatload ($1): stages $stages, mix $mix"
+  "$CHATLOAD_BIN" run --url "$BASE" --seedfile "$VAR/seed.json" --stages "$stages" --mix "$mix" --seed 42 \
     --json "$PERF/$1.json" --report "$PERF/$1.md" 2>"$VAR/chatload-$1.log" ||
     { say "chatload ($1) exited non-zero; the tail of its log:"; tail -n 5 "$VAR/chatload-$1.log" >&2; }
   [[ -s $PERF/$1.json ]] || { say "chatload ($1) wrote no results"; exit 1; }
@@ -325,6 +328,8 @@ stop_chatd
 # --- cache on ---------------------------------------------------------------
 start_chatd cached
 stage_run cached
+# the chat API mix (inbox, read markers, edits, deletes) at the most connections, cache on
+stage_run chat "$C3:$RATE:$STAGE_S" "$CHAT_MIX"
 say "wrk hot page, cache on"
 wrk_runs cached "$BASE" "$WRK_RUNS" "$WRK_S" "chatd=$chatd_pid" "redis=$(redis_pid)" "db=$(db_pids)" | tee -a "$VAR/wrk.txt" >&2
 stop_chatd

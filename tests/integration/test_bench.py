@@ -75,7 +75,18 @@ def test_quick_bench_writes_results_and_report(stack, tmp_path):
     assert all(st["cache_hit_ratio"] is None for st in bypass["stages"])
     assert any(st["cache_hit_ratio"] is not None for st in cached["stages"])
 
+    # the chat API mix: one stage at the most connections, every operation answered
+    chat = json.loads((perf / "chat.json").read_text())
+    assert not chat["interrupted"] and len(chat["stages"]) == 1
+    st = chat["stages"][0]
+    assert st["connections"] == 500 and st["completed"] == st["due"] > 0
+    assert st["errors"] == 0, st["errors_by_status"]
+    for op in ("history", "inbox", "send", "read"):
+        assert st["latency_ms"][op]["count"] > 0, op
+
     report = (out / "performance.md").read_text()
+    assert "## The chat API mix" in report and "| inbox |" in report
+    assert "cache hit ratio > 90 %, chat API mix" in report and "inbox p95 with the cache" in report
     for heading in ("# chatd performance report", "Quick run", "## Machine", "## Targets",
                     "## References and ratios", "## Staged runs", "## Plots", "## Where the time goes"):
         assert heading in report, heading
