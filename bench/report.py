@@ -430,6 +430,9 @@ def main():
         w(f"`{chat.get('mix', '')}` at {chat_st['connections']:,} connections, {chat_st['target_rate']:,.0f} req/s, "
           f"{chat_st['seconds']:.0f} s, cache on: hit ratio {pct(chat_hit)}, {chat_st['errors']} errors. "
           "Latency in ms per operation, from the due time.\n")
+        kinds = chat_st.get("cache_hit_ratio_by_kind") or {}
+        if kinds:
+            w("Hit ratio by kind: " + ", ".join(f"{k} {pct(v)}" for k, v in kinds.items()) + ".\n")
         w("| operation | requests | p50 | p95 | p99 |\n|---|---|---|---|---|")
         for op, h in chat_st["latency_ms"].items():
             if h.get("count"):

@@ -86,6 +86,7 @@ def test_quick_bench_writes_results_and_report(stack, tmp_path):
 
     report = (out / "performance.md").read_text()
     assert "## The chat API mix" in report and "| inbox |" in report
+    assert "inbox" in st["cache_hit_ratio_by_kind"] and "Hit ratio by kind: " in report
     assert "cache hit ratio > 90 %, chat API mix" in report and "inbox p95 with the cache" in report
     for heading in ("# chatd performance report", "Quick run", "## Machine", "## Targets",
                     "## References and ratios", "## Staged runs", "## Plots", "## Where the time goes"):

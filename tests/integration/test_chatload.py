@@ -162,6 +162,9 @@ def test_chat_api_mix(stack, chatd_factory, tmp_path):
     st = json.loads(out.read_text())["stages"][0]
     assert st["errors"] == 0, (st["errors_by_status"], r.stderr[-2000:])
     assert st["completed"] == st["due"]
+    kinds = st["cache_hit_ratio_by_kind"]
+    assert {"history", "inbox"} <= set(kinds), kinds
+    assert all(0 <= v <= 1 for v in kinds.values()), kinds
     lat = st["latency_ms"]
     for op in ("history", "inbox", "count", "send", "read", "edit", "delete"):
         assert lat[op]["count"] > 0, (op, lat[op])

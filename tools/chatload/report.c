@@ -11,7 +11,8 @@
 #include <string.h>
 
 typedef struct {
-    double hit_ratio;        /* NAN: no cache traffic seen */
+    double hit_ratio; /* NAN: no cache traffic seen */
+    double kind_hit_ratio[CL_NKINDS];
     double wait_p95_ms;      /* NAN: no queue-wait observations */
     double qps_mean, qps_cv; /* NAN: fewer than two scrapes */
     double waiting_mean, waiting_max;
@@ -21,6 +22,8 @@ typedef struct {
 static void server_figures(const cl_results_t *r, int stage, server_t *o)
 {
     o->hit_ratio = o->wait_p95_ms = o->qps_mean = o->qps_cv = NAN;
+    for (int k = 0; k < CL_NKINDS; k++)
+        o->kind_hit_ratio[k] = NAN;
     o->waiting_mean = o->waiting_max = NAN;
     o->nsamples = 0;
     const cl_scrape_t *base = NULL, *last = NULL;
@@ -59,6 +62,12 @@ static void server_figures(const cl_results_t *r, int stage, server_t *o)
     double h = last->hits - (base ? base->hits : 0), m = last->misses - (base ? base->misses : 0);
     if (h + m > 0)
         o->hit_ratio = h / (h + m);
+    for (int k = 0; k < CL_NKINDS; k++) {
+        double kh = last->kind_hits[k] - (base ? base->kind_hits[k] : 0);
+        double km = last->kind_misses[k] - (base ? base->kind_misses[k] : 0);
+        if (kh + km > 0)
+            o->kind_hit_ratio[k] = kh / (kh + km);
+    }
     double w = cl_scrape_wait_quantile(base, last, 0.95);
     if (w >= 0)
         o->wait_p95_ms = w * 1000.0;
@@ -133,6 +142,11 @@ int cl_report_json(const cl_results_t *r, const char *path)
         json_object_set_new(js, "errors_by_status", status_json(st, 1));
         json_object_set_new(js, "latency_ms", lat);
         json_object_set_new(js, "cache_hit_ratio", num_or_null(sv.hit_ratio));
+        json_t *kinds = json_object();
+        for (int k = 0; k < CL_NKINDS; k++)
+            if (!isnan(sv.kind_hit_ratio[k]))
+                json_object_set_new(kinds, cl_kind_names[k], json_real(sv.kind_hit_ratio[k]));
+        json_object_set_new(js, "cache_hit_ratio_by_kind", kinds);
         json_object_set_new(js, "queue_wait_p95_ms", num_or_null(sv.wait_p95_ms));
         json_object_set_new(js, "db_queries_per_s_mean", num_or_null(sv.qps_mean));
         json_object_set_new(js, "db_queries_per_s_cv", num_or_null(sv.qps_cv));

@@ -28,12 +28,17 @@ extern const char *const cl_op_names[CL_OP_N];
 #define CL_MAX_LE 64
 #define CL_STATUS_SLOTS 600 /* HTTP status; slot 0 = transport error or timeout */
 
+/* The cache kinds chatd labels its hit and miss counters with. */
+#define CL_NKINDS 7
+extern const char *const cl_kind_names[CL_NKINDS];
+
 /* One read of chatd's /metrics, sums over label sets. */
 typedef struct {
     double t;  /* seconds since the run started */
     int stage; /* stage running when it was taken, -1 before the first */
     int ok;    /* the chatd metrics were found */
     double hits, misses, hit_ratio, pool_waiting, queries;
+    double kind_hits[CL_NKINDS], kind_misses[CL_NKINDS]; /* by the kind="…" label */
     int nle;
     double le[CL_MAX_LE], cum[CL_MAX_LE]; /* queue-wait buckets, seconds; +Inf last */
 } cl_scrape_t;

@@ -25,11 +25,31 @@ static double label_le(const char *line, size_t n)
     return strtod(p, NULL);
 }
 
+const char *const cl_kind_names[CL_NKINDS] = {"history", "count", "metadata", "profile",
+                                              "events",  "inbox", "members"};
+
+/* Index of the kind="…" label of a line in cl_kind_names, or -1. */
+static int label_kind(const char *line, size_t n)
+{
+    const char *p = memmem(line, n, "kind=\"", 6);
+    if (!p)
+        return -1;
+    p += 6;
+    for (int k = 0; k < CL_NKINDS; k++) {
+        size_t kl = strlen(cl_kind_names[k]);
+        if ((size_t)(line + n - p) > kl && !strncmp(p, cl_kind_names[k], kl) && p[kl] == '"')
+            return k;
+    }
+    return -1;
+}
+
 void cl_scrape_parse(cl_scrape_t *s, const char *text, size_t len)
 {
     s->ok = 0;
     s->hits = s->misses = s->queries = s->pool_waiting = 0;
     s->hit_ratio = NAN;
+    memset(s->kind_hits, 0, sizeof s->kind_hits);
+    memset(s->kind_misses, 0, sizeof s->kind_misses);
     s->nle = 0;
     const char *p = text, *end = text + len;
     while (p < end) {
@@ -57,9 +77,15 @@ void cl_scrape_parse(cl_scrape_t *s, const char *text, size_t len)
         double v = strtod(num, NULL);
         if (name_is(line, n, "chatd_cache_hits_total")) {
             s->hits += v;
+            int k = label_kind(line, n);
+            if (k >= 0)
+                s->kind_hits[k] += v;
             s->ok = 1;
         } else if (name_is(line, n, "chatd_cache_misses_total")) {
             s->misses += v;
+            int k = label_kind(line, n);
+            if (k >= 0)
+                s->kind_misses[k] += v;
             s->ok = 1;
         } else if (name_is(line, n, "chatd_cache_hit_ratio")) {
             s->hit_ratio = v;
