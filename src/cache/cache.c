@@ -400,7 +400,7 @@ static const char lookup_deps_script[] =
     "if not val then return {k, false} end "
     "local nl = string.find(val, '\\n', 1, true) "
     "if not nl then return {k, false} end "
-    "for id, tok in string.gmatch(string.sub(val, 1, nl - 1), '(%d+)=(%w+)') do "
+    "for id, tok in string.gmatch(string.sub(val, 1, nl - 1), '(%d+)=([^ ]+)') do "
     "  if redis.call('GET', ARGV[4] .. id) ~= tok then return {k, false} end "
     "end "
     "return {k, string.sub(val, nl + 1)}";
@@ -705,6 +705,85 @@ void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_
         defer(c->loop, done, arg);
     }
     free(argv);
+}
+
+/*
+ * The bump of a write that took rev (write-through). KEYS[1] epoch key,
+ * KEYS[2] version key; ARGV[1] a fresh token, ARGV[2] the write's rev, then
+ * (prefix, value, TTL) triples. The version becomes "<rev>.<token>", rev
+ * being the highest rev any bump has recorded there; the values are stored
+ * under the new version only when this write's rev is above the recorded
+ * one — they were read in the write's own transaction, so they hold every
+ * write of a lower rev, while a higher recorded rev means a later write was
+ * acknowledged and these values may miss it. A version without a recorded
+ * rev (new, evicted, or set by a plain bump) stores nothing. A missing epoch
+ * is created as a lookup would create it.
+ */
+static const char bump_rev_script[] =
+    "local old = redis.call('GET', KEYS[2]) "
+    "local seen = old and tonumber(string.match(old, '^(%d+)%.')) "
+    "local rev = tonumber(ARGV[2]) "
+    "local keep = rev "
+    "if seen and seen > rev then keep = seen end "
+    "local v = string.format('%d', keep) .. '.' .. ARGV[1] "
+    "redis.call('SET', KEYS[2], v) "
+    "if seen and rev > seen then "
+    "  local e = redis.call('GET', KEYS[1]) "
+    "  if not e then e = ARGV[1] .. 'e' redis.call('SET', KEYS[1], e) end "
+    "  for i = 3, #ARGV, 3 do "
+    "    redis.call('SET', ARGV[i] .. ':e' .. e .. ':v' .. v, ARGV[i + 1], 'EX', ARGV[i + 2]) "
+    "  end "
+    "end "
+    "return 1";
+
+void chat_cache_invalidate_conv_rev(chat_cache_t *c, int64_t conv_id, int64_t rev,
+                                    const chat_cache_put_t *puts, size_t n, void (*done)(void *arg),
+                                    void *arg)
+{
+    if (rev <= 0 || !usable(c)) {
+        /* Not now (bypassed, down, dirty, unsettled): the plain bump decides. */
+        chat_cache_invalidate_conv(c, conv_id, done, arg);
+        return;
+    }
+    char vkey[CHAT_CACHE_KEY_MAX], token[40], revbuf[24];
+    char(*ttls)[16] = chat_malloc((n ? n : 1) * sizeof *ttls);
+    version_key(c, vkey, conv_id);
+    new_token(c, token);
+    snprintf(revbuf, sizeof revbuf, "%lld", (long long)rev);
+    size_t argc = 7 + 3 * n;
+    const char **argv = chat_malloc(argc * sizeof *argv);
+    size_t *argvlen = chat_malloc(argc * sizeof *argvlen);
+    argv[0] = "EVAL";
+    argv[1] = bump_rev_script;
+    argv[2] = "2";
+    argv[3] = CHAT_CACHE_EPOCH_KEY;
+    argv[4] = vkey;
+    argv[5] = token;
+    argv[6] = revbuf;
+    for (size_t i = 0; i < 7; i++)
+        argvlen[i] = strlen(argv[i]);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ttls[i], sizeof ttls[i], "%d", puts[i].ttl);
+        argv[7 + 3 * i] = puts[i].prefix;
+        argvlen[7 + 3 * i] = strlen(puts[i].prefix);
+        argv[8 + 3 * i] = puts[i].val;
+        argvlen[8 + 3 * i] = puts[i].len;
+        argv[9 + 3 * i] = ttls[i];
+        argvlen[9 + 3 * i] = strlen(ttls[i]);
+    }
+    struct done_op *op = chat_malloc(sizeof *op);
+    op->sh = c->sh;
+    op->done = done;
+    op->arg = arg;
+    if (chat_redis_command_tracked(c->redis, bump_cb, bump_late_cb, op, (int)argc, argv, argvlen) !=
+        0) {
+        free(op);
+        chat_cache_shared_mark_dirty(c->sh);
+        defer(c->loop, done, arg);
+    }
+    free(argv);
+    free(argvlen);
+    free(ttls);
 }
 
 void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(void *arg),

@@ -153,6 +153,26 @@ void chat_cache_fill_deps(chat_cache_t *c, const char *key, const int64_t *ids,
 void chat_cache_fill(chat_cache_t *c, const char *key, const char *val, size_t len, int ttl,
                      void (*done)(void *arg), void *arg);
 
+/** A value a write stores along with its version bump (write-through). */
+typedef struct chat_cache_put {
+    const char *prefix; /* the key without epoch and version */
+    const char *val;
+    size_t len;
+    int ttl;
+} chat_cache_put_t;
+
+/**
+ * After a committed write that took rev (> 0) of conversation conv_id: the
+ * version bump of chat_cache_invalidate_conv(), recording rev, which also
+ * stores puts under the new version when rev is above every rev recorded by
+ * an earlier bump (the values must be read in the write's own transaction).
+ * Otherwise — or whenever the cache is not usable now — it is the plain
+ * bump. done fires as for chat_cache_invalidate_conv(). puts are copied.
+ */
+void chat_cache_invalidate_conv_rev(chat_cache_t *c, int64_t conv_id, int64_t rev,
+                                    const chat_cache_put_t *puts, size_t n, void (*done)(void *arg),
+                                    void *arg);
+
 /**
  * After a committed write to a scope (a conversation): gives it a new
  * version. done fires once, after Redis acknowledged, the attempt failed

@@ -6,6 +6,7 @@
 #ifndef CHAT_CHAT_INTERNAL_H
 #define CHAT_CHAT_INTERNAL_H
 
+#include "cache/cache.h"
 #include "cache/flight.h"
 #include "chat/keys.h"
 #include "chat/chat.h"
@@ -149,6 +150,14 @@ void chat_read(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_repl
  * done. Without a cache, done is called at once.
  */
 void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), void *arg);
+/**
+ * chat_after_write() for a change of the conversation's messages that took
+ * rev: also stores puts (read in the change's own transaction) under the new
+ * version when no later change was recorded before it (write-through; see
+ * chat_cache_invalidate_conv_rev and docs/cache.md).
+ */
+void chat_after_write_rev(chat_ctx_t *ctx, int64_t conv, int64_t rev, const chat_cache_put_t *puts,
+                          size_t n, void (*done)(void *arg), void *arg);
 
 /**
  * After a committed write that changes what the inboxes of users[0..n) show

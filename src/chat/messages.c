@@ -13,6 +13,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * A history page, newest first: $1 conversation, $2 the reader (the
+ * membership row drives the page: no row for a non-member, one all-NULL row
+ * for a member of an empty page), $3 limit, $4 offset, $5 before_id or NULL.
+ * Within a conversation ids grow with seq, so "id < before_id" is "seq below
+ * the seq of the first message with an id >= before_id" (found along
+ * messages_conversation_id_id): the page stays one range scan of the seq
+ * index. Also the send's write-through of the newest page.
+ */
+#define HISTORY_SQL                                                                                \
+    "SELECT " CHAT_MSG_COLUMNS(                                                                    \
+        "p.") " FROM members mem LEFT JOIN LATERAL ("                                              \
+              "  SELECT * FROM messages WHERE conversation_id = $1 "                               \
+              "  AND seq < COALESCE((SELECT b.seq FROM messages b WHERE b.conversation_id = $1 "   \
+              "    AND b.id >= $5::bigint ORDER BY b.id LIMIT 1), 9223372036854775807) "           \
+              "  ORDER BY seq DESC LIMIT $3::int OFFSET $4::int) p ON true "                       \
+              "WHERE mem.conversation_id = $1 AND mem.user_id = $2 ORDER BY p.seq DESC"
+
+/* The page a send writes through: the newest 50, the contract's default page. */
+#define WRITE_THROUGH_LIMIT 50
+
 /* The members of conversation conv as a bigint[]: whom a new message is pushed to. */
 #define MEMBER_IDS(conv)                                                                           \
     "(SELECT array_agg(user_id) FROM members WHERE conversation_id = " conv "::bigint)"
@@ -136,6 +157,50 @@ static void reply_message(struct msg_op *op, chat_reply_kind_t kind, const PGres
     chat_after_write(op->ctx, op->conv_id, write_done, op);
 }
 
+static void encode_page(chat_buf_t *b, const char *conv, int limit, int offset,
+                        const PGresult *res);
+
+/*
+ * A new message: its answer, and the newest page and the count as the send's
+ * own transaction read them after the insert, stored under the version the
+ * send moves to (chat_after_write_rev) so the hot conversation's next reads
+ * are hits, not misses.
+ */
+static void write_through(struct msg_op *op, const PGresult *res, const PGresult *page,
+                          const PGresult *count)
+{
+    op->kind = CHAT_REPLY_CREATED;
+    op->type = CHAT_EVENT_MESSAGE;
+    op->rev = chat_pg_i64(res, 0, 1 + CHAT_MSG_NCOLUMNS);
+    op->members =
+        chat_i64_list_parse(chat_pg_str(res, 0, 1 + CHAT_MSG_NCOLUMNS + 1), &op->nmembers);
+    chat_encode_message(&op->body, res, 0, 1);
+    chat_buf_t pb = CHAT_BUF_INIT, cb = CHAT_BUF_INIT;
+    chat_cache_put_t puts[2];
+    size_t n = 0;
+    /* puts point into these until chat_after_write_rev has copied them */
+    // cppcheck-suppress variableScope ; the keys outlive the if blocks through puts[]
+    char pkey[CHAT_KEYS_MAX], ckey[CHAT_KEYS_MAX];
+    if (PQntuples(page) > 0) {
+        encode_page(&pb, op->conv, WRITE_THROUGH_LIMIT, 0, page);
+        chat_keys_history(pkey, op->conv_id, WRITE_THROUGH_LIMIT, 0, 0, -1);
+        puts[n++] =
+            (chat_cache_put_t){pkey, pb.data, pb.len, chat_keys_ttl(CHAT_KEYS_HISTORY, 0, 0)};
+    }
+    if (PQntuples(count) == 1) {
+        chat_buf_puts(&cb, "{\"conversation_id\":");
+        chat_buf_puts(&cb, op->conv);
+        chat_buf_puts(&cb, ",\"count\":");
+        chat_buf_puts(&cb, PQgetvalue(count, 0, 0));
+        chat_buf_putc(&cb, '}');
+        chat_keys_count(ckey, op->conv_id);
+        puts[n++] = (chat_cache_put_t){ckey, cb.data, cb.len, chat_keys_ttl(CHAT_KEYS_COUNT, 0, 0)};
+    }
+    chat_after_write_rev(op->ctx, op->conv_id, op->rev, puts, n, write_done, op);
+    chat_buf_dispose(&pb);
+    chat_buf_dispose(&cb);
+}
+
 static void existing_cb(const chat_db_result_t *r, void *arg)
 {
     struct msg_op *op = arg;
@@ -169,7 +234,7 @@ static void send_cb(const chat_db_result_t *r, void *arg)
         chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
         op_free(op);
     } else if (!PQgetisnull(res, 0, 1)) {
-        reply_message(op, CHAT_REPLY_CREATED, res, 1);
+        write_through(op, res, r->res[2], r->res[3]);
     } else {
         /*
          * The (sender, conversation, client_msg_id) or this request's own
@@ -208,19 +273,20 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
     char *body_z = chat_strndup(body, body_len);
     const char *lock_params[] = {op->conv, op->sender};
     const char *params[] = {op->conv, op->sender, body_z, op->client_msg_id, op->op_id};
+    char lim[24];
+    snprintf(lim, sizeof lim, "%d", WRITE_THROUGH_LIMIT);
+    const char *page_params[] = {op->conv, op->sender, lim, "0", NULL};
     /*
-     * One transaction of two statements. The first locks the conversation
-     * row (for a member), so the sends, edits and deletes of a conversation
-     * run one at a time. The second, whose snapshot sees every write
-     * committed before the lock was granted, takes the next seq and rev,
-     * inserts the message and its event, counts it and moves the sender's
-     * read marker — unless the client_msg_id or this request's op_id is
-     * already used (a retry), when it changes nothing. So seq and rev have
-     * no gap and no repeat and follow commit order. The answer: whether the
-     * caller is a member, the new message (NULLs for a retry), its rev and
-     * the members to push it to.
+     * One transaction of two statements (and two reads for the cache). The first locks the
+     * conversation row (for a member), so the sends, edits and deletes of a conversation run one at
+     * a time. The second, whose snapshot sees every write committed before the lock was granted,
+     * takes the next seq and rev, inserts the message and its event, counts it and moves the
+     * sender's read marker — unless the client_msg_id or this request's op_id is already used (a
+     * retry), when it changes nothing. So seq and rev have no gap and no repeat and follow commit
+     * order. The answer: whether the caller is a member, the new message (NULLs for a retry), its
+     * rev and the members to push it to.
      */
-    chat_db_stmt_t st[2] = {
+    chat_db_stmt_t st[4] = {
         {"SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id "
          "AND m.user_id = $2 WHERE c.id = $1 FOR UPDATE OF c",
          2, lock_params},
@@ -243,9 +309,13 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
              "ins.") ", (SELECT rev FROM upd), " MEMBER_IDS("$1") " FROM (SELECT 1) one LEFT JOIN "
                                                                   "ins ON true",
          5, params},
+        /* Still under the lock, after the insert: what a read of the newest
+         * page and of the count would now answer, to write through. */
+        {HISTORY_SQL, 5, page_params},
+        {"SELECT message_count FROM conversations WHERE id = $1", 1, params},
     };
     /* The op_id makes a repeated send harmless, so it may be sent again. */
-    chat_db_exec(ctx->db, st, 2, CHAT_DB_RETRY_SENT, send_cb, op);
+    chat_db_exec(ctx->db, st, 4, CHAT_DB_RETRY_SENT, send_cb, op);
     free(body_z);
 }
 
@@ -332,7 +402,9 @@ static void change_cb(const chat_db_result_t *r, void *arg)
         op->members = chat_i64_list_parse(chat_pg_str(res, 0, CHANGE_COL_MEMBERS), &op->nmembers);
     }
     chat_encode_message(&op->body, res, 0, m);
-    chat_after_write(op->ctx, op->conv_id, write_done, op);
+    /* A change that took a rev records it, so no earlier send's late
+     * write-through can land after it. */
+    chat_after_write_rev(op->ctx, op->conv_id, op->rev, NULL, 0, write_done, op);
 }
 
 static struct msg_op *change_new(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int type,
@@ -411,6 +483,30 @@ void chat_msg_delete(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t m
 
 /* ---- history and count ---- */
 
+/* The page answer of a history read from its rows (CHAT_MSG_COLUMNS at 0). */
+static void encode_page(chat_buf_t *b, const char *conv, int limit, int offset, const PGresult *res)
+{
+    int n = PQntuples(res);
+    chat_buf_reserve(b, 96 + (size_t)n * 200);
+    chat_buf_puts(b, "{\"conversation_id\":");
+    chat_buf_puts(b, conv);
+    chat_buf_puts(b, ",\"limit\":");
+    chat_buf_put_i64(b, limit);
+    chat_buf_puts(b, ",\"offset\":");
+    chat_buf_put_i64(b, offset);
+    chat_buf_puts(b, ",\"messages\":[");
+    int first = 1;
+    for (int i = 0; i < n; i++) {
+        if (PQgetisnull(res, i, 0)) /* a member of an empty page: the one all-NULL row */
+            continue;
+        if (!first)
+            chat_buf_putc(b, ',');
+        first = 0;
+        chat_encode_message(b, res, i, 0);
+    }
+    chat_buf_puts(b, "]}");
+}
+
 static void history_cb(const chat_db_result_t *r, void *arg)
 {
     struct msg_op *op = arg;
@@ -418,27 +514,8 @@ static void history_cb(const chat_db_result_t *r, void *arg)
         op_free(op);
         return;
     }
-    const PGresult *res = r->res[0];
-    int n = PQntuples(res);
     chat_buf_t b = CHAT_BUF_INIT;
-    chat_buf_reserve(&b, 96 + (size_t)n * 200);
-    chat_buf_puts(&b, "{\"conversation_id\":");
-    chat_buf_puts(&b, op->conv);
-    chat_buf_puts(&b, ",\"limit\":");
-    chat_buf_put_i64(&b, op->limit);
-    chat_buf_puts(&b, ",\"offset\":");
-    chat_buf_put_i64(&b, op->offset);
-    chat_buf_puts(&b, ",\"messages\":[");
-    int first = 1;
-    for (int i = 0; i < n; i++) {
-        if (PQgetisnull(res, i, 0)) /* a member of an empty page: the one all-NULL row */
-            continue;
-        if (!first)
-            chat_buf_putc(&b, ',');
-        first = 0;
-        chat_encode_message(&b, res, i, 0);
-    }
-    chat_buf_puts(&b, "]}");
+    encode_page(&b, op->conv, op->limit, op->offset, r->res[0]);
     chat_reply_ok(op->cb, op->arg, CHAT_REPLY_OK, &b);
     op_free(op);
 }
@@ -476,21 +553,7 @@ static void history_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, c
     const char *params[] = {op->conv, op->sender, chat_i64_str(lim, q->limit),
                             chat_i64_str(off, q->offset),
                             q->before_id ? chat_i64_str(before, q->before_id) : NULL};
-    /*
-     * Newest first. Within a conversation ids grow with seq, so "id <
-     * before_id" is "seq below the seq of the first message with an id >=
-     * before_id" (found along messages_conversation_id_id): the page stays
-     * one range scan of the seq index.
-     */
-    chat_db_stmt_t st = {
-        "SELECT " CHAT_MSG_COLUMNS(
-            "p.") " FROM members mem LEFT JOIN LATERAL ("
-                  "  SELECT * FROM messages WHERE conversation_id = $1 "
-                  "  AND seq < COALESCE((SELECT b.seq FROM messages b WHERE b.conversation_id = $1 "
-                  "    AND b.id >= $5::bigint ORDER BY b.id LIMIT 1), 9223372036854775807) "
-                  "  ORDER BY seq DESC LIMIT $3::int OFFSET $4::int) p ON true "
-                  "WHERE mem.conversation_id = $1 AND mem.user_id = $2 ORDER BY p.seq DESC",
-        5, params};
+    chat_db_stmt_t st = {HISTORY_SQL, 5, params};
     chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
 }
 

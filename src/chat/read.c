@@ -302,6 +302,16 @@ void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), vo
     chat_cache_invalidate_conv(ctx->cache, conv, done, arg);
 }
 
+void chat_after_write_rev(chat_ctx_t *ctx, int64_t conv, int64_t rev, const chat_cache_put_t *puts,
+                          size_t n, void (*done)(void *arg), void *arg)
+{
+    if (!ctx->cache) {
+        done(arg);
+        return;
+    }
+    chat_cache_invalidate_conv_rev(ctx->cache, conv, rev, puts, n, done, arg);
+}
+
 void chat_after_write_users(chat_ctx_t *ctx, int64_t conv, const int64_t *users, size_t n,
                             void (*done)(void *arg), void *arg)
 {

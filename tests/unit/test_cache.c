@@ -175,6 +175,16 @@ static char *redis_get(const char *key)
     return out;
 }
 
+static void invalidate_rev(env_t *e, int64_t scope, int64_t rev, const char *prefix,
+                           const char *val)
+{
+    int calls = 0;
+    chat_cache_put_t put = {prefix, val, val ? strlen(val) : 0, 60};
+    chat_cache_invalidate_conv_rev(e->c, scope, rev, &put, prefix ? 1 : 0, op_done, &calls);
+    assert_int_equal(calls, 0);
+    run_until_calls(e, &calls);
+}
+
 /* ---- tests ---- */
 
 static void test_write_bump_makes_next_lookup_miss(void **state)
@@ -212,6 +222,59 @@ static void test_write_bump_makes_next_lookup_miss(void **state)
     assert_string_equal(r.value, "other");
     assert_true(chat_metric_value(e.sh->hits[K_PAGE]) == hits0 + 3);
     assert_true(chat_metric_value(e.sh->misses[K_PAGE]) == misses0 + 3);
+    env_done(&e);
+}
+
+/*
+ * Write-through: a bump that records a rev above the recorded one stores its
+ * values under the new version; the first one (no rev recorded yet), one
+ * arriving late with a lower rev, and one after a plain bump store nothing;
+ * the version changes every time.
+ */
+static void test_write_through_only_for_the_newest_rev(void **state)
+{
+    env_t e;
+    res_t r;
+    char ver[128];
+
+    env_init(&e, 200, 0);
+    cache_value(&e, "t:page:9", 9, "old", NULL);
+    /* no rev recorded yet: only the version moves (to "5.<token>") */
+    snprintf(ver, sizeof ver, "%s", redis_get("t:ver:9"));
+    invalidate_rev(&e, 9, 5, "t:page:9", "at-5");
+    assert_string_not_equal(redis_get("t:ver:9"), ver);
+    assert_int_equal(strncmp(redis_get("t:ver:9"), "5.", 2), 0);
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:9", 9, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    /* rev 6 above 5: stored under the new version, read as a hit */
+    invalidate_rev(&e, 9, 6, "t:page:9", "at-6");
+    assert_int_equal(strncmp(redis_get("t:ver:9"), "6.", 2), 0);
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:9", 9, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_HIT);
+    assert_string_equal(r.value, "at-6");
+    /* rev 4 arrives late: a new version, still recording 6, nothing stored */
+    snprintf(ver, sizeof ver, "%s", redis_get("t:ver:9"));
+    invalidate_rev(&e, 9, 4, "t:page:9", "at-4");
+    assert_string_not_equal(redis_get("t:ver:9"), ver);
+    assert_int_equal(strncmp(redis_get("t:ver:9"), "6.", 2), 0);
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:9", 9, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    /* a change with a rev and nothing to store (an edit) records it */
+    invalidate_rev(&e, 9, 7, NULL, NULL);
+    assert_int_equal(strncmp(redis_get("t:ver:9"), "7.", 2), 0);
+    /* so a send's late write-through of rev 6 stores nothing */
+    invalidate_rev(&e, 9, 6, "t:page:9", "at-6-late");
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:9", 9, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    /* a plain bump forgets the rev: the next write-through stores nothing */
+    invalidate(&e, 9);
+    invalidate_rev(&e, 9, 8, "t:page:9", "at-8");
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:9", 9, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    invalidate_rev(&e, 9, 9, "t:page:9", "at-9");
+    assert_int_equal(lookup(&e, K_PAGE, "t:page:9", 9, &r), 0);
+    assert_int_equal(r.status, CHAT_CACHE_HIT);
+    assert_string_equal(r.value, "at-9");
     env_done(&e);
 }
 
@@ -389,6 +452,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_bump_makes_next_lookup_miss),
+        cmocka_unit_test(test_write_through_only_for_the_newest_rev),
         cmocka_unit_test(test_late_fill_after_invalidation_is_unreadable),
         cmocka_unit_test(test_failed_invalidation_changes_the_epoch),
         cmocka_unit_test(test_unsettled_invalidation_holds_the_cache),
