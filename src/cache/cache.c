@@ -643,6 +643,21 @@ static void bump_late_cb(chat_err_t status, void *arg)
     free(op);
 }
 
+/* Sends a version bump; one that cannot even be sent makes the cache dirty. */
+static void send_bump(chat_cache_t *c, int argc, const char **argv, const size_t *argvlen,
+                      void (*done)(void *), void *arg)
+{
+    struct done_op *op = chat_malloc(sizeof *op);
+    op->sh = c->sh;
+    op->done = done;
+    op->arg = arg;
+    if (chat_redis_command_tracked(c->redis, bump_cb, bump_late_cb, op, argc, argv, argvlen) != 0) {
+        free(op);
+        chat_cache_shared_mark_dirty(c->sh);
+        defer(c->loop, done, arg);
+    }
+}
+
 static void retry_fire_cb(uv_timer_t *t)
 {
     struct retry *r = t->data;
@@ -694,16 +709,7 @@ void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_
         argv[1 + 2 * i] = vkeys[i];
         argv[2 + 2 * i] = token;
     }
-    struct done_op *op = chat_malloc(sizeof *op);
-    op->sh = c->sh;
-    op->done = done;
-    op->arg = arg;
-    if (chat_redis_command_tracked(c->redis, bump_cb, bump_late_cb, op, (int)argc, argv, NULL) !=
-        0) {
-        free(op);
-        chat_cache_shared_mark_dirty(c->sh);
-        defer(c->loop, done, arg);
-    }
+    send_bump(c, (int)argc, argv, NULL, done, arg);
     free(argv);
 }
 
@@ -771,16 +777,7 @@ void chat_cache_invalidate_conv_rev(chat_cache_t *c, int64_t conv_id, int64_t re
         argv[9 + 3 * i] = ttls[i];
         argvlen[9 + 3 * i] = strlen(ttls[i]);
     }
-    struct done_op *op = chat_malloc(sizeof *op);
-    op->sh = c->sh;
-    op->done = done;
-    op->arg = arg;
-    if (chat_redis_command_tracked(c->redis, bump_cb, bump_late_cb, op, (int)argc, argv, argvlen) !=
-        0) {
-        free(op);
-        chat_cache_shared_mark_dirty(c->sh);
-        defer(c->loop, done, arg);
-    }
+    send_bump(c, (int)argc, argv, argvlen, done, arg);
     free(argv);
     free(argvlen);
     free(ttls);
