@@ -131,6 +131,8 @@ static void wire(chat_worker_t *w)
         .redis_url = cfg->enable_redis_cache ? cfg->redis_url : NULL,
         .origin = w->sh->origin,
         .cmd_timeout_ms = cfg->cache_timeout_ms,
+        .drop_every = cfg->fault_drop_events,
+        .loader = chat_stream_reads(&w->ctx),
     };
     w->ctx.stream = chat_stream_create(&w->loop, &sc);
     w->api.ctx = &w->ctx;

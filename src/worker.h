@@ -22,7 +22,7 @@ typedef struct chat_shared {
     chat_hub_t *hub;              /* realtime frames between the workers */
     chat_cache_shared_t *cache;   /* the cache's bypass switch, freshness state and metrics */
     /** This instance on Redis pub/sub (fanout.h), the same on every worker. */
-    char origin[CHAT_FANOUT_ORIGIN_LEN];
+    char origin[CHAT_RT_ORIGIN_LEN];
     /** Runs on the worker's thread when its loop has ended (wakes main). */
     void (*on_worker_exit)(void *arg);
     void *exit_arg;

@@ -1,12 +1,13 @@
 /*
  * GET /api/v1/stream: the WebSocket session of a signed-in user. After the
  * handshake (checked here, once; answered by net/ws_conn.c) the socket is
- * registered with the worker's realtime stream, which pushes every new
- * message of the user's conversations; the client's "send" messages go
- * through the same validators (validate.h) and chat_msg_send() as POST
- * .../messages, answered with an "ack" or an "error" frame whose code comes
- * from the status table (status.h). A malformed client message gets an
- * "error" frame and the connection stays up.
+ * registered with the worker's realtime stream, which pushes every event of
+ * the user's conversations in rev order (realtime/stream.h). Client frames:
+ * "send" goes through the same validators (validate.h) and chat_msg_send()
+ * as POST .../messages, answered with an "ack" or an "error" frame whose
+ * code comes from the status table (status.h); "typing" and "resume" go to
+ * the stream. A malformed client message gets an "error" frame and the
+ * connection stays up.
  */
 #include "api/internal.h"
 #include "api/status.h"
@@ -140,6 +141,67 @@ static void handle_send(session_t *ss, json_t *o)
                   send_reply_cb, op);
 }
 
+static void handle_typing(session_t *ss, json_t *o)
+{
+    int64_t conv_id;
+    char why[CHAT_API_WHY_MAX];
+    int err =
+        chat_api_valid_id(json_object_get(o, "conversation_id"), "conversation_id", &conv_id, why);
+    if (err) {
+        send_error(ss, NULL, err, why);
+        return;
+    }
+    chat_stream_typing(ss->api->ctx->stream, ss->sub, conv_id);
+}
+
+/* A position: plain decimal digits of an id (the key), or an integer >= 0 (the rev). */
+static int64_t id_key(const char *k)
+{
+    int64_t v = 0;
+    if (k[0] < '1' || k[0] > '9')
+        return -1;
+    for (; *k; k++) {
+        if (*k < '0' || *k > '9' || v > (INT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (*k - '0');
+    }
+    return v;
+}
+
+static void handle_resume(session_t *ss, json_t *o)
+{
+    json_t *pos = json_object_get(o, "positions");
+    if (!pos || !json_is_object(pos)) {
+        send_error(ss, NULL, CHAT_EBADREQUEST, "positions must be an object");
+        return;
+    }
+    size_t n = json_object_size(pos), i = 0;
+    int64_t *convs = chat_malloc((n ? n : 1) * sizeof *convs);
+    int64_t *revs = chat_malloc((n ? n : 1) * sizeof *revs);
+    const char *key;
+    json_t *v;
+    const char *why = NULL;
+    json_object_foreach(pos, key, v)
+    {
+        convs[i] = id_key(key);
+        if (convs[i] < 0) {
+            why = "positions keys must be conversation ids";
+            break;
+        }
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            why = "positions values must be integers >= 0";
+            break;
+        }
+        revs[i++] = json_integer_value(v);
+    }
+    if (why)
+        send_error(ss, NULL, CHAT_EBADREQUEST, why);
+    else if (chat_stream_resume(ss->api->ctx->stream, ss->sub, convs, revs, n) != 0)
+        send_error(ss, NULL, CHAT_ECONFLICT, "a resume of this connection is not finished yet");
+    free(convs);
+    free(revs);
+}
+
 static void on_message(chat_ws_conn_t *ws, const char *msg, size_t len, bool binary, void *ud)
 {
     session_t *ss = ud;
@@ -159,6 +221,10 @@ static void on_message(chat_ws_conn_t *ws, const char *msg, size_t len, bool bin
         send_error(ss, NULL, CHAT_EBADREQUEST, "type must be a string");
     else if (!strcmp(json_string_value(type), "send"))
         handle_send(ss, o);
+    else if (!strcmp(json_string_value(type), "typing"))
+        handle_typing(ss, o);
+    else if (!strcmp(json_string_value(type), "resume"))
+        handle_resume(ss, o);
     else
         send_error(ss, NULL, CHAT_EBADREQUEST, "unknown message type");
     json_decref(o);

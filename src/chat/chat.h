@@ -13,6 +13,7 @@
 #include "core/memo.h"
 #include "core/uuid.h"
 #include "db/path.h"
+#include "realtime/stream.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -205,6 +206,11 @@ typedef struct chat_events_query {
  */
 void chat_events_list(chat_ctx_t *ctx, int64_t caller, const chat_events_query_t *q,
                       chat_reply_cb cb, void *arg);
+
+/* ---- the realtime stream's reads (stream_reads.c) ---- */
+
+/** The reads the stream of a worker makes through ctx (events, revs, memberships). */
+chat_stream_loader_t chat_stream_reads(chat_ctx_t *ctx);
 
 /* ---- shared helpers (chat.c) ---- */
 

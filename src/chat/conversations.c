@@ -20,6 +20,7 @@ struct conv_op {
     int64_t caller;
     int64_t user;               /* add: the member added */
     int added;                  /* add: the user was not a member before */
+    int64_t rev;                /* add: the conversation's rev when they joined */
     char op_id[CHAT_OP_ID_LEN]; /* create only */
     int64_t *members;           /* create: the members (the caller first), owned */
     size_t nmembers;
@@ -65,17 +66,26 @@ void chat_encode_conv(chat_buf_t *b, const PGresult *res, int row, int col)
     chat_buf_putc(b, '}');
 }
 
-void chat_push_conv_frame(chat_ctx_t *ctx, int64_t user, const char *type, int64_t conv,
-                          int64_t seq)
+void chat_push_conv_frame(chat_ctx_t *ctx, int64_t user, int kind, int64_t conv, int64_t seq_or_rev,
+                          bool frame)
 {
     if (!ctx->stream)
         return;
     chat_buf_t f = CHAT_BUF_INIT;
-    chat_buf_printf(&f, "{\"type\":\"%s\",\"conversation_id\":%lld", type, (long long)conv);
-    if (seq >= 0)
-        chat_buf_printf(&f, ",\"seq\":%lld", (long long)seq);
-    chat_buf_putc(&f, '}');
-    chat_stream_publish(ctx->stream, &user, 1, f.data, f.len);
+    chat_rt_msg_t m = {.kind = kind, .id = user, .a = conv};
+    if (kind == CHAT_RT_USER) {
+        chat_buf_printf(&f, "{\"type\":\"read\",\"conversation_id\":%lld,\"seq\":%lld}",
+                        (long long)conv, (long long)seq_or_rev);
+    } else {
+        if (kind == CHAT_RT_ADDED)
+            m.b = seq_or_rev;
+        if (frame)
+            chat_buf_printf(&f, "{\"type\":\"%s\",\"conversation_id\":%lld}",
+                            kind == CHAT_RT_ADDED ? "added" : "removed", (long long)conv);
+    }
+    m.frame = f.data ? f.data : "";
+    m.len = f.len;
+    chat_stream_publish(ctx->stream, &m);
     chat_buf_dispose(&f);
 }
 
@@ -86,9 +96,10 @@ void chat_push_conv_frame(chat_ctx_t *ctx, int64_t user, const char *type, int64
 static void created_done(void *arg)
 {
     struct conv_op *op = arg;
+    /* every member's sockets follow it from rev 0; the creator's get no frame */
     for (size_t i = 0; i < op->nmembers; i++)
-        if (op->members[i] != op->caller)
-            chat_push_conv_frame(op->ctx, op->members[i], "added", op->conv, -1);
+        chat_push_conv_frame(op->ctx, op->members[i], CHAT_RT_ADDED, op->conv, 0,
+                             op->members[i] != op->caller);
     chat_reply_ok(op->cb, op->arg, CHAT_REPLY_CREATED, &op->body);
     op_free(op);
 }
@@ -228,8 +239,9 @@ void chat_conv_get(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, chat_reply_
 static void add_member_done(void *arg)
 {
     struct conv_op *op = arg;
-    if (op->added && op->user != op->caller)
-        chat_push_conv_frame(op->ctx, op->user, "added", op->conv, -1);
+    if (op->added)
+        chat_push_conv_frame(op->ctx, op->user, CHAT_RT_ADDED, op->conv, op->rev,
+                             op->user != op->caller);
     chat_reply_ok(op->cb, op->arg, CHAT_REPLY_NO_CONTENT, NULL);
     op_free(op);
 }
@@ -252,6 +264,7 @@ static void add_member_cb(const chat_db_result_t *r, void *arg)
          * its commit and its invalidation.
          */
         op->added = chat_pg_i64(r->res[0], 0, 2) > 0;
+        op->rev = op->added ? chat_pg_i64(r->res[0], 0, 3) : 0;
         chat_after_write_users(op->ctx, op->conv, &op->user, 1, add_member_done, op);
         return;
     }
@@ -275,8 +288,9 @@ void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int6
         "  WHERE EXISTS (SELECT 1 FROM ok) AND EXISTS (SELECT 1 FROM u) "
         "  ON CONFLICT DO NOTHING RETURNING 1), "
         "upd AS (UPDATE conversations SET member_count = member_count + 1 "
-        "  WHERE id = $1 AND EXISTS (SELECT 1 FROM ins) RETURNING 1) "
-        "SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM u), (SELECT count(*) FROM upd)",
+        "  WHERE id = $1 AND EXISTS (SELECT 1 FROM ins) RETURNING rev) "
+        "SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM u), (SELECT count(*) FROM upd), "
+        "(SELECT rev FROM upd)",
         3, params};
     struct conv_op *op = op_new(cb, arg);
     op->ctx = ctx;

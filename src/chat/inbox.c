@@ -344,7 +344,7 @@ static void mark_done(void *arg)
 {
     struct mark_op *op = arg;
     if (op->moved)
-        chat_push_conv_frame(op->ctx, op->caller, "read", op->conv, op->seq);
+        chat_push_conv_frame(op->ctx, op->caller, CHAT_RT_USER, op->conv, op->seq, true);
     chat_reply_ok(op->cb, op->arg, CHAT_REPLY_NO_CONTENT, NULL);
     free(op);
 }

@@ -13,6 +13,8 @@
 #include "core/buf.h"
 
 #include <libpq-fe.h>
+#include "realtime/msg.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -89,12 +91,13 @@ void chat_encode_event(chat_buf_t *b, int type, const char *conv, int64_t rev, c
 void chat_encode_conv(chat_buf_t *b, const PGresult *res, int row, int col);
 
 /**
- * Pushes a small frame {"type": type, "conversation_id": conv[, "seq": seq]}
- * (seq < 0: none) to the sockets of user (realtime/stream.h); nothing
- * without a stream.
+ * Tells the sockets of user (realtime/stream.h) about conv: kind is
+ * CHAT_RT_USER (a "read" frame with seq), CHAT_RT_ADDED (they follow conv
+ * from rev on; an "added" frame if frame is true) or CHAT_RT_REMOVED (they
+ * stop; a "removed" frame if frame is true). Nothing without a stream.
  */
-void chat_push_conv_frame(chat_ctx_t *ctx, int64_t user, const char *type, int64_t conv,
-                          int64_t seq);
+void chat_push_conv_frame(chat_ctx_t *ctx, int64_t user, int kind, int64_t conv, int64_t seq_or_rev,
+                          bool frame);
 
 /* ---- the read path (read.c) ---- */
 

@@ -122,8 +122,9 @@ void chat_conv_members(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t
 static void removed_done(void *arg)
 {
     struct members_op *op = arg;
-    if (op->removed && op->user != op->caller)
-        chat_push_conv_frame(op->ctx, op->user, "removed", op->conv, -1);
+    if (op->removed)
+        chat_push_conv_frame(op->ctx, op->user, CHAT_RT_REMOVED, op->conv, 0,
+                             op->user != op->caller);
     chat_reply_ok(op->cb, op->arg, CHAT_REPLY_NO_CONTENT, NULL);
     free(op);
 }

@@ -34,10 +34,6 @@
 /* The page a send writes through: the newest 50, the contract's default page. */
 #define WRITE_THROUGH_LIMIT 50
 
-/* The members of conversation conv as a bigint[]: whom a new message is pushed to. */
-#define MEMBER_IDS(conv)                                                                           \
-    "(SELECT array_agg(user_id) FROM members WHERE conversation_id = " conv "::bigint)"
-
 /* A column that may be NULL: its text as a JSON string, or null. */
 static void put_str_or_null(chat_buf_t *b, const PGresult *res, int row, int col, bool quoted)
 {
@@ -90,9 +86,7 @@ struct msg_op {
     char op_id[CHAT_OP_ID_LEN]; /* send only */
     int type;                   /* writes: the event to push (enum chat_event_type); 0: none */
     int64_t rev;                /* writes: the conversation's rev taken by the change */
-    int64_t *members;           /* writes: the members to push the event to; owned */
-    size_t nmembers;
-    int limit, offset; /* history only */
+    int limit, offset;          /* history only */
 };
 
 static struct msg_op *op_new(chat_ctx_t *ctx, chat_reply_cb cb, void *arg)
@@ -107,23 +101,27 @@ static struct msg_op *op_new(chat_ctx_t *ctx, chat_reply_cb cb, void *arg)
 static void op_free(struct msg_op *op)
 {
     free(op->client_msg_id);
-    free(op->members);
     chat_buf_dispose(&op->body);
     free(op);
 }
 
 /*
  * Pushes the event of a change (a new, edited or deleted message) to the
- * members' sockets (this process and, through Redis, the others): the
- * frame is the event object of /events.
+ * conversation's followers (this process and, through Redis, the others):
+ * the frame is the event object of /events, ordered by its rev.
  */
 static void push_event(struct msg_op *op)
 {
-    if (!op->ctx->stream || !op->nmembers)
+    if (!op->ctx->stream || op->rev <= 0)
         return;
     chat_buf_t frame = CHAT_BUF_INIT;
     chat_encode_event(&frame, op->type, op->conv, op->rev, op->body.data, op->body.len);
-    chat_stream_publish(op->ctx->stream, op->members, op->nmembers, frame.data, frame.len);
+    chat_rt_msg_t m = {.kind = CHAT_RT_EVENT,
+                       .id = op->conv_id,
+                       .a = op->rev,
+                       .frame = frame.data,
+                       .len = frame.len};
+    chat_stream_publish(op->ctx->stream, &m);
     chat_buf_dispose(&frame);
 }
 
@@ -148,10 +146,8 @@ static void reply_message(struct msg_op *op, chat_reply_kind_t kind, const PGres
     op->kind = kind;
     if (kind == CHAT_REPLY_CREATED) {
         op->type = CHAT_EVENT_MESSAGE;
-        /* After the message's columns: its rev, then the members to push it to. */
+        /* After the message's columns: its rev. */
         op->rev = chat_pg_i64(res, 0, col + CHAT_MSG_NCOLUMNS);
-        op->members =
-            chat_i64_list_parse(chat_pg_str(res, 0, col + CHAT_MSG_NCOLUMNS + 1), &op->nmembers);
     }
     chat_encode_message(&op->body, res, 0, col);
     chat_after_write(op->ctx, op->conv_id, write_done, op);
@@ -172,8 +168,6 @@ static void write_through(struct msg_op *op, const PGresult *res, const PGresult
     op->kind = CHAT_REPLY_CREATED;
     op->type = CHAT_EVENT_MESSAGE;
     op->rev = chat_pg_i64(res, 0, 1 + CHAT_MSG_NCOLUMNS);
-    op->members =
-        chat_i64_list_parse(chat_pg_str(res, 0, 1 + CHAT_MSG_NCOLUMNS + 1), &op->nmembers);
     chat_encode_message(&op->body, res, 0, 1);
     chat_buf_t pb = CHAT_BUF_INIT, cb = CHAT_BUF_INIT;
     chat_cache_put_t puts[2];
@@ -245,12 +239,11 @@ static void send_cb(const chat_db_result_t *r, void *arg)
         const char *params[] = {op->sender, op->conv, op->client_msg_id, op->op_id};
         chat_db_stmt_t st = {"SELECT " CHAT_MSG_COLUMNS(
                                  "") ", (SELECT e.rev FROM events e WHERE e.conversation_id = $2 "
-                                     "AND e.message_id = messages.id AND e.type = 1), " MEMBER_IDS(
-                                         "$2") ", "
-                                               "op_id IS NOT DISTINCT FROM $4::uuid "
-                                               "FROM messages WHERE (sender_id = $1 AND "
-                                               "conversation_id = $2 "
-                                               "AND client_msg_id = $3) OR op_id = $4::uuid",
+                                     "AND e.message_id = messages.id AND e.type = 1), "
+                                     "op_id IS NOT DISTINCT FROM $4::uuid "
+                                     "FROM messages WHERE (sender_id = $1 AND "
+                                     "conversation_id = $2 "
+                                     "AND client_msg_id = $3) OR op_id = $4::uuid",
                              4, params};
         chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, existing_cb, op);
     }
@@ -283,8 +276,8 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
      * takes the next seq and rev, inserts the message and its event, counts it and moves the
      * sender's read marker — unless the client_msg_id or this request's op_id is already used (a
      * retry), when it changes nothing. So seq and rev have no gap and no repeat and follow commit
-     * order. The answer: whether the caller is a member, the new message (NULLs for a retry), its
-     * rev and the members to push it to.
+     * order. The answer: whether the caller is a member, the new message (NULLs for a retry)
+     * and its rev.
      */
     chat_db_stmt_t st[4] = {
         {"SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id "
@@ -306,8 +299,7 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
          "mark AS (UPDATE members SET last_read_seq = GREATEST(last_read_seq, ins.seq) FROM ins "
          "  WHERE members.conversation_id = $1 AND members.user_id = $2) "
          "SELECT (SELECT count(*) FROM ok), " CHAT_MSG_COLUMNS(
-             "ins.") ", (SELECT rev FROM upd), " MEMBER_IDS("$1") " FROM (SELECT 1) one LEFT JOIN "
-                                                                  "ins ON true",
+             "ins.") ", (SELECT rev FROM upd) FROM (SELECT 1) one LEFT JOIN ins ON true",
          5, params},
         /* Still under the lock, after the insert: what a read of the newest
          * page and of the count would now answer, to write through. */
@@ -326,21 +318,17 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
 
 /*
  * The columns of a change's answer (one row): whether the caller is a
- * member, the rev taken (NULL: nothing changed), the members to push the
- * event to (only when something changed), then the message in its current
- * state (NULLs when the caller may not see it or it does not exist).
+ * member, the rev taken (NULL: nothing changed), then the message in its
+ * current state (NULLs when the caller may not see it or it does not exist).
  */
 #define CHANGE_SELECT                                                                              \
-    "SELECT (SELECT count(*) FROM ok), (SELECT rev FROM upd), "                                    \
-    "(SELECT array_agg(user_id) FROM members WHERE conversation_id = $1 "                          \
-    "  AND EXISTS (SELECT 1 FROM upd)), " CHAT_MSG_COLUMNS(                                        \
+    "SELECT (SELECT count(*) FROM ok), (SELECT rev FROM upd), " CHAT_MSG_COLUMNS(                  \
         "cur.") " "                                                                                \
                 "FROM (SELECT 1) one LEFT JOIN cur "                                               \
                 "ON true"
 #define CHANGE_COL_MEMBER 0
 #define CHANGE_COL_REV 1
-#define CHANGE_COL_MEMBERS 2
-#define CHANGE_COL_MSG 3
+#define CHANGE_COL_MSG 2
 /* Within the message's columns (chat_encode_message's order). */
 #define MSG_COL_SENDER 3
 #define MSG_COL_DELETED 7
@@ -399,7 +387,6 @@ static void change_cb(const chat_db_result_t *r, void *arg)
         op->type = 0;
     } else {
         op->rev = chat_pg_i64(res, 0, CHANGE_COL_REV);
-        op->members = chat_i64_list_parse(chat_pg_str(res, 0, CHANGE_COL_MEMBERS), &op->nmembers);
     }
     chat_encode_message(&op->body, res, 0, m);
     /* A change that took a rev records it, so no earlier send's late

@@ -39,6 +39,7 @@ typedef struct chat_config {
     int cache_timeout_ms;       /* CHATD_CACHE_TIMEOUT_MS */
     int cache_local_mb;         /* CHATD_CACHE_LOCAL_MB */
     int cache_fill_delay_ms;    /* CHATD_CACHE_FILL_DELAY_MS (fault injection for tests) */
+    int fault_drop_events;      /* CHATD_FAULT_DROP_EVENTS (fault injection for tests) */
 } chat_config_t;
 
 /** One row of the settings table, exported for the documentation test. */

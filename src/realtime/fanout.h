@@ -1,120 +1,99 @@
 /*
- * The realtime fan-out between chatd instances sharing one Redis: frames for
- * users are PUBLISHed on one channel tagged with this instance's origin, and
- * a SUBSCRIBE connection hands the frames of every other origin to a
- * callback. One fanout per worker; it knows frames and user ids, not sockets.
+ * The realtime fan-out between chatd instances sharing one Redis, by
+ * conversation and by user: a conversation's events and typing frames go on
+ * its own channel, a user's frames (read, added, removed) on the user's, and
+ * a worker subscribes only to the channels of what its sockets follow — so an
+ * instance's Redis and CPU cost follows its own users' traffic. Channels are
+ * sharded pub/sub (SSUBSCRIBE/SPUBLISH) with a hash tag, so the same names
+ * work on a Redis Cluster: "chatd:c:{c:7}" and "chatd:u:{u:3}".
+ *
+ * Delivery through Redis is at most once; what makes the stream gap-free is
+ * above this (stream.c): every event carries its rev, a publisher that could
+ * not reach Redis publishes a hint (the last rev) once it can, and every
+ * (re)subscription is reported so the receiver can check the database.
  */
 #ifndef CHAT_REALTIME_FANOUT_H
 #define CHAT_REALTIME_FANOUT_H
 
 #include "core/alloc.h"
-#include "core/buf.h"
+#include "realtime/msg.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
-/** Redis pub/sub channel shared by every instance. */
-#define CHAT_FANOUT_CHANNEL "chatd:stream"
-
-/** Room for an origin and its NUL (a UUID text is 36 characters). */
-#define CHAT_FANOUT_ORIGIN_LEN 48
-
 typedef struct chat_fanout chat_fanout_t;
 
-/**
- * A frame of another instance for members (n >= 1 user ids); members and
- * frame are valid during the call only.
- */
-typedef void (*chat_fanout_frame_cb)(const int64_t *members, size_t n, const char *frame,
-                                     size_t len, void *arg);
+/** What is followed: a conversation's channel or a user's. */
+typedef enum chat_fanout_topic { CHAT_TOPIC_CONV = 0, CHAT_TOPIC_USER = 1 } chat_fanout_topic_t;
+
+/** Room for a channel name and its NUL. */
+#define CHAT_FANOUT_CHANNEL_LEN 48
+
+/** Writes the channel of (topic, id) into out; returns its length. */
+size_t chat_fanout_channel(char out[CHAT_FANOUT_CHANNEL_LEN], int topic, int64_t id);
+
+typedef struct chat_fanout_handler {
+    /** A message of another instance (never this one's); m is valid during the call. */
+    void (*message)(const chat_rt_msg_t *m, void *arg);
+    /** Redis confirmed the subscription of the channel of (topic, id) (again after a reconnect). */
+    void (*subscribed)(int topic, int64_t id, void *arg);
+} chat_fanout_handler_t;
 
 typedef struct chat_fanout_config {
     /** redis://host:port[/db] (the db does not matter to pub/sub). Copied. */
     const char *redis_url;
     /** This instance, from chat_fanout_origin_new; the same on every worker. Copied. */
     const char *origin;
-    /** Deadline of a PUBLISH in ms; <= 0 means the client's default. */
+    /** Deadline of a SPUBLISH in ms; <= 0 means the client's default. */
     int cmd_timeout_ms;
+    /**
+     * Fault injection for tests (CHATD_FAULT_DROP_EVENTS): received events
+     * whose rev is a multiple of this are dropped as if pub/sub had lost
+     * them. 0: none.
+     */
+    int drop_every;
 } chat_fanout_config_t;
 
-/**
- * Writes a new random origin (UUID text) into out; without randomness, the
- * process id and the time, which still tell instances on one host apart.
- * Never contains a space or a newline.
- */
-void chat_fanout_origin_new(char out[CHAT_FANOUT_ORIGIN_LEN]);
+/** Writes a new random origin (UUID text) into out; never a space or a newline. */
+void chat_fanout_origin_new(char out[CHAT_RT_ORIGIN_LEN]);
 
-/**
- * Registers chatd_stream_pubsub_total{direction="published"|"received"} (at
- * 0) once per process. chat_fanout_create does it; a process without Redis
- * calls it so that the counters are rendered all the same.
- */
+/** Registers chatd_stream_pubsub_total{direction} once per process (also without Redis). */
 void chat_fanout_metrics_register(void);
 
 /**
- * Creates worker's fanout on loop and starts connecting (publisher and
- * subscriber, each reconnecting by itself). cb(…, arg) runs on loop for each
- * frame of another origin received while subscribed. Never fails: a part
- * whose URL cannot be used is logged (event=stream_redis_disabled) and left
- * out, a fanout without publisher publishes nothing, one without subscriber
- * receives nothing. Free with chat_fanout_close.
+ * Creates a worker's fanout on loop and starts connecting (publisher and
+ * subscriber, each reconnecting by itself). Never fails: a part whose URL
+ * cannot be used is logged (event=stream_redis_disabled) and left out.
+ * Free with chat_fanout_close.
  */
 chat_fanout_t *chat_fanout_create(uv_loop_t *loop, const chat_fanout_config_t *cfg,
-                                  chat_fanout_frame_cb cb, void *arg) CHAT_MUSTCHECK;
+                                  const chat_fanout_handler_t *h, void *arg) CHAT_MUSTCHECK;
 
 /**
- * PUBLISHes frame for members (n >= 1) to the other instances. At most once:
- * returns 0 when the command was queued (its outcome is not awaited and a
- * failure is not repeated), CHAT_EDOWN when Redis is not usable now (nothing
- * sent: the other instances miss this frame).
+ * Starts (watch) or stops (unwatch) receiving the channel of (topic, id).
+ * The caller counts its own followers: one watch per (topic, id) at a time.
+ * Watched channels are subscribed again after every reconnect.
  */
-int chat_fanout_publish(chat_fanout_t *f, const int64_t *members, size_t n, const char *frame,
-                        size_t len);
+void chat_fanout_watch(chat_fanout_t *f, int topic, int64_t id);
+void chat_fanout_unwatch(chat_fanout_t *f, int topic, int64_t id);
 
 /**
- * True while frames go both ways: the publisher is healthy (a PUBLISH would
- * be sent now) and the subscription is confirmed by Redis.
+ * SPUBLISHes m on its channel (a conversation's for events and typing, the
+ * user's otherwise), at most once. An event that cannot be published now is
+ * remembered (its conversation and rev) and a hint follows once Redis is
+ * usable again. Returns 0 when the command was queued, CHAT_EDOWN otherwise.
  */
+int chat_fanout_publish(chat_fanout_t *f, const chat_rt_msg_t *m);
+
+/** True while frames go both ways: publisher healthy and subscriber connected. */
 bool chat_fanout_ready(const chat_fanout_t *f);
 
 /**
- * Closes both connections; no frame callback runs after this returns.
- * done(arg) (may be NULL) runs once every handle is closed (possibly before
- * this returns, when there were none), and the fanout is freed then.
+ * Closes both connections; no callback runs after this returns. done(arg)
+ * (may be NULL) runs once every handle is closed, and the fanout is freed.
  */
 void chat_fanout_close(chat_fanout_t *f, void (*done)(void *arg), void *arg);
-
-/* ---- the payload codec: "<origin> <id>,<id>,...\n<frame>" ---- */
-
-/**
- * Appends the payload of frame for members to out. origin holds neither a
- * space nor a newline; n >= 1; ids are positive.
- */
-void chat_fanout_payload_encode(chat_buf_t *out, const char *origin, const int64_t *members,
-                                size_t n, const char *frame, size_t len);
-
-/** A decoded payload; origin and frame point into the payload, members is owned. */
-typedef struct chat_fanout_payload {
-    const char *origin;
-    size_t origin_len;
-    int64_t *members; /* n ids, freed by chat_fanout_payload_dispose */
-    size_t n;
-    const char *frame;
-    size_t len;
-} chat_fanout_payload_t;
-
-/**
- * Decodes a payload. Returns 0, or CHAT_EINVAL with nothing allocated for a
- * payload that is not whole: no space or no newline, an empty origin, an
- * empty id list, or an id that is not a positive decimal int64 (sign, empty
- * item, stray byte, past INT64_MAX). The frame may be empty.
- */
-int chat_fanout_payload_decode(const char *p, size_t len,
-                               chat_fanout_payload_t *out) CHAT_MUSTCHECK;
-
-/** Frees the members of a payload decoded with success. */
-void chat_fanout_payload_dispose(chat_fanout_payload_t *pl);
 
 #endif

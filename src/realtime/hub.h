@@ -1,86 +1,63 @@
 /*
- * The realtime hub of one process: frames (opaque bytes) for users, carried
- * to every worker and handed to the subscribers of those users there. It
- * knows users and frames, not chat messages, sockets or Redis; the frames of
- * other instances come in through fanout.h.
+ * The realtime hub of one process: realtime messages (msg.h) carried to
+ * every worker of the process and handed to each worker's callback there.
+ * It knows messages, not sockets or Redis: routing them to sockets is the
+ * stream's (stream.h); other instances' messages come in through fanout.h.
+ * Also the process-wide throttle of typing frames.
  */
 #ifndef CHAT_REALTIME_HUB_H
 #define CHAT_REALTIME_HUB_H
 
 #include "core/alloc.h"
+#include "realtime/msg.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
 /** The process-wide part: one mailbox per worker. Created by main.c. */
 typedef struct chat_hub chat_hub_t;
-/** The part of one worker: its mailbox handle and its subscribers by user. */
+/** The part of one worker: its mailbox handle. */
 typedef struct chat_hub_worker chat_hub_worker_t;
-/** One subscriber: a socket of a user, as far as the hub knows. */
-typedef struct chat_hub_sub chat_hub_sub_t;
 
-/**
- * Takes one frame for a subscriber; the bytes are valid during the call
- * only. The callback may unsubscribe its own subscriber, no other.
- */
-typedef void (*chat_hub_deliver_cb)(const char *frame, size_t len, void *ud);
+/** Takes one message on the worker's loop; m (and its frame) is valid during the call. */
+typedef void (*chat_hub_cb)(const chat_rt_msg_t *m, void *arg);
 
 /** Creates the hub for nworkers workers (>= 1), before they start. */
 chat_hub_t *chat_hub_create(int nworkers) CHAT_MUSTCHECK;
 
-/**
- * Frees the hub. Every worker part must be closed (its done callback run);
- * frames still in flight are freed with it.
- */
+/** Frees the hub. Every worker part must be closed; messages in flight are freed with it. */
 void chat_hub_destroy(chat_hub_t *hub);
 
 /**
- * On the thread of loop: creates worker index's part (0 <= index < nworkers,
- * one part per index at a time) and starts taking the frames posted to it.
- * Free with chat_hub_worker_close.
+ * On the thread of loop: creates worker index's part (0 <= index <
+ * nworkers) and starts taking the messages posted to it: cb(m, arg) on
+ * loop. Free with chat_hub_worker_close.
  */
-chat_hub_worker_t *chat_hub_worker_create(chat_hub_t *hub, int index,
-                                          uv_loop_t *loop) CHAT_MUSTCHECK;
+chat_hub_worker_t *chat_hub_worker_create(chat_hub_t *hub, int index, uv_loop_t *loop,
+                                          chat_hub_cb cb, void *arg) CHAT_MUSTCHECK;
 
 /**
- * Leaves the hub: frames posted from now on skip this worker, frames queued
- * for it are dropped (freed now). Every subscriber must be gone. done(arg)
- * (may be NULL) runs from the loop once the wake-up handle is closed, and the
- * part is freed then.
+ * Leaves the hub: messages posted from now on skip this worker, queued ones
+ * are dropped. done(arg) (may be NULL) runs from the loop once the wake-up
+ * handle is closed, and the part is freed then.
  */
 void chat_hub_worker_close(chat_hub_worker_t *hw, void (*done)(void *arg), void *arg);
 
 /**
- * Registers a subscriber of user_id: cb(frame, len, ud) runs on this
- * worker's loop for every frame addressed to that user. A user may have
- * several subscribers (one per socket); each gets every frame once.
- * Returns the subscriber, owned by the hub until chat_hub_unsubscribe.
+ * From the thread of hw: hands m to every worker of the process, this one
+ * included, each from its own loop a moment later (never from inside this
+ * call). m and its frame are copied once and shared read-only.
  */
-chat_hub_sub_t *chat_hub_subscribe(chat_hub_worker_t *hw, int64_t user_id, chat_hub_deliver_cb cb,
-                                   void *ud);
-
-/** Removes and frees a subscriber: its callback never runs after this. */
-void chat_hub_unsubscribe(chat_hub_worker_t *hw, chat_hub_sub_t *sub);
+void chat_hub_post(chat_hub_worker_t *hw, const chat_rt_msg_t *m);
 
 /**
- * From the thread of hw: hands frame to the subscribers of members (n user
- * ids) on every worker of the process, this one included, each from its own
- * loop a moment later (never from inside this call). frame and members are
- * copied once and shared read-only by the workers.
+ * The typing throttle, shared by the workers: true when user may be shown
+ * typing in conv now (nothing shown for them there in the last interval_ms),
+ * and then remembered. Thread-safe.
  */
-void chat_hub_post(chat_hub_worker_t *hw, const int64_t *members, size_t n, const char *frame,
-                   size_t len);
-
-/**
- * Hands frame to the subscribers of members on this worker only, before
- * returning (the frames of other instances, which every worker receives by
- * itself). Returns the number of subscribers that got it.
- */
-size_t chat_hub_deliver(chat_hub_worker_t *hw, const int64_t *members, size_t n, const char *frame,
-                        size_t len);
-
-/** Number of subscribers of this worker. */
-size_t chat_hub_worker_subscribers(const chat_hub_worker_t *hw);
+bool chat_hub_typing_allow(chat_hub_t *hub, int64_t user, int64_t conv, uint64_t now_ms,
+                           uint64_t interval_ms);
 
 #endif

@@ -6,6 +6,7 @@
  * freed when its last handle has closed.
  */
 #include "redis/pubsub.h"
+#include "core/buf.h"
 #include "core/log.h"
 #include "redis/url.h"
 
@@ -28,13 +29,12 @@ struct chat_pubsub {
     uv_loop_t *loop;
     chat_redis_url_t url;
     chat_redis_resolve_t *resolving; /* the host lookup of this attempt, or NULL */
-    char *channel;
-    chat_pubsub_message_cb cb;
+    chat_pubsub_handler_t h;
     void *arg;
     uv_timer_t retry;
-    sconn_t *conn; /* the live attempt, or NULL while waiting to retry */
-    int handles;   /* open libuv handles: the timer and any connection */
-    bool subscribed;
+    sconn_t *conn;  /* the live attempt, or NULL while waiting to retry */
+    int handles;    /* open libuv handles: the timer and any connection */
+    bool connected; /* the live attempt is connected and reading */
     bool closing;
     bool down_logged;
     void (*done)(void *arg);
@@ -54,7 +54,6 @@ static void maybe_done(chat_pubsub_t *ps)
         return;
     void (*done)(void *) = ps->done;
     void *arg = ps->done_arg;
-    free(ps->channel);
     free(ps);
     if (done)
         done(arg);
@@ -78,10 +77,10 @@ static void conn_closed_cb(uv_handle_t *h)
 /* Logs the first failure of an outage. */
 static void log_down(chat_pubsub_t *ps, const char *why)
 {
-    if (ps->subscribed || !ps->down_logged)
-        chat_log_warn("event=pubsub_down channel=%s reason=\"%s\"", ps->channel, why);
+    if (ps->connected || !ps->down_logged)
+        chat_log_warn("event=pubsub_down reason=\"%s\"", why);
     ps->down_logged = true;
-    ps->subscribed = false;
+    ps->connected = false;
 }
 
 /* The connection failed or ended: close it; a retry follows once it is closed. */
@@ -98,16 +97,14 @@ static void conn_lost(chat_pubsub_t *ps, const char *why)
 static void on_reply(chat_pubsub_t *ps, redisReply *r)
 {
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
-        r->element[0]->type != REDIS_REPLY_STRING)
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = r->element[0]->str;
-    if (!strcmp(kind, "message") && r->element[2]->type == REDIS_REPLY_STRING) {
-        ps->cb(r->element[2]->str, r->element[2]->len, ps->arg);
-    } else if (!strcmp(kind, "subscribe")) {
-        ps->subscribed = true;
-        ps->down_logged = false;
-        chat_log_info("event=pubsub_subscribed channel=%s", ps->channel);
-    }
+    const redisReply *ch = r->element[1];
+    if (!strcmp(kind, "smessage") && r->element[2]->type == REDIS_REPLY_STRING)
+        ps->h.message(ch->str, ch->len, r->element[2]->str, r->element[2]->len, ps->arg);
+    else if (!strcmp(kind, "ssubscribe") && ps->h.subscribed)
+        ps->h.subscribed(ch->str, ch->len, ps->arg);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -157,23 +154,49 @@ static void connect_cb(uv_connect_t *req, int status)
         conn_lost(ps, uv_strerror(status));
         return;
     }
-    char *cmd = NULL;
-    size_t clen = strlen(ps->channel);
-    size_t cap = clen + 64;
-    cmd = chat_malloc(cap);
-    int n = snprintf(cmd, cap, "*2\r\n$9\r\nSUBSCRIBE\r\n$%zu\r\n%s\r\n", clen, ps->channel);
-    uv_write_t *w = chat_malloc(sizeof *w);
-    w->data = cmd;
-    uv_buf_t b = uv_buf_init(cmd, (unsigned)n);
-    int rc = uv_write(w, (uv_stream_t *)&sc->tcp, &b, 1, write_cb);
-    if (rc == 0)
-        rc = uv_read_start((uv_stream_t *)&sc->tcp, alloc_cb, read_cb);
-    else {
-        free(cmd);
-        free(w);
-    }
-    if (rc != 0)
+    int rc = uv_read_start((uv_stream_t *)&sc->tcp, alloc_cb, read_cb);
+    if (rc != 0) {
         conn_lost(ps, uv_strerror(rc));
+        return;
+    }
+    ps->connected = true;
+    ps->down_logged = false;
+    chat_log_info("event=pubsub_connected");
+    if (ps->h.connected)
+        ps->h.connected(ps->arg);
+}
+
+/* Writes one command of two arguments on the live connection. */
+static bool send_cmd(chat_pubsub_t *ps, const char *cmd, const char *channel, size_t clen)
+{
+    if (!ps->connected || !ps->conn || ps->closing)
+        return false;
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_buf_printf(&b, "*2\r\n$%zu\r\n%s\r\n$%zu\r\n", strlen(cmd), cmd, clen);
+    chat_buf_append(&b, channel, clen);
+    chat_buf_puts(&b, "\r\n");
+    uv_write_t *w = chat_malloc(sizeof *w);
+    size_t len;
+    w->data = chat_buf_steal(&b, &len);
+    uv_buf_t ub = uv_buf_init(w->data, (unsigned)len);
+    int rc = uv_write(w, (uv_stream_t *)&ps->conn->tcp, &ub, 1, write_cb);
+    if (rc != 0) {
+        free(w->data);
+        free(w);
+        conn_lost(ps, uv_strerror(rc));
+        return false;
+    }
+    return true;
+}
+
+bool chat_pubsub_subscribe(chat_pubsub_t *ps, const char *channel, size_t clen)
+{
+    return send_cmd(ps, "SSUBSCRIBE", channel, clen);
+}
+
+void chat_pubsub_unsubscribe(chat_pubsub_t *ps, const char *channel, size_t clen)
+{
+    (void)send_cmd(ps, "SUNSUBSCRIBE", channel, clen);
 }
 
 static void connect_addr(chat_pubsub_t *ps, const struct sockaddr *addr)
@@ -225,8 +248,8 @@ static void start_connect(chat_pubsub_t *ps)
         lookup_failed(ps, rc);
 }
 
-chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const char *channel,
-                                  chat_pubsub_message_cb cb, void *arg, char *err, size_t errlen)
+chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const chat_pubsub_handler_t *h,
+                                  void *arg, char *err, size_t errlen)
 {
     chat_pubsub_t *ps = chat_calloc(1, sizeof *ps);
     if (chat_redis_url_parse(&ps->url, url, err, errlen) != 0) {
@@ -234,8 +257,7 @@ chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const char *
         return NULL;
     }
     ps->loop = loop;
-    ps->channel = chat_strdup(channel);
-    ps->cb = cb;
+    ps->h = *h;
     ps->arg = arg;
     uv_timer_init(loop, &ps->retry);
     ps->retry.data = ps;
@@ -244,9 +266,9 @@ chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const char *
     return ps;
 }
 
-bool chat_pubsub_subscribed(const chat_pubsub_t *ps)
+bool chat_pubsub_connected(const chat_pubsub_t *ps)
 {
-    return ps->subscribed;
+    return ps->connected;
 }
 
 static void timer_closed_cb(uv_handle_t *h)
@@ -266,6 +288,7 @@ void chat_pubsub_close(chat_pubsub_t *ps, void (*done)(void *arg), void *arg)
         ps->resolving = NULL;
     }
     sconn_t *sc = ps->conn;
+    ps->connected = false;
     if (sc) {
         ps->conn = NULL;
         uv_close((uv_handle_t *)&sc->tcp, conn_closed_cb);

@@ -1,7 +1,8 @@
 /*
- * A Redis pub/sub subscriber on one libuv loop: one plain TCP connection that
- * SUBSCRIBEs to a channel and hands every message to a callback, and
- * reconnects by itself (every 500 ms) while Redis is away. Messages published
+ * A Redis sharded pub/sub subscriber on one libuv loop: one plain TCP
+ * connection that SSUBSCRIBEs to the channels its owner asks for, hands every
+ * message to a callback, and reconnects by itself (every 500 ms) while Redis
+ * is away, asking its owner to subscribe again. Messages published
  * while it is disconnected are not seen: pub/sub keeps nothing. Separate from
  * redis/client.c because a subscribed connection can carry no other command.
  */
@@ -16,8 +17,22 @@
 
 typedef struct chat_pubsub chat_pubsub_t;
 
-/** One message of the channel; payload is valid during the call. */
-typedef void (*chat_pubsub_message_cb)(const char *payload, size_t len, void *arg);
+/** What a subscriber tells its owner; every callback runs on the loop. */
+typedef struct chat_pubsub_handler {
+    /** A message of a subscribed channel; both spans are valid during the call. */
+    void (*message)(const char *channel, size_t clen, const char *payload, size_t len, void *arg);
+    /**
+     * Redis confirmed the subscription of channel: from now on its messages
+     * arrive. Runs after every SSUBSCRIBE, so again after each reconnect.
+     * May be NULL.
+     */
+    void (*subscribed)(const char *channel, size_t clen, void *arg);
+    /**
+     * A new connection is up (the first, or one after an outage): the owner
+     * subscribes to every channel it wants again. May be NULL.
+     */
+    void (*connected)(void *arg);
+} chat_pubsub_handler_t;
 
 /**
  * Creates the subscriber and starts connecting in the background. url is
@@ -25,14 +40,23 @@ typedef void (*chat_pubsub_message_cb)(const char *payload, size_t len, void *ar
  * matter to pub/sub); a host name is looked up again on every connect
  * attempt, on libuv's thread pool, and a failed lookup is retried like a
  * failed connect. Returns NULL with a message in err (may be NULL) for a bad
- * URL. channel is copied.
+ * URL. h is copied.
  */
-chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const char *channel,
-                                  chat_pubsub_message_cb cb, void *arg, char *err,
-                                  size_t errlen) CHAT_MUSTCHECK;
+chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const chat_pubsub_handler_t *h,
+                                  void *arg, char *err, size_t errlen) CHAT_MUSTCHECK;
 
-/** True while the subscription is confirmed by Redis. */
-bool chat_pubsub_subscribed(const chat_pubsub_t *ps);
+/** True while a connection is up (its subscriptions may still be on their way). */
+bool chat_pubsub_connected(const chat_pubsub_t *ps);
+
+/**
+ * Sends SSUBSCRIBE channel (sharded pub/sub: the same command on one Redis
+ * and on a Redis Cluster) when connected; otherwise does nothing, and the
+ * connected callback asks again. Returns true when the command was written.
+ */
+bool chat_pubsub_subscribe(chat_pubsub_t *ps, const char *channel, size_t clen);
+
+/** Sends SUNSUBSCRIBE channel when connected (a lost connection forgets it anyway). */
+void chat_pubsub_unsubscribe(chat_pubsub_t *ps, const char *channel, size_t clen);
 
 /**
  * Closes the connection and the timer; no message callback runs after this
