@@ -28,10 +28,12 @@
 /* One WebSocket of a user; freed once the socket is gone and no send is in flight. */
 typedef struct session {
     chat_api_t *api;
-    chat_ws_conn_t *ws; /* NULL once gone */
+    chat_call_t *call;  /* until the upgrade is answered */
+    chat_ws_conn_t *ws; /* NULL before the upgrade and once gone */
     chat_stream_sub_t *sub;
     int64_t user_id;
     int inflight;
+    chat_buf_t early; /* frames before the upgrade: 4-byte length, then the bytes */
 } session_t;
 
 /* One "send" waiting for chat_msg_send(). */
@@ -242,13 +244,52 @@ static void on_close(chat_ws_conn_t *ws, void *ud)
 static void deliver_cb(const char *frame, size_t len, void *ud)
 {
     session_t *ss = ud;
-    if (ss->ws)
+    if (ss->ws) {
         chat_ws_conn_send_text(ss->ws, frame, len);
+    } else if (ss->call) {
+        uint32_t n = (uint32_t)len;
+        chat_buf_append(&ss->early, (const char *)&n, sizeof n);
+        chat_buf_append(&ss->early, frame, len);
+    }
+}
+
+/*
+ * The user's conversations are followed: the upgrade is answered now, so
+ * that every event committed after the client sees the 101 reaches it.
+ */
+static void ready_cb(int err, void *ud)
+{
+    static const chat_ws_conn_handler_t handler = {on_message, on_close};
+    session_t *ss = ud;
+    chat_call_t *call = ss->call;
+    ss->call = NULL;
+    if (err != 0) {
+        chat_stream_unsubscribe(ss->api->ctx->stream, ss->sub);
+        chat_buf_dispose(&ss->early);
+        free(ss);
+        chat_call_fail(call, CHAT_EUNAVAILABLE, "the conversations could not be read");
+        return;
+    }
+    chat_http_request_t *req = chat_call_release(call);
+    ss->ws = chat_ws_conn_accept(req, &handler, ss);
+    if (!ss->ws) {
+        chat_stream_unsubscribe(ss->api->ctx->stream, ss->sub);
+        chat_buf_dispose(&ss->early);
+        free(ss);
+        return;
+    }
+    for (size_t off = 0; off + sizeof(uint32_t) <= ss->early.len;) {
+        uint32_t n;
+        memcpy(&n, ss->early.data + off, sizeof n);
+        off += sizeof n;
+        chat_ws_conn_send_text(ss->ws, ss->early.data + off, n);
+        off += n;
+    }
+    chat_buf_dispose(&ss->early);
 }
 
 void chat_h_stream(chat_call_t *call)
 {
-    static const chat_ws_conn_handler_t handler = {on_message, on_close};
     const char *why;
     int st = chat_ws_handshake_check(call->req, &why);
     if (st != 0) {
@@ -264,11 +305,6 @@ void chat_h_stream(chat_call_t *call)
     session_t *ss = chat_calloc(1, sizeof *ss);
     ss->api = api;
     ss->user_id = call->user_id;
-    chat_http_request_t *req = chat_call_release(call);
-    ss->ws = chat_ws_conn_accept(req, &handler, ss);
-    if (!ss->ws) {
-        free(ss);
-        return;
-    }
-    ss->sub = chat_stream_subscribe(api->ctx->stream, ss->user_id, deliver_cb, ss);
+    ss->call = call;
+    ss->sub = chat_stream_subscribe(api->ctx->stream, ss->user_id, deliver_cb, ready_cb, ss);
 }

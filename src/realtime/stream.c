@@ -89,6 +89,7 @@ struct chat_stream_sub {
     user_t *u;
     chat_list_t user_link;
     chat_stream_write_cb cb;
+    chat_stream_ready_cb ready_cb;
     void *ud;
     chat_idtable_t follows; /* conversation -> follow_t */
     uint64_t ready_gen;     /* ready once a membership read of this gen answered */
@@ -113,10 +114,11 @@ struct user {
     uint64_t since;       /* when the first socket came, waiting for confirmation */
     uint64_t gen;         /* membership reads issued */
     bool loading;         /* one in flight */
+    bool busy;            /* its answer is being applied: not freed meanwhile */
     bool load_wanted;     /* queued, or again once the one in flight answers */
     chat_list_t job_link; /* s->loads */
-    chat_list_t
-        wait_link;     /* s->waits: for its channel (until since + CONFIRM_WAIT_MS) or a retry */
+    /* s->waits: for its channel (until since + CONFIRM_WAIT_MS), or a retry */
+    chat_list_t wait_link;
     uint64_t retry_at; /* a failed read: again then; 0: waiting for the channel */
 };
 
@@ -431,8 +433,10 @@ static void conv_event(conv_t *c, int64_t r, const char *data, size_t len)
             frame_unref(c->pending[k]);
             k++;
         }
-        memmove(c->pending, c->pending + k, (c->npending - k) * sizeof *c->pending);
-        c->npending -= k;
+        if (k > 0) {
+            memmove(c->pending, c->pending + k, (c->npending - k) * sizeof *c->pending);
+            c->npending -= k;
+        }
     } else {
         pending_insert(c, fr);
     }
@@ -740,19 +744,28 @@ static void load_answer(int err, const int64_t *convs, const int64_t *revs, size
         chat_list_insert_tail(&s->loads, &u->job_link);
     if (u->nsubs == 0 || s->closed) {
         user_free(u);
-    } else if (err != 0) {
-        if (!u->load_wanted) {
+        goto out;
+    }
+    uint64_t g = u->gen;
+    u->busy = true; /* a ready callback may unsubscribe */
+    chat_list_t *e, *tmp;
+    if (err != 0) {
+        CHAT_LIST_FOREACH_SAFE(e, tmp, &u->subs)
+        {
+            chat_stream_sub_t *sub = CHAT_CONTAINER_OF(e, chat_stream_sub_t, user_link);
+            if (!sub->ready && sub->ready_gen <= g)
+                sub->ready_cb(err, sub->ud);
+        }
+        if (u->nsubs > 0 && !u->load_wanted) {
             u->retry_at = now_ms(s) + RETRY_MS;
             chat_list_insert_tail(&s->waits, &u->wait_link);
             arm(s);
         }
     } else {
-        uint64_t g = u->gen;
         chat_idtable_t in;
         chat_idtable_init(&in);
         for (size_t i = 0; i < n; i++)
             chat_idtable_put(&in, (uint64_t)convs[i], (void *)1);
-        chat_list_t *e, *tmp;
         CHAT_LIST_FOREACH_SAFE(e, tmp, &u->subs)
         {
             chat_stream_sub_t *sub = CHAT_CONTAINER_OF(e, chat_stream_sub_t, user_link);
@@ -768,21 +781,28 @@ static void load_answer(int err, const int64_t *convs, const int64_t *revs, size
             }
             for (size_t i = 0; i < n; i++)
                 follow(sub, convs[i], revs[i]);
-            if (!sub->ready && sub->ready_gen <= g) {
-                sub->ready = true;
-                if (sub->waiting_resume) {
-                    sub->waiting_resume = false;
-                    run_resume(sub, sub->wconvs, sub->wpos, sub->wn);
-                    free(sub->wconvs);
-                    free(sub->wpos);
-                    sub->wconvs = sub->wpos = NULL;
-                }
-            }
-            if (!sub->ready)
+            if (sub->ready)
+                continue;
+            if (sub->ready_gen > g) {
                 want_load(u); /* came while this read ran: read again for it */
+                continue;
+            }
+            sub->ready = true;
+            if (sub->waiting_resume) {
+                sub->waiting_resume = false;
+                run_resume(sub, sub->wconvs, sub->wpos, sub->wn);
+                free(sub->wconvs);
+                free(sub->wpos);
+                sub->wconvs = sub->wpos = NULL;
+            }
+            sub->ready_cb(0, sub->ud);
         }
         chat_idtable_dispose(&in);
     }
+    u->busy = false;
+    if (u->nsubs == 0 && !u->loading)
+        user_free(u);
+out:
     start_jobs(s);
     if (s->closed)
         chat_stream_close(s, s->done, s->done_arg);
@@ -1070,11 +1090,12 @@ void chat_stream_close(chat_stream_t *s, void (*done)(void *arg), void *arg)
 }
 
 chat_stream_sub_t *chat_stream_subscribe(chat_stream_t *s, int64_t user_id, chat_stream_write_cb cb,
-                                         void *ud)
+                                         chat_stream_ready_cb ready, void *ud)
 {
     chat_stream_sub_t *sub = chat_calloc(1, sizeof *sub);
     sub->s = s;
     sub->cb = cb;
+    sub->ready_cb = ready;
     sub->ud = ud;
     chat_idtable_init(&sub->follows);
     user_t *u = chat_idtable_get(&s->users, (uint64_t)user_id);
@@ -1116,7 +1137,7 @@ void chat_stream_unsubscribe(chat_stream_t *s, chat_stream_sub_t *sub)
     chat_idtable_dispose(&sub->follows);
     user_t *u = sub->u;
     chat_list_remove(&sub->user_link);
-    if (--u->nsubs == 0 && !u->loading)
+    if (--u->nsubs == 0 && !u->loading && !u->busy)
         user_free(u);
     free(sub->wconvs);
     free(sub->wpos);

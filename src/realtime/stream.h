@@ -34,6 +34,12 @@ typedef struct chat_stream_sub chat_stream_sub_t;
 
 /** Writes one frame to a socket; the bytes are valid during the call. */
 typedef void (*chat_stream_write_cb)(const char *frame, size_t len, void *ud);
+/**
+ * A subscriber's memberships are read (err 0): from now on every event of
+ * its conversations is written to it. err != 0: they could not be read;
+ * the caller unsubscribes (it may do so inside this call).
+ */
+typedef void (*chat_stream_ready_cb)(int err, void *ud);
 
 /** The answer of a loader's events read: an /events body, or err != 0. */
 typedef void (*chat_stream_events_cb)(int err, const char *body, size_t len, void *arg);
@@ -83,11 +89,14 @@ void chat_stream_close(chat_stream_t *s, void (*done)(void *arg), void *arg);
 /**
  * Registers a socket of user_id; frames go to cb(…, ud), which must not
  * unsubscribe from inside. The stream reads the user's memberships (once
- * the user's channel is subscribed, so that no "added" can slip between)
- * and follows each conversation from its rev then; a conversation the user
- * joins later is followed from the rev it was joined at.
+ * the user's channel is subscribed, so that no "added" can slip between),
+ * follows each conversation from its rev then, and calls ready(0, ud) (or
+ * ready(err, ud)), later, from the loop. A conversation the user joins
+ * later is followed from the rev it was joined at. Frames may come before
+ * ready ("added", "removed", "read"): the caller keeps them in order.
  */
-chat_stream_sub_t *chat_stream_subscribe(chat_stream_t *s, int64_t user_id, chat_stream_write_cb cb,
+chat_stream_sub_t *chat_stream_subscribe(chat_stream_t *s, int64_t user_id,
+                                         chat_stream_write_cb cb, chat_stream_ready_cb ready,
                                          void *ud);
 
 /** Removes and frees a subscriber: no callback after this. */

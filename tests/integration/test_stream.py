@@ -319,9 +319,6 @@ def test_delivery_across_workers_without_redis(chatd_factory, stack):
 def test_send_on_one_instance_reaches_a_socket_on_another(chatd_factory, stack):
     a_inst = chatd_factory(workers=2)
     b_inst = chatd_factory(workers=2)
-    for inst in (a_inst, b_inst):
-        wait_for(lambda: inst.log_text().count("event=pubsub_subscribed") >= 2, 10,
-                 what="both workers subscribed")
     api_a, api_b = Api(a_inst.base_url), Api(b_inst.base_url)
     alice, bob = api_a.signup(), api_a.signup()
     conv = api_a.create_conversation(alice["token"], member_ids=[bob["id"]])
@@ -352,12 +349,6 @@ def test_redis_lost_and_back_with_sockets_open(chatd_factory, tmp_path):
     try:
         env = {"REDIS_URL": redis_srv.url}
         a_inst, b_inst = chatd_factory(env=env), chatd_factory(env=env)
-
-        def subscribed(inst, n):
-            return lambda: inst.log_text().count("event=pubsub_subscribed") >= n
-
-        for inst in (a_inst, b_inst):
-            wait_for(subscribed(inst, 1), 10, what="the worker subscribed")
         api = Api(a_inst.base_url)
         alice, bob = api.signup(), api.signup()
         conv = api.create_conversation(alice["token"], member_ids=[bob["id"]])
@@ -372,8 +363,9 @@ def test_redis_lost_and_back_with_sockets_open(chatd_factory, tmp_path):
             assert push_of(wa) == m2  # the sending instance delivers by itself
 
             redis_srv.start()
-            for inst in (a_inst, b_inst):
-                wait_for(subscribed(inst, 2), 20, what="the worker subscribed again")
+            # b's instance missed m2 while Redis was away: it is filled within 5 s of Redis
+            # coming back, before anything later, with no repeat
+            assert push_of(wb, timeout=5) == m2
             m3 = api.send(alice["token"], conv["id"], "after")
             m4 = api.send(alice["token"], conv["id"], "after, again")
             assert push_of(wa) == m3 and push_of(wa) == m4  # once each, in order
