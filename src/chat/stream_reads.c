@@ -3,7 +3,9 @@
  * (chat_stream_loader_t, realtime/stream.h): a conversation's events (the
  * cached, coalesced /events read, as a member), the current rev of many
  * conversations, and a user's conversations with their revs. Each is one
- * index lookup per conversation.
+ * index lookup per conversation. The stream is promised an answer from the
+ * loop, never from inside the call (a cached read may know its answer at
+ * once): such an answer waits for the next loop iteration.
  */
 #include "chat/internal.h"
 #include "core/alloc.h"
@@ -16,24 +18,57 @@
 struct events_op {
     chat_stream_events_cb cb;
     void *arg;
+    bool in_call;  /* chat_events_list has not returned yet */
+    bool answered; /* the reply came while in_call: kept for the timer */
+    int err;
+    char *body;
+    size_t len;
+    uv_timer_t later;
 };
+
+static void events_op_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void events_later(uv_timer_t *t)
+{
+    struct events_op *op = t->data;
+    op->cb(op->err, op->body, op->len, op->arg);
+    free(op->body);
+    uv_close((uv_handle_t *)&op->later, events_op_closed);
+}
 
 static void events_reply(chat_reply_t *r, void *arg)
 {
     struct events_op *op = arg;
+    if (op->in_call) {
+        op->answered = true;
+        op->err = r->err;
+        op->body = r->body;
+        op->len = r->body_len;
+        return;
+    }
     op->cb(r->err, r->body, r->body_len, op->arg);
     free(r->body);
-    free(op);
+    uv_close((uv_handle_t *)&op->later, events_op_closed);
 }
 
 static void load_events(void *ctx, int64_t conv, int64_t user, int64_t after, int limit,
                         chat_stream_events_cb cb, void *arg)
 {
-    struct events_op *op = chat_malloc(sizeof *op);
+    chat_ctx_t *c = ctx;
+    struct events_op *op = chat_calloc(1, sizeof *op);
     op->cb = cb;
     op->arg = arg;
+    uv_timer_init(c->loop, &op->later);
+    op->later.data = op;
     chat_events_query_t q = {.conv_id = conv, .after_rev = after, .limit = limit};
+    op->in_call = true;
     chat_events_list(ctx, user, &q, events_reply, op);
+    op->in_call = false;
+    if (op->answered)
+        uv_timer_start(&op->later, events_later, 0, 0);
 }
 
 /* ---- (conversation, rev) lists ---- */

@@ -146,7 +146,8 @@ struct chat_stream {
     chat_list_t waits; /* user_t.wait_link */
     int64_t *revs_want;
     size_t nrevs_want, cap_revs_want;
-    int jobs; /* reads in flight */
+    int jobs;  /* reads in flight */
+    bool turn; /* start_jobs: whose turn, membership reads or fetches */
     uv_timer_t tick;
     bool ticking;
     uint64_t last_audit;
@@ -302,27 +303,27 @@ static void catch_up(follow_t *f);
 
 static void start_jobs(chat_stream_t *s)
 {
+    /* fetches and membership reads take turns, so neither starves the other */
     while (s->jobs < JOBS_MAX && !s->closed) {
-        chat_list_t *e = chat_list_first(&s->loads);
-        if (e) {
-            user_t *u = CHAT_CONTAINER_OF(e, user_t, job_link);
-            chat_list_remove(e);
+        chat_list_t *fe = chat_list_first(&s->queue), *le = chat_list_first(&s->loads);
+        if (!fe && !le)
+            break;
+        s->jobs++;
+        s->turn = !s->turn;
+        if (le && (!fe || s->turn)) {
+            user_t *u = CHAT_CONTAINER_OF(le, user_t, job_link);
+            chat_list_remove(le);
             u->load_wanted = false;
             u->loading = true;
             u->gen++;
-            s->jobs++;
             s->loader.memberships(s->loader.ctx, u->id, load_answer, u);
-            continue;
+        } else {
+            fetch_t *ft = CHAT_CONTAINER_OF(fe, fetch_t, job_link);
+            chat_list_remove(fe);
+            chat_metric_inc(ft->fill ? m_fills : m_catchups);
+            s->loader.events(s->loader.ctx, ft->c->id, ft->user, ft->after, FETCH_LIMIT,
+                             fetch_answer, ft);
         }
-        e = chat_list_first(&s->queue);
-        if (!e)
-            break;
-        fetch_t *ft = CHAT_CONTAINER_OF(e, fetch_t, job_link);
-        chat_list_remove(e);
-        s->jobs++;
-        chat_metric_inc(ft->fill ? m_fills : m_catchups);
-        s->loader.events(s->loader.ctx, ft->c->id, ft->user, ft->after, FETCH_LIMIT, fetch_answer,
-                         ft);
     }
 }
 
