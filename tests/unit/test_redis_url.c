@@ -87,6 +87,10 @@ static void test_parse_bad(void **state)
     assert_int_equal(chat_redis_url_parse(&u, host, long_err, sizeof long_err), 0);
 }
 
+static void ignore_msg(const char *ch, size_t clen, const char *payload, size_t len, void *arg) {}
+
+static const chat_pubsub_handler_t no_handler = {ignore_msg, NULL, NULL};
+
 /* The client and the subscriber refuse the same URLs, each with the message. */
 static void test_bad_url_refused_by_client_and_subscriber(void **state)
 {
@@ -100,7 +104,7 @@ static void test_bad_url_refused_by_client_and_subscriber(void **state)
         assert_null(chat_redis_create(&loop, &cfg, err, sizeof err));
         assert_true(strlen(err) > 10);
         err[0] = '\0';
-        assert_null(chat_pubsub_create(&loop, bad[i], "ch", NULL, NULL, err, sizeof err));
+        assert_null(chat_pubsub_create(&loop, bad[i], &no_handler, NULL, err, sizeof err));
         assert_true(strlen(err) > 10);
     }
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -198,12 +202,25 @@ static void test_cancelled_lookup_never_answers(void **state)
 
 /* ---- a client and a subscriber given a host name ---- */
 
-static int g_msgs;
+static int g_msgs, g_subscribed;
+static chat_pubsub_t *g_ps;
 
-static void msg_cb(const char *payload, size_t len, void *arg)
+static void msg_cb(const char *ch, size_t clen, const char *payload, size_t len, void *arg)
 {
     g_msgs++;
 }
+
+static void subscribed_cb(const char *ch, size_t clen, void *arg)
+{
+    g_subscribed++;
+}
+
+static void connected_cb(void *arg)
+{
+    assert_true(chat_pubsub_subscribe(g_ps, "t:byname", 8));
+}
+
+static const chat_pubsub_handler_t by_name_handler = {msg_cb, subscribed_cb, connected_cb};
 
 static void closed_cb(void *arg)
 {
@@ -225,14 +242,15 @@ static void test_client_and_subscriber_connect_by_name(void **state)
     chat_redis_t *r = chat_redis_create(&loop, &cfg, err, sizeof err);
     assert_non_null(r);
     assert_false(chat_redis_healthy(r)); /* the lookup has not even started answering */
-    chat_pubsub_t *ps = chat_pubsub_create(&loop, url, "t:byname", msg_cb, NULL, err, sizeof err);
+    chat_pubsub_t *ps = g_ps =
+        chat_pubsub_create(&loop, url, &by_name_handler, NULL, err, sizeof err);
     assert_non_null(ps);
     uint64_t t0 = uv_hrtime();
-    while (!(chat_redis_healthy(r) && chat_pubsub_subscribed(ps)) && ms_since(t0) < 5000)
+    while (!(chat_redis_healthy(r) && g_subscribed == 1) && ms_since(t0) < 5000)
         uv_run(&loop, UV_RUN_ONCE);
     assert_true(chat_redis_healthy(r));
-    assert_true(chat_pubsub_subscribed(ps));
-    const char *pub[] = {"PUBLISH", "t:byname", "hi"};
+    assert_int_equal(g_subscribed, 1);
+    const char *pub[] = {"SPUBLISH", "t:byname", "hi"};
     assert_int_equal(chat_redis_command(r, NULL, NULL, 3, pub, NULL), 0);
     t0 = uv_hrtime();
     while (g_msgs == 0 && ms_since(t0) < 3000)
@@ -260,7 +278,7 @@ static void test_close_while_resolving(void **state)
     chat_redis_t *r = chat_redis_create(&loop, &cfg, err, sizeof err);
     assert_non_null(r);
     chat_pubsub_t *ps =
-        chat_pubsub_create(&loop, "redis://localhost:1", "c", msg_cb, NULL, err, sizeof err);
+        chat_pubsub_create(&loop, "redis://localhost:1", &no_handler, NULL, err, sizeof err);
     assert_non_null(ps);
     chat_redis_close(r, closed_cb, &closed);
     chat_pubsub_close(ps, closed_cb, &closed);
