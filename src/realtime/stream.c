@@ -378,8 +378,11 @@ static void advance(conv_t *c, frame_t *fr)
     *slot = fr;
     fr->refs++;
     c->head = r;
-    if (!chat_list_linked(&c->audit_link))
+    if (!chat_list_linked(&c->audit_link)) {
+        /* the timer may be idle: without it the check of the rev never comes */
         chat_list_insert_tail(&c->s->audits, &c->audit_link);
+        arm(c->s);
+    }
     chat_list_t *e, *tmp;
     CHAT_LIST_FOREACH_SAFE(e, tmp, &c->follows)
     {
