@@ -434,8 +434,10 @@ static void conv_event(conv_t *c, int64_t r, const char *data, size_t len)
             frame_unref(c->pending[k]);
             k++;
         }
-        memmove(c->pending, c->pending + k, (c->npending - k) * sizeof *c->pending);
-        c->npending -= k;
+        if (k > 0) { /* pending is NULL until the first event is held */
+            memmove(c->pending, c->pending + k, (c->npending - k) * sizeof *c->pending);
+            c->npending -= k;
+        }
     } else {
         pending_insert(c, fr);
     }
