@@ -113,6 +113,7 @@ struct user {
     uint64_t since;       /* when the first socket came, waiting for confirmation */
     uint64_t gen;         /* membership reads issued */
     bool loading;         /* one in flight */
+    chat_idtable_t left;  /* conversations left while it was: its answer may still list them */
     bool load_wanted;     /* queued, or again once the one in flight answers */
     chat_list_t job_link; /* s->loads */
     chat_list_t
@@ -726,6 +727,7 @@ static void user_free(user_t *u)
     chat_stream_t *s = u->s;
     chat_list_remove(&u->job_link);
     chat_list_remove(&u->wait_link);
+    chat_idtable_dispose(&u->left);
     if (s->fanout && !s->closed)
         chat_fanout_unwatch(s->fanout, CHAT_TOPIC_USER, u->id);
     chat_idtable_del(&s->users, (uint64_t)u->id);
@@ -743,7 +745,8 @@ static void load_answer(int err, const int64_t *convs, const int64_t *revs, size
     u->loading = false;
     if (u->load_wanted) /* asked for while this one ran */
         chat_list_insert_tail(&s->loads, &u->job_link);
-    if (u->nsubs == 0 || s->closed) {
+    bool gone = u->nsubs == 0 || s->closed;
+    if (gone) {
         user_free(u);
     } else if (err != 0) {
         if (!u->load_wanted) {
@@ -772,7 +775,8 @@ static void load_answer(int err, const int64_t *convs, const int64_t *revs, size
                 }
             }
             for (size_t i = 0; i < n; i++)
-                follow(sub, convs[i], revs[i]);
+                if (!chat_idtable_get(&u->left, (uint64_t)convs[i]))
+                    follow(sub, convs[i], revs[i]);
             if (!sub->ready && sub->ready_gen <= g) {
                 sub->ready = true;
                 if (sub->waiting_resume) {
@@ -787,6 +791,10 @@ static void load_answer(int err, const int64_t *convs, const int64_t *revs, size
                 want_load(u); /* came while this read ran: read again for it */
         }
         chat_idtable_dispose(&in);
+    }
+    if (!gone) { /* the next read runs after every removal seen so far */
+        chat_idtable_dispose(&u->left);
+        chat_idtable_init(&u->left);
     }
     start_jobs(s);
     if (s->closed)
@@ -948,6 +956,10 @@ static void on_message(const chat_rt_msg_t *m, void *arg)
     user_t *u = chat_idtable_get(&s->users, (uint64_t)m->id);
     if (!u)
         return;
+    if (m->kind == CHAT_RT_REMOVED && u->loading) /* a read that ran before may still list it */
+        chat_idtable_put(&u->left, (uint64_t)m->a, (void *)1);
+    else if (m->kind == CHAT_RT_ADDED)
+        chat_idtable_del(&u->left, (uint64_t)m->a);
     chat_list_t *e, *tmp;
     CHAT_LIST_FOREACH_SAFE(e, tmp, &u->subs)
     {
@@ -1091,6 +1103,7 @@ chat_stream_sub_t *chat_stream_subscribe(chat_stream_t *s, int64_t user_id, chat
         chat_list_init(&u->subs);
         chat_list_init(&u->job_link);
         chat_list_init(&u->wait_link);
+        chat_idtable_init(&u->left);
         chat_idtable_put(&s->users, (uint64_t)user_id, u);
         if (s->fanout)
             chat_fanout_watch(s->fanout, CHAT_TOPIC_USER, user_id);
