@@ -53,7 +53,7 @@ typedef struct op {
     int kind;
     int64_t conv, user, after;
     int limit;
-    int64_t *convs;
+    int64_t *convs, *revs;
     size_t n;
     chat_stream_events_cb ecb;
     chat_stream_revs_cb rcb;
@@ -116,12 +116,9 @@ static void answer(uv_timer_t *t)
                 }
             }
         } else {
-            for (int64_t c = 1; c < NCONV; c++) {
-                if (can_read(st, c, op->user)) {
-                    convs[k] = c;
-                    revs[k++] = st->rev[c];
-                }
-            }
+            k = op->n;
+            memcpy(convs, op->convs, k * sizeof *convs);
+            memcpy(revs, op->revs, k * sizeof *revs);
         }
         op->rcb(0, convs, revs, k, op->arg);
     }
@@ -184,12 +181,13 @@ static void load_events(void *ctx, int64_t conv, int64_t user, int64_t after, in
 /* The (conversation) arguments are copied: the caller's array is its own. */
 static op_t *revs_op(int kind, chat_stream_revs_cb cb, void *arg)
 {
-    op_t *op = calloc(1, sizeof *op + NCONV * sizeof(int64_t));
+    op_t *op = calloc(1, sizeof *op + 2 * NCONV * sizeof(int64_t));
     assert_non_null(op);
     op->kind = kind;
     op->rcb = cb;
     op->arg = arg;
     op->convs = (int64_t *)(op + 1);
+    op->revs = op->convs + NCONV;
     return op;
 }
 
@@ -209,6 +207,13 @@ static void load_memberships(void *ctx, int64_t user, chat_stream_revs_cb cb, vo
     store_t *st = ctx;
     op_t *op = revs_op(OP_MEMBERSHIPS, cb, arg);
     op->user = user;
+    /* the read runs now; its answer comes later, maybe after changes it does not show */
+    for (int64_t c = 1; c < NCONV; c++) {
+        if (can_read(st, c, user)) {
+            op->convs[op->n] = c;
+            op->revs[op->n++] = st->rev[c];
+        }
+    }
     st->memberships_calls++;
     op_ask(st, op);
 }
@@ -842,6 +847,69 @@ static void test_added_and_removed(void **state)
     rec_dispose(&c);
 }
 
+/*
+ * A membership read that ran before a removal answers after the removed
+ * frame: the conversation is not followed again (nor one added meanwhile
+ * dropped).
+ */
+static void test_removed_while_memberships_read(void **state)
+{
+    env_t e;
+    env_init(&e);
+    store_conv(&e.st, 16, 2);
+    store_conv(&e.st, 17, 1);
+    e.st.member[160][16] = e.st.member[161][16] = true;
+    rec_t a = {0}, b = {0};
+    chat_stream_sub_t *sb = chat_stream_subscribe(e.s, 161, write_cb, &b);
+    settle(&e);
+
+    e.st.hold[OP_MEMBERSHIPS] = true;
+    chat_stream_sub_t *sa = chat_stream_subscribe(e.s, 160, write_cb, &a);
+    assert_int_equal(e.st.held_n, 1); /* it lists 16 */
+    const char *removed = "{\"type\":\"removed\",\"conversation_id\":16}";
+    const char *added = "{\"type\":\"added\",\"conversation_id\":17}";
+    e.st.member[160][16] = false;
+    publish_user(&e, CHAT_RT_REMOVED, 160, 16, 0, removed);
+    e.st.member[160][17] = true;
+    publish_user(&e, CHAT_RT_ADDED, 160, 17, 1, added);
+    RUN_UNTIL(&e, a.n >= 2);
+    store_release(&e.st);
+    settle(&e);
+    assert_false(chat_stream_follows(sa, 16));
+    assert_true(chat_stream_follows(sa, 17));
+
+    e.st.rev[16] = 3;
+    publish_event(&e, 16, 3);
+    e.st.rev[17] = 2;
+    publish_event(&e, 17, 2);
+    RUN_UNTIL(&e, b.n >= 1 && a.n >= 3);
+    settle(&e);
+    assert_int_equal(a.n, 3);
+    expect_text(&a, 0, removed);
+    expect_text(&a, 1, added);
+    expect_event(&a, 2, 17, 2);
+    assert_int_equal(b.n, 1);
+    expect_event(&b, 0, 16, 3);
+
+    /* the next read of the memberships is not affected by the earlier removal */
+    e.st.member[160][16] = true;
+    publish_user(&e, CHAT_RT_ADDED, 160, 16, 3, "");
+    settle(&e);
+    assert_true(chat_stream_follows(sa, 16));
+    rec_t a2 = {0};
+    chat_stream_sub_t *sa2 = chat_stream_subscribe(e.s, 160, write_cb, &a2);
+    settle(&e);
+    assert_true(chat_stream_follows(sa2, 16) && chat_stream_follows(sa2, 17));
+
+    chat_stream_unsubscribe(e.s, sa);
+    chat_stream_unsubscribe(e.s, sa2);
+    chat_stream_unsubscribe(e.s, sb);
+    env_done(&e);
+    rec_dispose(&a);
+    rec_dispose(&a2);
+    rec_dispose(&b);
+}
+
 /* ---- leaving while reads are out ---- */
 
 static void test_unsubscribe_during_reads(void **state)
@@ -937,6 +1005,7 @@ int main(void)
         cmocka_unit_test(test_catch_up_reads_shared),
         cmocka_unit_test(test_typing),
         cmocka_unit_test(test_added_and_removed),
+        cmocka_unit_test(test_removed_while_memberships_read),
         cmocka_unit_test(test_unsubscribe_during_reads),
         cmocka_unit_test(test_close_during_read),
     };
