@@ -30,12 +30,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RING 64              /* frames kept per conversation (a power of two) */
-#define PENDING_MAX 256      /* events held ahead of their turn per conversation */
-#define GRACE_MS 40          /* how long a gap waits for pub/sub before the database */
-#define TICK_MS 20           /* the worker's timer while something waits */
-#define RETRY_MS 250         /* after a failed or fruitless read */
-#define AUDIT_MS 1000        /* conversations that moved are checked against the database */
+#define RING 64         /* frames kept per conversation (a power of two) */
+#define PENDING_MAX 256 /* events held ahead of their turn per conversation */
+#define GRACE_MS 40     /* how long a gap waits for pub/sub before the database */
+#define TICK_MS 20      /* the worker's timer while something waits */
+#define RETRY_MS 250    /* after a failed or fruitless read */
+#define AUDIT_MS                                                                                   \
+    500 /* a conversation quiet this long after moving is checked against the database */
 #define FETCH_LIMIT 200      /* events per read */
 #define JOBS_MAX 16          /* database reads in flight per worker */
 #define REVS_BATCH 500       /* conversations per revs read */
@@ -68,7 +69,8 @@ struct conv {
     bool filling;
     int jobs;               /* fetches of this conversation queued or running */
     chat_list_t fetches;    /* fetch_t.conv_link: to join identical reads */
-    chat_list_t audit_link; /* in s->audits: moved since the last audit */
+    chat_list_t audit_link; /* in s->audits (by moved_at): moved since the last audit */
+    uint64_t moved_at;
     bool revs_wanted;
 };
 
@@ -115,6 +117,7 @@ struct user {
     uint64_t gen;         /* membership reads issued */
     bool loading;         /* one in flight */
     bool busy;            /* its answer is being applied: not freed meanwhile */
+    chat_idtable_t left;  /* conversations left while it was: its answer may still list them */
     bool load_wanted;     /* queued, or again once the one in flight answers */
     chat_list_t job_link; /* s->loads */
     /* s->waits: for its channel (until since + CONFIRM_WAIT_MS), or a retry */
@@ -150,7 +153,6 @@ struct chat_stream {
     bool turn; /* start_jobs: whose turn, membership reads or fetches */
     uv_timer_t tick;
     bool ticking;
-    uint64_t last_audit;
     int closing; /* parts still closing */
     bool closed;
     void (*done)(void *arg);
@@ -373,6 +375,19 @@ static void retry_later(follow_t *f)
 /* ---- a conversation's events ---- */
 
 /* Event r in order: kept, and written to every socket at r - 1. */
+/*
+ * c moved: once it has been quiet for AUDIT_MS its rev is read from the
+ * database, which finds a last event that pub/sub lost (nothing after it
+ * would show the gap). The list stays in moved_at order.
+ */
+static void audit_later(conv_t *c)
+{
+    c->moved_at = now_ms(c->s);
+    chat_list_remove(&c->audit_link);
+    chat_list_insert_tail(&c->s->audits, &c->audit_link);
+    arm(c->s); /* the timer may be idle */
+}
+
 static void advance(conv_t *c, frame_t *fr)
 {
     int64_t r = fr->rev;
@@ -381,8 +396,7 @@ static void advance(conv_t *c, frame_t *fr)
     *slot = fr;
     fr->refs++;
     c->head = r;
-    if (!chat_list_linked(&c->audit_link))
-        chat_list_insert_tail(&c->s->audits, &c->audit_link);
+    audit_later(c);
     chat_list_t *e, *tmp;
     CHAT_LIST_FOREACH_SAFE(e, tmp, &c->follows)
     {
@@ -434,7 +448,7 @@ static void conv_event(conv_t *c, int64_t r, const char *data, size_t len)
             frame_unref(c->pending[k]);
             k++;
         }
-        if (k > 0) {
+        if (k > 0) { /* pending is NULL until the first event is held */
             memmove(c->pending, c->pending + k, (c->npending - k) * sizeof *c->pending);
             c->npending -= k;
         }
@@ -726,6 +740,7 @@ static void user_free(user_t *u)
     chat_stream_t *s = u->s;
     chat_list_remove(&u->job_link);
     chat_list_remove(&u->wait_link);
+    chat_idtable_dispose(&u->left);
     if (s->fanout && !s->closed)
         chat_fanout_unwatch(s->fanout, CHAT_TOPIC_USER, u->id);
     chat_idtable_del(&s->users, (uint64_t)u->id);
@@ -743,7 +758,8 @@ static void load_answer(int err, const int64_t *convs, const int64_t *revs, size
     u->loading = false;
     if (u->load_wanted) /* asked for while this one ran */
         chat_list_insert_tail(&s->loads, &u->job_link);
-    if (u->nsubs == 0 || s->closed) {
+    bool gone = u->nsubs == 0 || s->closed;
+    if (gone) {
         user_free(u);
         goto out;
     }
@@ -781,7 +797,8 @@ static void load_answer(int err, const int64_t *convs, const int64_t *revs, size
                 }
             }
             for (size_t i = 0; i < n; i++)
-                follow(sub, convs[i], revs[i]);
+                if (!chat_idtable_get(&u->left, (uint64_t)convs[i]))
+                    follow(sub, convs[i], revs[i]);
             if (sub->ready)
                 continue;
             if (sub->ready_gen > g) {
@@ -800,6 +817,9 @@ static void load_answer(int err, const int64_t *convs, const int64_t *revs, size
         }
         chat_idtable_dispose(&in);
     }
+    /* the next read runs after every removal seen so far */
+    chat_idtable_dispose(&u->left);
+    chat_idtable_init(&u->left);
     u->busy = false;
     if (u->nsubs == 0 && !u->loading)
         user_free(u);
@@ -849,10 +869,7 @@ static void revs_answer(int err, const int64_t *convs, const int64_t *revs, size
         uint64_t key;
         void *v;
         for (size_t i = 0; (i = chat_idtable_next(&s->convs, i, &key, &v)) != 0;)
-            if (!chat_list_linked(&((conv_t *)v)->audit_link))
-                chat_list_insert_tail(&s->audits, &((conv_t *)v)->audit_link);
-        s->last_audit = now_ms(s);
-        arm(s);
+            audit_later(v);
     }
     uint64_t t = now_ms(s);
     for (size_t i = 0; i < n; i++) {
@@ -906,17 +923,14 @@ static void tick_cb(uv_timer_t *t)
             want_load(u);
     }
     /* conversations that moved: their rev from the database, to find a lost last event */
-    if (!chat_list_empty(&s->audits)) {
+    CHAT_LIST_FOREACH_SAFE(e, tmp, &s->audits)
+    {
+        conv_t *c = CHAT_CONTAINER_OF(e, conv_t, audit_link);
         busy = true;
-        if (now >= s->last_audit + AUDIT_MS) {
-            s->last_audit = now;
-            CHAT_LIST_FOREACH_SAFE(e, tmp, &s->audits)
-            {
-                conv_t *c = CHAT_CONTAINER_OF(e, conv_t, audit_link);
-                chat_list_remove(e);
-                want_revs(s, c);
-            }
-        }
+        if (now < c->moved_at + AUDIT_MS)
+            break; /* the rest moved later */
+        chat_list_remove(e);
+        want_revs(s, c);
     }
     flush_revs(s);
     if (s->nrevs_want > 0 || !chat_list_empty(&s->queue) || !chat_list_empty(&s->loads))
@@ -964,6 +978,10 @@ static void on_message(const chat_rt_msg_t *m, void *arg)
     user_t *u = chat_idtable_get(&s->users, (uint64_t)m->id);
     if (!u)
         return;
+    if (m->kind == CHAT_RT_REMOVED && u->loading) /* a read that ran before may still list it */
+        chat_idtable_put(&u->left, (uint64_t)m->a, (void *)1);
+    else if (m->kind == CHAT_RT_ADDED)
+        chat_idtable_del(&u->left, (uint64_t)m->a);
     chat_list_t *e, *tmp;
     CHAT_LIST_FOREACH_SAFE(e, tmp, &u->subs)
     {
@@ -1108,6 +1126,7 @@ chat_stream_sub_t *chat_stream_subscribe(chat_stream_t *s, int64_t user_id, chat
         chat_list_init(&u->subs);
         chat_list_init(&u->job_link);
         chat_list_init(&u->wait_link);
+        chat_idtable_init(&u->left);
         chat_idtable_put(&s->users, (uint64_t)user_id, u);
         if (s->fanout)
             chat_fanout_watch(s->fanout, CHAT_TOPIC_USER, user_id);
