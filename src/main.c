@@ -141,6 +141,7 @@ static int serve(void)
     shared.cfg = &cfg;
     shared.nworkers = nworkers;
     shared.hub = chat_hub_create(nworkers);
+    shared.rate = chat_ratelimit_shared_create(&cfg);
     chat_fanout_origin_new(shared.origin);
     shared.on_worker_exit = worker_exited;
     workers = chat_calloc((size_t)nworkers, sizeof *workers);
@@ -170,6 +171,7 @@ static int serve(void)
     uv_loop_close(main_loop);
     chat_hub_destroy(shared.hub);
     chat_cache_shared_destroy(shared.cache);
+    chat_ratelimit_shared_destroy(shared.rate);
     free(workers);
     chat_log_info("event=stopped");
     return failed ? 1 : 0;

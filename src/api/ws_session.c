@@ -136,8 +136,8 @@ static void handle_send(session_t *ss, json_t *o)
     op->ss = ss;
     op->client_msg_id = cmid ? chat_strndup(cmid, cmid_len) : NULL;
     ss->inflight++;
-    chat_msg_send(ss->api->ctx, ss->user_id, conv_id, body, body_len, op->client_msg_id,
-                  send_reply_cb, op);
+    chat_api_msg_send_limited(ss->api, ss->user_id, conv_id, body, body_len, op->client_msg_id,
+                              send_reply_cb, op);
 }
 
 static void on_message(chat_ws_conn_t *ws, const char *msg, size_t len, bool binary, void *ud)
