@@ -27,7 +27,7 @@ OFF = {"CHATD_RATE_SEND": "0", "CHATD_RATE_REQUEST": "0", "CHATD_RATE_SIGNUP": "
 
 
 def limits(**kw):
-    """The limits a test exercises; requests get a budget no test reaches, by
+    """The limits a test exercises; requests get a budget no test reaches,
     by which wait_counting_in_redis sees an instance count in Redis."""
     env = dict(OFF, CHATD_RATE_REQUEST="1000/s")
     env.update({f"CHATD_RATE_{k.upper()}": v for k, v in kw.items()})
