@@ -126,6 +126,17 @@ static const char *rate_text(const chat_config_rate_t *r, char *buf, size_t cap)
     return buf;
 }
 
+static void log_rate_limits(void)
+{
+    if (chat_log_level > CHAT_LOG_INFO)
+        return;
+    char rs[32], rr[32], ru[32];
+    chat_log_write(
+        CHAT_LOG_INFO, "event=rate_limits send=%s request=%s signup=%s counted_in=%s",
+        rate_text(&cfg.rate_send, rs, sizeof rs), rate_text(&cfg.rate_request, rr, sizeof rr),
+        rate_text(&cfg.rate_signup, ru, sizeof ru), cfg.enable_redis_cache ? "redis" : "process");
+}
+
 static int serve(void)
 {
     raise_fd_limit();
@@ -151,11 +162,7 @@ static int serve(void)
     shared.nworkers = nworkers;
     shared.hub = chat_hub_create(nworkers);
     shared.rate = chat_ratelimit_shared_create(&cfg);
-    char rs[32], rr[32], ru[32];
-    chat_log_info(
-        "event=rate_limits send=%s request=%s signup=%s counted_in=%s",
-        rate_text(&cfg.rate_send, rs, sizeof rs), rate_text(&cfg.rate_request, rr, sizeof rr),
-        rate_text(&cfg.rate_signup, ru, sizeof ru), cfg.enable_redis_cache ? "redis" : "process");
+    log_rate_limits();
     chat_fanout_origin_new(shared.origin);
     shared.on_worker_exit = worker_exited;
     workers = chat_calloc((size_t)nworkers, sizeof *workers);
