@@ -332,6 +332,14 @@ def test_each_instance_alone_while_redis_is_down(chatd_factory, private_redis):
         a2.close()
 
 
+def noscript_errors(rc):
+    """NOSCRIPT error replies Redis has given ("errorstat_NOSCRIPT:count=1")."""
+    v = rc.info("errorstats").get("errorstat_NOSCRIPT", 0)
+    if isinstance(v, dict):
+        return int(v.get("count", 0))
+    return int(str(v).rpartition("=")[2] or 0)
+
+
 def test_script_loaded_again_after_a_flush(chatd_factory, private_redis):
     rc = private_redis.client()
     d = start(chatd_factory, rc, dict(limits(send="1/min:4"), REDIS_URL=private_redis.url))
@@ -340,12 +348,18 @@ def test_script_loaded_again_after_a_flush(chatd_factory, private_redis):
         u = api.signup()
         conv = api.create_conversation(u["token"])["id"]
         local = metric(d, "chatd_rate_local_checks_total")
+        # a fresh Redis had no script: the first check was resent as EVAL
+        missed = noscript_errors(rc)
+        assert missed >= 1
         json_body(api.send_raw(u["token"], conv, "first"), 201)
         json_body(api.send_raw(u["token"], conv, "second"), 201)
+        # chatd's SHA-1 is the script's: loaded, it is found
+        assert noscript_errors(rc) == missed
         rc.script_flush()  # NOSCRIPT next: the check is sent again as EVAL
         json_body(api.send_raw(u["token"], conv, "third"), 201)
         json_body(api.send_raw(u["token"], conv, "fourth"), 201)
         assert_rate_limited(api.send_raw(u["token"], conv, "fifth"))  # Redis counted all four
+        assert noscript_errors(rc) == missed + 1  # one EVALSHA missed, its EVAL loaded the script
         assert metric(d, "chatd_rate_local_checks_total") == local
         key = f"rate:send:{{u:{u['id']}}}"
         assert 3 * 60_000 < rc.pttl(key) <= 4 * 60_000
