@@ -100,7 +100,7 @@ static void checked_cb(int retry_after_s, void *arg)
     next_check(op);
 }
 
-/* The subject of limit which for call, or -1 when it has none (counted by nothing). */
+/* The subject of limit which for call, or -1 when there is none to count. */
 static int subject_of(const chat_call_t *call, chat_rate_limit_t which,
                       char out[CHAT_RATELIMIT_SUBJECT_MAX])
 {
@@ -114,7 +114,7 @@ static int subject_of(const chat_call_t *call, chat_rate_limit_t which,
     case CHAT_RATE_SIGNUP: {
         struct sockaddr_storage ss;
         if (chat_http_request_peer(call->req, &ss) != 0)
-            return -1; /* the client is gone: its answer goes nowhere */
+            return -1;
         return chat_api_rate_address_subject((const struct sockaddr *)&ss, out);
     }
     case CHAT_RATE_NLIMITS:
@@ -136,8 +136,12 @@ static void next_check(limits_op_t *op)
             continue;
         call->limits &= ~(1u << which);
         char subject[CHAT_RATELIMIT_SUBJECT_MAX];
-        if (!call->api->rate || subject_of(call, which, subject) < 0)
-            continue;
+        if (subject_of(call, which, subject) < 0) {
+            /* No address to count (the client has gone, or not TCP): nothing is done. */
+            free(op);
+            chat_call_fail(call, CHAT_EUNAVAILABLE, "the client's address is unknown");
+            return;
+        }
         op->which = which;
         /* The answer may come before this returns: checked_cb then goes on from there. */
         chat_ratelimit_check(call->api->rate, which, subject, checked_cb, op);
