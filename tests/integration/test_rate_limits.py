@@ -332,6 +332,29 @@ def test_each_instance_alone_while_redis_is_down(chatd_factory, private_redis):
         a2.close()
 
 
+def test_without_redis_one_budget_per_process(chatd_factory):
+    """ENABLE_REDIS_CACHE=false: the process counts alone, one budget for all
+    its workers (each send on a new connection, spread by the kernel)."""
+    d = chatd_factory(env=dict(limits(send="1/min:3"), ENABLE_REDIS_CACHE="false"), workers=2)
+    api = Api(d.base_url)
+    try:
+        u = api.signup()
+        conv = api.create_conversation(u["token"])["id"]
+    finally:
+        api.close()
+    codes = []
+    for i in range(10):
+        one = Api(d.base_url)  # a connection of its own
+        try:
+            codes.append(one.send_raw(u["token"], conv, f"m{i}").status_code)
+        finally:
+            one.close()
+    assert codes == [201] * 3 + [429] * 7, codes
+    assert metric(d, "chatd_rate_local_checks_total") >= 10
+    assert limited_total(d, "send") == 7
+    assert "event=rate_limits send=1/min:3" in d.log_text() and "counted_in=process" in d.log_text()
+
+
 def noscript_errors(rc):
     """NOSCRIPT error replies Redis has given ("errorstat_NOSCRIPT:count=1")."""
     v = rc.info("errorstats").get("errorstat_NOSCRIPT", 0)
