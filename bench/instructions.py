@@ -109,7 +109,8 @@ def main():
     a = ap.parse_args()
     env = stack_env(a.stack_env)
     env.update(CHATD_LISTEN=f"127.0.0.1:{PORT}", CHATD_WORKERS="1", CHATD_LOG_LEVEL="warn",
-               CACHE_BYPASS="false" if a.cached else "true")
+               CACHE_BYPASS="false" if a.cached else "true",
+               CHATD_RATE_SEND="0", CHATD_RATE_REQUEST="0", CHATD_RATE_SIGNUP="0")
     token, cid = setup(a.binaries[0], env)
     kind = "cached" if a.cached else "uncached"
     first = None

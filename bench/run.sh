@@ -164,7 +164,8 @@ export TOKEN=$HOT_TOKEN WPATH=/api/v1/conversations/$HOT_CID/messages
 # default 10 s for a first request head would close the ones not used yet
 start_chatd() { # LABEL extra env...
   local label=$1; shift
-  set -- CHATD_HEADER_TIMEOUT_MS=60000 "$@"
+  # the load is the measurement: no rate limit may throttle it
+  set -- CHATD_HEADER_TIMEOUT_MS=60000 CHATD_RATE_SEND=0 CHATD_RATE_REQUEST=0 CHATD_RATE_SIGNUP=0 "$@"
   logcmd "env $* DATABASE_URL=$CHATD_DB_URL CHATD_LISTEN=$LISTEN CHATD_LOG_LEVEL=warn $CHATD_BIN"
   env "$@" DATABASE_URL="$CHATD_DB_URL" CHATD_LISTEN="$LISTEN" CHATD_LOG_LEVEL=warn \
     "$CHATD_BIN" >>"$VAR/chatd-$label.log" 2>&1 &

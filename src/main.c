@@ -117,6 +117,26 @@ static int cmd_migrate(const char *last)
     return 0;
 }
 
+/* A rate limit as its setting reads: "20/s:40", or "0". */
+static const char *rate_text(const chat_config_rate_t *r, char *buf, size_t cap)
+{
+    if (r->rate == 0)
+        return "0";
+    snprintf(buf, cap, "%d/%s:%d", r->rate, r->period_s == 1 ? "s" : "min", r->burst);
+    return buf;
+}
+
+static void log_rate_limits(void)
+{
+    if (chat_log_level > CHAT_LOG_INFO)
+        return;
+    char rs[32], rr[32], ru[32];
+    chat_log_write(
+        CHAT_LOG_INFO, "event=rate_limits send=%s request=%s signup=%s counted_in=%s",
+        rate_text(&cfg.rate_send, rs, sizeof rs), rate_text(&cfg.rate_request, rr, sizeof rr),
+        rate_text(&cfg.rate_signup, ru, sizeof ru), cfg.enable_redis_cache ? "redis" : "process");
+}
+
 static int serve(void)
 {
     raise_fd_limit();
@@ -141,6 +161,8 @@ static int serve(void)
     shared.cfg = &cfg;
     shared.nworkers = nworkers;
     shared.hub = chat_hub_create(nworkers);
+    shared.rate = chat_ratelimit_shared_create(&cfg);
+    log_rate_limits();
     chat_fanout_origin_new(shared.origin);
     shared.on_worker_exit = worker_exited;
     workers = chat_calloc((size_t)nworkers, sizeof *workers);
@@ -170,6 +192,7 @@ static int serve(void)
     uv_loop_close(main_loop);
     chat_hub_destroy(shared.hub);
     chat_cache_shared_destroy(shared.cache);
+    chat_ratelimit_shared_destroy(shared.rate);
     free(workers);
     chat_log_info("event=stopped");
     return failed ? 1 : 0;

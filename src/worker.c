@@ -2,8 +2,9 @@
  * A worker's wiring and shutdown chain (see worker.h). Everything a worker
  * creates lives on its loop and is closed, in reverse order of need, from
  * that loop: the HTTP server first (no new requests, WebSockets closed), then
- * the stream (no subscriber is left), the cache, the database path, and the
- * stop handle, after which the loop ends by itself.
+ * the rate limiter (no check is left), the stream (no subscriber is left),
+ * the cache, the database path, and the stop handle, after which the loop
+ * ends by itself.
  */
 #include "worker.h"
 #include "api/api.h"
@@ -57,12 +58,20 @@ static void stream_closed(void *arg)
         cache_closed(w);
 }
 
+static void rate_closed(void *arg)
+{
+    chat_worker_t *w = arg;
+    w->api.rate = NULL;
+    /* Every WebSocket is closed with the server: the stream has no subscriber left. */
+    chat_stream_close(w->ctx.stream, stream_closed, w);
+}
+
 static void http_closed(void *arg)
 {
     chat_worker_t *w = arg;
     w->http = NULL;
-    /* Every WebSocket is closed with the server: the stream has no subscriber left. */
-    chat_stream_close(w->ctx.stream, stream_closed, w);
+    /* No request is left to check a limit. */
+    chat_ratelimit_close(w->api.rate, rate_closed, w);
 }
 
 static void stop_cb(uv_async_t *h)
@@ -138,6 +147,12 @@ static void wire(chat_worker_t *w)
     w->api.ctx = &w->ctx;
     w->api.cfg = cfg;
     w->api.cache_shared = w->sh->cache;
+    chat_ratelimit_config_t rc = {
+        .shared = w->sh->rate,
+        .redis_url = cfg->enable_redis_cache ? cfg->redis_url : NULL,
+        .cmd_timeout_ms = cfg->cache_timeout_ms,
+    };
+    w->api.rate = chat_ratelimit_create(&w->loop, &rc);
     chat_http_server_config_t hc = {
         .host = cfg->listen_host,
         .port = cfg->listen_port,

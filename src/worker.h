@@ -1,12 +1,14 @@
 /*
  * One worker: a thread with its own libuv loop, HTTP listener (SO_REUSEPORT),
- * database path, cache, realtime stream and API context. main.c starts one
- * per core and stops them; this file owns a worker's wiring and the order in
- * which its parts close (HTTP, stream, cache, database, loop).
+ * database path, cache, realtime stream, rate limiter and API context.
+ * main.c starts one per core and stops them; this file owns a worker's
+ * wiring and the order in which its parts close (HTTP, rate limiter, stream,
+ * cache, database, loop).
  */
 #ifndef CHAT_WORKER_H
 #define CHAT_WORKER_H
 
+#include "api/ratelimit.h"
 #include "cache/shared.h"
 #include "core/config.h"
 #include "realtime/fanout.h"
@@ -18,9 +20,10 @@
 typedef struct chat_shared {
     const chat_config_t *cfg;
     int nworkers;
-    _Atomic int open_connections; /* HTTP and WebSocket connections of all workers */
-    chat_hub_t *hub;              /* realtime frames between the workers */
-    chat_cache_shared_t *cache;   /* the cache's bypass switch, freshness state and metrics */
+    _Atomic int open_connections;  /* HTTP and WebSocket connections of all workers */
+    chat_hub_t *hub;               /* realtime frames between the workers */
+    chat_cache_shared_t *cache;    /* the cache's bypass switch, freshness state and metrics */
+    chat_ratelimit_shared_t *rate; /* the rate limits, their local table and metrics */
     /** This instance on Redis pub/sub (fanout.h), the same on every worker. */
     char origin[CHAT_RT_ORIGIN_LEN];
     /** Runs on the worker's thread when its loop has ended (wakes main). */

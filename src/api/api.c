@@ -46,6 +46,12 @@ static const chat_route_t routes[] = {
     {"/api/v1/stream", "GET", {{HTTP_GET, chat_h_stream, AUTH_STREAM}}},
 };
 
+/* The calls CHATD_RATE_SEND counts, besides the stream's send frames: sends and edits. */
+static int counts_send(chat_handler_fn fn)
+{
+    return fn == chat_h_msg_send || fn == chat_h_msg_edit;
+}
+
 const char *chat_api_route_name(const chat_route_t *r)
 {
     return r->pattern;
@@ -213,6 +219,7 @@ static void run_handler(chat_call_t *call)
     call->fn(call);
 }
 
+/* A user's call: counted by its token, and a send or an edit by its user, before the handler. */
 static void auth_cb(chat_err_t err, int64_t user_id, void *arg)
 {
     chat_call_t *call = arg;
@@ -221,7 +228,20 @@ static void auth_cb(chat_err_t err, int64_t user_id, void *arg)
         return;
     }
     call->user_id = user_id;
-    run_handler(call);
+    if (counts_send(call->fn))
+        call->limits |= 1u << CHAT_RATE_SEND;
+    chat_call_check_limits(call, run_handler);
+}
+
+/* Starts the token's check; the token's rate-limit subject is taken first (tok may not last). */
+static void auth_start(chat_call_t *call, const char *tok, size_t len)
+{
+    chat_api_t *api = call->api;
+    if (api->rate && chat_ratelimit_on(api->rate, CHAT_RATE_REQUEST)) {
+        chat_api_rate_token_subject(tok, len, call->token_subject);
+        call->limits |= 1u << CHAT_RATE_REQUEST;
+    }
+    chat_auth_check(api->ctx, tok, len, auth_cb, call);
 }
 
 static int is_admin(const chat_api_t *api, const char *tok, size_t len)
@@ -272,14 +292,19 @@ void chat_api_handle(chat_http_request_t *req)
     case AUTH_NONE:
         run_handler(call);
         return;
-    case AUTH_SIGNUP:
-        if (!api->cfg->signup_open && !(has_tok && is_admin(api, tok, toklen))) {
+    case AUTH_SIGNUP: {
+        int admin = has_tok && is_admin(api, tok, toklen);
+        if (!api->cfg->signup_open && !admin) {
             chat_call_fail(call, CHAT_EUNAUTHORIZED,
                            "sign-up is closed: the admin token is required");
             return;
         }
-        run_handler(call);
+        /* Counted by the client's address; the admin token never is. */
+        if (!admin)
+            call->limits |= 1u << CHAT_RATE_SIGNUP;
+        chat_call_check_limits(call, run_handler);
         return;
+    }
     case AUTH_ADMIN:
         if (!has_tok || !is_admin(api, tok, toklen)) {
             chat_call_fail(call, CHAT_EUNAUTHORIZED, "the admin token is required");
@@ -295,7 +320,7 @@ void chat_api_handle(chat_http_request_t *req)
             if (chat_api_query_string(req->query, req->query_len, "token", qtok, sizeof qtok,
                                       &why) == 1 &&
                 qtok[0]) {
-                chat_auth_check(api->ctx, qtok, strlen(qtok), auth_cb, call);
+                auth_start(call, qtok, strlen(qtok));
                 return;
             }
         }
@@ -305,7 +330,7 @@ void chat_api_handle(chat_http_request_t *req)
             chat_call_fail(call, CHAT_EUNAUTHORIZED, NULL);
             return;
         }
-        chat_auth_check(api->ctx, tok, toklen, auth_cb, call);
+        auth_start(call, tok, toklen);
         return;
     }
 }

@@ -6,6 +6,7 @@
 #ifndef CHAT_API_API_H
 #define CHAT_API_API_H
 
+#include "api/ratelimit.h"
 #include "cache/shared.h"
 #include "chat/chat.h"
 #include "core/config.h"
@@ -17,6 +18,7 @@ typedef struct chat_api {
     chat_ctx_t *ctx;
     const chat_config_t *cfg;
     chat_cache_shared_t *cache_shared; /* bypass switch and totals (ctx->cache may be NULL) */
+    chat_ratelimit_t *rate;            /* the worker's rate limiter; NULL: no limits */
 } chat_api_t;
 
 /** The HTTP handler; req->server_data must point to a chat_api_t. */
@@ -73,6 +75,21 @@ int chat_api_parse_events_query(const char *q, size_t len, chat_api_events_param
  */
 int chat_api_query_string(const char *q, size_t len, const char *name, char *out, size_t cap,
                           const char **why);
+
+/**
+ * The rate-limit subject of a bearer token (ratelimit.h): "t:" and 32 hex
+ * digits of a SHA-256 of the token under a prefix of its own, so neither the
+ * token nor the hash the database stores appears in Redis.
+ */
+void chat_api_rate_token_subject(const char *tok, size_t len, char out[CHAT_RATELIMIT_SUBJECT_MAX]);
+
+/**
+ * The rate-limit subject of a client address: "a:" and an IPv4 address
+ * (an IPv4-mapped IPv6 address counts as its IPv4 address), or an IPv6
+ * address's /64 prefix ("a:2001:db8:1:2::/64": one client is given a whole
+ * /64). Returns 0, or -1 for another address family.
+ */
+int chat_api_rate_address_subject(const struct sockaddr *sa, char out[CHAT_RATELIMIT_SUBJECT_MAX]);
 
 /**
  * Extracts the token of an "Authorization: Bearer <token>" value. Returns 0

@@ -38,6 +38,9 @@ struct chat_call {
     int64_t id;      /* parsed {id} */
     int64_t sub_id;  /* parsed second segment */
     int64_t user_id; /* authenticated caller */
+    /* Rate limits (limits.c) still to check before the handler: bit (1 << chat_rate_limit_t). */
+    unsigned limits;
+    char token_subject[CHAT_RATELIMIT_SUBJECT_MAX]; /* the token's subject, for the request limit */
 };
 
 /**
@@ -60,6 +63,24 @@ void chat_call_reply_cb(chat_reply_t *reply, void *arg);
 chat_http_request_t *chat_call_release(chat_call_t *call);
 /** Answers with a JSON body that is taken over; ends the call. */
 void chat_call_ok(chat_call_t *call, int status, char *body, size_t len);
+
+/**
+ * Checks the limits in call->limits (request per call->token_subject, then
+ * send per call->user_id, then sign-up per client address), then runs
+ * next(call); or answers 429 rate_limited with Retry-After at the first
+ * that refuses, and nothing else is done. next may run before this returns.
+ */
+void chat_call_check_limits(chat_call_t *call, chat_handler_fn next);
+
+/**
+ * chat_msg_send for the stream's send frame, counted by CHATD_RATE_SEND
+ * first (body and client_msg_id are copied while the check waits): over the
+ * limit, cb gets CHAT_ERATELIMITED with a message naming the wait, and
+ * nothing is sent.
+ */
+void chat_api_msg_send_limited(chat_api_t *api, int64_t user_id, int64_t conv_id, const char *body,
+                               size_t body_len, const char *client_msg_id, chat_reply_cb cb,
+                               void *arg);
 
 /**
  * Parses the request body as a JSON object (validate.h). Returns the object

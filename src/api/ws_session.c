@@ -3,10 +3,10 @@
  * handshake (checked here, once; answered by net/ws_conn.c) the socket is
  * registered with the worker's realtime stream, which pushes every event of
  * the user's conversations in rev order (realtime/stream.h). Client frames:
- * "send" goes through the same validators (validate.h) and chat_msg_send()
- * as POST .../messages, answered with an "ack" or an "error" frame whose
- * code comes from the status table (status.h); "typing" and "resume" go to
- * the stream. A malformed client message gets an "error" frame and the
+ * "send" goes through the same validators (validate.h), send rate limit
+ * and chat_msg_send() as POST .../messages (chat_api_msg_send_limited),
+ * answered with an "ack" or an "error" frame whose code comes from the
+ * status table (status.h); "typing" and "resume" go to the stream. A malformed client message gets an "error" frame and the
  * connection stays up.
  */
 #include "api/internal.h"
@@ -139,8 +139,8 @@ static void handle_send(session_t *ss, json_t *o)
     op->ss = ss;
     op->client_msg_id = cmid ? chat_strndup(cmid, cmid_len) : NULL;
     ss->inflight++;
-    chat_msg_send(ss->api->ctx, ss->user_id, conv_id, body, body_len, op->client_msg_id,
-                  send_reply_cb, op);
+    chat_api_msg_send_limited(ss->api, ss->user_id, conv_id, body, body_len, op->client_msg_id,
+                              send_reply_cb, op);
 }
 
 static void handle_typing(session_t *ss, json_t *o)

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum type { T_STR, T_BOOL, T_INT, T_SIGNUP, T_LOGLEVEL };
+enum type { T_STR, T_BOOL, T_INT, T_SIGNUP, T_LOGLEVEL, T_RATE };
 
 struct row {
     chat_config_setting_t doc;
@@ -163,6 +163,25 @@ static const struct row rows[] = {
      OFF(fault_drop_events),
      0,
      1000000},
+    {{"CHATD_RATE_SEND",
+      "sends and edits (REST and stream) per user: RATE/UNIT[:BURST], UNIT s or min; 0 = no limit",
+      "20/s:40"},
+     T_RATE,
+     OFF(rate_send),
+     0,
+     0},
+    {{"CHATD_RATE_REQUEST", "requests to /api/v1/* per token: RATE/UNIT[:BURST]; 0 = no limit",
+      "100/s:200"},
+     T_RATE,
+     OFF(rate_request),
+     0,
+     0},
+    {{"CHATD_RATE_SIGNUP", "sign-ups per client address: RATE/UNIT[:BURST]; 0 = no limit",
+      "10/min:10"},
+     T_RATE,
+     OFF(rate_signup),
+     0,
+     0},
     {{"CHATD_LOG_LEVEL", "debug, info, warn or error (debug logs one line per request)", "info"},
      T_LOGLEVEL,
      OFF(log_level),
@@ -185,6 +204,54 @@ static int parse_bool(const char *v, bool *out)
         *out = false;
     else
         return -1;
+    return 0;
+}
+
+/* A decimal in 1..CHAT_CONFIG_RATE_MAX at *p, digits only, no leading zero; advances *p. */
+static int parse_rate_number(const char **p, int *out)
+{
+    const char *s = *p;
+    long n = 0;
+    if (*s < '1' || *s > '9')
+        return -1;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        n = n * 10 + (*s - '0');
+        if (n > CHAT_CONFIG_RATE_MAX)
+            return -1;
+    }
+    *out = (int)n;
+    *p = s;
+    return 0;
+}
+
+int chat_config_parse_rate(const char *s, chat_config_rate_t *out)
+{
+    chat_config_rate_t r = {0, 0, 0};
+    if (!strcmp(s, "0")) {
+        *out = r;
+        return 0;
+    }
+    const char *p = s;
+    if (parse_rate_number(&p, &r.rate) < 0 || *p++ != '/')
+        return -1;
+    if (!strncmp(p, "min", 3)) {
+        r.period_s = 60;
+        p += 3;
+    } else if (*p == 's') {
+        r.period_s = 1;
+        p++;
+    } else {
+        return -1;
+    }
+    r.burst = r.rate;
+    if (*p == ':') {
+        p++;
+        if (parse_rate_number(&p, &r.burst) < 0)
+            return -1;
+    }
+    if (*p)
+        return -1;
+    *out = r;
     return 0;
 }
 
@@ -264,6 +331,15 @@ int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *),
             *(int *)field = lvl;
             break;
         }
+        case T_RATE:
+            if (chat_config_parse_rate(v, (chat_config_rate_t *)field) < 0) {
+                snprintf(err, errlen,
+                         "%s must be RATE/UNIT[:BURST] with UNIT s or min and RATE, BURST in "
+                         "1..%d (e.g. 20/s:40), or 0 for no limit; got \"%s\"",
+                         r->doc.name, CHAT_CONFIG_RATE_MAX, v);
+                return -1;
+            }
+            break;
         }
     }
     if (cfg->redis_url && strncmp(cfg->redis_url, "redis://", 8) != 0) {

@@ -10,36 +10,53 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/**
+ * A rate limit (CHATD_RATE_*): rate events per period_s seconds, with bursts
+ * of up to burst events at once. rate 0 means no limit (the other fields are
+ * then 0 too).
+ */
+typedef struct chat_config_rate {
+    int rate;     /* 1..CHAT_CONFIG_RATE_MAX, or 0: no limit */
+    int period_s; /* 1 (UNIT s) or 60 (UNIT min) */
+    int burst;    /* 1..CHAT_CONFIG_RATE_MAX; RATE when the setting gives none */
+} chat_config_rate_t;
+
+/** Largest RATE and BURST a rate setting accepts. */
+#define CHAT_CONFIG_RATE_MAX 1000000
+
 typedef struct chat_config {
-    char *database_url;         /* DATABASE_URL: the pooler path */
-    char *database_url_direct;  /* DATABASE_URL_DIRECT: fallback path, NULL if unset */
-    char *redis_url;            /* REDIS_URL */
-    bool enable_redis_cache;    /* ENABLE_REDIS_CACHE */
-    bool cache_bypass;          /* CACHE_BYPASS */
-    char *listen;               /* CHATD_LISTEN, host:port */
-    char *listen_host;          /* derived from listen */
-    int listen_port;            /* derived from listen */
-    int workers;                /* CHATD_WORKERS, 0 = number of cores */
-    int db_pool_size;           /* CHATD_DB_POOL_SIZE */
-    int db_pool_size_direct;    /* CHATD_DB_POOL_SIZE_DIRECT */
-    int db_queue_timeout_ms;    /* CHATD_DB_QUEUE_TIMEOUT_MS */
-    int failover_error_percent; /* CHATD_FAILOVER_ERROR_PERCENT */
-    int failover_queue_wait_ms; /* CHATD_FAILOVER_QUEUE_WAIT_MS */
-    int failover_window_ms;     /* CHATD_FAILOVER_WINDOW_MS */
-    int failover_hold_ms;       /* CHATD_FAILOVER_HOLD_MS */
-    int db_connect_timeout_ms;  /* CHATD_DB_CONNECT_TIMEOUT_MS */
-    int max_connections;        /* CHATD_MAX_CONNECTIONS */
-    int header_timeout_ms;      /* CHATD_HEADER_TIMEOUT_MS */
-    int idle_timeout_ms;        /* CHATD_IDLE_TIMEOUT_MS */
-    int ws_ping_interval_ms;    /* CHATD_WS_PING_INTERVAL_MS */
-    int shutdown_timeout_ms;    /* CHATD_SHUTDOWN_TIMEOUT_MS */
-    bool signup_open;           /* CHATD_SIGNUP: open / closed */
-    char *admin_token;          /* CHATD_ADMIN_TOKEN, NULL if unset */
-    int log_level;              /* CHATD_LOG_LEVEL */
-    int cache_timeout_ms;       /* CHATD_CACHE_TIMEOUT_MS */
-    int cache_local_mb;         /* CHATD_CACHE_LOCAL_MB */
-    int cache_fill_delay_ms;    /* CHATD_CACHE_FILL_DELAY_MS (fault injection for tests) */
-    int fault_drop_events;      /* CHATD_FAULT_DROP_EVENTS (fault injection for tests) */
+    char *database_url;              /* DATABASE_URL: the pooler path */
+    char *database_url_direct;       /* DATABASE_URL_DIRECT: fallback path, NULL if unset */
+    char *redis_url;                 /* REDIS_URL */
+    bool enable_redis_cache;         /* ENABLE_REDIS_CACHE */
+    bool cache_bypass;               /* CACHE_BYPASS */
+    char *listen;                    /* CHATD_LISTEN, host:port */
+    char *listen_host;               /* derived from listen */
+    int listen_port;                 /* derived from listen */
+    int workers;                     /* CHATD_WORKERS, 0 = number of cores */
+    int db_pool_size;                /* CHATD_DB_POOL_SIZE */
+    int db_pool_size_direct;         /* CHATD_DB_POOL_SIZE_DIRECT */
+    int db_queue_timeout_ms;         /* CHATD_DB_QUEUE_TIMEOUT_MS */
+    int failover_error_percent;      /* CHATD_FAILOVER_ERROR_PERCENT */
+    int failover_queue_wait_ms;      /* CHATD_FAILOVER_QUEUE_WAIT_MS */
+    int failover_window_ms;          /* CHATD_FAILOVER_WINDOW_MS */
+    int failover_hold_ms;            /* CHATD_FAILOVER_HOLD_MS */
+    int db_connect_timeout_ms;       /* CHATD_DB_CONNECT_TIMEOUT_MS */
+    int max_connections;             /* CHATD_MAX_CONNECTIONS */
+    int header_timeout_ms;           /* CHATD_HEADER_TIMEOUT_MS */
+    int idle_timeout_ms;             /* CHATD_IDLE_TIMEOUT_MS */
+    int ws_ping_interval_ms;         /* CHATD_WS_PING_INTERVAL_MS */
+    int shutdown_timeout_ms;         /* CHATD_SHUTDOWN_TIMEOUT_MS */
+    bool signup_open;                /* CHATD_SIGNUP: open / closed */
+    char *admin_token;               /* CHATD_ADMIN_TOKEN, NULL if unset */
+    int log_level;                   /* CHATD_LOG_LEVEL */
+    int cache_timeout_ms;            /* CHATD_CACHE_TIMEOUT_MS */
+    int cache_local_mb;              /* CHATD_CACHE_LOCAL_MB */
+    int fault_drop_events;           /* CHATD_FAULT_DROP_EVENTS (fault injection for tests) */
+    int cache_fill_delay_ms;         /* CHATD_CACHE_FILL_DELAY_MS (fault injection for tests) */
+    chat_config_rate_t rate_send;    /* CHATD_RATE_SEND: sends and edits per user */
+    chat_config_rate_t rate_request; /* CHATD_RATE_REQUEST: /api/v1 requests per token */
+    chat_config_rate_t rate_signup;  /* CHATD_RATE_SIGNUP: sign-ups per client address */
 } chat_config_t;
 
 /** One row of the settings table, exported for the documentation test. */
@@ -61,5 +78,14 @@ extern const size_t chat_config_nsettings;
 int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *), char *err,
                      size_t errlen) __attribute__((warn_unused_result));
 void chat_config_dispose(chat_config_t *cfg);
+
+/**
+ * Parses a rate setting: "0" (no limit) or RATE/UNIT[:BURST] with RATE and
+ * BURST decimal integers in 1..CHAT_CONFIG_RATE_MAX without sign, spaces or
+ * leading zeros, and UNIT "s" or "min"; BURST defaults to RATE. Returns 0,
+ * or -1 (out untouched) for anything else.
+ */
+int chat_config_parse_rate(const char *s, chat_config_rate_t *out)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -99,6 +99,12 @@ void chat_http_server_close(chat_http_server_t *srv, void (*cb)(void *arg), void
 bool chat_http_request_cancelled(const chat_http_request_t *req);
 
 /**
+ * The address of req's client (the TCP peer) in out. Returns 0, or a libuv
+ * error (UV_ENOTCONN once the client has gone).
+ */
+int chat_http_request_peer(const chat_http_request_t *req, struct sockaddr_storage *out);
+
+/**
  * Sends the response to req and ends its life (req is invalid afterwards).
  * headers: extra header lines, each ending in "\r\n", or NULL. Content-Length,
  * Date, Connection and (when body_len > 0 and no Content-Type is in headers)

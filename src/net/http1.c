@@ -44,6 +44,15 @@ bool chat_http_request_cancelled(const chat_http_request_t *req)
     return ((const req_t *)req)->h == NULL;
 }
 
+int chat_http_request_peer(const chat_http_request_t *req, struct sockaddr_storage *out)
+{
+    const req_t *r = (const req_t *)req;
+    if (!r->h)
+        return UV_ENOTCONN;
+    int len = (int)sizeof *out;
+    return uv_tcp_getpeername(&r->h->conn.tcp, (struct sockaddr *)out, &len);
+}
+
 /* RFC 9110 IMF-fixdate, formatted once per second per server (so per loop). */
 static const char *http_date(chat_http_server_t *srv)
 {

@@ -11,7 +11,8 @@ Environment:
 
 Fixtures:
   stack          (session)  URLs/DSNs/ports of the stack; migrations applied
-  chatd_factory  (function) chatd_factory(env=None, workers=1, wait_ready=True)
+  chatd_factory  (function) chatd_factory(env=None, workers=1, wait_ready=True);
+                            rate limits off (CHATD_RATE_*=0) unless env sets them
   chatd          (module)   one default chatd (workers=1) for a test module, started
                             afresh for each module
   api            (module)   chatlib.Api on that module's chatd
@@ -410,6 +411,11 @@ class _Factory:
                 REDIS_URL=self.stack.redis_url,
                 CHATD_WORKERS=str(workers),
                 CHATD_LOG_LEVEL="info",
+                # the suite signs up many users and sends fast: no rate limits
+                # unless a test sets the ones it exercises (test_rate_limits.py)
+                CHATD_RATE_SEND="0",
+                CHATD_RATE_REQUEST="0",
+                CHATD_RATE_SIGNUP="0",
             )
             for k, v in (env or {}).items():
                 if v is None:

@@ -29,6 +29,16 @@ BAD = [
     ("CHATD_IDLE_TIMEOUT_MS", "-5"),
     ("CHATD_WORKERS", "-1"),
     ("CHATD_LOG_LEVEL", "loud"),
+    ("CHATD_RATE_SEND", "20"),
+    ("CHATD_RATE_SEND", "20/h"),
+    ("CHATD_RATE_SEND", "20/s:"),
+    ("CHATD_RATE_REQUEST", "0/s"),
+    ("CHATD_RATE_REQUEST", "100/s:0"),
+    ("CHATD_RATE_REQUEST", "100/sec"),
+    ("CHATD_RATE_SIGNUP", " 10/min"),
+    ("CHATD_RATE_SIGNUP", "-1"),
+    ("CHATD_RATE_SIGNUP", "010/min"),
+    ("CHATD_RATE_SIGNUP", "10/min:10:10"),
 ]
 
 
@@ -48,7 +58,8 @@ def test_bad_value_stops_chatd_naming_the_variable(chatd_factory, var, value):
 def test_good_values_start(chatd_factory):
     inst = chatd_factory(env={"CHATD_DB_POOL_SIZE": "3", "CHATD_DB_QUEUE_TIMEOUT_MS": "5000",
                               "CHATD_MAX_CONNECTIONS": "100", "CHATD_SIGNUP": "open",
-                              "ENABLE_REDIS_CACHE": "true", "CACHE_BYPASS": "false"})
+                              "ENABLE_REDIS_CACHE": "true", "CACHE_BYPASS": "false",
+                              "CHATD_RATE_SEND": "20/s:40", "CHATD_RATE_REQUEST": "100/min"})
     x = Api(inst.base_url)
     try:
         assert x.req("GET", "/healthz").status_code == 200

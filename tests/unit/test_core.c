@@ -137,16 +137,66 @@ static void test_config_defaults(void **state)
     assert_true(cfg.enable_redis_cache);
     assert_false(cfg.cache_bypass);
     assert_true(cfg.signup_open);
+    assert_int_equal(cfg.rate_send.rate, 20);
+    assert_int_equal(cfg.rate_send.period_s, 1);
+    assert_int_equal(cfg.rate_send.burst, 40);
+    assert_int_equal(cfg.rate_request.rate, 100);
+    assert_int_equal(cfg.rate_request.burst, 200);
+    assert_int_equal(cfg.rate_signup.rate, 10);
+    assert_int_equal(cfg.rate_signup.period_s, 60);
+    assert_int_equal(cfg.rate_signup.burst, 10);
     chat_config_dispose(&cfg);
+}
+
+static void test_config_rate_forms(void **state)
+{
+    static const struct {
+        const char *text;
+        int rate, period_s, burst;
+    } good[] = {
+        {"0", 0, 0, 0},
+        {"20/s:40", 20, 1, 40},
+        {"10/min:10", 10, 60, 10},
+        {"7/min", 7, 60, 7}, /* BURST defaults to RATE */
+        {"1/s:1", 1, 1, 1},
+        {"1000000/s:1000000", 1000000, 1, 1000000},
+        {"3/s:100", 3, 1, 100},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        chat_config_rate_t r = {-1, -1, -1};
+        if (chat_config_parse_rate(good[i].text, &r) != 0)
+            fail_msg("\"%s\" refused", good[i].text);
+        assert_int_equal(r.rate, good[i].rate);
+        assert_int_equal(r.period_s, good[i].period_s);
+        assert_int_equal(r.burst, good[i].burst);
+    }
+    static const char *const bad[] = {
+        "",        "00",        "20",          "20/",
+        "/s",      "20/h",      "20/S",        "20/sec",
+        "20/mins", "20/m",      "20/s:",       "20/s:0",
+        "0/s",     "0/s:5",     "-1",          "-1/s",
+        "+5/s",    "05/s",      "5/s:05",      " 5/s",
+        "5/s ",    "5 /s",      "5/s: 5",      "5/s:5:5",
+        "5/s:5x",  "1000001/s", "5/s:1000001", "99999999999999999999/s",
+        "5.5/s",   "5/min:",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        chat_config_rate_t r = {-1, -1, -1};
+        if (chat_config_parse_rate(bad[i], &r) == 0)
+            fail_msg("\"%s\" accepted", bad[i]);
+        assert_int_equal(r.rate, -1); /* untouched */
+    }
 }
 
 static void test_config_rejects_bad_values(void **state)
 {
     static const char *const cases[][2] = {
-        {"CHATD_DB_POOL_SIZE", "0"}, {"CHATD_DB_POOL_SIZE", "abc"},
-        {"CHATD_LISTEN", "nohost"},  {"CHATD_LISTEN", "127.0.0.1:99999"},
-        {"CACHE_BYPASS", "maybe"},   {"CHATD_SIGNUP", "ajar"},
-        {"CHATD_LOG_LEVEL", "loud"}, {"CHATD_MAX_CONNECTIONS", "-5"},
+        {"CHATD_DB_POOL_SIZE", "0"},      {"CHATD_DB_POOL_SIZE", "abc"},
+        {"CHATD_LISTEN", "nohost"},       {"CHATD_LISTEN", "127.0.0.1:99999"},
+        {"CACHE_BYPASS", "maybe"},        {"CHATD_SIGNUP", "ajar"},
+        {"CHATD_LOG_LEVEL", "loud"},      {"CHATD_MAX_CONNECTIONS", "-5"},
+        {"CHATD_RATE_SEND", "20"},        {"CHATD_RATE_REQUEST", "100/s:0"},
+        {"CHATD_RATE_SIGNUP", "10/hour"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *env[] = {cases[i][0], cases[i][1], NULL};
@@ -206,6 +256,7 @@ int main(void)
         cmocka_unit_test(test_utf8_count),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(test_config_rate_forms),
         cmocka_unit_test(test_config_rejects_bad_values),
         cmocka_unit_test(test_config_ipv6_listen),
         cmocka_unit_test(test_config_documented_in_readme),
