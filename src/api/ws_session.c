@@ -6,8 +6,8 @@
  * "send" goes through the same validators (validate.h), send rate limit
  * and chat_msg_send() as POST .../messages (chat_api_msg_send_limited),
  * answered with an "ack" or an "error" frame whose code comes from the
- * status table (status.h); "typing" and "resume" go to the stream. A malformed client message gets an "error" frame and the
- * connection stays up.
+ * status table (status.h); "typing" and "resume" go to the stream. A malformed client message gets
+ * an "error" frame and the connection stays up.
  */
 #include "api/internal.h"
 #include "api/status.h"

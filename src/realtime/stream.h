@@ -95,9 +95,8 @@ void chat_stream_close(chat_stream_t *s, void (*done)(void *arg), void *arg);
  * later is followed from the rev it was joined at. Frames may come before
  * ready ("added", "removed", "read"): the caller keeps them in order.
  */
-chat_stream_sub_t *chat_stream_subscribe(chat_stream_t *s, int64_t user_id,
-                                         chat_stream_write_cb cb, chat_stream_ready_cb ready,
-                                         void *ud);
+chat_stream_sub_t *chat_stream_subscribe(chat_stream_t *s, int64_t user_id, chat_stream_write_cb cb,
+                                         chat_stream_ready_cb ready, void *ud);
 
 /** Removes and frees a subscriber: no callback after this. */
 void chat_stream_unsubscribe(chat_stream_t *s, chat_stream_sub_t *sub);
