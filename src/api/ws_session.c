@@ -219,6 +219,8 @@ static void on_message(chat_ws_conn_t *ws, const char *msg, size_t len, bool bin
         return;
     }
     json_t *type = json_object_get(o, "type");
+    if (!type || !json_is_string(type) || strcmp(json_string_value(type), "resume") != 0)
+        chat_stream_release(ss->api->ctx->stream, ss->sub);
     if (!type || !json_is_string(type))
         send_error(ss, NULL, CHAT_EBADREQUEST, "type must be a string");
     else if (!strcmp(json_string_value(type), "send"))

@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +43,7 @@
 #define REVS_BATCH 500       /* conversations per revs read */
 #define CONFIRM_WAIT_MS 1000 /* longest wait for a user's channel before reading memberships */
 #define TYPING_MS 3000
+#define HOLD_MS 500 /* a new socket's events wait this long for its resume */
 
 typedef struct conv conv_t;
 typedef struct follow follow_t;
@@ -96,6 +98,14 @@ struct chat_stream_sub {
     chat_idtable_t follows; /* conversation -> follow_t */
     uint64_t ready_gen;     /* ready once a membership read of this gen answered */
     bool ready;
+    /*
+     * Holding: a new socket's events wait for its first frame (a resume
+     * then starts from the client's positions, in order, with no repeat)
+     * or for HOLD_MS after ready, whichever comes first.
+     */
+    bool holding;
+    uint64_t hold_until;
+    chat_list_t hold_link; /* s->holds */
     /* a resume asked before ready */
     int64_t *wconvs, *wpos;
     size_t wn;
@@ -147,6 +157,7 @@ struct chat_stream {
     chat_list_t queue; /* fetches waiting for a job slot */
     chat_list_t loads; /* users waiting for a membership read */
     chat_list_t waits; /* user_t.wait_link */
+    chat_list_t holds; /* chat_stream_sub_t.hold_link, by hold_until */
     int64_t *revs_want;
     size_t nrevs_want, cap_revs_want;
     int jobs;  /* reads in flight */
@@ -161,7 +172,15 @@ struct chat_stream {
 
 /* ---- metrics ---- */
 
-static chat_metric_t *m_frames, *m_fills, *m_catchups, *m_resumed, *m_reset, *m_revs;
+static chat_metric_t *m_frames, *m_fills, *m_fill_reads, *m_catchups, *m_resumed, *m_reset, *m_revs;
+
+/* chatd_stream_events_total{type}: the frames pushed, by their "type" */
+static const char *const frame_types[] = {
+    "message", "message_edited", "message_deleted", "typing", "read",
+    "added",   "removed",        "resumed",         "reset",  "other",
+};
+#define NFRAME_TYPES (sizeof frame_types / sizeof frame_types[0])
+static chat_metric_t *m_types[NFRAME_TYPES];
 
 static void metrics_once(void)
 {
@@ -169,16 +188,25 @@ static void metrics_once(void)
                                    "Frames written to WebSocket subscribers");
     m_fills = chat_metric_counter(
         "chatd_stream_gap_fills_total",
-        "Reads of events from the database because they did not arrive in order");
+        "Events read from the database to close a gap (they did not arrive in order)");
+    m_fill_reads = chat_metric_counter("chatd_stream_gap_fill_reads_total",
+                                       "Reads of the database to close gaps");
     m_catchups = chat_metric_counter(
         "chatd_stream_catchup_reads_total",
         "Reads of events from the database for sockets behind (resumes, late joins)");
     chat_metric_family_t *r = chat_metrics_counter("chatd_stream_resumes_total",
                                                    "Conversations resumed by clients, by outcome");
-    m_resumed = chat_metric_series(r, "result=\"caught_up\"");
+    m_resumed = chat_metric_series(r, "result=\"resumed\"");
     m_reset = chat_metric_series(r, "result=\"reset\"");
     m_revs = chat_metric_counter("chatd_stream_rev_checks_total",
                                  "Conversations whose rev was read from the database");
+    chat_metric_family_t *t =
+        chat_metrics_counter("chatd_stream_events_total", "Frames pushed on the stream, by type");
+    for (size_t i = 0; i < NFRAME_TYPES; i++) {
+        char label[48];
+        snprintf(label, sizeof label, "type=\"%s\"", frame_types[i]);
+        m_types[i] = chat_metric_series(t, label);
+    }
 }
 
 static void metrics_register(void)
@@ -220,9 +248,25 @@ static void frame_unref(frame_t *f)
         free(f);
 }
 
+/* Every frame chatd writes starts {"type":"<type>": the type's series. */
+static chat_metric_t *type_metric(const char *data, size_t len)
+{
+    static const char pre[] = "{\"type\":\"";
+    size_t n = sizeof pre - 1;
+    if (len > n && memcmp(data, pre, n) == 0) {
+        const char *end = memchr(data + n, '"', len - n);
+        size_t tl = end ? (size_t)(end - data - n) : 0;
+        for (size_t i = 0; end && i + 1 < NFRAME_TYPES; i++)
+            if (strlen(frame_types[i]) == tl && memcmp(frame_types[i], data + n, tl) == 0)
+                return m_types[i];
+    }
+    return m_types[NFRAME_TYPES - 1];
+}
+
 static void write_frame(chat_stream_sub_t *sub, const char *data, size_t len)
 {
     chat_metric_inc(m_frames);
+    chat_metric_inc(type_metric(data, len));
     sub->cb(data, len, sub->ud);
 }
 
@@ -302,6 +346,7 @@ static void load_answer(int err, const int64_t *convs, const int64_t *revs, size
 static void revs_answer(int err, const int64_t *convs, const int64_t *revs, size_t n, void *arg);
 static void conv_maybe_free(conv_t *c);
 static void catch_up(follow_t *f);
+static void release(chat_stream_sub_t *sub);
 
 static void start_jobs(chat_stream_t *s)
 {
@@ -322,7 +367,7 @@ static void start_jobs(chat_stream_t *s)
         } else {
             fetch_t *ft = CHAT_CONTAINER_OF(fe, fetch_t, job_link);
             chat_list_remove(fe);
-            chat_metric_inc(ft->fill ? m_fills : m_catchups);
+            chat_metric_inc(ft->fill ? m_fill_reads : m_catchups);
             s->loader.events(s->loader.ctx, ft->c->id, ft->user, ft->after, FETCH_LIMIT,
                              fetch_answer, ft);
         }
@@ -401,7 +446,7 @@ static void advance(conv_t *c, frame_t *fr)
     CHAT_LIST_FOREACH_SAFE(e, tmp, &c->follows)
     {
         follow_t *f = CHAT_CONTAINER_OF(e, follow_t, conv_link);
-        if (f->pos == r - 1) {
+        if (f->pos == r - 1 && !f->sub->holding) {
             f->pos = r;
             write_frame(f->sub, fr->data, fr->len);
             check_target(f);
@@ -474,6 +519,8 @@ static void conv_known(conv_t *c, int64_t r, uint64_t since)
 static void catch_up(follow_t *f)
 {
     conv_t *c = f->c;
+    if (f->sub->holding)
+        return; /* caught up when released */
     while (f->pos < c->head) {
         frame_t *fr = c->ring[(uint64_t)(f->pos + 1) % RING];
         if (!fr || fr->rev != f->pos + 1)
@@ -590,10 +637,14 @@ static void fetch_answer(int err, const char *body, size_t len, void *arg)
         conv_rev = parse_events(body, len, &ev, &n);
     if (conv_rev >= 0) {
         int64_t head0 = c->head;
-        for (size_t i = 0; i < n; i++)
+        size_t fresh = 0; /* events not had before: the ones this read brought */
+        for (size_t i = 0; i < n; i++) {
+            fresh += ev[i].rev > c->head;
             conv_event(c, ev[i].rev, ev[i].data, ev[i].len);
+        }
         conv_known(c, conv_rev, now_ms(s));
         if (ft->fill) {
+            chat_metric_add(m_fills, (double)fresh);
             c->filling = false;
             /* progress: go on at once; none: wait (a cached page behind its bump) */
             if (c->head > head0 && chat_list_linked(&c->gap_link))
@@ -806,6 +857,9 @@ static void load_answer(int err, const int64_t *convs, const int64_t *revs, size
                 continue;
             }
             sub->ready = true;
+            sub->hold_until = now_ms(s) + HOLD_MS;
+            chat_list_insert_tail(&s->holds, &sub->hold_link);
+            arm(s);
             if (sub->waiting_resume) {
                 sub->waiting_resume = false;
                 run_resume(sub, sub->wconvs, sub->wpos, sub->wn);
@@ -901,6 +955,14 @@ static void tick_cb(uv_timer_t *t)
         follow_t *any = CHAT_CONTAINER_OF(fe, follow_t, conv_link);
         c->filling = true;
         fetch_new(c, c->head, any->sub->u->id, true);
+    }
+    CHAT_LIST_FOREACH_SAFE(e, tmp, &s->holds)
+    {
+        chat_stream_sub_t *sub = CHAT_CONTAINER_OF(e, chat_stream_sub_t, hold_link);
+        busy = true;
+        if (now < sub->hold_until)
+            break; /* the rest came later */
+        release(sub);
     }
     CHAT_LIST_FOREACH_SAFE(e, tmp, &s->retries)
     {
@@ -1037,6 +1099,7 @@ chat_stream_t *chat_stream_create(uv_loop_t *loop, const chat_stream_config_t *c
     chat_list_init(&s->queue);
     chat_list_init(&s->loads);
     chat_list_init(&s->waits);
+    chat_list_init(&s->holds);
     uv_timer_init(loop, &s->tick);
     s->tick.data = s;
     s->hw = chat_hub_worker_create(cfg->hub, cfg->index, loop, on_message, s);
@@ -1117,6 +1180,8 @@ chat_stream_sub_t *chat_stream_subscribe(chat_stream_t *s, int64_t user_id, chat
     sub->ready_cb = ready;
     sub->ud = ud;
     chat_idtable_init(&sub->follows);
+    sub->holding = true;
+    chat_list_init(&sub->hold_link);
     user_t *u = chat_idtable_get(&s->users, (uint64_t)user_id);
     if (!u) {
         u = chat_calloc(1, sizeof *u);
@@ -1152,6 +1217,7 @@ void chat_stream_unsubscribe(chat_stream_t *s, chat_stream_sub_t *sub)
     uint64_t key;
     void *v;
     sub->resuming = false;
+    chat_list_remove(&sub->hold_link);
     for (size_t i = 0; (i = chat_idtable_next(&sub->follows, i, &key, &v)) != 0; i = 0)
         unfollow(v);
     chat_idtable_dispose(&sub->follows);
@@ -1166,9 +1232,35 @@ void chat_stream_unsubscribe(chat_stream_t *s, chat_stream_sub_t *sub)
     (void)s;
 }
 
+/* The socket's events flow: every follow behind its conversation catches up. */
+static void release(chat_stream_sub_t *sub)
+{
+    if (!sub->holding)
+        return;
+    sub->holding = false;
+    chat_list_remove(&sub->hold_link);
+    uint64_t key;
+    void *v;
+    for (size_t i = 0; (i = chat_idtable_next(&sub->follows, i, &key, &v)) != 0;) {
+        follow_t *f = v;
+        if (!f->fetch && !chat_list_linked(&f->wait_link) && f->pos < f->c->head)
+            catch_up(f);
+    }
+}
+
+void chat_stream_release(chat_stream_t *s, chat_stream_sub_t *sub)
+{
+    (void)s;
+    if (sub->ready)
+        release(sub);
+}
+
 static void run_resume(chat_stream_sub_t *sub, const int64_t *convs, const int64_t *positions,
                        size_t n)
 {
+    /* the listed conversations start from the client's positions; the rest as they are */
+    sub->holding = false;
+    chat_list_remove(&sub->hold_link);
     sub->resuming = true;
     sub->rconvs = chat_malloc((n ? n : 1) * sizeof *sub->rconvs);
     sub->rn = 0;
@@ -1206,6 +1298,8 @@ static void run_resume(chat_stream_sub_t *sub, const int64_t *convs, const int64
         else
             check_target(f);
     }
+    sub->holding = true; /* release() below catches up the conversations not listed */
+    release(sub);
     resume_step_done(sub);
 }
 

@@ -117,6 +117,14 @@ int chat_stream_resume(chat_stream_t *s, chat_stream_sub_t *sub, const int64_t *
                        const int64_t *positions, size_t n);
 
 /**
+ * The client spoke (a frame other than "resume"): a new socket's events,
+ * held until its first frame or for a moment after ready (so that a resume
+ * sent right after the upgrade starts from the client's positions with no
+ * repeat and in order), flow from now on.
+ */
+void chat_stream_release(chat_stream_t *s, chat_stream_sub_t *sub);
+
+/**
  * A typing frame of the socket's user in conv, to the other members'
  * sockets: dropped silently unless the socket follows conv and the user
  * was not shown typing there in the last 3 s (on this instance).

@@ -326,3 +326,26 @@ def test_frames_of_a_conversation_joined_later_start_at_the_join(chatd_factory):
     finally:
         wb.close_socket()
         api.close()
+
+
+def test_events_right_after_the_upgrade_wait_for_the_resume(chatd):
+    """An event committed between the 101 and the client's resume is not
+    written before the resume's catch-up (no repeat, no reorder)."""
+    api = Api(chatd.base_url)
+    a, b = api.signup(), api.signup()
+    conv = api.create_conversation(a["token"], member_ids=[b["id"]])["id"]
+    sends(api, a["token"], conv, 3, "before-")
+    ws = ws_of(chatd, b)
+    try:
+        live = api.send(a["token"], conv, "between the 101 and the resume")
+        resume(ws, {conv: 0})
+        frames = events_until(ws, conv, 4)
+        assert_contiguous(frames, 1)
+        assert frames[-1]["message"]["id"] == live["id"]
+        assert ws.recv_json() == {"type": "resumed", "positions": {str(conv): 4}}
+        m = api.send(a["token"], conv, "after")
+        f = ws.recv_json()
+        assert f["rev"] == 5 and f["message"]["id"] == m["id"], f
+    finally:
+        ws.close_socket()
+        api.close()
