@@ -168,7 +168,14 @@ static const char METRICS_A[] = "# HELP chatd_cache_hits_total hits\n"
                                 "chatd_db_tx_queue_wait_seconds_bucket{le=\"0.01\"} 10\n"
                                 "chatd_db_tx_queue_wait_seconds_bucket{le=\"0.1\"} 10\n"
                                 "chatd_db_tx_queue_wait_seconds_bucket{le=\"+Inf\"} 10\n"
-                                "chatd_db_tx_queue_wait_seconds_count 10\n";
+                                "chatd_db_tx_queue_wait_seconds_count 10\n"
+                                "chatd_connections_open{kind=\"http\"} 4\n"
+                                "chatd_connections_open{kind=\"websocket\"} 50\n"
+                                "chatd_stream_resumes_total{result=\"resumed\"} 48\n"
+                                "chatd_stream_resumes_total{result=\"reset\"} 2\n"
+                                "chatd_stream_gap_fills_total 7\n"
+                                "chatd_stream_events_total{type=\"message\"} 100\n"
+                                "chatd_stream_events_total{type=\"typing\"} 5\n";
 
 /* 100 more observations after A: 50 in (0.001, 0.01], 50 in (0.01, 0.1] */
 static const char METRICS_B[] = "chatd_cache_hits_total{kind=\"history\"} 40\n"
@@ -187,6 +194,9 @@ static void test_scrape_parse_and_wait_quantile(void **state)
     assert_true(a.ok && b.ok);
     assert_true(a.hits == 15 && a.misses == 5 && a.hit_ratio == 0.75);
     assert_true(a.pool_waiting == 3 && a.queries == 100);
+    assert_true(a.ws_open == 50 && a.resumes_resumed == 48 && a.resumes_reset == 2);
+    assert_true(a.gap_fills == 7 && a.stream_events == 105);
+    assert_true(b.ws_open == 0 && b.gap_fills == 0);
     assert_int_equal(b.nle, 4);
     assert_true(b.le[0] == 0.001 && isinf(b.le[3])); /* sorted whatever the input order */
     /* p50 of the 100 new observations: the top of (0.001, 0.01] */
