@@ -509,6 +509,10 @@ static void on_sent(uint64_t uid, int status, void *ud)
 {
     msg_t *m = &R.msgs[uid];
     cl_rt_stage_t *s = &R.res.stage[m->stage];
+    if (R.finished && status == 0) {
+        s->sends_unanswered++; /* the run ended with it queued or in flight */
+        return;
+    }
     s->send_status[status > 0 && status < CL_STATUS_SLOTS ? status : 0]++;
     uint64_t now_us = (uv_hrtime() - R.t0) / 1000;
     if (status > 0)
@@ -936,7 +940,7 @@ static void usage(void)
     fprintf(stderr, "usage: chatload realtime --url http://127.0.0.1:3000 [--seedfile seed.json]\n"
                     "         [--clients 10000] (--rate SENDS_PER_S | --frame-rate FRAMES_PER_S)\n"
                     "         [--seconds 30] [--no-reconnect] [--chatd-pid PID] [--seed 42]\n"
-                    "         [--senders 16] [--src-addrs 64] [--max-connecting 512]\n"
+                    "         [--senders 64] [--src-addrs 64] [--max-connecting 512]\n"
                     "         [--max-members N] [--per-user 3] [--drain-seconds 10]\n"
                     "         [--connect-timeout 60] [--resume-timeout 60] [--setup-timeout 300]\n"
                     "         [--json out.json] [--report out.md]\n");
@@ -1031,7 +1035,7 @@ int cl_cmd_realtime(int argc, char **argv)
     r->seed = 42;
     r->reconnect = 1;
     r->chatd_pid = -1;
-    r->senders = 16;
+    r->senders = 64;
     R.src_addrs = 64;
     R.max_connecting = 512;
     R.drain_s = 10;

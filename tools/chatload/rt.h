@@ -28,6 +28,7 @@ typedef struct {
     int ran;
     double t_start, t_end; /* the send window, seconds since the run started */
     uint64_t sends_due, sends_ok, sends_failed, sends_dropped;
+    uint64_t sends_unanswered;             /* still queued or in flight when the run ended */
     uint64_t send_status[CL_STATUS_SLOTS]; /* slot 0: transport error or timeout */
     uint64_t frames_expected;              /* members of each committed message's conversation */
     uint64_t frames_received;              /* first arrivals of those messages' frames */

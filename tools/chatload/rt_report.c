@@ -53,6 +53,7 @@ static json_t *stage_json(const cl_rt_stage_t *s)
     json_object_set_new(o, "sends_ok", json_integer((json_int_t)s->sends_ok));
     json_object_set_new(o, "sends_failed", json_integer((json_int_t)s->sends_failed));
     json_object_set_new(o, "sends_dropped", json_integer((json_int_t)s->sends_dropped));
+    json_object_set_new(o, "sends_unanswered", json_integer((json_int_t)s->sends_unanswered));
     json_object_set_new(o, "send_errors_by_status", errs);
     json_object_set_new(o, "frames_expected", json_integer((json_int_t)s->frames_expected));
     json_object_set_new(o, "frames_received", json_integer((json_int_t)s->frames_received));
@@ -286,6 +287,18 @@ int cl_rt_report_md(const cl_rt_results_t *r, const char *path)
         num_cell(f, s->cpu_chatd > 0 ? s->cpu_chatd : NAN, "%.2f");
         fputc('\n', f);
     }
+    for (int st = 0; st < CL_RT_NSTAGES; st++) {
+        const cl_rt_stage_t *s = &r->stage[st];
+        if (s->ran)
+            fprintf(f,
+                    "%s- %s: %s %.1f s after its window; sends left unanswered at the end: %llu; "
+                    "send p99 %.2f ms\n",
+                    st == 0 ? "\n" : "", cl_rt_stage_names[st],
+                    s->drained ? "every expected frame had arrived"
+                               : "the drain gave up on the frames still missing",
+                    s->drain_seconds, (unsigned long long)s->sends_unanswered,
+                    cl_hist_quantile(&s->send_latency, 0.99) / 1000.0);
+    }
     double b = per_socket_bytes(r);
     fprintf(f, "\nchatd RSS: ");
     if (isnan(b))
@@ -347,14 +360,15 @@ void cl_rt_report_summary(const cl_rt_results_t *r)
             continue;
         fprintf(stderr,
                 "chatload realtime: %s: %.0f frames/s delivered, p50 %.2f p99 %.2f ms; sends "
-                "%llu ok %llu failed; frames %llu/%llu, lost %llu, gaps %llu, out of order "
-                "%llu, duplicates %llu\n",
+                "%llu ok %llu failed %llu unanswered; frames %llu/%llu, lost %llu%s, gaps %llu, "
+                "out of order %llu, duplicates %llu\n",
                 cl_rt_stage_names[st], (double)s->window_frames / window(s),
                 cl_hist_quantile(&s->latency, 0.5) / 1000.0,
                 cl_hist_quantile(&s->latency, 0.99) / 1000.0, (unsigned long long)s->sends_ok,
                 (unsigned long long)(s->sends_failed + s->sends_dropped),
-                (unsigned long long)s->frames_received, (unsigned long long)s->frames_expected,
-                (unsigned long long)s->lost, (unsigned long long)s->revs.gaps,
+                (unsigned long long)s->sends_unanswered, (unsigned long long)s->frames_received,
+                (unsigned long long)s->frames_expected, (unsigned long long)s->lost,
+                s->drained ? "" : " (drain timed out)", (unsigned long long)s->revs.gaps,
                 (unsigned long long)(s->revs.late + s->revs.stale),
                 (unsigned long long)s->revs.dups);
     }

@@ -12,12 +12,20 @@
 
 #define RETRY_MS 50
 
+/* A send; held by the queue or its connection until answered, and by each
+ * write of it until libuv is done with the text (an answer may come first). */
 typedef struct {
     uint64_t uid;
     int retried;
+    int refs;
     size_t len;
     char text[];
 } req_t;
+
+typedef struct {
+    uv_write_t w;
+    req_t *r;
+} wr_t;
 
 typedef enum { S_DEAD, S_CONNECTING, S_IDLE, S_BUSY, S_CLOSING } sstate_t;
 
@@ -27,7 +35,6 @@ typedef struct {
     sstate_t state;
     uv_tcp_t tcp;
     uv_connect_t connect;
-    uv_write_t write;
     http_parser parser;
     req_t *req; /* in flight */
     int got_bytes, served;
@@ -51,10 +58,16 @@ struct cl_rtsend {
 static void conn_open(sconn_t *c);
 static void dispatch(cl_rtsend_t *s);
 
+static void unref(req_t *r)
+{
+    if (--r->refs == 0)
+        free(r);
+}
+
 static void answer(cl_rtsend_t *s, req_t *r, int status)
 {
     s->cb(r->uid, status, s->ud);
-    free(r);
+    unref(r);
 }
 
 /* One handle less; the senders go with the last one once closed. */
@@ -190,8 +203,13 @@ static void conn_open(sconn_t *c)
 static void on_written(uv_write_t *w, int status)
 {
     sconn_t *c = w->data;
-    if (status != 0 && c->state == S_BUSY)
+    wr_t *wr = (wr_t *)w;
+    req_t *r = wr->r;
+    free(wr);
+    /* a failed write of the send still in flight ends its connection */
+    if (status != 0 && status != UV_ECANCELED && c->state == S_BUSY && c->req == r)
         conn_close(c);
+    unref(r);
 }
 
 static void dispatch(cl_rtsend_t *s)
@@ -207,10 +225,18 @@ static void dispatch(cl_rtsend_t *s)
         c->got_bytes = 0;
         c->state = S_BUSY;
         s->inflight++;
-        c->write.data = c;
+        wr_t *wr = malloc(sizeof *wr);
+        if (!wr)
+            abort();
+        wr->w.data = c;
+        wr->r = r;
+        r->refs++;
         uv_buf_t b = uv_buf_init(r->text, (unsigned)r->len);
-        if (uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0)
+        if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+            free(wr);
+            r->refs--;
             conn_close(c);
+        }
     }
 }
 
@@ -273,6 +299,7 @@ int cl_rtsend_post(cl_rtsend_t *s, uint64_t uid, const char *path, const char *t
         abort();
     r->uid = uid;
     r->retried = 0;
+    r->refs = 1; /* until answered */
     r->len = (size_t)n + blen;
     memcpy(r->text, head, (size_t)n);
     memcpy(r->text + n, body, blen);
