@@ -1154,6 +1154,7 @@ int cl_cmd_realtime(int argc, char **argv)
         R.src_addrs = 64;
     R.n = r->clients;
     R.nsenders = r->senders;
+    r->max_connecting = R.max_connecting;
     r->url = url;
     long nofile = cl_raise_nofile();
     /* sockets, senders, the scraper, stdio and the loop's own descriptors */

@@ -56,7 +56,7 @@ extern const char *const cl_rt_phase_names[];
 
 typedef struct {
     const char *url, *seedfile;
-    int clients, senders;
+    int clients, senders, max_connecting;
     double rate, seconds, frame_rate; /* frame_rate 0: rate given */
     unsigned long long seed;
     uint32_t tag;

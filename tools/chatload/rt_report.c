@@ -89,6 +89,7 @@ int cl_rt_report_json(const cl_rt_results_t *r, const char *path)
     json_object_set_new(root, "tag", json_string(tag));
     json_object_set_new(root, "clients", json_integer(r->clients));
     json_object_set_new(root, "senders", json_integer(r->senders));
+    json_object_set_new(root, "max_connecting", json_integer(r->max_connecting));
     json_object_set_new(root, "rate", json_real(r->rate));
     json_object_set_new(root, "frame_rate_asked",
                         r->frame_rate > 0 ? json_real(r->frame_rate) : json_null());
