@@ -943,6 +943,7 @@ static void usage(void)
                     "         [--senders 64] [--src-addrs 64] [--max-connecting 512]\n"
                     "         [--max-members N] [--per-user 3] [--drain-seconds 10]\n"
                     "         [--connect-timeout 60] [--resume-timeout 60] [--setup-timeout 300]\n"
+                    "         [--setup-parallel 4]\n"
                     "         [--json out.json] [--report out.md]\n");
 }
 
@@ -1065,6 +1066,7 @@ int cl_cmd_realtime(int argc, char **argv)
                                          {"connect-timeout", 1, 0, 'C'},
                                          {"resume-timeout", 1, 0, 'R'},
                                          {"setup-timeout", 1, 0, 'T'},
+                                         {"setup-parallel", 1, 0, 'L'},
                                          {"json", 1, 0, 'j'},
                                          {"report", 1, 0, 'o'},
                                          {"help", 0, 0, 'h'},
@@ -1126,6 +1128,9 @@ int cl_cmd_realtime(int argc, char **argv)
             break;
         case 'T':
             R.setup_timeout_s = atof(optarg);
+            break;
+        case 'L':
+            R.setup_parallel = atoi(optarg);
             break;
         case 'j':
             json = optarg;
