@@ -1157,6 +1157,8 @@ int cl_cmd_realtime(int argc, char **argv)
     }
     if (R.src_addrs < 0 || R.src_addrs > 254)
         R.src_addrs = 64;
+    /* a write to a socket chatd just closed fails with EPIPE instead of killing us */
+    signal(SIGPIPE, SIG_IGN);
     R.n = r->clients;
     R.nsenders = r->senders;
     r->max_connecting = R.max_connecting;
