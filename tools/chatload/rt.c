@@ -167,6 +167,7 @@ static void set_phase(int ph)
 }
 
 static void finish(void);
+static void close_stage(int st, int last);
 
 /* ---- chatd's process: memory and CPU ---- */
 
@@ -457,9 +458,11 @@ static void on_event(client_t *c, const cl_rt_frame_t *f)
     count_committed(m);
     m->received++;
     R.outstanding[m->stage]--;
+    cl_rt_stage_t *s = &R.res.stage[m->stage];
+    if (s->closed)
+        return; /* arrived after its stage was counted: the stage's figures stay */
     uint64_t now_us = (uv_hrtime() - R.t0) / 1000;
     uint64_t lat = now_us > t_us ? now_us - t_us : 0;
-    cl_rt_stage_t *s = &R.res.stage[m->stage];
     s->frames_received++;
     cl_hist_record(&s->latency, lat);
     cl_hist_record(R.sec_hist, lat);
@@ -723,6 +726,7 @@ static void on_tick(uv_timer_t *t)
         if (done || in_phase >= R.drain_s) {
             R.res.stage[st].drained = done;
             R.res.stage[st].drain_seconds = in_phase;
+            close_stage(st, st == CL_RT_RECONNECT || !R.res.reconnect);
             if (R.phase == PH_DRAIN && R.res.reconnect) {
                 set_phase(PH_RC_LEAD);
                 start_window(CL_RT_RECONNECT);
@@ -845,10 +849,21 @@ static void on_signal(uv_signal_t *h, int signum)
     finish();
 }
 
-/* ---- the figures, once the loop is done ---- */
+/* ---- the figures ---- */
 
-static void account(void)
+/*
+ * Counts the frames of stage st's messages: each committed one is expected
+ * on every member's socket, and what has not arrived is lost, except the
+ * revs a reset told a client to reload by REST. Called when the stage's
+ * drain ends, so that a later resume's catch-up does not heal its losses;
+ * last: also count the skipped revs no frame ever showed.
+ */
+static void close_stage(int st, int last)
 {
+    cl_rt_stage_t *s = &R.res.stage[st];
+    if (s->closed)
+        return;
+    s->closed = 1;
     /* which message each rev of a conversation was, from the frames */
     int64_t *maxrev = calloc((size_t)R.sh.nconvs, sizeof *maxrev);
     uint64_t **byrev = calloc((size_t)R.sh.nconvs, sizeof *byrev);
@@ -866,21 +881,19 @@ static void account(void)
     for (uint64_t u = 0; u < R.nmsgs; u++)
         if (R.msgs[u].rev > 0)
             byrev[R.msgs[u].conv][R.msgs[u].rev] = u + 1;
-    /* revs a reset told a client to reload by REST are not lost for it */
     for (size_t i = 0; i < R.nresets; i++) {
         const reset_t *rs = &R.resets[i];
         for (int64_t r = rs->from + 1; r <= rs->to; r++) {
             if (r <= maxrev[rs->conv] && byrev[rs->conv][r])
                 excused[byrev[rs->conv][r] - 1]++;
-            else
+            else if (last)
                 R.res.reset_unmapped++;
         }
     }
     for (uint64_t u = 0; u < R.nmsgs; u++) {
         const msg_t *m = &R.msgs[u];
-        if (!m->counted)
+        if (!m->counted || m->stage != st)
             continue;
-        cl_rt_stage_t *s = &R.res.stage[m->stage];
         int64_t expect = R.sh.size[m->conv];
         s->frames_expected += (uint64_t)expect;
         int64_t miss = expect - m->received - excused[u];
@@ -892,6 +905,15 @@ static void account(void)
     free(byrev);
     free(maxrev);
     free(excused);
+}
+
+/* Once the loop is done. */
+static void account(void)
+{
+    if (R.res.stage[CL_RT_STEADY].ran)
+        close_stage(CL_RT_STEADY, !R.res.stage[CL_RT_RECONNECT].ran);
+    if (R.res.stage[CL_RT_RECONNECT].ran)
+        close_stage(CL_RT_RECONNECT, 1);
     for (int st = 0; st < CL_RT_NSTAGES; st++) {
         cl_rt_stage_t *s = &R.res.stage[st];
         if (s->ran)

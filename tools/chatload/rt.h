@@ -26,13 +26,14 @@ extern const char *const cl_rt_stage_names[CL_RT_NSTAGES];
 /* What one stage's messages did. */
 typedef struct {
     int ran;
+    int closed;            /* counted: frames arriving later no longer change it */
     double t_start, t_end; /* the send window, seconds since the run started */
     uint64_t sends_due, sends_ok, sends_failed, sends_dropped;
     uint64_t sends_unanswered;             /* still queued or in flight when the run ended */
     uint64_t send_status[CL_STATUS_SLOTS]; /* slot 0: transport error or timeout */
     uint64_t frames_expected;              /* members of each committed message's conversation */
-    uint64_t frames_received;              /* first arrivals of those messages' frames */
-    uint64_t lost;                         /* expected, never received (after the drain) */
+    uint64_t frames_received;              /* first arrivals, until the stage is closed */
+    uint64_t lost;                         /* expected, not arrived by the end of its drain */
     uint64_t window_frames;                /* message frames received inside the send window */
     double drain_seconds;   /* from the end of the window until all arrived (or gave up) */
     int drained;            /* every expected frame arrived before the drain deadline */
