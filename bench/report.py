@@ -299,7 +299,8 @@ def realtime_section(w, rt, rel):
     if m:
         allr = m.get("all_resumed_seconds")
         rl = m["resume_ms"]
-        w(f"**Mass reconnect.** {m['dropped']:,} sockets dropped at once while the senders went on; each reconnected "
+        w(f"**Mass reconnect.** {m['dropped']:,} sockets dropped at once while the senders went on "
+          f"({fmt(rt.get('rc_rate'), ',.1f')} messages/s); each reconnected "
           f"(at most {rt.get('max_connecting', 512)} handshakes at a time) and sent `resume` with the last rev it held per conversation. "
           f"{m['resumed']:,} of {rt['clients']:,} got `resumed`"
           + (f", the last {allr:.2f} s after the drop" if allr is not None else f" (gave up after {m['seconds']:.1f} s)")

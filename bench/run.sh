@@ -17,7 +17,11 @@
 #   4. the hot page closed-loop with wrk, cache bypassed and cache on;
 #   5. the realtime stage (`chatload realtime`, a fresh chatd with the rate
 #      limits off): 10,000 WebSocket clients (the seed's users) in Zipf-sized
-#      conversations, sends at a fixed rate for 60 s, then the mass reconnect.
+#      conversations, sends at a fixed rate for 60 s and a drain of up to 30 s
+#      (quick: 10 s),
+#      then the mass reconnect with the senders going on at a tenth of that
+#      rate (so that it measures the resumes, not a backlog of the steady
+#      stage).
 # Then bench/report.py writes docs/performance.md and the plots docs/perf/*.svg
 # from the JSON results (kept in docs/perf/). Everything it starts it stops.
 #
@@ -64,7 +68,7 @@ cd "$REPO"
 QUICK=0 RATE=800 CONNS=1000,5000,10000 STAGE_S='' BURST_S='' RECOVER_S=''
 USERS=10000 CONVS=10000 MSGS=1000000 REF_S='' REDIS_N='' WRK_RUNS='' WRK_S='' WRK_CONNS=100
 OUT=docs STACK_ENV='' LISTEN=127.0.0.1:27300 NGINX_PORT=27380 DEPS=1 VAR=$REPO/var/bench
-RT=1 RT_CLIENTS='' RT_FRAME_RATE='' RT_S=''
+RT=1 RT_CLIENTS='' RT_FRAME_RATE='' RT_S='' RT_DRAIN_S=''
 ARGS_SEEN=("$@")
 while (($#)); do
   case $1 in
@@ -99,10 +103,10 @@ while (($#)); do
 done
 if ((QUICK)); then
   : "${STAGE_S:=10}" "${BURST_S:=15}" "${RECOVER_S:=5}" "${REF_S:=5}" "${REDIS_N:=100000}" "${WRK_RUNS:=1}" "${WRK_S:=5}"
-  : "${RT_CLIENTS:=1000}" "${RT_FRAME_RATE:=20000}" "${RT_S:=10}"
+  : "${RT_CLIENTS:=1000}" "${RT_FRAME_RATE:=20000}" "${RT_S:=10}" "${RT_DRAIN_S:=10}"
 else
   : "${STAGE_S:=90}" "${BURST_S:=300}" "${RECOVER_S:=60}" "${REF_S:=20}" "${REDIS_N:=500000}" "${WRK_RUNS:=3}" "${WRK_S:=10}"
-  : "${RT_CLIENTS:=10000}" "${RT_FRAME_RATE:=110000}" "${RT_S:=60}"
+  : "${RT_CLIENTS:=10000}" "${RT_FRAME_RATE:=110000}" "${RT_S:=60}" "${RT_DRAIN_S:=30}"
 fi
 if ((RT_CLIENTS > USERS)); then
   printf 'bench: --rt-clients %s is more than the seed'"'"'s %s users; using %s\n' "$RT_CLIENTS" "$USERS" "$USERS" >&2
@@ -364,10 +368,11 @@ stop_chatd
 # address signs nobody up here, but its senders act for every user).
 if ((RT)); then
   start_chatd realtime CHATD_RATE_SEND=0 CHATD_RATE_REQUEST=0 CHATD_RATE_SIGNUP=0
-  logcmd "$CHATLOAD_BIN realtime --url $BASE --seedfile $VAR/seed.json --clients $RT_CLIENTS --frame-rate $RT_FRAME_RATE --seconds $RT_S --chatd-pid $chatd_pid --seed 42 --json $PERF/realtime.json --report $PERF/realtime.md"
+  logcmd "$CHATLOAD_BIN realtime --url $BASE --seedfile $VAR/seed.json --clients $RT_CLIENTS --frame-rate $RT_FRAME_RATE --seconds $RT_S --drain-seconds $RT_DRAIN_S --rc-share 0.1 --chatd-pid $chatd_pid --seed 42 --json $PERF/realtime.json --report $PERF/realtime.md"
   say "chatload realtime: $RT_CLIENTS clients, $RT_FRAME_RATE frames/s offered for $RT_S s, then the mass reconnect"
   "$CHATLOAD_BIN" realtime --url "$BASE" --seedfile "$VAR/seed.json" --clients "$RT_CLIENTS" \
-    --frame-rate "$RT_FRAME_RATE" --seconds "$RT_S" --chatd-pid "$chatd_pid" --seed 42 \
+    --frame-rate "$RT_FRAME_RATE" --seconds "$RT_S" --drain-seconds "$RT_DRAIN_S" --rc-share 0.1 \
+    --chatd-pid "$chatd_pid" --seed 42 \
     --json "$PERF/realtime.json" --report "$PERF/realtime.md" 2>"$VAR/chatload-realtime.log" ||
     { say "chatload realtime exited non-zero; the tail of its log:"; tail -n 8 "$VAR/chatload-realtime.log" >&2; }
   grep '^chatload realtime: ' "$VAR/chatload-realtime.log" | tail -n 4 >&2 || true

@@ -533,8 +533,8 @@ static void on_sent(uint64_t uid, int status, void *ud)
 static void send_due(void)
 {
     uint64_t now = uv_hrtime();
-    double rate = R.res.rate;
     int st = stage_of_phase(R.phase);
+    double rate = st == CL_RT_RECONNECT ? R.res.rate * R.res.rc_share : R.res.rate;
     cl_rt_stage_t *s = &R.res.stage[st];
     for (;;) {
         uint64_t due = R.send_t0 + (uint64_t)((double)R.send_k * 1e9 / rate);
@@ -959,14 +959,16 @@ static void shape_summary(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: chatload realtime --url http://127.0.0.1:3000 [--seedfile seed.json]\n"
-                    "         [--clients 10000] (--rate SENDS_PER_S | --frame-rate FRAMES_PER_S)\n"
-                    "         [--seconds 30] [--no-reconnect] [--chatd-pid PID] [--seed 42]\n"
-                    "         [--senders 64] [--src-addrs 64] [--max-connecting 512]\n"
-                    "         [--max-members N] [--per-user 3] [--drain-seconds 10]\n"
-                    "         [--connect-timeout 60] [--resume-timeout 60] [--setup-timeout 300]\n"
-                    "         [--setup-parallel 4]\n"
-                    "         [--json out.json] [--report out.md]\n");
+    fprintf(
+        stderr,
+        "usage: chatload realtime --url http://127.0.0.1:3000 [--seedfile seed.json]\n"
+        "         [--clients 10000] (--rate SENDS_PER_S | --frame-rate FRAMES_PER_S)\n"
+        "         [--seconds 30] [--no-reconnect] [--rc-share 1] [--chatd-pid PID] [--seed 42]\n"
+        "         [--senders 64] [--src-addrs 64] [--max-connecting 512]\n"
+        "         [--max-members N] [--per-user 3] [--drain-seconds 10]\n"
+        "         [--connect-timeout 60] [--resume-timeout 60] [--setup-timeout 300]\n"
+        "         [--setup-parallel 4]\n"
+        "         [--json out.json] [--report out.md]\n");
 }
 
 static double mono(void)
@@ -1057,6 +1059,7 @@ int cl_cmd_realtime(int argc, char **argv)
     r->seconds = 30;
     r->seed = 42;
     r->reconnect = 1;
+    r->rc_share = 1.0;
     r->chatd_pid = -1;
     r->senders = 64;
     R.src_addrs = 64;
@@ -1089,6 +1092,7 @@ int cl_cmd_realtime(int argc, char **argv)
                                          {"resume-timeout", 1, 0, 'R'},
                                          {"setup-timeout", 1, 0, 'T'},
                                          {"setup-parallel", 1, 0, 'L'},
+                                         {"rc-share", 1, 0, 'x'},
                                          {"json", 1, 0, 'j'},
                                          {"report", 1, 0, 'o'},
                                          {"help", 0, 0, 'h'},
@@ -1154,6 +1158,9 @@ int cl_cmd_realtime(int argc, char **argv)
         case 'L':
             R.setup_parallel = atoi(optarg);
             break;
+        case 'x':
+            r->rc_share = atof(optarg);
+            break;
         case 'j':
             json = optarg;
             break;
@@ -1168,7 +1175,8 @@ int cl_cmd_realtime(int argc, char **argv)
     if (r->clients < 1 || r->clients > MAX_CLIENTS || (r->rate > 0) == (r->frame_rate > 0) ||
         r->rate < 0 || r->frame_rate < 0 || !(r->seconds > 0) || r->seconds > 3600 ||
         r->senders < 1 || r->senders > 256 || R.max_connecting < 1 || R.drain_s < 0 ||
-        R.connect_timeout_s <= 0 || R.resume_timeout_s <= 0 || R.setup_timeout_s <= 0) {
+        !(r->rc_share > 0) || r->rc_share > 1 || R.connect_timeout_s <= 0 ||
+        R.resume_timeout_s <= 0 || R.setup_timeout_s <= 0) {
         usage();
         return 2;
     }

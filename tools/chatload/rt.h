@@ -59,6 +59,7 @@ typedef struct {
     const char *url, *seedfile;
     int clients, senders, max_connecting;
     double rate, seconds, frame_rate; /* frame_rate 0: rate given */
+    double rc_share;                  /* the reconnect stage sends at rc_share x rate */
     unsigned long long seed;
     uint32_t tag;
     int reconnect; /* the mass-reconnect stage ran (was asked for) */

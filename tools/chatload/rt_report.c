@@ -94,6 +94,7 @@ int cl_rt_report_json(const cl_rt_results_t *r, const char *path)
     json_object_set_new(root, "frame_rate_asked",
                         r->frame_rate > 0 ? json_real(r->frame_rate) : json_null());
     json_object_set_new(root, "seconds", json_real(r->seconds));
+    json_object_set_new(root, "rc_rate", json_real(r->rate * r->rc_share));
     json_object_set_new(root, "reconnect", json_boolean(r->reconnect));
 
     json_t *by = json_object();
