@@ -246,12 +246,16 @@ static void connect_some(void)
 {
     uint64_t now = uv_hrtime();
     int started = 0;
-    while (R.cq_len && R.connecting < R.max_connecting && started < OPEN_PER_TICK) {
+    /* each entry looked at once per tick; one not due yet goes to the back */
+    for (int seen = R.cq_len;
+         seen > 0 && R.connecting < R.max_connecting && started < OPEN_PER_TICK; seen--) {
         int i = R.cq[R.cq_head];
         client_t *c = &R.cl[i];
-        if (c->retry_at > now)
-            break; /* delays are equal, so the queue is in time order */
         R.cq_head = (R.cq_head + 1) % R.n;
+        if (c->retry_at > now) {
+            R.cq[(R.cq_head + R.cq_len - 1) % R.n] = i;
+            continue;
+        }
         R.cq_len--;
         c->queued = 0;
         if (c->ws.state != CL_WSC_DEAD)
