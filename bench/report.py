@@ -4,7 +4,8 @@
     bench/report.py --perf docs/perf --out docs/performance.md
 
 Reads what bench/run.sh left in --perf: bench.json (settings, references, wrk
-runs, seed), bypass.json and cached.json (chatload), commands.txt. Writes the
+runs, seed), bypass.json and cached.json (chatload), chat.json and
+realtime.json when present (the chat mix; `chatload realtime`), commands.txt. Writes the
 plots with gnuplot (SVG; skipped with a note when gnuplot is missing) and the
 report. Every figure in the report comes from those files; verdicts are
 computed, never written by hand. Standard library only.
@@ -206,6 +207,112 @@ def verdict(ok):
     return "–" if ok is None else ("**met**" if ok else "**not met**")
 
 
+# --- the realtime stage ------------------------------------------------------------
+
+RT_FRAMES_GOAL = 100_000   # delivered frames/s
+RT_P99_GOAL_MS = 100.0     # send -> frame received
+RT_RSS_GOAL_B = 4096       # chatd RSS per idle WebSocket
+
+
+def rt_targets(rt):
+    """The issue's realtime goals as target rows (name, measured on, value, verdict)."""
+    if rt is None:
+        on = "realtime stage not run"
+        return [(n, on, "–", None) for n in (
+            f"realtime: ≥ {RT_FRAMES_GOAL:,} delivered frames/s", f"realtime: p99 delivery < {RT_P99_GOAL_MS:.0f} ms",
+            "realtime: < 4 KB chatd RSS per idle WebSocket", "realtime: 0 frames lost",
+            "realtime: 0 frames duplicated", "realtime: every frame in rev order (0 gaps, 0 out of order)",
+            "mass reconnect: every client resumed")]
+    st = rt["stages"].get("steady") or {}
+    rc = rt["stages"].get("reconnect")
+    stages = [x for x in (st, rc) if x]
+    n = rt["clients"]
+    on = f"{n:,} clients, {st.get('seconds') or 0:.0f} s steady"
+    fps, p99 = num(st.get("delivered_frames_per_s")), num((st.get("latency_ms") or {}).get("p99"))
+    offered = num(rt["shape"].get("offered_frames_per_s"))
+    per = num(rt["rss"].get("per_socket_bytes"))
+    lost = sum(x["lost"] for x in stages)
+    dups = sum(x["duplicates"] + x["stale"] for x in stages)
+    gaps = sum(x["gaps"] for x in stages)
+    ooo = sum(x["out_of_order"] for x in stages)
+    drained = all(x["drained"] for x in stages)
+    where = "steady + reconnect" if rc else "steady (no reconnect)"
+    m = rt.get("mass_reconnect")
+    rows = [
+        (f"realtime: ≥ {RT_FRAMES_GOAL:,} delivered frames/s", on + f", {fmt(offered, ',.0f')} offered",
+         fmt(fps, ",.0f"), None if fps is None else fps >= RT_FRAMES_GOAL),
+        (f"realtime: p99 delivery < {RT_P99_GOAL_MS:.0f} ms", on + ", send due time → frame", fmt(p99, ".1f", " ms"),
+         None if p99 is None else p99 < RT_P99_GOAL_MS),
+        ("realtime: < 4 KB chatd RSS per idle WebSocket", f"VmRSS delta / {rt['rss'].get('sockets') or 0:,} sockets",
+         fmt(per, ",.0f", " B"), None if per is None else per < RT_RSS_GOAL_B),
+        ("realtime: 0 frames lost", where + ("" if drained else ", drain timed out"), f"{lost:,}",
+         lost == 0 and drained),
+        ("realtime: 0 frames duplicated", where, f"{dups:,}", dups == 0),
+        ("realtime: every frame in rev order (0 gaps, 0 out of order)", where, f"{gaps:,} gaps, {ooo:,} out of order",
+         gaps == 0 and ooo == 0),
+    ]
+    if m:
+        allr = m.get("all_resumed_seconds")
+        rows.append(("mass reconnect: every client resumed", f"{m['dropped']:,} dropped at once",
+                     f"{m['resumed']:,} of {n:,}" + (f" in {allr:.2f} s" if allr is not None else ""),
+                     m["resumed"] == n and allr is not None))
+        rows.append(("mass reconnect: DB queries/s (reported)", "drop → all resumed, chatd_db_queries_total",
+                     f"{fmt(m.get('db_queries_per_s'), ',.0f')} (steady {fmt(st.get('db_queries_per_s'), ',.0f')})",
+                     None))
+    else:
+        rows.append(("mass reconnect: every client resumed", "not run", "–", None))
+    return rows
+
+
+def realtime_section(w, rt, rel):
+    w("## Realtime\n")
+    if rt is None:
+        w("The realtime stage did not run (`--no-realtime`, or an older run).\n")
+        return
+    sh, su, rss = rt["shape"], rt["setup"], rt["rss"]
+    w(f"`chatload realtime`: {rt['clients']:,} WebSocket clients, one per user of the seed, in {sh['conversations']:,} "
+      f"conversations ({sh['by_size']['largest']} of {sh['size_max']:,} members, {sh['by_size']['101-999']} of "
+      f"101–999, {sh['by_size']['11-100']} of 11–100, {sh['by_size']['2-10']:,} of 2–10; {sh['memberships']:,} "
+      f"memberships) created over REST in {su['conversations_seconds']:.1f} s. {rt['senders']} keep-alive "
+      f"connections POST {rt['rate']:,.1f} messages/s (a conversation drawn in proportion to its size, "
+      f"{sh['mean_fanout']:.1f} frames per send: {sh['offered_frames_per_s']:,.0f} frames/s offered), each body "
+      "carrying its due time and a unique id. Every client checks every event frame: the conversation's `rev` "
+      "must be the previous one + 1, never repeated, and every message must reach every member's socket "
+      "(counted after a drain). Latency runs from a message's due time to its frame's arrival; a send that "
+      "finds chatload's queue full (10 s of sends waiting) is dropped, not made. The sockets "
+      f"opened and got in sync (`resume` → `resumed`) in {su['connect_seconds']:.1f} s.\n")
+    w("| stage | seconds | sends ok | sends failed / dropped | frames expected | received | lost | delivered frames/s | "
+      "p50 ms | p95 ms | p99 ms | max ms | gaps | out of order | duplicates | DB q/s | chatd CPU cores |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, stg in rt["stages"].items():
+        lat = stg["latency_ms"]
+        w(f"| {name} | {fmt(stg['seconds'], '.1f')} | {stg['sends_ok']:,} | {stg['sends_failed']:,} / {stg['sends_dropped']:,} | "
+          f"{stg['frames_expected']:,} | {stg['frames_received']:,} | {stg['lost']:,}{'' if stg['drained'] else ' (drain timed out)'} | "
+          f"{fmt(stg['delivered_frames_per_s'], ',.0f')} | {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | "
+          f"{lat['max']:.1f} | {stg['gaps']:,} | {stg['out_of_order']:,} | {stg['duplicates'] + stg['stale']:,} | "
+          f"{fmt(stg.get('db_queries_per_s'), ',.0f')} | {fmt(stg.get('chatd_cpu_cores'), '.2f')} |")
+    w("")
+    per = num(rss.get("per_socket_bytes"))
+    w(f"chatd RSS (VmRSS of its process): {fmt(rss.get('before_kb'), ',.0f')} kB before the sockets, "
+      f"{fmt(rss.get('after_kb'), ',.0f')} kB with {rss.get('sockets') or 0:,} idle sockets in sync: "
+      f"{fmt(per, ',.0f')} bytes per socket.\n")
+    m = rt.get("mass_reconnect")
+    if m:
+        allr = m.get("all_resumed_seconds")
+        rl = m["resume_ms"]
+        w(f"**Mass reconnect.** {m['dropped']:,} sockets dropped at once while the senders went on "
+          f"({fmt(rt.get('rc_rate'), ',.1f')} messages/s); each reconnected "
+          f"(at most {rt.get('max_connecting', 512)} handshakes at a time) and sent `resume` with the last rev it held per conversation. "
+          f"{m['resumed']:,} of {rt['clients']:,} got `resumed`"
+          + (f", the last {allr:.2f} s after the drop" if allr is not None else f" (gave up after {m['seconds']:.1f} s)")
+          + f"; per client p50 {rl['p50']:,.0f} ms, p99 {rl['p99']:,.0f} ms. `reset` frames: {m['resets']:,}; "
+          f"`resumed` positions differing from what the client held: {m['resumed_mismatch']:,}; resumes refused: "
+          f"{su['resume_unsupported']:,}. DB queries/s from just before the drop until all resumed: "
+          f"{fmt(m.get('db_queries_per_s'), ',.0f')} (highest second {fmt(m.get('db_queries_per_s_max'), ',.0f')}; "
+          f"{fmt(rt['stages']['steady'].get('db_queries_per_s'), ',.0f')} in the steady stage).\n")
+    w(f"chatload's own report: [{rel}/realtime.md]({rel}/realtime.md); raw results: `{rel}/realtime.json`.\n")
+
+
 # --- plots ---------------------------------------------------------------------
 
 def per_scrape(res):
@@ -304,6 +411,8 @@ def main():
     perf, out = Path(a.perf), Path(a.out)
     bench = json.loads((perf / "bench.json").read_text())
     runs = {k: json.loads((perf / f"{k}.json").read_text()) for k in ("bypass", "cached")}
+    rt_path = perf / "realtime.json"
+    rt = json.loads(rt_path.read_text()) if rt_path.exists() else None
     chat_path = perf / "chat.json"
     chat = json.loads(chat_path.read_text()) if chat_path.exists() else None
     chat_st = chat["stages"][0] if chat else None
@@ -366,7 +475,7 @@ def main():
          fmt(inbox_p95, '.2f', ' ms'), None),
         ("zero stale reads", "not checked by the load run: the integration suite's freshness loops",
          "—", None),
-    ]
+    ] + rt_targets(rt)
 
     L = []
     w = L.append
@@ -438,6 +547,8 @@ def main():
             if h.get("count"):
                 w(f"| {op} | {h['count']:,} | {h['p50']:.2f} | {h['p95']:.2f} | {h['p99']:.2f} |")
         w("")
+
+    realtime_section(w, rt, rel)
 
     w("## References and ratios\n")
     w("Closed-loop throughput on the same machine, same page size: the ceilings chatd is compared with.\n")

@@ -14,13 +14,20 @@
 #      at the base rate, a burst at twice the rate, then back to the base rate;
 #   3. the same stages with the cache on, then the chat API mix (inbox, read
 #      markers, edits, deletes) for one stage at the most connections;
-#   4. the hot page closed-loop with wrk, cache bypassed and cache on.
+#   4. the hot page closed-loop with wrk, cache bypassed and cache on;
+#   5. the realtime stage (`chatload realtime`, a fresh chatd with the rate
+#      limits off): 10,000 WebSocket clients (the seed's users) in Zipf-sized
+#      conversations, sends at a fixed rate for 60 s and a drain of up to 30 s
+#      (quick: 10 s),
+#      then the mass reconnect with the senders going on at a tenth of that
+#      rate (so that it measures the resumes, not a backlog of the steady
+#      stage).
 # Then bench/report.py writes docs/performance.md and the plots docs/perf/*.svg
 # from the JSON results (kept in docs/perf/). Everything it starts it stops.
 #
-# Full run: about 25 minutes (2 x 10.5 min of stages, plus seeding, references
-# and wrk). --quick shortens every stage (about 3 minutes; a smoke run, and
-# the report says so).
+# Full run: about 28 minutes (2 x 10.5 min of stages, plus seeding, references,
+# wrk and about 3 min of realtime). --quick shortens every stage (about 4
+# minutes; a smoke run, and the report says so).
 #
 # Options (defaults of the full run; --quick changes those marked *):
 #   --rate N               base rate, requests/s (800); the burst is 2x
@@ -32,6 +39,12 @@
 #   --ref-seconds N        * nginx and pgbench runs (20; quick 5)
 #   --redis-requests N     * redis-benchmark requests (500000; quick 100000)
 #   --wrk-runs N --wrk-seconds N --wrk-conns N   * hot page runs (3 x 10 s, 100; quick 1 x 5 s)
+#   --rt-clients N         * WebSocket clients of the realtime stage (10000; quick 1000),
+#                          at most the seed's users
+#   --rt-frame-rate N      * frames/s offered: sends/s x the frames a send makes
+#                          (110000, above the 100,000 target; quick 20000)
+#   --rt-seconds N         * the realtime stage's steady sending (60; quick 10)
+#   --no-realtime          skip the realtime stage
 #   --out DIR              where performance.md and perf/ go (docs)
 #   --stack-env FILE       use a running stack (its env file, as scripts/stack.sh
 #                          writes it) instead of starting one; the database is
@@ -41,7 +54,10 @@
 #   --var DIR              scratch files and logs (var/bench): seed.json, chatd-*.log, …
 #   --no-deps              do not run scripts/deps.sh / make build
 # Environment: CHATD_BIN (build/chatd), CHATLOAD_BIN (build/chatload),
-# BENCH_DATABASE_URL (chatd's DATABASE_URL; default: the stack's PgBouncer).
+# BENCH_DATABASE_URL (chatd's DATABASE_URL; default: the stack's PgBouncer),
+# BENCH_STACK_DIR, BENCH_PG_PORT, BENCH_PGBOUNCER_PORT, BENCH_REDIS_PORT (the
+# bench's own stack: var/bench-stack, 27532, 27632, 27679), so that two
+# checkouts can run it side by side.
 set -euo pipefail
 # one compound command: bash reads all of it before running any, so editing
 # this file during a run cannot change the run
@@ -52,6 +68,7 @@ cd "$REPO"
 QUICK=0 RATE=800 CONNS=1000,5000,10000 STAGE_S='' BURST_S='' RECOVER_S=''
 USERS=10000 CONVS=10000 MSGS=1000000 REF_S='' REDIS_N='' WRK_RUNS='' WRK_S='' WRK_CONNS=100
 OUT=docs STACK_ENV='' LISTEN=127.0.0.1:27300 NGINX_PORT=27380 DEPS=1 VAR=$REPO/var/bench
+RT=1 RT_CLIENTS='' RT_FRAME_RATE='' RT_S='' RT_DRAIN_S=''
 ARGS_SEEN=("$@")
 while (($#)); do
   case $1 in
@@ -69,6 +86,10 @@ while (($#)); do
     --wrk-runs) WRK_RUNS=$2; shift ;;
     --wrk-seconds) WRK_S=$2; shift ;;
     --wrk-conns) WRK_CONNS=$2; shift ;;
+    --rt-clients) RT_CLIENTS=$2; shift ;;
+    --rt-frame-rate) RT_FRAME_RATE=$2; shift ;;
+    --rt-seconds) RT_S=$2; shift ;;
+    --no-realtime) RT=0 ;;
     --out) OUT=$2; shift ;;
     --stack-env) STACK_ENV=$2; shift ;;
     --listen) LISTEN=$2; shift ;;
@@ -82,8 +103,14 @@ while (($#)); do
 done
 if ((QUICK)); then
   : "${STAGE_S:=10}" "${BURST_S:=15}" "${RECOVER_S:=5}" "${REF_S:=5}" "${REDIS_N:=100000}" "${WRK_RUNS:=1}" "${WRK_S:=5}"
+  : "${RT_CLIENTS:=1000}" "${RT_FRAME_RATE:=20000}" "${RT_S:=10}" "${RT_DRAIN_S:=10}"
 else
   : "${STAGE_S:=90}" "${BURST_S:=300}" "${RECOVER_S:=60}" "${REF_S:=20}" "${REDIS_N:=500000}" "${WRK_RUNS:=3}" "${WRK_S:=10}"
+  : "${RT_CLIENTS:=10000}" "${RT_FRAME_RATE:=110000}" "${RT_S:=60}" "${RT_DRAIN_S:=30}"
+fi
+if ((RT_CLIENTS > USERS)); then
+  printf 'bench: --rt-clients %s is more than the seed'"'"'s %s users; using %s\n' "$RT_CLIENTS" "$USERS" "$USERS" >&2
+  RT_CLIENTS=$USERS
 fi
 IFS=, read -r C1 C2 C3 <<<"$CONNS"
 [[ -n ${C3:-} ]] || { echo "bench: --conns takes three counts, e.g. 1000,5000,10000" >&2; exit 2; }
@@ -130,7 +157,8 @@ if [[ -n $STACK_ENV ]]; then
   . "$STACK_ENV"
   set +a
 else
-  export CHATD_STACK_DIR=var/bench-stack PG_PORT=27532 PGBOUNCER_PORT=27632 REDIS_PORT=27679
+  export CHATD_STACK_DIR=${BENCH_STACK_DIR:-var/bench-stack} PG_PORT=${BENCH_PG_PORT:-27532} \
+    PGBOUNCER_PORT=${BENCH_PGBOUNCER_PORT:-27632} REDIS_PORT=${BENCH_REDIS_PORT:-27679}
   own_stack=1
   scripts/stack.sh start >&2
   # every run starts from the same state: an empty database and cache
@@ -335,6 +363,24 @@ say "wrk hot page, cache on"
 wrk_runs cached "$BASE" "$WRK_RUNS" "$WRK_S" "chatd=$chatd_pid" "redis=$(redis_pid)" "db=$(db_pids)" | tee -a "$VAR/wrk.txt" >&2
 stop_chatd
 
+# --- realtime: WebSocket delivery and the mass reconnect ---------------------
+# A fresh chatd, so that its RSS before and with the idle sockets is the
+# sockets' own; the rate limits are set off explicitly (one load generator
+# address signs nobody up here, but its senders act for every user).
+if ((RT)); then
+  start_chatd realtime CHATD_RATE_SEND=0 CHATD_RATE_REQUEST=0 CHATD_RATE_SIGNUP=0
+  logcmd "$CHATLOAD_BIN realtime --url $BASE --seedfile $VAR/seed.json --clients $RT_CLIENTS --frame-rate $RT_FRAME_RATE --seconds $RT_S --drain-seconds $RT_DRAIN_S --rc-share 0.1 --chatd-pid $chatd_pid --seed 42 --json $PERF/realtime.json --report $PERF/realtime.md"
+  say "chatload realtime: $RT_CLIENTS clients, $RT_FRAME_RATE frames/s offered for $RT_S s, then the mass reconnect"
+  "$CHATLOAD_BIN" realtime --url "$BASE" --seedfile "$VAR/seed.json" --clients "$RT_CLIENTS" \
+    --frame-rate "$RT_FRAME_RATE" --seconds "$RT_S" --drain-seconds "$RT_DRAIN_S" --rc-share 0.1 \
+    --chatd-pid "$chatd_pid" --seed 42 \
+    --json "$PERF/realtime.json" --report "$PERF/realtime.md" 2>"$VAR/chatload-realtime.log" ||
+    { say "chatload realtime exited non-zero; the tail of its log:"; tail -n 8 "$VAR/chatload-realtime.log" >&2; }
+  grep '^chatload realtime: ' "$VAR/chatload-realtime.log" | tail -n 4 >&2 || true
+  [[ -s $PERF/realtime.json ]] || { say "chatload realtime wrote no results"; exit 1; }
+  stop_chatd
+fi
+
 # --- what the report needs beyond chatload's JSON ---------------------------
 /usr/bin/python3 - "$VAR" "$PERF/bench.json" <<PY
 import json, sys
@@ -355,6 +401,7 @@ json.dump({
     "seed": {"users": $USERS, "conversations": $CONVS, "messages": $MSGS, "seconds": $SEED_S,
              "hot_conversation": $HOT_CID},
     "page_bytes": $PAGE_BYTES, "refs": refs,
+    "realtime": {"ran": bool($RT), "clients": $RT_CLIENTS, "frame_rate": $RT_FRAME_RATE, "seconds": $RT_S},
     "own_stack": bool("$own_stack"), "chatd_bin": "$CHATD_BIN",
     "chatd_db": "$CHATD_DB_KIND",
     "elapsed_s": $(date +%s) - $T_START,

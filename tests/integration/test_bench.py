@@ -29,12 +29,13 @@ def test_quick_bench_writes_results_and_report(stack, tmp_path):
            "--rate", "100", "--conns", "100,300,500",
            "--stage-seconds", "2", "--burst-seconds", "2", "--recover-seconds", "1",
            "--ref-seconds", "2", "--redis-requests", "5000",
-           "--wrk-runs", "1", "--wrk-seconds", "2", "--wrk-conns", "20"]
+           "--wrk-runs", "1", "--wrk-seconds", "2", "--wrk-conns", "20",
+           "--rt-clients", "100", "--rt-frame-rate", "2000", "--rt-seconds", "2"]
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-4000:]
 
     logs = sorted(var.glob("chatd-*.log"))
-    assert [p.name for p in logs] == ["chatd-bypass.log", "chatd-cached.log"]
+    assert [p.name for p in logs] == ["chatd-bypass.log", "chatd-cached.log", "chatd-realtime.log"]
     for p in logs:
         text = p.read_text(errors="replace")
         assert not any(m in text for m in SANITIZER_MARKERS), f"{p}:\n{text[-4000:]}"
@@ -84,7 +85,25 @@ def test_quick_bench_writes_results_and_report(stack, tmp_path):
     for op in ("history", "inbox", "send", "read"):
         assert st["latency_ms"][op]["count"] > 0, op
 
+    # the realtime stage: the seed's users on WebSockets, every frame checked
+    rt = json.loads((perf / "realtime.json").read_text())
+    assert bench["realtime"] == {"ran": True, "clients": 100, "frame_rate": 2000, "seconds": 2}
+    assert rt["clients"] == 100 and rt["seedfile"] and rt["setup"]["signed_up"] is False
+    assert not rt["interrupted"] and not rt["aborted"], rt["abort_reason"]
+    assert rt["setup"]["in_sync_at_start"] == 100
+    steady = rt["stages"]["steady"]
+    assert steady["sends_ok"] > 0 and steady["frames_received"] > 0
+    assert rt["rss"]["chatd_pid"] and rt["rss"]["per_socket_bytes"] is not None
+    assert "reconnect" in rt["stages"] and rt["mass_reconnect"]["dropped"] == 100
+    assert (perf / "realtime.md").read_text().startswith("# chatload realtime report")
+
     report = (out / "performance.md").read_text()
+    assert "## Realtime" in report and "| steady |" in report and "**Mass reconnect.**" in report
+    for target in ("realtime: ≥ 100,000 delivered frames/s", "realtime: p99 delivery < 100 ms",
+                   "realtime: < 4 KB chatd RSS per idle WebSocket", "realtime: 0 frames lost",
+                   "realtime: 0 frames duplicated", "realtime: every frame in rev order",
+                   "mass reconnect: every client resumed", "mass reconnect: DB queries/s"):
+        assert f"| {target}" in report, target
     assert "## The chat API mix" in report and "| inbox |" in report
     assert "inbox" in st["cache_hit_ratio_by_kind"] and "Hit ratio by kind: " in report
     assert "cache hit ratio > 90 %, chat API mix" in report and "inbox p95 with the cache" in report

@@ -39,6 +39,11 @@ typedef struct {
     int ok;    /* the chatd metrics were found */
     double hits, misses, hit_ratio, pool_waiting, queries;
     double kind_hits[CL_NKINDS], kind_misses[CL_NKINDS]; /* by the kind="…" label */
+    /* the stream's counters (0 when chatd does not have them) */
+    double ws_open;                        /* chatd_connections_open{kind="websocket"} */
+    double resumes_resumed, resumes_reset; /* chatd_stream_resumes_total{result} */
+    double gap_fills;                      /* chatd_stream_gap_fills_total */
+    double stream_events;                  /* chatd_stream_events_total, every type */
     int nle;
     double le[CL_MAX_LE], cum[CL_MAX_LE]; /* queue-wait buckets, seconds; +Inf last */
 } cl_scrape_t;

@@ -43,9 +43,16 @@ static int label_kind(const char *line, size_t n)
     return -1;
 }
 
+/* True when the line carries the label name="value". */
+static int label_is(const char *line, size_t n, const char *label)
+{
+    return memmem(line, n, label, strlen(label)) != NULL;
+}
+
 void cl_scrape_parse(cl_scrape_t *s, const char *text, size_t len)
 {
     s->ok = 0;
+    s->ws_open = s->resumes_resumed = s->resumes_reset = s->gap_fills = s->stream_events = 0;
     s->hits = s->misses = s->queries = s->pool_waiting = 0;
     s->hit_ratio = NAN;
     memset(s->kind_hits, 0, sizeof s->kind_hits);
@@ -95,6 +102,22 @@ void cl_scrape_parse(cl_scrape_t *s, const char *text, size_t len)
             s->ok = 1;
         } else if (name_is(line, n, "chatd_db_queries_total")) {
             s->queries += v;
+            s->ok = 1;
+        } else if (name_is(line, n, "chatd_connections_open")) {
+            if (label_is(line, n, "kind=\"websocket\""))
+                s->ws_open += v;
+            s->ok = 1;
+        } else if (name_is(line, n, "chatd_stream_resumes_total")) {
+            if (label_is(line, n, "result=\"resumed\""))
+                s->resumes_resumed += v;
+            else if (label_is(line, n, "result=\"reset\""))
+                s->resumes_reset += v;
+            s->ok = 1;
+        } else if (name_is(line, n, "chatd_stream_gap_fills_total")) {
+            s->gap_fills += v;
+            s->ok = 1;
+        } else if (name_is(line, n, "chatd_stream_events_total")) {
+            s->stream_events += v;
             s->ok = 1;
         } else if (name_is(line, n, "chatd_db_tx_queue_wait_seconds_bucket")) {
             double le = label_le(line, n);

@@ -7,15 +7,13 @@
  * With --copy the same shape goes straight into PostgreSQL (copy.c).
  */
 #include "seed.h"
+#include "rest.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <http_parser.h>
-#include <netinet/in.h>
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,135 +22,6 @@
 #include <unistd.h>
 
 #define BATCH 64
-
-typedef struct {
-    int status;
-    char *body;
-    size_t len;
-} resp_t;
-
-typedef struct {
-    int fd;
-    http_parser parser;
-    http_parser_settings settings;
-    resp_t *resps;
-    int want, got;
-    char *cur;
-    size_t curlen;
-} bconn_t;
-
-static int on_body(http_parser *p, const char *at, size_t n)
-{
-    bconn_t *c = p->data;
-    c->cur = realloc(c->cur, c->curlen + n + 1);
-    if (!c->cur)
-        abort();
-    memcpy(c->cur + c->curlen, at, n);
-    c->curlen += n;
-    c->cur[c->curlen] = 0;
-    return 0;
-}
-
-static int on_complete(http_parser *p)
-{
-    bconn_t *c = p->data;
-    if (c->got < c->want) {
-        c->resps[c->got].status = (int)p->status_code;
-        c->resps[c->got].body = c->cur ? c->cur : strdup("");
-        c->resps[c->got].len = c->curlen;
-        c->got++;
-    } else {
-        free(c->cur);
-    }
-    c->cur = NULL;
-    c->curlen = 0;
-    return 0;
-}
-
-static int bconn_open(bconn_t *c, const cl_url_t *u)
-{
-    memset(c, 0, sizeof *c);
-    c->fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        return -1;
-    socklen_t len = u->ipv6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    if (connect(c->fd, (const struct sockaddr *)&u->addr, len) != 0) {
-        close(c->fd);
-        return -1;
-    }
-    http_parser_settings_init(&c->settings);
-    c->settings.on_body = on_body;
-    c->settings.on_message_complete = on_complete;
-    http_parser_init(&c->parser, HTTP_RESPONSE);
-    c->parser.data = c;
-    return 0;
-}
-
-/* Sends n pipelined requests (already formatted, concatenated in req) and
- * reads n answers into resps. 0, or -1 on a transport or parse error. */
-static int bconn_batch(bconn_t *c, const char *req, size_t reqlen, resp_t *resps, int n)
-{
-    c->resps = resps;
-    c->want = n;
-    c->got = 0;
-    size_t off = 0;
-    while (off < reqlen) {
-        ssize_t w = write(c->fd, req + off, reqlen - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        off += (size_t)w;
-    }
-    char buf[65536];
-    while (c->got < n) {
-        ssize_t r = read(c->fd, buf, sizeof buf);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        size_t used = http_parser_execute(&c->parser, &c->settings, buf, (size_t)r);
-        if (c->parser.http_errno != HPE_OK || used != (size_t)r)
-            return -1;
-    }
-    return 0;
-}
-
-typedef struct {
-    char *data;
-    size_t len, cap;
-} sbuf_t;
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf_t *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n =
-            vsnprintf(b->data ? b->data + b->len : NULL, b->data ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (b->data && (size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = (b->cap + (size_t)n + 1) * 2;
-        b->data = realloc(b->data, b->cap);
-        if (!b->data)
-            abort();
-    }
-}
-
-static void add_request(sbuf_t *b, const cl_url_t *u, const char *method, const char *path,
-                        const char *token, const char *body)
-{
-    sb_printf(b, "%s %s HTTP/1.1\r\nHost: %s:%d\r\n", method, path, u->host, u->port);
-    if (token)
-        sb_printf(b, "Authorization: Bearer %s\r\n", token);
-    sb_printf(b, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body),
-              body);
-}
-
 #define MAX_PARALLEL 64
 
 typedef struct {
@@ -172,8 +41,7 @@ typedef struct {
     int index;
 } msg_worker_t;
 
-static int run_batch(bconn_t *c, sbuf_t *b, resp_t *resps, int n, const char *what);
-static void free_resps(resp_t *r, int n);
+static int run_batch(cl_bconn_t *c, cl_sbuf_t *b, cl_resp_t *resps, int n, const char *what);
 
 /* Thread body: sends messages index, index+parallel, ... on its own
  * keep-alive connection, BATCH pipelined at a time. */
@@ -181,15 +49,15 @@ static void *send_messages(void *arg)
 {
     msg_worker_t *w = arg;
     msg_job_t *j = w->job;
-    bconn_t c;
-    if (bconn_open(&c, j->u) != 0) {
+    cl_bconn_t c;
+    if (cl_bconn_open(&c, j->u) != 0) {
         fprintf(stderr, "chatload seed: cannot connect: %s\n", strerror(errno));
         atomic_store(&j->failed, 1);
         return NULL;
     }
-    resp_t resps[BATCH];
+    cl_resp_t resps[BATCH];
     memset(resps, 0, sizeof resps);
-    sbuf_t b = {0};
+    cl_sbuf_t b = {0};
     char path[128], body[128];
     long i = w->index;
     while (i < j->nmsgs && !atomic_load(&j->failed)) {
@@ -198,21 +66,20 @@ static void *send_messages(void *arg)
             snprintf(path, sizeof path, "/api/v1/conversations/%lld/messages",
                      (long long)j->convs[j->conv[i]].id);
             snprintf(body, sizeof body, "{\"body\":\"seed message %ld of run %06x\"}", i, j->tag);
-            add_request(&b, j->u, "POST", path, j->users[j->sender[i]].token, body);
+            cl_sbuf_request(&b, j->u, "POST", path, j->users[j->sender[i]].token, body);
         }
         if (run_batch(&c, &b, resps, n, "messages") != 0) {
             atomic_store(&j->failed, 1);
             break;
         }
-        free_resps(resps, n);
+        cl_resps_free(resps, n);
         long d = atomic_fetch_add(&j->done, n) + n;
         if (d / 10000 != (d - n) / 10000)
             fprintf(stderr, "chatload seed: %ld/%ld messages\n", d, j->nmsgs);
     }
-    free_resps(resps, BATCH);
+    cl_resps_free(resps, BATCH);
     free(b.data);
-    free(c.cur);
-    close(c.fd);
+    cl_bconn_close(&c);
     return NULL;
 }
 
@@ -257,9 +124,9 @@ void cl_seed_draw_messages(cl_rng_t *rng, const cl_zipf_t *z, const cl_conv_t *c
 }
 
 /* Runs the batch in b against c; on any non-2xx answer, reports and fails. */
-static int run_batch(bconn_t *c, sbuf_t *b, resp_t *resps, int n, const char *what)
+static int run_batch(cl_bconn_t *c, cl_sbuf_t *b, cl_resp_t *resps, int n, const char *what)
 {
-    if (bconn_batch(c, b->data, b->len, resps, n) != 0) {
+    if (cl_bconn_batch(c, b->data, b->len, resps, n) != 0) {
         fprintf(stderr, "chatload seed: connection failed while creating %s\n", what);
         return -1;
     }
@@ -274,15 +141,7 @@ static int run_batch(bconn_t *c, sbuf_t *b, resp_t *resps, int n, const char *wh
     return 0;
 }
 
-static void free_resps(resp_t *r, int n)
-{
-    for (int i = 0; i < n; i++) {
-        free(r[i].body);
-        r[i].body = NULL;
-    }
-}
-
-static int64_t body_id(const resp_t *r)
+static int64_t body_id(const cl_resp_t *r)
 {
     json_t *j = json_loadb(r->body, r->len, 0, NULL);
     int64_t id = j ? json_integer_value(json_object_get(j, "id")) : 0;
@@ -379,8 +238,8 @@ int cl_cmd_seed(int argc, char **argv)
         fprintf(stderr, "chatload: %s\n", err);
         return 2;
     }
-    bconn_t c;
-    if (bconn_open(&c, &u) != 0) {
+    cl_bconn_t c;
+    if (cl_bconn_open(&c, &u) != 0) {
         fprintf(stderr, "chatload seed: cannot connect to %s: %s\n", url, strerror(errno));
         return 1;
     }
@@ -394,9 +253,9 @@ int cl_cmd_seed(int argc, char **argv)
 
     cl_user_t *users = calloc((size_t)nusers, sizeof *users);
     cl_conv_t *convs = calloc((size_t)nconvs, sizeof *convs);
-    resp_t resps[BATCH];
+    cl_resp_t resps[BATCH];
     memset(resps, 0, sizeof resps);
-    sbuf_t b = {0};
+    cl_sbuf_t b = {0};
     char body[512];
     int rc = 1;
     if (!users || !convs)
@@ -406,7 +265,7 @@ int cl_cmd_seed(int argc, char **argv)
         int n = (int)(nusers - i < BATCH ? nusers - i : BATCH);
         for (int k = 0; k < n; k++) {
             snprintf(body, sizeof body, "{\"name\":\"cl%llu-%06x-u%ld\"}", seed, tag, i + k);
-            add_request(&b, &u, "POST", "/api/v1/users", NULL, body);
+            cl_sbuf_request(&b, &u, "POST", "/api/v1/users", NULL, body);
         }
         if (run_batch(&c, &b, resps, n, "users") != 0)
             goto done;
@@ -417,7 +276,7 @@ int cl_cmd_seed(int argc, char **argv)
             users[i + k].token = strdup(t ? t : "");
             json_decref(j);
         }
-        free_resps(resps, n);
+        cl_resps_free(resps, n);
     }
 
     for (long i = 0; i < nconvs; i += BATCH) {
@@ -431,13 +290,14 @@ int cl_cmd_seed(int argc, char **argv)
                 off += snprintf(body + off, sizeof body - (size_t)off, "%s%lld", m > 1 ? "," : "",
                                 (long long)users[cv->members[m]].id);
             snprintf(body + off, sizeof body - (size_t)off, "]}");
-            add_request(&b, &u, "POST", "/api/v1/conversations", users[cv->members[0]].token, body);
+            cl_sbuf_request(&b, &u, "POST", "/api/v1/conversations", users[cv->members[0]].token,
+                            body);
         }
         if (run_batch(&c, &b, resps, n, "conversations") != 0)
             goto done;
         for (int k = 0; k < n; k++)
             convs[i + k].id = body_id(&resps[k]);
-        free_resps(resps, n);
+        cl_resps_free(resps, n);
     }
 
     cl_zipf_t z;
@@ -498,10 +358,9 @@ int cl_cmd_seed(int argc, char **argv)
     json_decref(root);
 
 done:
-    free_resps(resps, BATCH);
+    cl_resps_free(resps, BATCH);
     free(b.data);
-    free(c.cur);
-    close(c.fd);
+    cl_bconn_close(&c);
     for (long i = 0; i < nusers; i++)
         free(users[i].token);
     for (long i = 0; i < nconvs; i++)
