@@ -99,7 +99,7 @@ const chat_route_t *chat_api_route_match(const char *path, size_t len, const cha
 
 int chat_api_parse_id(const char *s, size_t len, int64_t *out)
 {
-    if (len == 0 || len > 19)
+    if (len == 0 || len > 19 || s[0] == '0')
         return -1;
     uint64_t v = 0;
     for (size_t i = 0; i < len; i++) {

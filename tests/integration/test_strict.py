@@ -1,0 +1,121 @@
+"""Strictness and small abuse bounds (issue 12, findings 4-7), each case the
+way a hostile client would try it, over raw sockets where the HTTP layer is
+the subject:
+
+- no bearer token ever reaches chatd's log, not even from a request cut
+  before its head is complete (finding 4);
+- framing that parsers disagree about is refused with 400 and a close:
+  folded header lines, bare-LF line ends, chunk data without its CRLF,
+  Transfer-Encoding other than one "chunked", Content-Length beside
+  Transfer-Encoding, HTTP/1.1 without one Host, absolute-form targets; other
+  HTTP versions get 505 (finding 5);
+- query strings and path ids are plain decimal digits, nothing decoded into
+  a NUL, no leading zeros (finding 6);
+- duplicate JSON keys and NULs in JSON strings are refused and said so,
+  a chunk-size overflow is called one, nosniff and no-store headers, the
+  WebSocket Origin check, and remembered "no" answers for unknown tokens
+  and non-members (finding 7).
+"""
+
+import json
+import socket
+
+import pytest
+
+from chatlib import (Api, assert_error, connect, http_get, http_req, parse_responses, raw_assert_error,
+                     read_until, send_all_tolerant, unique_name, wait_closed, wait_for)
+from wsclient import handshake
+
+
+@pytest.fixture(scope="module")
+def w(api):
+    a, b = api.signup(), api.signup()
+    cid = api.create_conversation(a["token"], member_ids=[b["id"]])["id"]
+    msg = api.send(a["token"], cid, "hello")
+    return {"a": a, "b": b, "token": a["token"], "cid": cid, "msg": msg}
+
+
+def refused(chatd, data, status=400, code="bad_request"):
+    """Sends data on a new connection: one error answer, then the close. Returns the error body."""
+    s = connect(chatd.host, chatd.port)
+    try:
+        send_all_tolerant(s, data)
+        t, buf = wait_closed(s, 5)
+    finally:
+        s.close()
+    rs, _ = parse_responses(buf)
+    assert rs, f"no answer to {data[:120]!r}: {buf[:200]!r}"
+    body = raw_assert_error(rs[0], status, code)
+    assert rs[0].header("connection") == "close", rs[0]
+    assert t is not None, f"connection left open after {data[:120]!r}"
+    return body
+
+
+def one(chatd, data):
+    s = connect(chatd.host, chatd.port)
+    try:
+        s.sendall(data)
+        buf, _ = read_until(s, responses=1, timeout=5)
+    finally:
+        s.close()
+    rs, _ = parse_responses(buf)
+    assert rs, f"no answer to {data[:120]!r}: {buf[:200]!r}"
+    return rs[0]
+
+
+# --- finding 6: query strictness ---------------------------------------------------
+
+
+@pytest.mark.parametrize("query", [
+    "limit=5%00junk", "limit%00x=5", "limit=05", "limit=007", "offset=00", "offset=01",
+    "before_id=007", "after_seq=00", "after_seq=01", "limit=5%00", "%00=1", "limit=%35%00",
+    "l%zzimit=5", "limit=5&x=%zz",
+])
+def test_history_query_strict(chatd, w, query):
+    # raw bytes: an HTTP library would re-encode "%zz"
+    r = one(chatd, http_req("GET", f"/api/v1/conversations/{w['cid']}/messages?{query}", token=w["token"]))
+    raw_assert_error(r, 400, "bad_request")
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/conversations/{cid}/events?after_rev=01",
+    "/api/v1/conversations/{cid}/events?limit=5%00junk",
+    "/api/v1/conversations/{cid}/events?limit%00x=5",
+    "/api/v1/conversations/{cid}/members?limit=010",
+    "/api/v1/conversations/{cid}/members?after_id=00",
+    "/api/v1/conversations/{cid}/members?limit=5%00junk",
+    "/api/v1/conversations?limit=05",
+    "/api/v1/conversations?limit=5%00junk",
+    "/api/v1/conversations?limit%00x=5",
+])
+def test_other_queries_strict(chatd, w, path):
+    r = one(chatd, http_req("GET", path.format(cid=w["cid"]), token=w["token"]))
+    raw_assert_error(r, 400, "bad_request")
+
+
+def test_plain_numbers_still_accepted(api, w):
+    r = api.req("GET", f"/api/v1/conversations/{w['cid']}/messages?limit=10&offset=0&unknown=%41", token=w["token"])
+    assert r.status_code == 200, r.content
+    r = api.req("GET", f"/api/v1/conversations/{w['cid']}/messages?after_seq=0", token=w["token"])
+    assert r.status_code == 200, r.content
+    r = api.req("GET", f"/api/v1/conversations/{w['cid']}/events?after_rev=0&limit=1000", token=w["token"])
+    assert r.status_code == 200, r.content
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/users/0{a}", "/api/v1/users/00{a}", "/api/v1/conversations/0{cid}",
+    "/api/v1/conversations/0{cid}/messages", "/api/v1/conversations/{cid}/messages/0{mid}",
+])
+def test_ids_with_leading_zeros_404(api, w, path):
+    p = path.format(a=w["a"]["id"], cid=w["cid"], mid=w["msg"]["id"])
+    method = "PATCH" if p.count("/messages/") else "GET"
+    r = api.req(method, p, token=w["token"], **({"json": {"body": "x"}} if method == "PATCH" else {}))
+    assert_error(r, 404, "not_found")
+
+
+def test_stream_token_with_nul_401(chatd, w):
+    h = handshake(chatd.host, chatd.port, path=f"/api/v1/stream?token={w['token']}%00junk")
+    try:
+        assert h.status == 401, (h.status, h.body)
+    finally:
+        h.sock.close()
