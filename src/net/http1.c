@@ -179,6 +179,10 @@ static void parse_failed(h1_t *h, enum http_errno e)
                   "the request line and headers exceed the size limit");
         break;
     case HPE_INVALID_CONTENT_LENGTH:
+        /* http-parser reports a chunk size that overflows with the Content-Length code. */
+        conn_fail(h, 400, "bad_request",
+                  h->parser.flags & F_CHUNKED ? "invalid chunk size" : "invalid Content-Length");
+        break;
     case HPE_UNEXPECTED_CONTENT_LENGTH:
         conn_fail(h, 400, "bad_request", "invalid Content-Length");
         break;

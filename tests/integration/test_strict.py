@@ -63,6 +63,94 @@ def one(chatd, data):
     return rs[0]
 
 
+# --- finding 5: strict HTTP --------------------------------------------------------
+
+
+def test_folded_authorization_does_not_authenticate(chatd, w):
+    """`Authorization: Bearer\\r\\n <token>` (obs-fold) used to sign the request in."""
+    path = f"/api/v1/users/{w['a']['id']}"
+    r = one(chatd, http_req("GET", path, token=w["token"]))
+    assert r.status == 200, r
+    body = refused(chatd, f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\n {w['token']}\r\n\r\n"
+                   .encode())
+    assert "folded" in body["error"]["message"], body
+
+
+STRICT_400 = {
+    "obs-fold": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    "obs-fold-tab": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tb\r\n\r\n",
+    "bare-lf-everywhere": b"GET /healthz HTTP/1.1\nHost: x\n\n",
+    "bare-lf-one-header": b"GET /healthz HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n",
+    "bare-lf-end-of-head": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\n",
+    "chunk-data-without-crlf": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n",
+    "chunk-data-bare-lf": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"2\r\n{}\n0\r\n\r\n",
+    "chunk-size-bare-lf": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"2\n{}\r\n0\r\n\r\n",
+    "chunk-size-space": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"2 \r\n{}\r\n0\r\n\r\n",
+    "trailer-bare-lf": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"2\r\n{}\r\n0\r\nX-T: 1\n\r\n",
+    "te-chunked-twice": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    "te-chunked-chunked": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+                          b"0\r\n\r\n",
+    "te-gzip-chunked": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                       b"0\r\n\r\n",
+    "te-identity": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+    "te-in-http-1.0": b"POST /api/v1/users HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    "content-length-and-te": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "te-and-content-length": b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                             b"Content-Length: 2\r\n\r\n0\r\n\r\n",
+    "http-1.1-without-host": b"GET /healthz HTTP/1.1\r\n\r\n",
+    "two-hosts": b"GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    "absolute-form": b"GET http://evil.example/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "absolute-form-same-host": b"GET http://x/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "two-spaces-in-request-line": b"GET  /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "no-version": b"GET /healthz\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(STRICT_400))
+def test_lenient_framing_refused(chatd, kind):
+    refused(chatd, STRICT_400[kind])
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.9", "HTTP/2.0", "HTTP/0.9", "HTTP/3.1"])
+def test_other_http_versions_505(chatd, version):
+    refused(chatd, f"GET /healthz {version}\r\nHost: x\r\n\r\n".encode(), 505, "http_version_not_supported")
+
+
+def test_chunked_body_split_anywhere_still_accepted(chatd):
+    """The framing checks follow the bytes across reads: a valid chunked body dribbled byte by byte."""
+    body = json.dumps({"name": unique_name()}).encode()
+    head = (b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    chunks = b"".join(b"%x;e=1\r\n%s\r\n" % (len(body[i:i + 5]), body[i:i + 5]) for i in range(0, len(body), 5))
+    data = head + chunks + b"0\r\nX-Trailer: 1\r\n\r\n" + http_get("/healthz")
+    s = connect(chatd.host, chatd.port)
+    try:
+        for i in range(len(data)):
+            s.send(data[i:i + 1])
+        buf, _ = read_until(s, responses=2, timeout=10)
+    finally:
+        s.close()
+    rs, _ = parse_responses(buf)
+    assert [r.status for r in rs] == [201, 200], rs
+
+
+def test_http_1_0_without_host_is_fine(chatd):
+    r = one(chatd, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert r.status == 200, r
+
+
+def test_leading_empty_line_before_the_request_is_fine(chatd):
+    r = one(chatd, b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert r.status == 200, r
+
+
 # --- finding 6: query strictness ---------------------------------------------------
 
 
@@ -119,3 +207,12 @@ def test_stream_token_with_nul_401(chatd, w):
         assert h.status == 401, (h.status, h.body)
     finally:
         h.sock.close()
+
+
+# --- finding 7: a chunk size that overflows -----------------------------------
+
+
+def test_chunk_size_overflow_said_so(chatd):
+    body = refused(chatd, b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"fffffffffffffffffff\r\n")
+    assert body["error"]["message"] == "invalid chunk size", body
