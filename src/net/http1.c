@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "net/http_redact.h"
 #include "net/http_status.h"
 
 #include <stdio.h>
@@ -485,9 +486,24 @@ static void record(h1_t *h, req_t *r, int status)
     double dur = (double)(uv_hrtime() - r->t_head) / 1e9;
     chat_http_metrics_record(&chat_http1_conn_server(h)->metrics, route, r->pub.method,
                              r->pub.method_str, status, dur);
-    chat_log_debug("event=request conn=%llu method=%s path=%s status=%d dur_ms=%.2f",
-                   (unsigned long long)h->conn.id, r->pub.method_str, r->pub.path, status,
-                   dur * 1e3);
+    if (chat_log_level > CHAT_LOG_DEBUG)
+        return;
+    /*
+     * The target as sent (a request refused before its head was complete
+     * has only its raw target), never with a token in it: WebSocket clients
+     * may send theirs as ?token=.
+     */
+    chat_buf_t raw = CHAT_BUF_INIT, t = CHAT_BUF_INIT;
+    chat_buf_puts(&raw, r->pub.path);
+    if (r->pub.query) {
+        chat_buf_putc(&raw, '?');
+        chat_buf_append(&raw, r->pub.query, r->pub.query_len);
+    }
+    chat_http_target_redact(&t, raw.data, raw.len);
+    chat_buf_dispose(&raw);
+    chat_log_debug("event=request conn=%llu method=%s target=%s status=%d dur_ms=%.2f",
+                   (unsigned long long)h->conn.id, r->pub.method_str, t.data, status, dur * 1e3);
+    chat_buf_dispose(&t);
 }
 
 static void respond(req_t *r, int status, const char *headers, const char *body, size_t len,

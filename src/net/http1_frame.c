@@ -85,7 +85,7 @@ static int line_byte(chat_http1_frame_t *f, unsigned char c, const char **why)
             f->_spaces++;
             f->_since_sp = 0;
             f->_prev_sp = true;
-        } else if (c == '\t') {
+        } else if (c < ' ' || c == 0x7f) {
             return fail(f, 400, why, "malformed request line");
         } else {
             f->_prev_sp = false;
@@ -98,6 +98,9 @@ static int line_byte(chat_http1_frame_t *f, unsigned char c, const char **why)
     case PART_TRAILERS:
         if (f->_line_len == 0 && (c == ' ' || c == '\t'))
             return fail(f, 400, why, "folded header line (obs-fold)");
+        /* http-parser lets a control character through at the start of a value. */
+        if ((c < ' ' && c != '\t') || c == 0x7f)
+            return fail(f, 400, why, "a control character in a header line");
         return 0;
     case PART_SIZE:
         if (f->_sub == SIZE_DIGITS) {

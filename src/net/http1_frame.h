@@ -3,7 +3,8 @@
  * over the very bytes the parser consumed (net/http1_request.c runs it after
  * each parse, before a request is handed over): every line of a request
  * head, of a chunk-size line and of a trailer section ends in CRLF (no bare
- * LF); no header or trailer line is folded (obs-fold); the request line is
+ * LF); no header or trailer line is folded (obs-fold) or holds a control
+ * character other than HTAB; the request line is
  * "method SP request-target SP HTTP-version", the version HTTP/1.0 or
  * HTTP/1.1; a chunk size is hex digits, then nothing or an extension after
  * ";"; chunk data is followed by CRLF. Two parsers that disagree on where a

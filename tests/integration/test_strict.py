@@ -63,6 +63,38 @@ def one(chatd, data):
     return rs[0]
 
 
+# --- finding 4: tokens in logs ------------------------------------------------------
+
+
+def test_token_never_logged(chatd_factory):
+    d = chatd_factory(env={"CHATD_LOG_LEVEL": "debug", "CHATD_HEADER_TIMEOUT_MS": "300"})
+    secret = "S3cretT0ken" + unique_name("x")
+    cases = [
+        # fails before the head is complete: the raw target was logged
+        f"GET /api/v1/stream?token={secret} HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n".encode(),
+        f"GET /api/v1/stream?a=1&%74oken={secret}&b=2 HTTP/1.1\r\nHost: x\r\nX: \x01\r\n\r\n".encode(),
+        # a complete request: its query is logged, the token's value is not
+        f"GET /api/v1/stream?token={secret} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    ]
+    for data in cases:
+        r = one(d, data)
+        assert r.status in (400, 401), r
+    # the head timeout: a request line, then nothing
+    s = connect(d.host, d.port)
+    try:
+        s.sendall(f"GET /api/v1/stream?token={secret}&x=y HTTP/1.1\r\nHost: x\r\n".encode())
+        t, buf = wait_closed(s, 5)
+        assert t is not None and buf.startswith(b"HTTP/1.1 408"), buf[:200]
+    finally:
+        s.close()
+    d.wait_log("status=408")
+    log = d.log_text()
+    assert log.count("event=request ") >= 4, d.log_tail()
+    assert secret not in log, [ln for ln in log.splitlines() if secret in ln]
+    assert "token=REDACTED" in log, d.log_tail()
+    assert "%74oken=REDACTED" in log, d.log_tail()
+
+
 # --- finding 5: strict HTTP --------------------------------------------------------
 
 

@@ -164,6 +164,8 @@ static void test_malformed_400_and_close(void **state)
         "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
         "chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
         "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: b\x01c\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: \x01c\r\n\r\n",
+        "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: c\x7f\r\n\r\n",
         "GET /ec\x01ho HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer "
         "b\r\n\r\n",
