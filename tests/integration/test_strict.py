@@ -24,7 +24,7 @@ import pytest
 
 from chatlib import (Api, assert_error, connect, http_get, http_req, parse_responses, raw_assert_error,
                      read_until, send_all_tolerant, unique_name, wait_closed, wait_for)
-from wsclient import handshake
+from wsclient import WS, handshake
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +239,49 @@ def test_stream_token_with_nul_401(chatd, w):
         assert h.status == 401, (h.status, h.body)
     finally:
         h.sock.close()
+
+
+# --- finding 7: JSON bodies --------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["signup", "send", "create", "read"])
+def test_duplicate_json_keys_400(api, w, where):
+    path, token, raw = {
+        "signup": ("/api/v1/users", None, f'{{"name": "{unique_name()}", "name": "{unique_name()}"}}'),
+        "send": (f"/api/v1/conversations/{w['cid']}/messages", w["token"], '{"body": "a", "body": "b"}'),
+        "create": ("/api/v1/conversations", w["token"], '{"title": "t", "member_ids": [], "title": "u"}'),
+        "read": (f"/api/v1/conversations/{w['cid']}/read", w["token"], '{"seq": 1, "x": {"k": 1, "k": 2}}'),
+    }[where]
+    r = api.req("POST", path, token=token, data=raw.encode(), headers={"Content-Type": "application/json"})
+    body = assert_error(r, 400, "bad_request")
+    assert "duplicate" in body["error"]["message"], body
+
+
+@pytest.mark.parametrize("raw", [b'{"name": "a\\u0000b"}', b'{"na\\u0000me": "ab"}', b'{"x": ["\\u0000"], "name": "ab"}'])
+def test_nul_in_json_strings_said_so(api, raw):
+    r = api.req("POST", "/api/v1/users", data=raw, headers={"Content-Type": "application/json"})
+    body = assert_error(r, 400, "bad_request")
+    assert "NUL" in body["error"]["message"] and "not valid JSON" not in body["error"]["message"], body
+
+
+def test_duplicate_keys_and_nul_in_stream_frames(chatd, w):
+    ws = WS.open(chatd.host, chatd.port, w["token"])
+    try:
+        ws.send(1, f'{{"type": "send", "conversation_id": {w["cid"]}, "body": "a", "body": "b"}}')
+        m = ws.recv_json()
+        assert m["type"] == "error" and m["error"]["code"] == "bad_request", m
+        assert "duplicate" in m["error"]["message"], m
+        ws.send(1, f'{{"type": "send", "conversation_id": {w["cid"]}, "body": "a\\u0000b"}}')
+        m = ws.recv_json()
+        assert m["type"] == "error" and "NUL" in m["error"]["message"], m
+        # the connection stays up
+        ws.send_json({"type": "send", "conversation_id": w["cid"], "body": "fine", "client_msg_id": "ok1"})
+        while (m := ws.recv_json())["type"] != "ack":
+            pass
+        assert m["message"]["body"] == "fine", m
+    finally:
+        ws.close_socket()
+
 
 
 # --- finding 7: a chunk size that overflows -----------------------------------
