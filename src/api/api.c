@@ -265,6 +265,8 @@ void chat_api_handle(chat_http_request_t *req)
         chat_call_error(call, 405, "method_not_allowed", "method not allowed on this path", allow);
         return;
     }
+    /* An answer to a signed-in route (its 401 too) depends on who asks: never stored. */
+    req->no_store = auth != AUTH_NONE;
     const char *tok = NULL;
     size_t toklen = 0;
     int has_tok = chat_api_bearer(req->authorization, &tok, &toklen) == 0;

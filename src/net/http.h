@@ -45,6 +45,11 @@ struct chat_http_request {
      * handler sets it (string literal); "unmatched" by default.
      */
     const char *route;
+    /**
+     * Set by the handler when the answer is private (it depends on who
+     * asks): the answer then carries "Cache-Control: no-store".
+     */
+    bool no_store;
     void *data; /* free for the handler's own use */
     /* private fields follow in net/http1.c */
 };
@@ -101,8 +106,10 @@ bool chat_http_request_cancelled(const chat_http_request_t *req);
 /**
  * Sends the response to req and ends its life (req is invalid afterwards).
  * headers: extra header lines, each ending in "\r\n", or NULL. Content-Length,
- * Date, Connection and (when body_len > 0 and no Content-Type is in headers)
- * "Content-Type: application/json" are added. body is copied.
+ * Date, Connection, "X-Content-Type-Options: nosniff" (on every answer but a
+ * 1xx), "Cache-Control: no-store" (when req->no_store) and (when body_len > 0
+ * and no Content-Type is in headers) "Content-Type: application/json" are
+ * added. body is copied.
  * For a cancelled request it only frees.
  */
 void chat_http_respond(chat_http_request_t *req, int status, const char *headers, const char *body,

@@ -534,7 +534,7 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
     bool close = !r->keep_alive || (h->no_more && r->link.next == &h->queue);
     chat_buf_t b = CHAT_BUF_INIT;
     size_t hlen = headers ? strlen(headers) : 0;
-    chat_buf_reserve(&b, 160 + hlen + (send_body && !owned ? len : 0));
+    chat_buf_reserve(&b, 224 + hlen + (send_body && !owned ? len : 0));
     chat_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, chat_http_status_text(status));
     if (len > 0 && !no_body && !has_content_type(headers))
         chat_buf_puts(&b, "Content-Type: application/json\r\n");
@@ -544,6 +544,12 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
                     r->switch_cb ? "Upgrade"
                     : close      ? "close"
                                  : "keep-alive");
+    if (status >= 200) {
+        /* JSON is never to be read as anything else; private answers are never to be stored. */
+        chat_buf_puts(&b, "X-Content-Type-Options: nosniff\r\n");
+        if (r->pub.no_store)
+            chat_buf_puts(&b, "Cache-Control: no-store\r\n");
+    }
     if (hlen)
         chat_buf_append(&b, headers, hlen);
     chat_buf_puts(&b, "\r\n");

@@ -291,3 +291,36 @@ def test_chunk_size_overflow_said_so(chatd):
     body = refused(chatd, b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                           b"fffffffffffffffffff\r\n")
     assert body["error"]["message"] == "invalid chunk size", body
+
+
+# --- finding 7: headers ------------------------------------------------------------
+
+
+def test_nosniff_on_every_answer(chatd, api, w):
+    answers = [
+        api.req("GET", "/healthz"),
+        api.req("GET", "/nope"),
+        api.req("GET", f"/api/v1/users/{w['a']['id']}", token=w["token"]),
+        api.req("GET", f"/api/v1/users/{w['a']['id']}"),
+        api.req("DELETE", "/healthz"),
+    ]
+    for r in answers:
+        assert r.headers.get("X-Content-Type-Options") == "nosniff", (r.status_code, r.headers)
+    r = one(chatd, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX A: 1\r\n\r\n")  # the HTTP layer's own 400
+    assert r.status == 400 and r.header("x-content-type-options") == "nosniff", r
+
+
+def test_no_store_on_private_answers(api, w):
+    private = [
+        api.req("GET", f"/api/v1/users/{w['a']['id']}", token=w["token"]),
+        api.req("GET", f"/api/v1/conversations/{w['cid']}/messages", token=w["token"]),
+        api.req("GET", "/api/v1/conversations", token=w["token"]),
+        api.req("POST", "/api/v1/users", json={"name": unique_name()}),  # carries the new token
+        api.req("GET", f"/api/v1/users/{w['a']['id']}"),  # 401 of a private route
+        api.req("GET", f"/api/v1/conversations/{w['cid']}", token=api.signup()["token"]),  # 404
+    ]
+    assert [r.status_code for r in private] == [200, 200, 200, 201, 401, 404]
+    for r in private:
+        assert r.headers.get("Cache-Control") == "no-store", (r.status_code, r.url, r.headers)
+    public = api.req("GET", "/healthz")
+    assert "Cache-Control" not in public.headers, public.headers
