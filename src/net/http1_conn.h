@@ -50,6 +50,7 @@ struct chat_http1_req {
     chat_buf_t connection; /* these three: data != NULL once the header was seen */
     chat_buf_t ws_key;
     chat_buf_t ws_version;
+    chat_buf_t origin;
     char *rest; /* an upgrade request: what the client sent after it */
     size_t rest_len;
     /* The response, once answered. */

@@ -33,6 +33,7 @@ enum hdr_id {
     HDR_HOST,
     HDR_TE,
     HDR_CONTENT_LENGTH,
+    HDR_ORIGIN,
 };
 enum hstate { HS_NONE, HS_FIELD, HS_VALUE };
 
@@ -75,6 +76,7 @@ void chat_http1_req_free(chat_http1_req_t *r)
     chat_buf_dispose(&r->connection);
     chat_buf_dispose(&r->ws_key);
     chat_buf_dispose(&r->ws_version);
+    chat_buf_dispose(&r->origin);
     free(r->rest);
     free(r->head);
     free(r->owned_body);
@@ -179,6 +181,8 @@ static int header_id(const h1_t *h)
         return HDR_TE;
     if (h->hflen == 14 && memcmp(h->hfield, "content-length", 14) == 0)
         return HDR_CONTENT_LENGTH;
+    if (h->hflen == 6 && memcmp(h->hfield, "origin", 6) == 0)
+        return HDR_ORIGIN;
     return HDR_OTHER;
 }
 
@@ -192,6 +196,8 @@ static chat_buf_t *handshake_buf(req_t *r, int hid)
         return &r->ws_key;
     case HDR_WS_VERSION:
         return &r->ws_version;
+    case HDR_ORIGIN:
+        return &r->origin;
     default:
         return NULL;
     }
@@ -237,7 +243,8 @@ static int header_value_begin(h1_t *h, req_t *r)
         break;
     case HDR_CONNECTION:
     case HDR_WS_KEY:
-    case HDR_WS_VERSION: {
+    case HDR_WS_VERSION:
+    case HDR_ORIGIN: {
         /* A repeated header joins the first as a list (a repeated key then fails its check). */
         chat_buf_t *b = handshake_buf(r, h->hid);
         if (b->data)
@@ -303,6 +310,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     case HDR_CONNECTION:
     case HDR_WS_KEY:
     case HDR_WS_VERSION:
+    case HDR_ORIGIN:
         chat_buf_append(handshake_buf(r, h->hid), at, len);
         break;
     }
@@ -365,6 +373,7 @@ static int on_headers_complete(http_parser *p)
     r->pub.connection = r->connection.data;
     r->pub.ws_key = r->ws_key.data;
     r->pub.ws_version = r->ws_version.data;
+    r->pub.origin = r->origin.data;
     r->pub.http_minor = p->http_minor;
     r->upgrade_req = p->upgrade && p->method == HTTP_GET;
     bool chunked = (p->flags & F_CHUNKED) != 0;

@@ -324,3 +324,43 @@ def test_no_store_on_private_answers(api, w):
         assert r.headers.get("Cache-Control") == "no-store", (r.status_code, r.url, r.headers)
     public = api.req("GET", "/healthz")
     assert "Cache-Control" not in public.headers, public.headers
+
+
+# --- finding 7: WebSocket Origin ---------------------------------------------------
+
+
+def test_any_origin_by_default(chatd, w):
+    h = handshake(chatd.host, chatd.port, token=w["token"], extra_headers=["Origin: https://anything.example"])
+    try:
+        assert h.status == 101, (h.status, h.body)
+    finally:
+        h.sock.close()
+
+
+def test_allowed_origins(chatd_factory):
+    d = chatd_factory(env={"CHATD_ALLOWED_ORIGINS": "https://chat.example, http://localhost:8080"})
+    a = Api(d.base_url)
+    try:
+        tok = a.signup()["token"]
+        for origin, status in [("https://chat.example", 101), ("http://localhost:8080", 101),
+                               ("HTTPS://CHAT.EXAMPLE", 101), (None, 101),
+                               ("https://evil.example", 403), ("https://chat.example.evil", 403),
+                               ("null", 403), ("https://chat.example, https://evil.example", 403)]:
+            extra = [f"Origin: {origin}"] if origin is not None else []
+            h = handshake(d.host, d.port, token=tok, extra_headers=extra)
+            try:
+                assert h.status == status, (origin, h.status, h.body)
+                if status == 403:
+                    body = h.json()
+                    assert body["error"]["code"] == "forbidden", body
+                    assert h.headers.get("content-type", "").startswith("application/json")
+            finally:
+                h.sock.close()
+        # credentials are checked first: no token, a refused origin -> 401
+        h = handshake(d.host, d.port, extra_headers=["Origin: https://evil.example"])
+        try:
+            assert h.status == 401, (h.status, h.body)
+        finally:
+            h.sock.close()
+    finally:
+        a.close()
