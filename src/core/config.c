@@ -226,6 +226,22 @@ static int parse_listen(chat_config_t *cfg, char *err, size_t errlen)
  * scheme "://" host [":" port], nothing after — or "null": a typo such as
  * a trailing slash would otherwise refuse every browser silently.
  */
+static bool origin_ok(const char *s, size_t n)
+{
+    if (n == 4 && memcmp(s, "null", 4) == 0)
+        return true;
+    size_t scheme = 0;
+    while (scheme < n && s[scheme] != ':')
+        scheme++;
+    if (scheme == 0 || scheme + 3 >= n || memcmp(s + scheme, "://", 3) != 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((i > scheme + 2 && s[i] == '/') || s[i] == ' ' || s[i] == '\t' || s[i] == '?' ||
+            s[i] == '#')
+            return false;
+    return true;
+}
+
 static int parse_origins(const char *list, char *err, size_t errlen)
 {
     for (const char *p = list; p && *p;) {
@@ -237,17 +253,7 @@ static int parse_origins(const char *list, char *err, size_t errlen)
             s++;
         while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
             e--;
-        size_t n = (size_t)(e - s);
-        const char *sep = memmem(s, n, "://", 3);
-        bool ok = n == 4 && memcmp(s, "null", 4) == 0;
-        if (!ok && sep && sep > s && (size_t)(sep - s) + 3 < n) {
-            ok = true;
-            for (const char *c = s; c < e; c++)
-                if ((c >= sep + 3 && *c == '/') || *c == ' ' || *c == '\t' || *c == '?' ||
-                    *c == '#')
-                    ok = false;
-        }
-        if (!ok) {
+        if (!origin_ok(s, (size_t)(e - s))) {
             snprintf(err, errlen,
                      "CHATD_ALLOWED_ORIGINS must list origins such as https://chat.example:8443, "
                      "got \"%.*s\"",
