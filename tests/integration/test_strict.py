@@ -364,3 +364,98 @@ def test_allowed_origins(chatd_factory):
             h.sock.close()
     finally:
         a.close()
+
+
+# --- finding 7: remembered "no" answers ---------------------------------------------
+
+
+def db_queries(d):
+    return d.metric("chatd_db_queries_total")
+
+
+def test_unknown_token_costs_no_query_each_time(chatd_factory):
+    d = chatd_factory(workers=1)
+    a = Api(d.base_url)
+    try:
+        u = a.signup()
+        bogus = "x" * 43
+        assert a.req("GET", f"/api/v1/users/{u['id']}", token=bogus).status_code == 401
+        before = db_queries(d)
+        s = connect(d.host, d.port, timeout=30)
+        try:
+            req = http_req("GET", f"/api/v1/users/{u['id']}", token=bogus)
+            for _ in range(10):
+                s.sendall(req * 100)
+                buf, _ = read_until(s, responses=100, timeout=30)
+                rs, _ = parse_responses(buf)
+                assert len(rs) == 100 and all(r.status == 401 for r in rs), rs[:3]
+        finally:
+            s.close()
+        spent = db_queries(d) - before
+        print(f"\n1000 requests with one unknown token -> {spent:.0f} database statements")
+        assert spent <= 3, spent
+        # a new user's token works at once, though unknown tokens are remembered
+        for _ in range(3):
+            v = a.signup()
+            assert a.req("GET", f"/api/v1/users/{v['id']}", token=v["token"]).status_code == 200
+    finally:
+        a.close()
+
+
+def test_non_member_reads_cost_no_query_each_time(chatd_factory):
+    d = chatd_factory(workers=1)
+    a = Api(d.base_url)
+    try:
+        owner, outsider = a.signup(), a.signup()
+        cid = a.create_conversation(owner["token"])["id"]
+        a.send(owner["token"], cid, "secret")
+        path = f"/api/v1/conversations/{cid}/messages"
+        # the cache is in use once a member's repeated read is a hit
+        hits = a.req("GET", "/api/cache/metrics").json()["hits"]
+        wait_for(lambda: a.history(owner["token"], cid) and a.req("GET", "/api/cache/metrics").json()["hits"] > hits,
+                 10, what="a cache hit")
+        assert_error(a.req("GET", path, token=outsider["token"]), 404, "not_found")
+        before = db_queries(d)
+        s = connect(d.host, d.port, timeout=30)
+        try:
+            req = http_req("GET", path, token=outsider["token"])
+            for _ in range(10):
+                s.sendall(req * 100)
+                buf, _ = read_until(s, responses=100, timeout=30)
+                rs, _ = parse_responses(buf)
+                assert len(rs) == 100 and all(r.status == 404 for r in rs), rs[:3]
+        finally:
+            s.close()
+        spent = db_queries(d) - before
+        print(f"\n1000 reads by a non-member -> {spent:.0f} database statements")
+        assert spent <= 3, spent
+        # membership begins with an add: the next read sees it at once
+        assert a.add_member(owner["token"], cid, outsider["id"]).status_code == 204
+        assert a.history(outsider["token"], cid)["messages"][0]["body"] == "secret"
+        # ... and ends with a removal: the "no" is back
+        assert a.req("DELETE", f"/api/v1/conversations/{cid}/members/{outsider['id']}",
+                     token=outsider["token"]).status_code == 204
+        assert_error(a.req("GET", path, token=outsider["token"]), 404, "not_found")
+    finally:
+        a.close()
+
+
+def test_non_member_of_a_future_conversation(chatd_factory):
+    """An id read before its conversation exists: the creation that lists the reader is seen at once."""
+    d = chatd_factory(workers=1)
+    a = Api(d.base_url)
+    try:
+        owner, reader = a.signup(), a.signup()
+        last = a.create_conversation(owner["token"])["id"]
+        hits = a.req("GET", "/api/cache/metrics").json()["hits"]
+        wait_for(lambda: a.count_raw(owner["token"], last).status_code == 200
+                 and a.req("GET", "/api/cache/metrics").json()["hits"] > hits, 10, what="a cache hit")
+        ahead = range(last + 1, last + 6)
+        for _ in range(2):
+            for cid in ahead:
+                assert_error(a.count_raw(reader["token"], cid), 404, "not_found")
+        cid = a.create_conversation(owner["token"], member_ids=[reader["id"]])["id"]
+        assert cid in ahead, (cid, list(ahead))
+        assert a.count(reader["token"], cid) == 0
+    finally:
+        a.close()
