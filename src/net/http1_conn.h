@@ -88,7 +88,7 @@ struct chat_http1_conn {
     bool has_length;              /* it has a Content-Length line */
     char hfield[24];              /* lowercased start of the current header name */
     char expect[14];
-    char te[8];      /* the Transfer-Encoding value, lowercased (te_len may pass its size) */
+    char te[16];     /* the Transfer-Encoding value, lowercased (te_len may pass its size) */
     bool no_more;    /* read no further requests: close once the queue is written */
     bool wrote_now;  /* an answer went out in full inside uv_try_write */
     bool in_process; /* parsing or handing over: settle afterwards, not inside */

@@ -355,8 +355,11 @@ static int on_headers_complete(http_parser *p)
             return parse_fail(h, 400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request");
         if (h->n_te > 1)
             return parse_fail(h, 400, "bad_request", "repeated Transfer-Encoding header");
-        /* The value is exactly "chunked" (http-parser drops the spaces around it). */
-        if (h->te_len != 7 || memcmp(h->te, "chunked", 7) != 0)
+        /* The value is exactly "chunked" (http-parser drops the spaces before it, not after). */
+        size_t n = h->te_len <= sizeof h->te ? h->te_len : 0;
+        while (n && (h->te[n - 1] == ' ' || h->te[n - 1] == '\t'))
+            n--;
+        if (n != 7 || memcmp(h->te, "chunked", 7) != 0)
             return parse_fail(h, 400, "bad_request", "unsupported Transfer-Encoding");
     }
     r->head_done = true;
