@@ -136,7 +136,7 @@ static void test_chunked_body_decoded(void **state)
     tserver_t *ts = server_start();
     cli_t c;
     cli_open(&c, ts->port);
-    cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked \t\r\n\r\n"
+    cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked  \r\n\r\n"
                   "5;name=value\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: yes\r\n\r\n"
                   "GET /echo?tag=next HTTP/1.1\r\nHost: x\r\n\r\n");
     resp_t r;
