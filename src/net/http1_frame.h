@@ -11,6 +11,11 @@
  * request ends are how requests are smuggled past a proxy, so chatd refuses
  * what a stricter parser would read differently.
  *
+ * Debian's http-parser 2.9 has no run-time switch for any of this: its
+ * HTTP_PARSER_STRICT is fixed when the library is built (Debian builds it
+ * lenient: chunk data without its CRLF is taken), and even its strict build
+ * takes folded lines and bare LFs. Hence these explicit checks.
+ *
  * The checker follows a connection's requests across reads one byte at a
  * time and keeps no input; a Content-Length body and chunk data are skipped
  * in bulk.
