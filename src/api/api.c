@@ -105,7 +105,7 @@ const chat_route_t *chat_api_route_match(const char *path, size_t len, const cha
 
 int chat_api_parse_id(const char *s, size_t len, int64_t *out)
 {
-    if (len == 0 || len > 19)
+    if (len == 0 || len > 19 || s[0] == '0')
         return -1;
     uint64_t v = 0;
     for (size_t i = 0; i < len; i++) {
@@ -285,6 +285,8 @@ void chat_api_handle(chat_http_request_t *req)
         chat_call_error(call, 405, "method_not_allowed", "method not allowed on this path", allow);
         return;
     }
+    /* An answer to a signed-in route (its 401 too) depends on who asks: never stored. */
+    req->no_store = auth != AUTH_NONE;
     const char *tok = NULL;
     size_t toklen = 0;
     int has_tok = chat_api_bearer(req->authorization, &tok, &toklen) == 0;

@@ -42,7 +42,10 @@ const char *chat_api_route_name(const chat_route_t *r);
 /** Allow header value of the route, e.g. "GET, POST". */
 const char *chat_api_route_allow(const chat_route_t *r);
 
-/** Parses a positive 64-bit decimal id (1..INT64_MAX, digits only). 0 on success, -1 otherwise. */
+/**
+ * Parses a positive 64-bit decimal id (1..INT64_MAX, digits only, no leading
+ * zero). 0 on success, -1 otherwise.
+ */
 int chat_api_parse_id(const char *s, size_t len, int64_t *out);
 
 typedef struct chat_api_history_params {
@@ -71,7 +74,8 @@ int chat_api_parse_events_query(const char *q, size_t len, chat_api_events_param
 /**
  * Finds parameter name in a query string and percent-decodes its value into
  * out (size cap). Returns 1 when found, 0 when absent, -1 (with *why) when
- * repeated, undecodable or too long.
+ * repeated, empty, undecodable or too long, or when any pair of the query is
+ * malformed (a bad percent escape, or one that decodes to a NUL).
  */
 int chat_api_query_string(const char *q, size_t len, const char *name, char *out, size_t cap,
                           const char **why);
@@ -90,6 +94,15 @@ void chat_api_rate_token_subject(const char *tok, size_t len, char out[CHAT_RATE
  * /64). Returns 0, or -1 for another address family.
  */
 int chat_api_rate_address_subject(const struct sockaddr *sa, char out[CHAT_RATELIMIT_SUBJECT_MAX]);
+
+/**
+ * The integer parameter name of a query: plain decimal digits, no leading
+ * zero, from min to max. Returns 1 with *out when found, 0 when absent (*out
+ * untouched), -1 with *why when repeated, malformed or out of range
+ * (range_why then).
+ */
+int chat_api_query_int(const char *q, size_t len, const char *name, long long min, long long max,
+                       const char *range_why, long long *out, const char **why);
 
 /**
  * Extracts the token of an "Authorization: Bearer <token>" value. Returns 0

@@ -11,35 +11,18 @@
 
 /*
  * The integer parameter name of the query: *out keeps its default when
- * absent. Returns 0, or -1 after answering 400 (repeated, not digits, out of
- * lo..hi).
+ * absent. Returns 0, or -1 after answering 400 (malformed, repeated, not
+ * plain digits, out of lo..hi).
  */
 static int query_int(chat_call_t *call, const char *name, long long lo, long long hi,
                      long long *out, const char *range_why)
 {
-    char val[32];
     const char *why;
-    int found =
-        chat_api_query_string(call->req->query, call->req->query_len, name, val, sizeof val, &why);
-    if (found < 0) {
+    if (chat_api_query_int(call->req->query, call->req->query_len, name, lo, hi, range_why, out,
+                           &why) < 0) {
         chat_call_fail(call, CHAT_EBADREQUEST, why);
         return -1;
     }
-    if (!found)
-        return 0;
-    long long v = 0;
-    for (const char *p = val; *p; p++) {
-        if (*p < '0' || *p > '9' || v > (INT64_MAX - (*p - '0')) / 10) {
-            chat_call_fail(call, CHAT_EBADREQUEST, range_why);
-            return -1;
-        }
-        v = v * 10 + (*p - '0');
-    }
-    if (v < lo || v > hi) {
-        chat_call_fail(call, CHAT_EBADREQUEST, range_why);
-        return -1;
-    }
-    *out = v;
     return 0;
 }
 

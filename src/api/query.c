@@ -1,10 +1,13 @@
 /*
- * Query-string parsing for the history and events endpoints: known
- * parameters appear at most once, hold plain decimal digits and stay within
- * their range; one iterator walks the pairs.
+ * Query-string parsing for every endpoint that takes parameters: the whole
+ * query must be well-formed (every percent escape valid, nothing that
+ * decodes to a NUL), known parameters appear at most once, and numbers are
+ * plain decimal digits without leading zeros, within their range. Unknown
+ * well-formed names are ignored. One iterator walks the pairs.
  */
 #include "api/api.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -19,34 +22,48 @@ static int hexval(char c)
     return -1;
 }
 
-/* Percent-decodes [s, s+len) into out (size cap); returns the length or -1. */
+#define DECODE_MALFORMED (-1) /* a bad percent escape, or a NUL decoded */
+#define DECODE_TOO_LONG (-2)  /* well-formed, but longer than the room given */
+
+/*
+ * Percent-decodes [s, s+len) into out (size cap, NUL-terminated): the
+ * length, DECODE_MALFORMED or DECODE_TOO_LONG. The whole input is checked
+ * even when it does not fit, so that a malformed pair is told apart from a
+ * long one. A decoded NUL is malformed: "limit=5%00junk" must not read as 5.
+ */
 static long decode(const char *s, size_t len, char *out, size_t cap)
 {
     size_t o = 0;
+    bool fits = true;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (c == '%') {
             if (i + 2 >= len)
-                return -1;
+                return DECODE_MALFORMED;
             int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
             if (h < 0 || l < 0)
-                return -1;
+                return DECODE_MALFORMED;
             c = (char)(h * 16 + l);
             i += 2;
         } else if (c == '+') {
             c = ' ';
         }
+        if (c == '\0')
+            return DECODE_MALFORMED;
         if (o + 1 >= cap)
-            return -1;
-        out[o++] = c;
+            fits = false;
+        else
+            out[o++] = c;
     }
-    out[o] = '\0';
-    return (long)o;
+    if (cap)
+        out[o] = '\0';
+    return fits ? (long)o : DECODE_TOO_LONG;
 }
 
+/* Plain decimal digits, no sign, no leading zero (but "0" itself), at most max. */
 static int parse_uint(const char *s, long long max, long long *out)
 {
-    if (!*s)
+    if (!*s || (s[0] == '0' && s[1]))
         return -1;
     long long v = 0;
     for (; *s; s++) {
@@ -62,14 +79,16 @@ static int parse_uint(const char *s, long long max, long long *out)
 
 /* One name=value pair of a query string: the name decoded, the value raw. */
 typedef struct param {
-    char key[64];
+    char key[64];    /* "" for a name too long to be one of ours */
     const char *val; /* NULL: no '=' */
     size_t val_len;
 } param_t;
 
+static const char malformed_why[] = "the query string is malformed";
+
 /*
- * The next pair at or after *pos, skipping empty ones and names that do not
- * decode or are too long to be a parameter of ours. Returns 0 at the end.
+ * The next pair at or after *pos, skipping empty ones: 1, 0 at the end, or
+ * -1 for a pair whose name or value is not well-formed.
  */
 static int next_param(const char *q, size_t len, size_t *pos, param_t *p)
 {
@@ -79,13 +98,21 @@ static int next_param(const char *q, size_t len, size_t *pos, param_t *p)
             i++;
         *pos = i + 1; /* past the '&' */
         size_t plen = i - start;
+        if (plen == 0)
+            continue;
         const char *s = q + start;
         const char *eq = memchr(s, '=', plen);
         size_t klen = eq ? (size_t)(eq - s) : plen;
-        if (plen == 0 || decode(s, klen, p->key, sizeof p->key) < 0)
-            continue;
+        long k = decode(s, klen, p->key, sizeof p->key);
+        if (k == DECODE_MALFORMED)
+            return -1;
+        if (k == DECODE_TOO_LONG)
+            p->key[0] = '\0';
         p->val = eq ? eq + 1 : NULL;
         p->val_len = eq ? plen - klen - 1 : 0;
+        char none[1];
+        if (p->val && decode(p->val, p->val_len, none, 0) == DECODE_MALFORMED)
+            return -1;
         return 1;
     }
     return 0;
@@ -102,14 +129,20 @@ typedef struct int_param {
 
 /*
  * Walks the query string once and fills the integer parameters named in ps
- * (others are ignored). A parameter given twice, without a value, or out of
- * its range refuses the whole query: -1 with *why.
+ * (others are ignored). A malformed query, or a parameter given twice,
+ * without a value, or out of its range refuses the whole query: -1 with
+ * *why.
  */
 static int parse_ints(const char *q, size_t len, int_param_t *ps, size_t n, const char **why)
 {
     size_t pos = 0;
     param_t p;
-    while (next_param(q, len, &pos, &p)) {
+    int more;
+    while ((more = next_param(q, len, &pos, &p)) != 0) {
+        if (more < 0) {
+            *why = malformed_why;
+            return -1;
+        }
         int_param_t *ip = NULL;
         for (size_t i = 0; i < n && !ip; i++)
             if (!strcmp(p.key, ps[i].name))
@@ -126,9 +159,7 @@ static int parse_ints(const char *q, size_t len, int_param_t *ps, size_t n, cons
             *why = "a query parameter has no valid value";
             return -1;
         }
-        /* parse_uint's own bound only keeps it from overflowing; the range is checked after. */
-        if (parse_uint(val, ip->max > 1000000000 ? ip->max : 1000000000, &ip->value) < 0 ||
-            ip->value < ip->min || ip->value > ip->max) {
+        if (parse_uint(val, ip->max, &ip->value) < 0 || ip->value < ip->min) {
             *why = ip->why;
             return -1;
         }
@@ -180,7 +211,12 @@ int chat_api_query_string(const char *q, size_t len, const char *name, char *out
     int found = 0;
     size_t pos = 0;
     param_t p;
-    while (next_param(q, len, &pos, &p)) {
+    int more;
+    while ((more = next_param(q, len, &pos, &p)) != 0) {
+        if (more < 0) {
+            *why = malformed_why;
+            return -1;
+        }
         if (strcmp(p.key, name) != 0)
             continue;
         if (found) {
@@ -194,4 +230,15 @@ int chat_api_query_string(const char *q, size_t len, const char *name, char *out
         }
     }
     return found;
+}
+
+int chat_api_query_int(const char *q, size_t len, const char *name, long long min, long long max,
+                       const char *range_why, long long *out, const char **why)
+{
+    int_param_t p = {name, min, max, range_why, 0, 0};
+    if (parse_ints(q, len, &p, 1, why) < 0)
+        return -1;
+    if (p.seen)
+        *out = p.value;
+    return p.seen;
 }

@@ -8,8 +8,10 @@
 #include "core/json.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 __attribute__((format(printf, 3, 4))) static int refuse(chat_err_t err, char *why, const char *fmt,
                                                         ...)
@@ -21,19 +23,62 @@ __attribute__((format(printf, 3, 4))) static int refuse(chat_err_t err, char *wh
     return err;
 }
 
+/* True when a string anywhere in v holds a NUL (parsed under JSON_ALLOW_NUL). */
+static bool holds_nul(json_t *v)
+{
+    if (json_is_string(v))
+        return strlen(json_string_value(v)) != json_string_length(v);
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            if (holds_nul(e))
+                return true;
+        }
+    } else if (json_is_object(v)) {
+        const char *k;
+        json_t *e;
+        json_object_foreach(v, k, e)
+        {
+            if (holds_nul(e))
+                return true;
+        }
+    }
+    return false;
+}
+
 int chat_api_valid_object(const char *text, size_t len, const char *what, json_t **out,
                           char why[CHAT_API_WHY_MAX])
 {
     *out = NULL;
     if (chat_utf8_count(text, len) < 0)
         return refuse(CHAT_EBADREQUEST, why, "the %s is not valid UTF-8", what);
+    /*
+     * Duplicate keys are refused: which of the two a reader takes is where
+     * two parsers of one request would disagree. NULs are let through the
+     * parser (jansson's depth limit bounds the walk) only to be refused
+     * with a message that says what is wrong.
+     */
     json_error_t err;
-    json_t *j = json_loadb(text, len, 0, &err);
-    if (!j)
-        return refuse(CHAT_EBADREQUEST, why, "the %s is not valid JSON", what);
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+    if (!j) {
+        switch (json_error_code(&err)) {
+        case json_error_duplicate_key:
+            return refuse(CHAT_EBADREQUEST, why, "the %s has a duplicate object key", what);
+        case json_error_null_byte_in_key:
+            return refuse(CHAT_EBADREQUEST, why, "strings must not contain NUL (\\u0000)");
+        default:
+            return refuse(CHAT_EBADREQUEST, why, "the %s is not valid JSON", what);
+        }
+    }
     if (!json_is_object(j)) {
         json_decref(j);
         return refuse(CHAT_EBADREQUEST, why, "the %s must be a JSON object", what);
+    }
+    if (holds_nul(j)) {
+        json_decref(j);
+        return refuse(CHAT_EBADREQUEST, why, "strings must not contain NUL (\\u0000)");
     }
     *out = j;
     return 0;

@@ -32,8 +32,9 @@
 
 /**
  * Parses text as a JSON object (what names it in messages: "body",
- * "message"); the caller decrefs *out. Invalid UTF-8, invalid JSON and
- * other JSON values are refused with CHAT_EBADREQUEST.
+ * "message"); the caller decrefs *out. Invalid UTF-8, invalid JSON, a
+ * duplicate object key, a NUL (\u0000) in any string or key, and other
+ * JSON values are refused with CHAT_EBADREQUEST, each with its own message.
  */
 int chat_api_valid_object(const char *text, size_t len, const char *what, json_t **out,
                           char why[CHAT_API_WHY_MAX]) CHAT_API_MUSTCHECK;

@@ -292,6 +292,10 @@ static void ready_cb(int err, void *ud)
 
 void chat_h_stream(chat_call_t *call)
 {
+    if (!chat_ws_origin_allowed(call->api->cfg->allowed_origins, call->req->origin)) {
+        chat_call_fail(call, CHAT_EFORBIDDEN, "this Origin may not open the stream");
+        return;
+    }
     const char *why;
     int st = chat_ws_handshake_check(call->req, &why);
     if (st != 0) {

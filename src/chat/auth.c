@@ -3,6 +3,18 @@
  * per-worker memory of tokens already seen. Tokens are 256 random bits and
  * only their SHA-256 is stored; since tokens are never revoked and users
  * never deleted, a remembered token cannot become wrong.
+ *
+ * A token the database does not know is remembered too, for a short while,
+ * so that a client repeating a bad token costs one query, not one per
+ * request. That "no" cannot hide a new user: a token becomes known only by
+ * a sign-up, which draws it from 256 random bits at that moment, so for a
+ * remembered unknown token to become valid a sign-up would have to draw
+ * exactly the token someone presented before it existed — a chance of
+ * 2^-256 per sign-up. The time limit (UNKNOWN_TOKEN_TTL_MS) bounds the
+ * harm of anything outside that argument, such as tokens restored into
+ * the database by an operator. Memory is bounded like the other memo: the
+ * whole memory is forgotten when half full, so a flood of random tokens
+ * costs what it cost before and never grows chatd.
  */
 #include "chat/internal.h"
 #include "core/alloc.h"
@@ -23,6 +35,15 @@
 chat_memo_t *chat_auth_memo_create(void)
 {
     return chat_memo_create(TOKEN_MEMO_SLOTS, 32);
+}
+
+/* 16 Ki slots, forgotten whole at 8 Ki tokens: 640 KiB per worker. */
+#define UNKNOWN_TOKEN_SLOTS (1u << 14)
+#define UNKNOWN_TOKEN_TTL_MS 60000
+
+chat_memo_t *chat_auth_unknown_memo_create(void)
+{
+    return chat_memo_create(UNKNOWN_TOKEN_SLOTS, 32);
 }
 
 int chat_auth_token_new(char out[64])
@@ -94,6 +115,8 @@ int chat_auth_equal(const char *a, size_t alen, const char *b, size_t blen)
 
 struct auth_op {
     chat_memo_t *tokens;
+    chat_memo_t *unknown; /* may be NULL */
+    uv_loop_t *loop;
     unsigned char hash[32];
     chat_auth_cb cb;
     void *arg;
@@ -105,6 +128,10 @@ static void auth_db_cb(const chat_db_result_t *r, void *arg)
     if (r->status != CHAT_EOK) {
         op->cb(CHAT_EUNAVAILABLE, 0, op->arg);
     } else if (PQntuples(r->res[0]) == 0) {
+        /* Only the database's "no" is kept: a failure above is never remembered. */
+        if (op->unknown)
+            chat_memo_set(op->unknown, op->hash,
+                          (int64_t)(uv_now(op->loop) + UNKNOWN_TOKEN_TTL_MS));
         op->cb(CHAT_EUNAUTHORIZED, 0, op->arg);
     } else {
         int64_t uid = chat_pg_i64(r->res[0], 0, 0);
@@ -123,8 +150,15 @@ void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_c
         cb(CHAT_EOK, uid, arg);
         return;
     }
+    int64_t until = ctx->unknown_tokens ? chat_memo_get(ctx->unknown_tokens, hash) : 0;
+    if (until && (uint64_t)until > uv_now(ctx->loop)) {
+        cb(CHAT_EUNAUTHORIZED, 0, arg);
+        return;
+    }
     struct auth_op *op = chat_malloc(sizeof *op);
     op->tokens = ctx->tokens;
+    op->unknown = ctx->unknown_tokens;
+    op->loop = ctx->loop;
     memcpy(op->hash, hash, 32);
     op->cb = cb;
     op->arg = arg;

@@ -24,12 +24,15 @@ struct chat_stream;
 /** Per-worker context: everything an operation needs, owned by the worker. */
 typedef struct chat_ctx {
     uv_loop_t *loop;
-    chat_db_t *db;              /* the database path: pooler or direct */
-    chat_memo_t *tokens;        /* token hash -> user id (chat_auth_memo_create) */
-    chat_memo_t *members;       /* (conversation, user, version) -> 1, proven (read.c) */
-    struct chat_cache *cache;   /* NULL when the cache is disabled */
-    struct chat_stream *stream; /* realtime/stream.h; NULL: none */
-    int fill_delay_ms;          /* fault injection: delay cache fills (tests only) */
+    chat_db_t *db;               /* the database path: pooler or direct */
+    chat_memo_t *tokens;         /* token hash -> user id (chat_auth_memo_create) */
+    chat_memo_t *members;        /* (conversation, user, version) -> 1, proven (read.c) */
+    chat_memo_t *unknown_tokens; /* token hash -> until when "unknown" holds (auth.c); NULL: none */
+    chat_memo_t *non_members;    /* (conversation, user, version) -> until when "not a member"
+                                    holds (read.c); NULL: none */
+    struct chat_cache *cache;    /* NULL when the cache is disabled */
+    struct chat_stream *stream;  /* realtime/stream.h; NULL: none */
+    int fill_delay_ms;           /* fault injection: delay cache fills (tests only) */
 } chat_ctx_t;
 
 /** What a successful operation answers (api/status.c maps it to 200, 201 or 204). */
@@ -65,6 +68,11 @@ typedef void (*chat_reply_cb)(chat_reply_t *reply, void *arg);
 
 /** The per-worker memory of tokens already resolved: 32-byte hash -> user id. */
 chat_memo_t *chat_auth_memo_create(void);
+/**
+ * The per-worker memory of tokens the database did not know (auth.c): a
+ * repeated unknown token is refused for a short while without a query.
+ */
+chat_memo_t *chat_auth_unknown_memo_create(void);
 
 /**
  * Writes a new random token (256 bits, base64url, NUL-terminated) into out
@@ -88,7 +96,9 @@ int chat_auth_equal(const char *a, size_t alen, const char *b, size_t blen);
  * Resolves a bearer token to a user id: cb gets CHAT_EOK with the user id,
  * CHAT_EUNAUTHORIZED or CHAT_EUNAVAILABLE. The token is copied. A token
  * already seen by this worker is answered from memory before this returns:
- * tokens are never revoked, so a remembered answer cannot go stale.
+ * tokens are never revoked, so a remembered answer cannot go stale. So is a
+ * token the database did not know a moment ago (see auth.c for why that
+ * "no" is safe to keep).
  */
 typedef void (*chat_auth_cb)(chat_err_t err, int64_t user_id, void *arg);
 void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_cb cb, void *arg);
@@ -99,6 +109,11 @@ void chat_auth_check(chat_ctx_t *ctx, const char *token, size_t len, chat_auth_c
  * under) -> 1.
  */
 chat_memo_t *chat_members_memo_create(void);
+/**
+ * The per-worker memory of "not a member" answers (read.c), under the same
+ * key as the proofs: -> the time until which it holds.
+ */
+chat_memo_t *chat_non_members_memo_create(void);
 
 /* ---- users (users.c) ---- */
 

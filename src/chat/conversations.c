@@ -90,8 +90,9 @@ void chat_push_conv_frame(chat_ctx_t *ctx, int64_t user, int kind, int64_t conv,
 }
 
 /*
- * A new conversation is answered once every member's inbox version has
- * moved (one Redis command): their cached inboxes do not list it yet.
+ * A new conversation is answered once every member's inbox version and its
+ * own versions have moved (one Redis command): their cached inboxes do not
+ * list it yet.
  */
 static void created_done(void *arg)
 {
@@ -108,7 +109,12 @@ static void created_reply(struct conv_op *op, const PGresult *res, int col)
 {
     op->conv = chat_pg_i64(res, 0, col);
     chat_encode_conv(&op->body, res, 0, col);
-    chat_after_write_users(op->ctx, 0, op->members, op->nmembers, created_done, op);
+    /*
+     * The new conversation's own versions move too: a reader may have looked
+     * its id up before it existed (ids are sequential) and been told "not a
+     * member" under the versions of then (read.c).
+     */
+    chat_after_write_users(op->ctx, op->conv, op->members, op->nmembers, created_done, op);
 }
 
 static void created_cb(const chat_db_result_t *r, void *arg)

@@ -60,6 +60,44 @@ static void member_remember(chat_memo_t *m, int64_t conv, int64_t user, uint64_t
     chat_memo_put(m, key, 1);
 }
 
+/*
+ * A "not a member" answer is remembered under the same key, so that an
+ * outsider reading a conversation again and again costs one query, not one
+ * per read. Membership begins only by a creation that lists the user or by
+ * an add, and both move the conversation's membership version (and its
+ * version) before they are acknowledged — on every instance, through the
+ * epoch when the move did not reach Redis — so a "no" is never found again
+ * once the user may read. Its own time limit bounds anything outside that
+ * argument (rows changed by hand); a separate memory, so that outsiders
+ * cannot push the members' proofs out, forgotten whole when half full.
+ */
+#define NON_MEMBER_SLOTS (1u << 14) /* 512 KiB per worker, forgotten at 8 Ki answers */
+#define NON_MEMBER_TTL_MS 60000
+
+chat_memo_t *chat_non_members_memo_create(void)
+{
+    return chat_memo_create(NON_MEMBER_SLOTS, MEMBER_KEY_LEN);
+}
+
+static bool non_member_known(const chat_ctx_t *ctx, int64_t conv, int64_t user, uint64_t version)
+{
+    if (!ctx->non_members)
+        return false;
+    unsigned char key[MEMBER_KEY_LEN];
+    member_key(key, conv, user, version);
+    int64_t until = chat_memo_get(ctx->non_members, key);
+    return until && (uint64_t)until > uv_now(ctx->loop);
+}
+
+static void non_member_remember(chat_ctx_t *ctx, int64_t conv, int64_t user, uint64_t version)
+{
+    if (!ctx->non_members || !version)
+        return;
+    unsigned char key[MEMBER_KEY_LEN];
+    member_key(key, conv, user, version);
+    chat_memo_set(ctx->non_members, key, (int64_t)(uv_now(ctx->loop) + NON_MEMBER_TTL_MS));
+}
+
 /* ---- one cached read ---- */
 
 struct cread {
@@ -220,6 +258,8 @@ static void membership_cb(const chat_db_result_t *res, void *arg)
         chat_reply_db_err(op->cb, op->arg, res);
         cread_free(op);
     } else if (PQntuples(res->res[0]) == 0) {
+        /* Checked after the version was read, like a proof: valid for as long as it stays. */
+        non_member_remember(op->ctx, op->rd.conv_id, op->caller, op->version);
         chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
         cread_free(op);
     } else {
@@ -257,6 +297,12 @@ static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
         op->version = l->key && strlen(l->key) > plen ? chat_hash_str(l->key + plen) : 0;
     if (op->version && member_known(op->ctx->members, op->rd.conv_id, op->caller, op->version)) {
         proceed(op);
+        return;
+    }
+    if (op->version && non_member_known(op->ctx, op->rd.conv_id, op->caller, op->version)) {
+        /* The very answer the membership check gives: no existence leak. */
+        chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
+        cread_free(op);
         return;
     }
     /*

@@ -135,6 +135,14 @@ static const struct row rows[] = {
      OFF(admin_token),
      0,
      0},
+    {{"CHATD_ALLOWED_ORIGINS",
+      "comma-separated origins (scheme://host[:port]) whose pages may open the WebSocket "
+      "stream; a handshake with another Origin gets 403; empty = any",
+      NULL},
+     T_STR,
+     OFF(allowed_origins),
+     0,
+     0},
     {{"CHATD_CACHE_TIMEOUT_MS",
       "deadline of every Redis command; then the read goes to the database", "50"},
      T_INT,
@@ -280,6 +288,50 @@ static int parse_listen(chat_config_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * Each entry of CHATD_ALLOWED_ORIGINS is an origin as browsers send it —
+ * scheme "://" host [":" port], nothing after — or "null": a typo such as
+ * a trailing slash would otherwise refuse every browser silently.
+ */
+static bool origin_ok(const char *s, size_t n)
+{
+    if (n == 4 && memcmp(s, "null", 4) == 0)
+        return true;
+    size_t scheme = 0;
+    while (scheme < n && s[scheme] != ':')
+        scheme++;
+    if (scheme == 0 || scheme + 3 >= n || memcmp(s + scheme, "://", 3) != 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((i > scheme + 2 && s[i] == '/') || s[i] == ' ' || s[i] == '\t' || s[i] == '?' ||
+            s[i] == '#')
+            return false;
+    return true;
+}
+
+static int parse_origins(const char *list, char *err, size_t errlen)
+{
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        const char *s = p, *e = end;
+        while (s < e && (*s == ' ' || *s == '\t'))
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (!origin_ok(s, (size_t)(e - s))) {
+            snprintf(err, errlen,
+                     "CHATD_ALLOWED_ORIGINS must list origins such as https://chat.example:8443, "
+                     "got \"%.*s\"",
+                     (int)(end - p), p);
+            return -1;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
 int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *), char *err,
                      size_t errlen)
 {
@@ -347,6 +399,8 @@ int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *),
                  cfg->redis_url);
         return -1;
     }
+    if (parse_origins(cfg->allowed_origins, err, errlen) < 0)
+        return -1;
     if (!cfg->database_url) {
         snprintf(err, errlen, "DATABASE_URL must not be empty");
         return -1;
@@ -362,5 +416,6 @@ void chat_config_dispose(chat_config_t *cfg)
     free(cfg->listen);
     free(cfg->listen_host);
     free(cfg->admin_token);
+    free(cfg->allowed_origins);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -49,6 +49,7 @@ typedef struct chat_config {
     int shutdown_timeout_ms;         /* CHATD_SHUTDOWN_TIMEOUT_MS */
     bool signup_open;                /* CHATD_SIGNUP: open / closed */
     char *admin_token;               /* CHATD_ADMIN_TOKEN, NULL if unset */
+    char *allowed_origins;           /* CHATD_ALLOWED_ORIGINS, NULL: any origin */
     int log_level;                   /* CHATD_LOG_LEVEL */
     int cache_timeout_ms;            /* CHATD_CACHE_TIMEOUT_MS */
     int cache_local_mb;              /* CHATD_CACHE_LOCAL_MB */

@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "core/hash.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,7 +55,7 @@ int64_t chat_memo_get(const chat_memo_t *m, const void *key)
     }
 }
 
-void chat_memo_put(chat_memo_t *m, const void *key, int64_t val)
+static void store(chat_memo_t *m, const void *key, int64_t val, bool replace)
 {
     if (!val)
         return;
@@ -70,9 +71,22 @@ void chat_memo_put(chat_memo_t *m, const void *key, int64_t val)
             m->used++;
             return;
         }
-        if (!memcmp(s->key, key, m->keylen))
+        if (!memcmp(s->key, key, m->keylen)) {
+            if (replace)
+                s->val = val;
             return;
+        }
     }
+}
+
+void chat_memo_put(chat_memo_t *m, const void *key, int64_t val)
+{
+    store(m, key, val, false);
+}
+
+void chat_memo_set(chat_memo_t *m, const void *key, int64_t val)
+{
+    store(m, key, val, true);
 }
 
 size_t chat_memo_len(const chat_memo_t *m)

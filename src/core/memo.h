@@ -1,7 +1,8 @@
 /*
  * A bounded memory of facts that never become false, keyed by fixed-size
  * binary keys: "this token hash is user 42", "user 7 is a member of
- * conversation 3". Open addressing over a fixed power-of-two number of
+ * conversation 3" (or, with chat_memo_set, facts that hold until a time the
+ * value tells). Open addressing over a fixed power-of-two number of
  * slots; when half full it forgets everything and refills on demand, so its
  * memory is fixed and no entry is ever evicted one by one. Per worker, one
  * owner thread.
@@ -29,6 +30,11 @@ void chat_memo_destroy(chat_memo_t *m);
 int64_t chat_memo_get(const chat_memo_t *m, const void *key);
 /** Remembers val (not 0) for key; a key already present keeps its first value. */
 void chat_memo_put(chat_memo_t *m, const void *key, int64_t val);
+/**
+ * Remembers val (not 0) for key, replacing what was there: for values that
+ * are renewed, such as the time until which a "no" holds.
+ */
+void chat_memo_set(chat_memo_t *m, const void *key, int64_t val);
 /** Entries held now. */
 size_t chat_memo_len(const chat_memo_t *m);
 

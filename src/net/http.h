@@ -37,6 +37,7 @@ struct chat_http_request {
     const char *connection;    /* value of the Connection header(s), NULL if absent */
     const char *ws_key;        /* Sec-WebSocket-Key, NULL if absent */
     const char *ws_version;    /* Sec-WebSocket-Version, NULL if absent */
+    const char *origin;        /* Origin (lines joined by ", "), NULL if absent */
     int http_minor;            /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
     uint64_t conn_id;          /* id of the connection, for logs */
     void *server_data;         /* the handler_data given in the server config */
@@ -45,6 +46,11 @@ struct chat_http_request {
      * handler sets it (string literal); "unmatched" by default.
      */
     const char *route;
+    /**
+     * Set by the handler when the answer is private (it depends on who
+     * asks): the answer then carries "Cache-Control: no-store".
+     */
+    bool no_store;
     void *data; /* free for the handler's own use */
     /* private fields follow in net/http1.c */
 };
@@ -107,8 +113,10 @@ int chat_http_request_peer(const chat_http_request_t *req, struct sockaddr_stora
 /**
  * Sends the response to req and ends its life (req is invalid afterwards).
  * headers: extra header lines, each ending in "\r\n", or NULL. Content-Length,
- * Date, Connection and (when body_len > 0 and no Content-Type is in headers)
- * "Content-Type: application/json" are added. body is copied.
+ * Date, Connection, "X-Content-Type-Options: nosniff" (on every answer but a
+ * 1xx), "Cache-Control: no-store" (when req->no_store) and (when body_len > 0
+ * and no Content-Type is in headers) "Content-Type: application/json" are
+ * added. body is copied.
  * For a cancelled request it only frees.
  */
 void chat_http_respond(chat_http_request_t *req, int status, const char *headers, const char *body,

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "net/http_redact.h"
 #include "net/http_status.h"
 
 #include <stdio.h>
@@ -188,6 +189,10 @@ static void parse_failed(h1_t *h, enum http_errno e)
                   "the request line and headers exceed the size limit");
         break;
     case HPE_INVALID_CONTENT_LENGTH:
+        /* http-parser reports a chunk size that overflows with the Content-Length code. */
+        conn_fail(h, 400, "bad_request",
+                  h->parser.flags & F_CHUNKED ? "invalid chunk size" : "invalid Content-Length");
+        break;
     case HPE_UNEXPECTED_CONTENT_LENGTH:
         conn_fail(h, 400, "bad_request", "invalid Content-Length");
         break;
@@ -490,9 +495,24 @@ static void record(h1_t *h, req_t *r, int status)
     double dur = (double)(uv_hrtime() - r->t_head) / 1e9;
     chat_http_metrics_record(&chat_http1_conn_server(h)->metrics, route, r->pub.method,
                              r->pub.method_str, status, dur);
-    chat_log_debug("event=request conn=%llu method=%s path=%s status=%d dur_ms=%.2f",
-                   (unsigned long long)h->conn.id, r->pub.method_str, r->pub.path, status,
-                   dur * 1e3);
+    if (chat_log_level > CHAT_LOG_DEBUG)
+        return;
+    /*
+     * The target as sent (a request refused before its head was complete
+     * has only its raw target), never with a token in it: WebSocket clients
+     * may send theirs as ?token=.
+     */
+    chat_buf_t raw = CHAT_BUF_INIT, t = CHAT_BUF_INIT;
+    chat_buf_puts(&raw, r->pub.path);
+    if (r->pub.query) {
+        chat_buf_putc(&raw, '?');
+        chat_buf_append(&raw, r->pub.query, r->pub.query_len);
+    }
+    chat_http_target_redact(&t, raw.data, raw.len);
+    chat_buf_dispose(&raw);
+    chat_log_debug("event=request conn=%llu method=%s target=%s status=%d dur_ms=%.2f",
+                   (unsigned long long)h->conn.id, r->pub.method_str, t.data, status, dur * 1e3);
+    chat_buf_dispose(&t);
 }
 
 static void respond(req_t *r, int status, const char *headers, const char *body, size_t len,
@@ -523,7 +543,7 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
     bool close = !r->keep_alive || (h->no_more && r->link.next == &h->queue);
     chat_buf_t b = CHAT_BUF_INIT;
     size_t hlen = headers ? strlen(headers) : 0;
-    chat_buf_reserve(&b, 160 + hlen + (send_body && !owned ? len : 0));
+    chat_buf_reserve(&b, 224 + hlen + (send_body && !owned ? len : 0));
     chat_buf_printf(&b, "HTTP/1.1 %d %s\r\n", status, chat_http_status_text(status));
     if (len > 0 && !no_body && !has_content_type(headers))
         chat_buf_puts(&b, "Content-Type: application/json\r\n");
@@ -533,6 +553,12 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
                     r->switch_cb ? "Upgrade"
                     : close      ? "close"
                                  : "keep-alive");
+    if (status >= 200) {
+        /* JSON is never to be read as anything else; private answers are never to be stored. */
+        chat_buf_puts(&b, "X-Content-Type-Options: nosniff\r\n");
+        if (r->pub.no_store)
+            chat_buf_puts(&b, "Cache-Control: no-store\r\n");
+    }
     if (hlen)
         chat_buf_append(&b, headers, hlen);
     chat_buf_puts(&b, "\r\n");

@@ -11,6 +11,7 @@
 #include "core/list.h"
 #include "net/conn.h"
 #include "net/http1.h"
+#include "net/http1_frame.h"
 
 #include <http_parser.h>
 #include <stdbool.h>
@@ -49,6 +50,7 @@ struct chat_http1_req {
     chat_buf_t connection; /* these three: data != NULL once the header was seen */
     chat_buf_t ws_key;
     chat_buf_t ws_version;
+    chat_buf_t origin;
     char *rest; /* an upgrade request: what the client sent after it */
     size_t rest_len;
     /* The response, once answered. */
@@ -64,11 +66,12 @@ struct chat_http1_req {
 struct chat_http1_conn {
     chat_conn_t conn; /* first: the connection's memory is this struct */
     http_parser parser;
-    chat_list_t queue;      /* requests not yet handed to the socket, oldest first */
-    chat_http1_req_t *cur;  /* request being parsed (the queue's tail) */
-    chat_http1_req_t *held; /* complete request waiting for the write barrier */
-    chat_http1_req_t *done; /* set by on_message_complete for feed() */
-    char *in;               /* unparsed input kept while paused */
+    chat_http1_frame_t frame; /* the framing rules http-parser does not check */
+    chat_list_t queue;        /* requests not yet handed to the socket, oldest first */
+    chat_http1_req_t *cur;    /* request being parsed (the queue's tail) */
+    chat_http1_req_t *held;   /* complete request waiting for the write barrier */
+    chat_http1_req_t *done;   /* set by on_message_complete for feed() */
+    char *in;                 /* unparsed input kept while paused */
     size_t in_len;
     const char *drain_reason; /* why the connection is draining, for the close log */
     const char *fail_code;    /* set by a parser callback that rejects the request */
@@ -81,8 +84,11 @@ struct chat_http1_conn {
     uint32_t nreq;         /* requests started on this connection */
     uint8_t hstate, hid, hflen;
     uint8_t expect_len;
-    char hfield[24]; /* lowercased start of the current header name */
+    uint8_t n_host, n_te, te_len; /* Host and Transfer-Encoding lines of this request */
+    bool has_length;              /* it has a Content-Length line */
+    char hfield[24];              /* lowercased start of the current header name */
     char expect[14];
+    char te[16];     /* the Transfer-Encoding value, lowercased (te_len may pass its size) */
     bool no_more;    /* read no further requests: close once the queue is written */
     bool wrote_now;  /* an answer went out in full inside uv_try_write */
     bool in_process; /* parsing or handing over: settle afterwards, not inside */

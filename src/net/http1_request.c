@@ -3,7 +3,11 @@
  * keep only what a request needs (the target split into path and query,
  * Authorization, the upgrade headers, the body), enforce the head and body
  * limits, answer "Expect: 100-continue", and pause after each complete
- * request so that net/http1.c hands it over outside of the parser.
+ * request so that net/http1.c hands it over outside of the parser. The
+ * rules the parser lets through are checked here too: a single Host on
+ * HTTP/1.1, no Transfer-Encoding but one "chunked" (and none beside a
+ * Content-Length or on HTTP/1.0), origin-form targets only, and the byte
+ * framing of net/http1_frame.c over everything the parser consumed.
  */
 #include "net/http1_conn.h"
 #include "core/alloc.h"
@@ -26,6 +30,10 @@ enum hdr_id {
     HDR_CONNECTION,
     HDR_WS_KEY,
     HDR_WS_VERSION,
+    HDR_HOST,
+    HDR_TE,
+    HDR_CONTENT_LENGTH,
+    HDR_ORIGIN,
 };
 enum hstate { HS_NONE, HS_FIELD, HS_VALUE };
 
@@ -68,6 +76,7 @@ void chat_http1_req_free(chat_http1_req_t *r)
     chat_buf_dispose(&r->connection);
     chat_buf_dispose(&r->ws_key);
     chat_buf_dispose(&r->ws_version);
+    chat_buf_dispose(&r->origin);
     free(r->rest);
     free(r->head);
     free(r->owned_body);
@@ -76,7 +85,9 @@ void chat_http1_req_free(chat_http1_req_t *r)
 
 /*
  * Splits the request target into path and query in place (both NUL
- * terminated). An absolute-form target keeps only its path and query.
+ * terminated). Only the origin-form ("/path?query") is taken, and "*"
+ * (which no route matches): the absolute-form is for proxies, and an origin
+ * server that took it would serve a request meant for another host.
  */
 static int split_target(req_t *r)
 {
@@ -88,25 +99,8 @@ static int split_target(req_t *r)
         r->pub.path_len = u->len;
         return 0;
     }
-    if (u->len == 0)
+    if (u->len == 0 || (u->data[0] != '/' && !(u->len == 1 && u->data[0] == '*')))
         return -1;
-    if (u->data[0] != '/' && !(u->len == 1 && u->data[0] == '*')) {
-        struct http_parser_url pu;
-        http_parser_url_init(&pu);
-        if (http_parser_parse_url(u->data, u->len, 0, &pu) != 0)
-            return -1;
-        chat_buf_t n = CHAT_BUF_INIT;
-        if (pu.field_set & (1 << UF_PATH))
-            chat_buf_append(&n, u->data + pu.field_data[UF_PATH].off, pu.field_data[UF_PATH].len);
-        else
-            chat_buf_putc(&n, '/');
-        if (pu.field_set & (1 << UF_QUERY)) {
-            chat_buf_putc(&n, '?');
-            chat_buf_append(&n, u->data + pu.field_data[UF_QUERY].off, pu.field_data[UF_QUERY].len);
-        }
-        chat_buf_dispose(u);
-        *u = n;
-    }
     char *s = u->data;
     char *hash = memchr(s, '#', u->len);
     size_t end = hash ? (size_t)(hash - s) : u->len;
@@ -148,6 +142,8 @@ static int on_message_begin(http_parser *p)
     h->hstate = HS_NONE;
     h->head_bytes = 0;
     h->expect_len = 0;
+    h->n_host = h->n_te = h->te_len = 0;
+    h->has_length = false;
     if (h->nreq > 1)
         chat_conn_timer_set(
             &h->conn,
@@ -179,6 +175,14 @@ static int header_id(const h1_t *h)
         return HDR_WS_KEY;
     if (h->hflen == 21 && memcmp(h->hfield, "sec-websocket-version", 21) == 0)
         return HDR_WS_VERSION;
+    if (h->hflen == 4 && memcmp(h->hfield, "host", 4) == 0)
+        return HDR_HOST;
+    if (h->hflen == 17 && memcmp(h->hfield, "transfer-encoding", 17) == 0)
+        return HDR_TE;
+    if (h->hflen == 14 && memcmp(h->hfield, "content-length", 14) == 0)
+        return HDR_CONTENT_LENGTH;
+    if (h->hflen == 6 && memcmp(h->hfield, "origin", 6) == 0)
+        return HDR_ORIGIN;
     return HDR_OTHER;
 }
 
@@ -192,6 +196,8 @@ static chat_buf_t *handshake_buf(req_t *r, int hid)
         return &r->ws_key;
     case HDR_WS_VERSION:
         return &r->ws_version;
+    case HDR_ORIGIN:
+        return &r->origin;
     default:
         return NULL;
     }
@@ -218,9 +224,27 @@ static int header_value_begin(h1_t *h, req_t *r)
     case HDR_EXPECT:
         h->expect_len = 0;
         break;
+    case HDR_HOST:
+        if (h->n_host < UINT8_MAX)
+            h->n_host++;
+        break;
+    case HDR_TE:
+    case HDR_CONTENT_LENGTH:
+        if (h->hid == HDR_TE) {
+            if (h->n_te < UINT8_MAX)
+                h->n_te++;
+            h->te_len = 0;
+        } else {
+            h->has_length = true;
+        }
+        /* Which of the two frames the body is what a proxy and chatd could disagree on. */
+        if (h->n_te && h->has_length)
+            return parse_fail(h, 400, "bad_request", "Content-Length with Transfer-Encoding");
+        break;
     case HDR_CONNECTION:
     case HDR_WS_KEY:
-    case HDR_WS_VERSION: {
+    case HDR_WS_VERSION:
+    case HDR_ORIGIN: {
         /* A repeated header joins the first as a list (a repeated key then fails its check). */
         chat_buf_t *b = handshake_buf(r, h->hid);
         if (b->data)
@@ -278,9 +302,15 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
                 h->expect[h->expect_len] =
                     (char)(at[i] >= 'A' && at[i] <= 'Z' ? at[i] + 32 : at[i]);
         break;
+    case HDR_TE:
+        for (size_t i = 0; i < len && h->te_len < UINT8_MAX; i++, h->te_len++)
+            if (h->te_len < sizeof h->te)
+                h->te[h->te_len] = (char)(at[i] >= 'A' && at[i] <= 'Z' ? at[i] + 32 : at[i]);
+        break;
     case HDR_CONNECTION:
     case HDR_WS_KEY:
     case HDR_WS_VERSION:
+    case HDR_ORIGIN:
         chat_buf_append(handshake_buf(r, h->hid), at, len);
         break;
     }
@@ -310,9 +340,28 @@ static int on_headers_complete(http_parser *p)
     req_t *r = h->cur;
     if (h->hstate == HS_FIELD && header_value_begin(h, r))
         return -1;
-    /* Only HTTP/1.x: http-parser also takes a version-less (0.9) request line. */
-    if (p->http_major != 1)
-        return parse_fail(h, 400, "bad_request", "unsupported HTTP version");
+    /*
+     * The version itself (HTTP/1.0 or 1.1 only, a version-less request line
+     * refused) is net/http1_frame.c's check, which reads the request line
+     * as it was written.
+     */
+    bool http11 = p->http_major == 1 && p->http_minor == 1;
+    if (h->n_host > 1)
+        return parse_fail(h, 400, "bad_request", "repeated Host header");
+    if (http11 && h->n_host == 0)
+        return parse_fail(h, 400, "bad_request", "an HTTP/1.1 request needs a Host header");
+    if (h->n_te) {
+        if (p->http_major == 1 && p->http_minor == 0)
+            return parse_fail(h, 400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request");
+        if (h->n_te > 1)
+            return parse_fail(h, 400, "bad_request", "repeated Transfer-Encoding header");
+        /* The value is exactly "chunked" (http-parser drops the spaces before it, not after). */
+        size_t n = h->te_len <= sizeof h->te ? h->te_len : 0;
+        while (n && (h->te[n - 1] == ' ' || h->te[n - 1] == '\t'))
+            n--;
+        if (n != 7 || memcmp(h->te, "chunked", 7) != 0)
+            return parse_fail(h, 400, "bad_request", "unsupported Transfer-Encoding");
+    }
     r->head_done = true;
     r->t_head = uv_hrtime();
     r->pub.method = (int)p->method;
@@ -321,16 +370,18 @@ static int on_headers_complete(http_parser *p)
     /* After an upgrade or CONNECT the bytes that follow are another protocol: stop there. */
     r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
     if (split_target(r) != 0)
-        return parse_fail(h, 400, "bad_request", "malformed request target");
+        return parse_fail(h, 400, "bad_request", "the request target must be a path (origin-form)");
     r->pub.authorization = r->has_auth ? r->auth.data : NULL;
     r->pub.upgrade = r->has_upgrade ? r->upgrade.data : NULL;
     r->pub.connection = r->connection.data;
     r->pub.ws_key = r->ws_key.data;
     r->pub.ws_version = r->ws_version.data;
+    r->pub.origin = r->origin.data;
     r->pub.http_minor = p->http_minor;
     r->upgrade_req = p->upgrade && p->method == HTTP_GET;
     bool chunked = (p->flags & F_CHUNKED) != 0;
     bool has_length = p->content_length != ULLONG_MAX;
+    chat_http1_frame_body(&h->frame, chunked);
     if (!chunked && has_length && p->content_length > chat_http1_conn_server(h)->cfg.max_body)
         return parse_fail(h, 413, "payload_too_large", "the request body exceeds the size limit");
     if (!chunked && has_length && p->content_length > 0)
@@ -381,9 +432,29 @@ void chat_http1_parser_init(h1_t *h)
 {
     http_parser_init(&h->parser, HTTP_REQUEST);
     h->parser.data = h;
+    chat_http1_frame_init(&h->frame);
 }
 
 size_t chat_http1_parse(h1_t *h, const char *data, size_t len)
 {
-    return http_parser_execute(&h->parser, &settings, data, len);
+    size_t n = http_parser_execute(&h->parser, &settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
+    if (e != HPE_OK && e != HPE_PAUSED)
+        return n; /* the parser's own refusal */
+    const char *why;
+    int status = chat_http1_frame_scan(&h->frame, data, n, &why);
+    if (status == 0) {
+        if (e == HPE_PAUSED)
+            chat_http1_frame_next(&h->frame);
+        return n;
+    }
+    /* Refused before it is handed over: a complete request is answered with the refusal. */
+    if (h->done) {
+        h->cur = h->done;
+        h->done = NULL;
+        h->cur->state = REQ_PARSING;
+    }
+    parse_fail(h, status, status == 505 ? "http_version_not_supported" : "bad_request", why);
+    h->parser.http_errno = HPE_STRICT; /* stopped for good, as after any error */
+    return n;
 }

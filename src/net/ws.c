@@ -114,6 +114,30 @@ int chat_ws_handshake_check(const chat_http_request_t *req, const char **why)
     return 0;
 }
 
+bool chat_ws_origin_allowed(const char *allowed, const char *origin)
+{
+    const char *p = allowed;
+    while (p && (*p == ' ' || *p == '\t' || *p == ','))
+        p++;
+    if (!p || !*p || !origin)
+        return true; /* no list, or not from a browser */
+    const char *o = origin;
+    size_t olen = strlen(o);
+    trim(&o, &olen);
+    while (*p) {
+        const char *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        const char *e = p;
+        size_t elen = (size_t)(end - p);
+        trim(&e, &elen);
+        if (elen && elen == olen && strncasecmp(e, o, olen) == 0)
+            return true;
+        p = *end ? end + 1 : end;
+    }
+    return false;
+}
+
 /* ---- the engine ---- */
 
 enum {

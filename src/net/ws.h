@@ -47,6 +47,17 @@ bool chat_ws_key_valid(const char *key, size_t len);
  */
 int chat_ws_handshake_check(const chat_http_request_t *req, const char **why);
 
+/**
+ * True when a handshake with this Origin header (NULL: none was sent) may
+ * open a WebSocket: allowed is a comma-separated list of origins
+ * ("https://chat.example, http://localhost:8080"), compared with the header
+ * whole and without regard to case; NULL or blank allows every origin. A
+ * handshake without Origin does not come from a browser page and is
+ * allowed: the check keeps other sites' pages from using a signed-in
+ * browser's credentials, which only browsers send with an Origin.
+ */
+bool chat_ws_origin_allowed(const char *allowed, const char *origin);
+
 typedef struct chat_ws_engine chat_ws_engine_t;
 
 typedef struct chat_ws_engine_cbs {

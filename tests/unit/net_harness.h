@@ -141,6 +141,10 @@ HARNESS void handler(chat_http_request_t *req)
         query_get(req->query, "tag", tag, sizeof tag);
     if (strcmp(req->path, "/echo") == 0) {
         req->route = "/echo";
+        char priv[4] = "";
+        if (req->query)
+            query_get(req->query, "private", priv, sizeof priv);
+        req->no_store = priv[0] == '1'; /* a private answer */
         note_answer(ts, tag);
         answer_echo(req, tag);
     } else if (strcmp(req->path, "/defer") == 0) {

@@ -122,6 +122,10 @@ static void test_parse_id(void **state)
     assert_int_equal(chat_api_parse_id("+1", 2, &v), -1);
     assert_int_equal(chat_api_parse_id("1a", 2, &v), -1);
     assert_int_equal(chat_api_parse_id("", 0, &v), -1);
+    /* Plain decimal digits: a leading zero makes it another spelling, not an id (404). */
+    assert_int_equal(chat_api_parse_id("01", 2, &v), -1);
+    assert_int_equal(chat_api_parse_id("007", 3, &v), -1);
+    assert_int_equal(chat_api_parse_id("0009223372036854775", 19, &v), -1);
 }
 
 static int parse(const char *q, chat_api_history_params_t *p)
@@ -148,15 +152,22 @@ static void test_history_query(void **state)
     assert_int_equal(p.limit, 1);
     assert_int_equal(parse("%6cimit=7", &p), 0); /* percent-encoded name */
     assert_int_equal(p.limit, 7);
-    const char *bad[] = {"limit=0",          "limit=101",
-                         "limit=abc",        "limit=1.5",
-                         "limit=",           "limit",
-                         "limit=-1",         "limit=1&limit=2",
-                         "offset=-1",        "offset=100001",
-                         "offset=1e3",       "before_id=0",
-                         "before_id=x",      "before_id=99999999999999999999",
-                         "limit=%zz",        "limit=+5",
-                         "offset=1&offset=1"};
+    assert_int_equal(parse("offset=0&limit=10", &p), 0); /* "0" itself is no leading zero */
+    assert_int_equal(p.offset, 0);
+    /* unknown well-formed names are ignored, however long */
+    assert_int_equal(parse("a_name_that_is_far_too_long_to_be_one_of_ours_even_after_decoding_"
+                           "it=1&limit=3",
+                           &p),
+                     0);
+    assert_int_equal(p.limit, 3);
+    const char *bad[] = {
+        "limit=0", "limit=101", "limit=abc", "limit=1.5", "limit=", "limit", "limit=-1",
+        "limit=1&limit=2", "offset=-1", "offset=100001", "offset=1e3", "before_id=0", "before_id=x",
+        "before_id=99999999999999999999", "limit=%zz", "limit=+5", "offset=1&offset=1",
+        /* issue 12: a decoded NUL, malformed names and values, leading zeros */
+        "limit=5%00junk", "limit=5%00", "limit=%35%00", "limit%00x=5", "%00=1", "l%zzimit=5",
+        "limit=5&x=%zz", "limit=5&x=%4", "x%00y&limit=5", "limit=05", "limit=007", "offset=00",
+        "offset=01", "before_id=007", "after_seq=00", "after_seq=01"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (parse(bad[i], &p) != -1)
             fail_msg("accepted %s", bad[i]);
@@ -208,13 +219,46 @@ static void test_events_query(void **state)
                          "after_rev=1&after_rev=2",
                          "limit=1&limit=1",
                          "after_rev=1.0",
-                         "after_rev=99999999999999999999"};
+                         "after_rev=99999999999999999999",
+                         "after_rev=01",
+                         "limit=5%00junk",
+                         "limit%00x=5"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         why = NULL;
         if (chat_api_parse_events_query(bad[i], strlen(bad[i]), &p, &why) != -1)
             fail_msg("accepted %s", bad[i]);
         assert_non_null(why);
     }
+}
+
+static void test_query_int_and_string(void **state)
+{
+    const char *why = NULL;
+    long long v = 42;
+    const char *q = "after_id=12&limit=5&name=a%20b+c";
+    assert_int_equal(chat_api_query_int(q, strlen(q), "limit", 1, 10, "r", &v, &why), 1);
+    assert_int_equal(v, 5);
+    v = 42;
+    assert_int_equal(chat_api_query_int(q, strlen(q), "missing", 1, 10, "r", &v, &why), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(chat_api_query_int(q, strlen(q), "after_id", 0, 10, "range", &v, &why), -1);
+    assert_string_equal(why, "range");
+    char out[16];
+    assert_int_equal(chat_api_query_string(q, strlen(q), "name", out, sizeof out, &why), 1);
+    assert_string_equal(out, "a b c");
+    const char *bad[] = {"limit=010", "limit=5%00junk", "limit%00x=5", "limit=1&z=%g1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        why = NULL;
+        if (chat_api_query_int(bad[i], strlen(bad[i]), "limit", 1, 100, "r", &v, &why) != -1)
+            fail_msg("accepted %s", bad[i]);
+        assert_non_null(why);
+    }
+    /* a malformed pair anywhere refuses a string parameter too; so does a NUL in its value */
+    const char *badstr[] = {"token=abc&x=%zz", "token=ab%00c", "tok%00en=abc&token=x"};
+    for (size_t i = 0; i < sizeof badstr / sizeof badstr[0]; i++)
+        if (chat_api_query_string(badstr[i], strlen(badstr[i]), "token", out, sizeof out, &why) !=
+            -1)
+            fail_msg("accepted %s", badstr[i]);
 }
 
 static void test_bearer(void **state)
@@ -299,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_history_query),
         cmocka_unit_test(test_history_query_after_seq),
         cmocka_unit_test(test_events_query),
+        cmocka_unit_test(test_query_int_and_string),
         cmocka_unit_test(test_bearer),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_member_ids),

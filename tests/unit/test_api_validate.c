@@ -255,6 +255,21 @@ static void test_object(void **state)
     assert_string_equal(why, "the message is not valid JSON");
     assert_int_equal(object("nope", 4, "message", why), CHAT_EBADREQUEST);
     assert_string_equal(why, "the message is not valid JSON");
+    /* issue 12: duplicate keys, at any depth, and NULs in strings say so */
+    const char *dups[] = {"{\"a\":1,\"a\":2}", "{\"a\":{\"b\":1,\"b\":1}}",
+                          "{\"x\":[{\"k\":1,\"k\":null}]}"};
+    for (size_t i = 0; i < sizeof dups / sizeof dups[0]; i++) {
+        assert_int_equal(object(dups[i], strlen(dups[i]), "body", why), CHAT_EBADREQUEST);
+        assert_string_equal(why, "the body has a duplicate object key");
+    }
+    const char *nuls[] = {"{\"a\":\"x\\u0000y\"}", "{\"a\\u0000\":1}", "{\"a\":[\"\\u0000\"]}",
+                          "{\"a\":{\"b\":\"\\u0000\"}}"};
+    for (size_t i = 0; i < sizeof nuls / sizeof nuls[0]; i++) {
+        assert_int_equal(object(nuls[i], strlen(nuls[i]), "message", why), CHAT_EBADREQUEST);
+        assert_string_equal(why, "strings must not contain NUL (\\u0000)");
+    }
+    const char *nested = "{\"a\":1,\"b\":{\"a\":2}}"; /* one key in two objects: fine */
+    assert_int_equal(object(nested, strlen(nested), "body", why), 0);
 }
 
 int main(void)

@@ -191,12 +191,33 @@ static void test_config_rate_forms(void **state)
 static void test_config_rejects_bad_values(void **state)
 {
     static const char *const cases[][2] = {
-        {"CHATD_DB_POOL_SIZE", "0"},      {"CHATD_DB_POOL_SIZE", "abc"},
-        {"CHATD_LISTEN", "nohost"},       {"CHATD_LISTEN", "127.0.0.1:99999"},
-        {"CACHE_BYPASS", "maybe"},        {"CHATD_SIGNUP", "ajar"},
-        {"CHATD_LOG_LEVEL", "loud"},      {"CHATD_MAX_CONNECTIONS", "-5"},
-        {"CHATD_RATE_SEND", "20"},        {"CHATD_RATE_REQUEST", "100/s:0"},
+        {"CHATD_DB_POOL_SIZE", "0"},
+        {"CHATD_DB_POOL_SIZE", "abc"},
+        {"CHATD_LISTEN", "nohost"},
+        {"CHATD_LISTEN", "127.0.0.1:99999"},
+        {"CACHE_BYPASS", "maybe"},
+        {"CHATD_SIGNUP", "ajar"},
+        {"CHATD_LOG_LEVEL", "loud"},
+        {"CHATD_MAX_CONNECTIONS", "-5"},
+        {"CHATD_RATE_SEND", "20"},
+        {"CHATD_RATE_REQUEST", "100/s:0"},
         {"CHATD_RATE_SIGNUP", "10/hour"},
+        {"CHATD_DB_POOL_SIZE", "0"},
+        {"CHATD_DB_POOL_SIZE", "abc"},
+        {"CHATD_LISTEN", "nohost"},
+        {"CHATD_LISTEN", "127.0.0.1:99999"},
+        {"CACHE_BYPASS", "maybe"},
+        {"CHATD_SIGNUP", "ajar"},
+        {"CHATD_LOG_LEVEL", "loud"},
+        {"CHATD_MAX_CONNECTIONS", "-5"},
+        /* origins as browsers send them: no path, no query, a scheme and a host */
+        {"CHATD_ALLOWED_ORIGINS", "https://chat.example/"},
+        {"CHATD_ALLOWED_ORIGINS", "chat.example"},
+        {"CHATD_ALLOWED_ORIGINS", "https://"},
+        {"CHATD_ALLOWED_ORIGINS", "https://a.example,,https://b.example"},
+        {"CHATD_ALLOWED_ORIGINS", "https://a b.example"},
+        {"CHATD_ALLOWED_ORIGINS", "https://a.example?x=1"},
+        {"CHATD_ALLOWED_ORIGINS", "://a.example"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *env[] = {cases[i][0], cases[i][1], NULL};
@@ -207,6 +228,23 @@ static void test_config_rejects_bad_values(void **state)
         assert_non_null(strstr(err, cases[i][0]));
         chat_config_dispose(&cfg);
     }
+}
+
+static void test_config_allowed_origins(void **state)
+{
+    static const char *const env[] = {"CHATD_ALLOWED_ORIGINS",
+                                      " https://chat.example , http://localhost:8080,null", NULL};
+    fake_env = env;
+    chat_config_t cfg;
+    char err[256];
+    assert_int_equal(chat_config_load(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_string_equal(cfg.allowed_origins, " https://chat.example , http://localhost:8080,null");
+    chat_config_dispose(&cfg);
+    static const char *const none[] = {NULL};
+    fake_env = none;
+    assert_int_equal(chat_config_load(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_null(cfg.allowed_origins); /* any origin */
+    chat_config_dispose(&cfg);
 }
 
 static void test_config_ipv6_listen(void **state)
@@ -259,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_config_rate_forms),
         cmocka_unit_test(test_config_rejects_bad_values),
         cmocka_unit_test(test_config_ipv6_listen),
+        cmocka_unit_test(test_config_allowed_origins),
         cmocka_unit_test(test_config_documented_in_readme),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -129,6 +129,12 @@ static void test_memo_remembers_and_forgets_when_half_full(void **state)
     assert_int_equal(chat_memo_len(m), 1);
     assert_int_equal(chat_memo_get(m, key), 0);
     assert_int_equal(chat_memo_get(m, k), 5);
+    chat_memo_set(m, k, 6); /* replaced in place */
+    assert_int_equal(chat_memo_len(m), 1);
+    assert_int_equal(chat_memo_get(m, k), 6);
+    chat_memo_set(m, key, 9); /* or added */
+    assert_int_equal(chat_memo_len(m), 2);
+    assert_int_equal(chat_memo_get(m, key), 9);
     chat_memo_destroy(m);
 }
 

@@ -17,10 +17,10 @@ static void test_max_connections(void **state)
     resp_t r;
     cli_open(&a, ts->port);
     cli_open(&b, ts->port);
-    cli_sends(&a, "GET /echo HTTP/1.1\r\n\r\n");
+    cli_sends(&a, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(cli_read_response(&a, &r), 0);
     resp_free(&r);
-    cli_sends(&b, "GET /echo HTTP/1.1\r\n\r\n");
+    cli_sends(&b, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(cli_read_response(&b, &r), 0);
     resp_free(&r);
     assert_int_equal(atomic_load(&ts->open), 2);
@@ -31,11 +31,11 @@ static void test_max_connections(void **state)
     cli_close(&x);
     assert_int_equal(atomic_load(&ts->open), 2);
     /* The first two still work. */
-    cli_sends(&a, "GET /echo?tag=a2 HTTP/1.1\r\n\r\n");
+    cli_sends(&a, "GET /echo?tag=a2 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(cli_read_response(&a, &r), 0);
     assert_non_null(strstr(r.body, "a2"));
     resp_free(&r);
-    cli_sends(&b, "GET /echo?tag=b2 HTTP/1.1\r\n\r\n");
+    cli_sends(&b, "GET /echo?tag=b2 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(cli_read_response(&b, &r), 0);
     assert_non_null(strstr(r.body, "b2"));
     resp_free(&r);
@@ -43,7 +43,7 @@ static void test_max_connections(void **state)
     cli_close(&a);
     assert_int_equal(wait_atomic_equal(&ts->open, 1, 5000), 1);
     cli_open(&x, ts->port);
-    cli_sends(&x, "GET /echo?tag=x HTTP/1.1\r\n\r\n");
+    cli_sends(&x, "GET /echo?tag=x HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(cli_read_response(&x, &r), 0);
     assert_int_equal(r.status, 200);
     resp_free(&r);

@@ -85,7 +85,7 @@ static void test_idle_connection_memory(void **state)
     cli_t *cs = chat_calloc((size_t)n, sizeof *cs);
     /* Warm up: one request so lazily created state (metrics, buffers) is there. */
     cli_open(&cs[0], ts->port);
-    cli_sends(&cs[0], "GET /echo HTTP/1.1\r\n\r\n");
+    cli_sends(&cs[0], "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     resp_t r;
     assert_int_equal(cli_read_response(&cs[0], &r), 0);
     resp_free(&r);
@@ -95,7 +95,7 @@ static void test_idle_connection_memory(void **state)
         cli_open(&cs[i], ts->port);
     /* Each connection serves one request, then sits idle. */
     for (int i = 1; i < n; i++)
-        cli_sends(&cs[i], "GET /echo HTTP/1.1\r\n\r\n");
+        cli_sends(&cs[i], "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     for (int i = 1; i < n; i++) {
         assert_int_equal(cli_read_response(&cs[i], &r), 0);
         resp_free(&r);

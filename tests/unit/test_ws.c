@@ -240,6 +240,28 @@ static void expect_failed(fixture_t *f, uint16_t code)
     assert_int_equal(chat_ws_engine_close_code(f->e), code);
 }
 
+static void test_origin_allowed(void **state)
+{
+    const char *list = " https://chat.example , http://localhost:8080";
+    assert_true(chat_ws_origin_allowed(NULL, "https://evil.example"));
+    assert_true(chat_ws_origin_allowed("", "https://evil.example"));
+    assert_true(chat_ws_origin_allowed(" , ", "https://evil.example"));
+    assert_true(chat_ws_origin_allowed(list, NULL)); /* not a browser */
+    assert_true(chat_ws_origin_allowed(list, "https://chat.example"));
+    assert_true(chat_ws_origin_allowed(list, "HTTPS://Chat.Example"));
+    assert_true(chat_ws_origin_allowed(list, "http://localhost:8080"));
+    assert_true(chat_ws_origin_allowed("null", "null"));
+    assert_false(chat_ws_origin_allowed(list, "https://evil.example"));
+    assert_false(chat_ws_origin_allowed(list, "https://chat.example.evil"));
+    assert_false(chat_ws_origin_allowed(list, "https://chat.exampl"));
+    assert_false(chat_ws_origin_allowed(list, "http://localhost:808"));
+    assert_false(chat_ws_origin_allowed(list, "http://localhost"));
+    assert_false(chat_ws_origin_allowed(list, "null"));
+    assert_false(chat_ws_origin_allowed(list, ""));
+    /* two Origin lines joined by the HTTP layer match no single origin */
+    assert_false(chat_ws_origin_allowed(list, "https://chat.example, https://evil.example"));
+}
+
 static void test_masked_text(void **state)
 {
     fixture_t *f = *state;
@@ -459,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_accept_key_rfc_example),
         cmocka_unit_test(test_key_valid),
         cmocka_unit_test(test_handshake_check),
+        cmocka_unit_test(test_origin_allowed),
         cmocka_unit_test_setup_teardown(test_masked_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_byte_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unmasked_fails_1002, setup, teardown),
