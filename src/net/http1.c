@@ -26,16 +26,24 @@
 
 /* Requests a connection may have queued (parsed, not yet written) before we stop parsing. */
 #define MAX_OUTSTANDING 32
+/*
+ * Requests of one connection with the handler at once. Their answers are
+ * built before anyone knows their size, so this is what bounds the memory a
+ * pipelining client that never reads can make chatd spend: at most
+ * max_pending_output plus this many answers (see may_hand_over()).
+ */
+#define MAX_IN_HANDLER 4
 
 typedef chat_http1_conn_t h1_t;
 typedef chat_http1_req_t req_t;
 
 static const chat_conn_proto_t http1_proto;
 
-static void settle(h1_t *h, bool activity);
-static void pump(h1_t *h, bool activity);
+static void settle(h1_t *h, bool wrote);
+static void pump(h1_t *h, bool wrote);
 static void respond(req_t *r, int status, const char *headers, const char *body, size_t len,
                     bool owned);
+static void answer_release(h1_t *h, req_t *r);
 
 /* ---- small helpers ---- */
 
@@ -77,27 +85,54 @@ static bool has_content_type(const char *hd)
 }
 
 /*
- * The timer a connection waits on now: a head (since connecting or since its
- * current request began), a body or the next request (inactivity), or none
- * while its requests are with the handler.
+ * The deadline a connection waits on now: a head (since connecting, or since
+ * the first byte of the request being parsed), a body (since the end of its
+ * head), none while a request is with the handler, else the idle deadline
+ * (since the connection last had something in flight). Each is set when the
+ * connection enters that state and never extended by input: bytes that start
+ * no request (blank lines between requests) do not keep a slot. Only writing
+ * progress (wrote: an answer left for the socket) restarts the idle deadline,
+ * while answers wait for a client that reads slowly.
  */
-static void timer_update(h1_t *h, bool activity)
+static void timer_update(h1_t *h, bool wrote)
 {
     enum chat_conn_timer want;
     if ((h->cur && !h->cur->head_done) || (!h->cur && h->nreq == 0))
         want = CHAT_CONN_TIMER_HEAD;
-    else if (h->cur || chat_list_empty(&h->queue))
-        want = CHAT_CONN_TIMER_IDLE;
-    else
+    else if (h->cur)
+        want = CHAT_CONN_TIMER_BODY;
+    else if (h->unanswered > 0)
         want = CHAT_CONN_TIMER_NONE;
-    if (want != chat_conn_timer_get(&h->conn) || (activity && want == CHAT_CONN_TIMER_IDLE))
+    else
+        want = CHAT_CONN_TIMER_IDLE;
+    if (want != chat_conn_timer_get(&h->conn) || (wrote && want == CHAT_CONN_TIMER_IDLE))
         chat_conn_timer_set(&h->conn, want);
 }
 
 /* ---- dispatch and parsing ---- */
 
+/*
+ * May one more request go to the handler, as far as the answers in flight
+ * go? Not while the answers built and not yet written pass the bound; and
+ * beside a request already with the handler, only when the bound would hold
+ * even if every request with the handler answered as much as the largest
+ * answer of this connection so far, and never more than MAX_IN_HANDLER.
+ */
+static bool may_hand_over(const h1_t *h)
+{
+    size_t cap = h->conn.set->max_pending_output;
+    if (h->out_held > cap)
+        return false;
+    if (h->unanswered == 0)
+        return true;
+    return h->unanswered < MAX_IN_HANDLER &&
+           h->out_held + (size_t)h->unanswered * h->out_max <= cap;
+}
+
 static bool can_dispatch(const h1_t *h, const req_t *r)
 {
+    if (!may_hand_over(h))
+        return false;
     return r->unsafe ? h->unanswered == 0 : h->unsafe_unanswered == 0;
 }
 
@@ -123,7 +158,7 @@ static void release_held(h1_t *h)
 static bool may_start(h1_t *h)
 {
     return !h->conn.closing && !h->no_more && !h->held && h->nqueue < MAX_OUTSTANDING &&
-           !chat_conn_output_full(&h->conn);
+           h->out_held <= h->conn.set->max_pending_output;
 }
 
 static void drop_input(h1_t *h)
@@ -249,7 +284,7 @@ static size_t feed(h1_t *h, const char *data, size_t len)
  * Brings reading and the timer in line with the connection's state, and
  * starts the end of a draining connection whose answers are all written.
  */
-static void settle(h1_t *h, bool activity)
+static void settle(h1_t *h, bool wrote)
 {
     chat_conn_t *c = &h->conn;
     if (c->closing || c->lingering || h->in_process || h->upgraded)
@@ -263,11 +298,11 @@ static void settle(h1_t *h, bool activity)
     }
     chat_conn_read(c, !h->no_more && !h->in && (h->cur || may_start(h)));
     if (!c->closing)
-        timer_update(h, activity);
+        timer_update(h, wrote);
 }
 
 /* Hands over held requests and parses kept input, as far as the connection may now. */
-static void pump(h1_t *h, bool activity)
+static void pump(h1_t *h, bool wrote)
 {
     chat_conn_t *c = &h->conn;
     if (c->closing || c->lingering || h->in_process || h->upgraded)
@@ -289,7 +324,7 @@ static void pump(h1_t *h, bool activity)
         }
     }
     h->in_process = false;
-    settle(h, activity);
+    settle(h, wrote);
 }
 
 /* ---- the connection's events ---- */
@@ -304,7 +339,7 @@ static void on_data(chat_conn_t *c, const char *data, size_t len)
         h->in = chat_realloc(h->in, h->in_len + len);
         memcpy(h->in + h->in_len, data, len);
         h->in_len += len;
-        pump(h, true);
+        pump(h, false);
         return;
     }
     h->in_process = true;
@@ -315,7 +350,7 @@ static void on_data(chat_conn_t *c, const char *data, size_t len)
         memcpy(h->in, data + n, len - n);
         h->in_len = len - n;
     }
-    settle(h, true);
+    settle(h, false);
 }
 
 static void on_eof(chat_conn_t *c)
@@ -352,13 +387,15 @@ static void on_timeout(chat_conn_t *c, enum chat_conn_timer timer)
         } else {
             chat_conn_close(c, "header_timeout");
         }
-    } else if (timer == CHAT_CONN_TIMER_IDLE) {
+    } else if (timer == CHAT_CONN_TIMER_BODY) {
         if (h->cur) {
             conn_fail(h, 408, "request_timeout", "the request body was not received in time");
             settle(h, false);
         } else {
-            chat_conn_close(c, c->writes_pending ? "send_timeout" : "idle_timeout");
+            chat_conn_close(c, "body_timeout");
         }
+    } else if (timer == CHAT_CONN_TIMER_IDLE) {
+        chat_conn_close(c, c->writes_pending || h->held ? "send_timeout" : "idle_timeout");
     }
 }
 
@@ -400,6 +437,7 @@ static void on_close(chat_conn_t *c, const char *reason)
     {
         req_t *r = CHAT_CONTAINER_OF(e, req_t, link);
         chat_list_remove(e);
+        answer_release(h, r);
         if (r->state == REQ_HANDLING)
             r->h = NULL;
         else if (r->switch_cb)
@@ -417,10 +455,18 @@ static void on_close(chat_conn_t *c, const char *reason)
 
 /* ---- answers ---- */
 
+/* r's answer is written (or dropped): its bytes no longer count against h's bound. */
+static void answer_release(h1_t *h, req_t *r)
+{
+    h->out_held -= r->out_len;
+    r->out_len = 0;
+}
+
 static void write_cb(chat_conn_t *c, chat_conn_write_t *w, int status)
 {
     req_t *r = CHAT_CONTAINER_OF(w, req_t, wr);
     h1_t *h = chat_http1_conn_of(c);
+    answer_release(h, r);
     chat_http1_req_free(r);
     if (c->closing || status < 0)
         return;
@@ -463,6 +509,7 @@ static void flush(h1_t *h)
         if (r->switch_cb)
             hand_over(h, r); /* every later write follows the 101 */
         if (rc != 0) {
+            answer_release(h, r);
             chat_http1_req_free(r);
             if (rc < 0)
                 return;
@@ -531,6 +578,10 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
         chat_buf_append(&b, body, len);
     r->out[0] = uv_buf_init(b.data, (unsigned)b.len);
     r->nout = 1;
+    r->out_len = b.len + (send_body && owned ? len : 0);
+    h->out_held += r->out_len;
+    if (r->out_len > h->out_max)
+        h->out_max = r->out_len;
     r->head = chat_buf_steal(&b, NULL);
     if (owned) {
         if (send_body) {
