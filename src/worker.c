@@ -109,6 +109,7 @@ static void wire(chat_worker_t *w)
     w->ctx.db = chat_db_create(&w->loop, &pc);
     w->ctx.tokens = chat_auth_memo_create();
     w->ctx.members = chat_members_memo_create();
+    w->ctx.reads = chat_flights_create();
     w->ctx.fill_delay_ms = cfg->cache_fill_delay_ms;
     if (cfg->enable_redis_cache) {
         chat_cache_config_t cc = {
@@ -174,6 +175,7 @@ static void *worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     chat_memo_destroy(w->ctx.tokens);
     chat_memo_destroy(w->ctx.members);
+    chat_flights_destroy(w->ctx.reads);
     if (uv_loop_close(&w->loop) != 0)
         chat_log_warn("event=worker_loop_busy worker=%d", w->index);
     if (w->sh->on_worker_exit)

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 struct chat_cache;
+struct chat_flights;
 struct chat_stream;
 
 /** Per-worker context: everything an operation needs, owned by the worker. */
@@ -27,6 +28,7 @@ typedef struct chat_ctx {
     chat_db_t *db;              /* the database path: pooler or direct */
     chat_memo_t *tokens;        /* token hash -> user id (chat_auth_memo_create) */
     chat_memo_t *members;       /* (conversation, user, version) -> 1, proven (read.c) */
+    struct chat_flights *reads; /* reads in flight, coalesced (read.c; cache/flight.h) */
     struct chat_cache *cache;   /* NULL when the cache is disabled */
     struct chat_stream *stream; /* realtime/stream.h; NULL: none */
     int fill_delay_ms;          /* fault injection: delay cache fills (tests only) */
