@@ -111,6 +111,7 @@ static void wire(chat_worker_t *w)
     w->ctx.members = chat_members_memo_create();
     w->ctx.reads = chat_flights_create();
     w->ctx.fill_delay_ms = cfg->cache_fill_delay_ms;
+    w->ctx.read_wait_ms = cfg->db_queue_timeout_ms;
     if (cfg->enable_redis_cache) {
         chat_cache_config_t cc = {
             .shared = w->sh->cache,

@@ -79,8 +79,19 @@ struct cread {
     struct check *check; /* the flight's check of its waiters that covers this one */
     int flight_status;   /* what the flight answered, while the check runs */
     chat_flight_t *fl;
+    struct wait *wait; /* a queued leader's deadline */
     chat_reply_cb cb;
     void *arg;
+};
+
+/*
+ * A load that waits for the one ahead of it waits no longer than a database
+ * transaction waits in the pool's queue: then every read gathered for it is
+ * answered as the pool would have (CHAT_ETIMEDOUT: 503 with Retry-After).
+ */
+struct wait {
+    uv_timer_t timer;
+    struct cread *op; /* NULL once its flight started */
 };
 
 /* One statement checking the memberships of a landed flight's unproven waiters. */
@@ -228,6 +239,14 @@ static void waiter_cb(int status, const char *val, size_t len, void *arg)
         op->flight_status = status;
         return; /* check_cb answers it */
     }
+    if (!op->leading && !op->proven && (status == CHAT_EOK || status == CHAT_ENOTFOUND)) {
+        /* Not expected (every such waiter is in its flight's check): its own statement decides. */
+        free(op->hit);
+        op->rd.load(op->ctx, op->caller, &op->rd, op->cb, op->arg);
+        op->hit = NULL;
+        cread_free(op);
+        return;
+    }
     answer_member(op, status);
 }
 
@@ -335,9 +354,37 @@ static void lead(struct cread *op)
     load(op, leader_loaded_cb);
 }
 
+static void wait_closed_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void wait_end(struct cread *op)
+{
+    struct wait *w = op->wait;
+    if (!w)
+        return;
+    op->wait = NULL;
+    w->op = NULL;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, wait_closed_cb);
+}
+
+static void wait_expired_cb(uv_timer_t *t)
+{
+    struct wait *w = t->data;
+    struct cread *op = w->op;
+    if (!op)
+        return;
+    wait_end(op);
+    /* Not started: every read it gathered (op too) gets the pool's answer to a long wait. */
+    chat_flight_land_at(op->ctx->reads, op->fl, CHAT_ETIMEDOUT, "", 0, 0);
+}
+
 static void start_cb(chat_flight_t *fl, void *arg)
 {
     struct cread *op = arg;
+    wait_end(op);
     op->fl = fl;
     lead(op);
 }
@@ -356,6 +403,16 @@ static void join(struct cread *op)
     if (role == CHAT_FLIGHT_LEADER) {
         op->fl = fl;
         lead(op);
+    } else if (role == CHAT_FLIGHT_QUEUED) {
+        op->fl = fl;
+        if (op->ctx->read_wait_ms > 0) {
+            struct wait *w = chat_malloc(sizeof *w);
+            w->op = op;
+            uv_timer_init(op->ctx->loop, &w->timer);
+            w->timer.data = w;
+            uv_timer_start(&w->timer, wait_expired_cb, (uint64_t)op->ctx->read_wait_ms, 0);
+            op->wait = w;
+        }
     }
 }
 

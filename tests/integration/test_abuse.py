@@ -29,6 +29,12 @@ def rss(inst):
     raise AssertionError("no VmRSS")
 
 
+def sanitized(inst):
+    """True for a chatd built with AddressSanitizer, whose quarantine keeps freed memory resident."""
+    with open(f"/proc/{inst.proc.pid}/maps") as f:
+        return "libasan" in f.read()
+
+
 def open_conns(inst):
     """chatd's open HTTP connections, less the one asking."""
     return inst.metric("chatd_connections_open", {"kind": "http"}) - 1
@@ -113,7 +119,8 @@ def test_pipelining_non_readers_hold_bounded_memory(big_page):
               f"{peak / MB:.1f} MB (+{growth / MB:.1f} MB)")
         assert n >= 4, "the requests were never answered"
         assert n <= 4 * 6, f"{n:.0f} answers built for 4 sockets that read nothing"
-        assert growth < 64 * MB, f"chatd grew {growth / MB:.1f} MB for 4 non-readers"
+        if not sanitized(inst):  # ASan's quarantine holds every freed answer as well
+            assert growth < 64 * MB, f"chatd grew {growth / MB:.1f} MB for 4 non-readers"
     finally:
         for s in socks:
             s.close()

@@ -89,5 +89,7 @@ def test_cold_stampede_of_one_page(chatd_factory, db, redis):
     errors = inst.metric("chatd_cache_errors_total")
     print(f"\n{READS} cold reads of one page by 20 members, Redis {redis}, {WORKERS} workers: "
           f"{page} page queries, {checks} membership checks, {errors:.0f} cache errors")
-    assert page <= 3 * WORKERS, f"{page} page queries for {READS} reads on {WORKERS} workers"
+    # One load per worker, and a few more for the reads that arrived while one
+    # ran (they may not join a load that started before them).
+    assert page <= 4 * WORKERS, f"{page} page queries for {READS} reads on {WORKERS} workers"
     assert checks <= page
