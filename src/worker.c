@@ -153,6 +153,8 @@ static void wire(chat_worker_t *w)
         .tcp_sndbuf = cfg->tcp_sndbuf_kb * 1024,
         .ws_ping_interval_ms = cfg->ws_ping_interval_ms,
         .open_connections = &w->sh->open_connections,
+        .unsent_bytes = &w->sh->unsent_bytes,
+        .max_unsent_bytes = (size_t)cfg->max_pending_output_total_mb * 1024 * 1024,
         .max_connections = cfg->max_connections,
         .handler = chat_api_handle,
         .handler_data = &w->api,

@@ -19,6 +19,7 @@ typedef struct chat_shared {
     const chat_config_t *cfg;
     int nworkers;
     _Atomic int open_connections; /* HTTP and WebSocket connections of all workers */
+    _Atomic size_t unsent_bytes;  /* HTTP answers built and not yet written, all workers */
     chat_hub_t *hub;              /* realtime frames between the workers */
     chat_cache_shared_t *cache;   /* the cache's bypass switch, freshness state and metrics */
     /** This instance on Redis pub/sub (fanout.h), the same on every worker. */

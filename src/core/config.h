@@ -11,39 +11,40 @@
 #include <stddef.h>
 
 typedef struct chat_config {
-    char *database_url;         /* DATABASE_URL: the pooler path */
-    char *database_url_direct;  /* DATABASE_URL_DIRECT: fallback path, NULL if unset */
-    char *redis_url;            /* REDIS_URL */
-    bool enable_redis_cache;    /* ENABLE_REDIS_CACHE */
-    bool cache_bypass;          /* CACHE_BYPASS */
-    char *listen;               /* CHATD_LISTEN, host:port */
-    char *listen_host;          /* derived from listen */
-    int listen_port;            /* derived from listen */
-    int workers;                /* CHATD_WORKERS, 0 = number of cores */
-    int db_pool_size;           /* CHATD_DB_POOL_SIZE */
-    int db_pool_size_direct;    /* CHATD_DB_POOL_SIZE_DIRECT */
-    int db_queue_timeout_ms;    /* CHATD_DB_QUEUE_TIMEOUT_MS */
-    int failover_error_percent; /* CHATD_FAILOVER_ERROR_PERCENT */
-    int failover_queue_wait_ms; /* CHATD_FAILOVER_QUEUE_WAIT_MS */
-    int failover_window_ms;     /* CHATD_FAILOVER_WINDOW_MS */
-    int failover_hold_ms;       /* CHATD_FAILOVER_HOLD_MS */
-    int db_connect_timeout_ms;  /* CHATD_DB_CONNECT_TIMEOUT_MS */
-    int max_connections;        /* CHATD_MAX_CONNECTIONS */
-    int header_timeout_ms;      /* CHATD_HEADER_TIMEOUT_MS */
-    int idle_timeout_ms;        /* CHATD_IDLE_TIMEOUT_MS */
-    int body_timeout_ms;        /* CHATD_BODY_TIMEOUT_MS */
-    int max_pending_output_kb;  /* CHATD_MAX_PENDING_OUTPUT_KB */
-    int tcp_notsent_lowat_kb;   /* CHATD_TCP_NOTSENT_LOWAT_KB, 0 = system default */
-    int tcp_sndbuf_kb;          /* CHATD_TCP_SNDBUF_KB, 0 = autotuned */
-    int ws_ping_interval_ms;    /* CHATD_WS_PING_INTERVAL_MS */
-    int shutdown_timeout_ms;    /* CHATD_SHUTDOWN_TIMEOUT_MS */
-    bool signup_open;           /* CHATD_SIGNUP: open / closed */
-    char *admin_token;          /* CHATD_ADMIN_TOKEN, NULL if unset */
-    int log_level;              /* CHATD_LOG_LEVEL */
-    int cache_timeout_ms;       /* CHATD_CACHE_TIMEOUT_MS */
-    int cache_local_mb;         /* CHATD_CACHE_LOCAL_MB */
-    int cache_fill_delay_ms;    /* CHATD_CACHE_FILL_DELAY_MS (fault injection for tests) */
-    int fault_drop_events;      /* CHATD_FAULT_DROP_EVENTS (fault injection for tests) */
+    char *database_url;              /* DATABASE_URL: the pooler path */
+    char *database_url_direct;       /* DATABASE_URL_DIRECT: fallback path, NULL if unset */
+    char *redis_url;                 /* REDIS_URL */
+    bool enable_redis_cache;         /* ENABLE_REDIS_CACHE */
+    bool cache_bypass;               /* CACHE_BYPASS */
+    char *listen;                    /* CHATD_LISTEN, host:port */
+    char *listen_host;               /* derived from listen */
+    int listen_port;                 /* derived from listen */
+    int workers;                     /* CHATD_WORKERS, 0 = number of cores */
+    int db_pool_size;                /* CHATD_DB_POOL_SIZE */
+    int db_pool_size_direct;         /* CHATD_DB_POOL_SIZE_DIRECT */
+    int db_queue_timeout_ms;         /* CHATD_DB_QUEUE_TIMEOUT_MS */
+    int failover_error_percent;      /* CHATD_FAILOVER_ERROR_PERCENT */
+    int failover_queue_wait_ms;      /* CHATD_FAILOVER_QUEUE_WAIT_MS */
+    int failover_window_ms;          /* CHATD_FAILOVER_WINDOW_MS */
+    int failover_hold_ms;            /* CHATD_FAILOVER_HOLD_MS */
+    int db_connect_timeout_ms;       /* CHATD_DB_CONNECT_TIMEOUT_MS */
+    int max_connections;             /* CHATD_MAX_CONNECTIONS */
+    int header_timeout_ms;           /* CHATD_HEADER_TIMEOUT_MS */
+    int idle_timeout_ms;             /* CHATD_IDLE_TIMEOUT_MS */
+    int body_timeout_ms;             /* CHATD_BODY_TIMEOUT_MS */
+    int max_pending_output_kb;       /* CHATD_MAX_PENDING_OUTPUT_KB */
+    int tcp_notsent_lowat_kb;        /* CHATD_TCP_NOTSENT_LOWAT_KB, 0 = system default */
+    int tcp_sndbuf_kb;               /* CHATD_TCP_SNDBUF_KB, 0 = autotuned */
+    int max_pending_output_total_mb; /* CHATD_MAX_PENDING_OUTPUT_TOTAL_MB, 0 = no budget */
+    int ws_ping_interval_ms;         /* CHATD_WS_PING_INTERVAL_MS */
+    int shutdown_timeout_ms;         /* CHATD_SHUTDOWN_TIMEOUT_MS */
+    bool signup_open;                /* CHATD_SIGNUP: open / closed */
+    char *admin_token;               /* CHATD_ADMIN_TOKEN, NULL if unset */
+    int log_level;                   /* CHATD_LOG_LEVEL */
+    int cache_timeout_ms;            /* CHATD_CACHE_TIMEOUT_MS */
+    int cache_local_mb;              /* CHATD_CACHE_LOCAL_MB */
+    int cache_fill_delay_ms;         /* CHATD_CACHE_FILL_DELAY_MS (fault injection for tests) */
+    int fault_drop_events;           /* CHATD_FAULT_DROP_EVENTS (fault injection for tests) */
 } chat_config_t;
 
 /** One row of the settings table, exported for the documentation test. */

@@ -252,6 +252,26 @@ static void write_cb(uv_write_t *req, int status)
     w->_cb(c, w, status);
 }
 
+int chat_conn_write_now(chat_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
+{
+    if (c->writes_pending > 0 || c->set->_finished || c->closing)
+        return 0;
+    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+    if (n == UV_EAGAIN)
+        return 0;
+    if (n < 0)
+        return n;
+    size_t left = (size_t)n;
+    unsigned i = 0;
+    while (i < nbufs && left >= bufs[i].len)
+        left -= bufs[i++].len;
+    if (i == nbufs)
+        return 1;
+    bufs[i].base += left;
+    bufs[i].len -= left;
+    return 0;
+}
+
 int chat_conn_write(chat_conn_t *c, chat_conn_write_t *w, uv_buf_t *bufs, unsigned nbufs,
                     chat_conn_write_cb cb)
 {

@@ -190,6 +190,13 @@ void chat_conn_read(chat_conn_t *c, bool want);
 int chat_conn_write(chat_conn_t *c, chat_conn_write_t *w, uv_buf_t *bufs, unsigned nbufs,
                     chat_conn_write_cb cb);
 
+/**
+ * Writes what the socket takes of bufs now, queueing nothing: 1 when that
+ * was all of it, 0 when not (or when earlier writes are still queued; bufs
+ * is then advanced past what was written), a negative libuv code on error.
+ */
+int chat_conn_write_now(chat_conn_t *c, uv_buf_t *bufs, unsigned nbufs);
+
 /** True when c's unsent output is over the set's bound: stop producing more for it. */
 bool chat_conn_output_full(const chat_conn_t *c);
 

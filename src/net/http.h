@@ -83,6 +83,13 @@ typedef struct chat_http_server_config {
     /* Counter of open connections shared by all workers, and the cap. */
     _Atomic int *open_connections;
     int max_connections;
+    /*
+     * Bytes of answers built and not yet written, shared by all workers (NULL:
+     * not counted), and the budget: while the count is over it, a connection
+     * whose answer the socket does not take at once is closed (0: none).
+     */
+    _Atomic size_t *unsent_bytes;
+    size_t max_unsent_bytes;
     chat_http_handler_cb handler;
     void *handler_data;
 } chat_http_server_config_t;

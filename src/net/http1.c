@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "net/http_status.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,8 +459,24 @@ static void on_close(chat_conn_t *c, const char *reason)
 /* r's answer is written (or dropped): its bytes no longer count against h's bound. */
 static void answer_release(h1_t *h, req_t *r)
 {
+    _Atomic size_t *total = chat_http1_conn_server(h)->cfg.unsent_bytes;
+    if (total && r->out_len)
+        atomic_fetch_sub(total, r->out_len);
     h->out_held -= r->out_len;
     r->out_len = 0;
+}
+
+/*
+ * The process's answers not yet written are over its budget: an answer the
+ * socket does not take at once is dropped with its connection instead of
+ * kept, so clients that do not read cannot make chatd hold more than the
+ * budget (plus one answer) however many they are.
+ */
+static bool over_budget(const h1_t *h)
+{
+    const chat_http_server_config_t *cfg = &chat_http1_conn_server(h)->cfg;
+    return cfg->unsent_bytes && cfg->max_unsent_bytes > 0 &&
+           atomic_load(cfg->unsent_bytes) > cfg->max_unsent_bytes;
 }
 
 static void write_cb(chat_conn_t *c, chat_conn_write_t *w, int status)
@@ -503,6 +520,20 @@ static void flush(h1_t *h)
     while ((r = chat_http1_queue_first(h)) && r->state == REQ_RESPONDED) {
         chat_http1_queue_remove(h, r);
         r->state = REQ_WRITING;
+        if (!r->switch_cb && over_budget(h)) {
+            /* Over the budget: what the socket does not take now is not kept. */
+            int now = chat_conn_write_now(c, r->out, r->nout);
+            answer_release(h, r);
+            chat_http1_req_free(r);
+            if (now != 1) {
+                chat_log_debug("event=output_budget conn=%llu", (unsigned long long)c->id);
+                chat_conn_close(c, now < 0 ? "write_error" : "output_budget");
+                return;
+            }
+            h->wrote_now = true;
+            chat_conn_kick(c);
+            continue;
+        }
         int rc = chat_conn_write(c, &r->wr, r->out, r->nout, write_cb);
         if (rc < 0)
             chat_conn_close(c, "write_error");
@@ -580,6 +611,8 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
     r->nout = 1;
     r->out_len = b.len + (send_body && owned ? len : 0);
     h->out_held += r->out_len;
+    if (chat_http1_conn_server(h)->cfg.unsent_bytes)
+        atomic_fetch_add(chat_http1_conn_server(h)->cfg.unsent_bytes, r->out_len);
     if (r->out_len > h->out_max)
         h->out_max = r->out_len;
     r->head = chat_buf_steal(&b, NULL);

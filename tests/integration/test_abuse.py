@@ -77,22 +77,29 @@ def non_reader(inst, rcvbuf=4096):
     return s
 
 
+def make_big_page(chatd_factory, env=None):
+    """A chatd and a conversation whose newest 100 messages are 4,000 U+0001 each:
+    the page is ~2.4 MB of JSON (6 bytes per character). Returns the chatd and
+    the raw request for that page."""
+    inst = chatd_factory(env={"CHATD_RATE_SEND": "0", "CHATD_RATE_REQUEST": "0", **(env or {})})
+    api = Api(inst.base_url)
+    try:
+        a = api.signup()
+        conv = api.create_conversation(a["token"])
+        body = "\u0001" * 4000
+        for _ in range(100):
+            api.send(a["token"], conv["id"], body)
+        page = api.history(a["token"], conv["id"], limit=100)
+        assert len(page["messages"]) == 100
+    finally:
+        api.close()
+    req = http_req("GET", f"/api/v1/conversations/{conv['id']}/messages?limit=100", token=a["token"])
+    return inst, req
+
+
 @pytest.fixture
 def big_page(chatd_factory):
-    """A chatd and a conversation whose newest 100 messages are 4,000 U+0001 each:
-    the page is ~2.4 MB of JSON (6 bytes per character)."""
-    inst = chatd_factory(env={"CHATD_RATE_SEND": "0", "CHATD_RATE_REQUEST": "0"})
-    api = Api(inst.base_url)
-    a = api.signup()
-    conv = api.create_conversation(a["token"])
-    body = "\u0001" * 4000
-    for _ in range(100):
-        api.send(a["token"], conv["id"], body)
-    page = api.history(a["token"], conv["id"], limit=100)
-    assert len(page["messages"]) == 100
-    req = http_req("GET", f"/api/v1/conversations/{conv['id']}/messages?limit=100", token=a["token"])
-    yield inst, req
-    api.close()
+    return make_big_page(chatd_factory)
 
 
 # ---- 1. answers in flight -------------------------------------------------------------
@@ -157,27 +164,43 @@ def chatd_send_queues(inst):
     return [int(m) for m in re.findall(r"\bw(\d+),", out)]
 
 
-def test_non_readers_kernel_send_queue_bounded(big_page):
-    """200 sockets ask for the big page and never read. Without TCP_NOTSENT_LOWAT
-    the kernel lets each socket's send buffer grow to tcp_wmem's maximum (4 MiB);
-    with it (CHATD_TCP_NOTSENT_LOWAT_KB, 128) each holds ~the low-water mark."""
-    inst, req = big_page
+def test_non_readers_kernel_and_process_memory_bounded(chatd_factory):
+    """200 sockets ask for the 2.4 MB page and never read. Without
+    TCP_NOTSENT_LOWAT the kernel let each socket's send buffer grow to
+    tcp_wmem's maximum (4 MiB); with it (CHATD_TCP_NOTSENT_LOWAT_KB, 128) each
+    holds about the low-water mark, and chatd keeps the rest of the answers
+    itself — within CHATD_MAX_PENDING_OUTPUT_TOTAL_MB (64 here): past it, a
+    connection whose answer the socket does not take is closed."""
+    inst, req = make_big_page(chatd_factory, {"CHATD_MAX_PENDING_OUTPUT_TOTAL_MB": "64"})
+    before_rss = rss(inst)
+    before = answered(inst)
     socks = []
     try:
         for _ in range(200):
             s = non_reader(inst)
             s.sendall(req)
             socks.append(s)
+        # Until every request is answered and nothing moves for a second.
+        assert wait_for_value(lambda: answered(inst) - before >= 200, 30)
         queues = wait_quiet(lambda: sum(chatd_send_queues(inst)), 30)
-        per = chatd_send_queues(inst)
-        assert len(per) >= 200
-        print(f"\n200 non-readers: kernel send queues {queues / MB:.1f} MB in all, "
-              f"largest {max(per) / 1024:.0f} KiB")
+        per = chatd_send_queues(inst) or [0]
+        held = open_conns(inst)
+        growth = rss(inst) - before_rss
+        print(f"\n200 non-readers: kernel send queues {queues / MB:.1f} MB in all, largest "
+              f"{max(per) / 1024:.0f} KiB; chatd RSS +{growth / MB:.0f} MB; {held:.0f} connections "
+              f"kept, {200 - held:.0f} closed over the budget")
         assert max(per) <= 512 * 1024, f"one socket holds {max(per)} bytes in the kernel"
         assert queues <= 200 * 512 * 1024
+        assert held <= 64 // 2 + 4, f"{held:.0f} non-readers kept with a 64 MiB budget"
+        if not sanitized(inst):
+            # The kept answers (27 x 2.4 MB); without the bounds it was 646 MB of kernel
+            # queues (3.3 MB a socket), or 480 MB of RSS with the kernel's share bounded only.
+            assert growth + queues < 128 * MB, \
+                f"chatd grew {growth / MB:.0f} MB and its kernel queues hold {queues / MB:.0f} MB"
     finally:
         for s in socks:
             s.close()
+    assert wait_for_value(lambda: open_conns(inst) == 0, 10)
 
 
 # ---- 2. slots held by bytes that start no request --------------------------------------

@@ -315,6 +315,50 @@ static void test_pipelined_answers_in_flight_are_bounded(void **state)
     server_stop(ts);
 }
 
+static _Atomic size_t budget_unsent;
+
+static void budget_cfg(chat_http_server_config_t *cfg)
+{
+    cfg->tcp_notsent_lowat = 16 * 1024;
+    cfg->unsent_bytes = &budget_unsent;
+    cfg->max_unsent_bytes = 3 * 1024 * 1024;
+}
+
+/*
+ * Clients that never read, each asking for a 2 MiB answer: the server holds
+ * them until the process's budget (3 MiB) is passed, then closes a
+ * connection rather than hold one more; a reading client is still served,
+ * and every byte counted is released at the end.
+ */
+static void test_unsent_output_budget(void **state)
+{
+    enum { N = 6 };
+    atomic_store(&budget_unsent, 0);
+    tserver_t *ts = server_start_with(budget_cfg);
+    cli_t c[N];
+    for (int i = 0; i < N; i++) {
+        cli_open(&c[i], ts->port);
+        cli_sends(&c[i], "GET /big?kb=2048 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_true(wait_atomic_at_least(&ts->dispatched, i + 1, 5000) >= i + 1);
+    }
+    /* The first holds its 2 MiB; each later one would pass 3 MiB: closed instead. */
+    assert_int_equal(wait_atomic_equal(&ts->open, 1, 5000), 1);
+    assert_true(atomic_load(&budget_unsent) <= 3 * 1024 * 1024);
+    assert_true(atomic_load(&budget_unsent) >= 2 * 1024 * 1024);
+    cli_t r;
+    cli_open(&r, ts->port);
+    cli_sends(&r, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    resp_t resp;
+    assert_int_equal(cli_read_response(&r, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    resp_free(&resp);
+    cli_close(&r);
+    for (int i = 0; i < N; i++)
+        cli_close(&c[i]);
+    server_stop(ts);
+    assert_int_equal(atomic_load(&budget_unsent), 0);
+}
+
 static void test_cancelled_when_client_leaves(void **state)
 {
     tserver_t *ts = server_start();
@@ -344,6 +388,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_blank_lines_do_not_extend_idle),
         cmocka_unit_test(test_slow_body_times_out),
         cmocka_unit_test(test_pipelined_answers_in_flight_are_bounded),
+        cmocka_unit_test(test_unsent_output_budget),
         cmocka_unit_test(test_cancelled_when_client_leaves),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
