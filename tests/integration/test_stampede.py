@@ -43,9 +43,13 @@ def read_answer(s):
     return head.split(b"\r\n")[0], body
 
 
-@pytest.mark.parametrize("redis", ["up", "down"])
+@pytest.mark.parametrize("redis", ["up", "late", "down"])
 def test_cold_stampede_of_one_page(chatd_factory, db, redis):
+    """up: the defaults (under the burst some lookups pass their 50 ms deadline);
+    late: a 1 ms deadline, so that most lookups are late; down: no Redis at all."""
     env = {"CHATD_RATE_REQUEST": "0", "CHATD_RATE_SEND": "0", "CHATD_RATE_SIGNUP": "0"}
+    if redis == "late":
+        env["CHATD_CACHE_TIMEOUT_MS"] = "1"
     if redis == "down":
         env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}"  # nothing listens there
     inst = chatd_factory(workers=WORKERS, env=env)
@@ -89,7 +93,7 @@ def test_cold_stampede_of_one_page(chatd_factory, db, redis):
     errors = inst.metric("chatd_cache_errors_total")
     print(f"\n{READS} cold reads of one page by 20 members, Redis {redis}, {WORKERS} workers: "
           f"{page} page queries, {checks} membership checks, {errors:.0f} cache errors")
-    # One load per worker, and a few more for the reads that arrived while one
-    # ran (they may not join a load that started before them).
-    assert page <= 4 * WORKERS, f"{page} page queries for {READS} reads on {WORKERS} workers"
+    # One load per worker, and one more for each query time the burst took to
+    # arrive (a read may not join a load that started before it): 2-8 here.
+    assert page <= 5 * WORKERS, f"{page} page queries for {READS} reads on {WORKERS} workers"
     assert checks <= page
