@@ -8,7 +8,7 @@
 # when the first fails; the exit status is non-zero if either failed.
 #
 # Environment: PYTEST_ARGS (extra pytest arguments), INTEGRATION_TIMEOUT
-# (seconds per pytest run, default 450).
+# (seconds per pytest run, default 900).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,7 +23,7 @@ export CHATD_TEST_STACK_DIR=${CHATD_TEST_STACK_DIR:-$REPO/var/test-stack}
 export CHATD_STACK_DIR=$CHATD_TEST_STACK_DIR PG_PORT=$CHATD_TEST_PG_PORT \
   PGBOUNCER_PORT=$CHATD_TEST_PGBOUNCER_PORT REDIS_PORT=$CHATD_TEST_REDIS_PORT
 PY=/usr/bin/python3
-TIMEOUT=${INTEGRATION_TIMEOUT:-450}
+TIMEOUT=${INTEGRATION_TIMEOUT:-900}
 
 for bin in build/chatd build-asan/chatd; do
   [[ -x $bin ]] || { echo "test-integration: $bin missing (make build build-asan)" >&2; exit 1; }

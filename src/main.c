@@ -139,6 +139,8 @@ static void log_rate_limits(void)
 
 static int serve(void)
 {
+    if (chat_alloc_policy_init() != 0)
+        chat_log_debug("event=alloc_policy_refused");
     raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     int nworkers = cfg.workers > 0 ? cfg.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);

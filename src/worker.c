@@ -120,7 +120,9 @@ static void wire(chat_worker_t *w)
     w->ctx.members = chat_members_memo_create();
     w->ctx.unknown_tokens = chat_auth_unknown_memo_create();
     w->ctx.non_members = chat_non_members_memo_create();
+    w->ctx.reads = chat_flights_create();
     w->ctx.fill_delay_ms = cfg->cache_fill_delay_ms;
+    w->ctx.read_wait_ms = cfg->db_queue_timeout_ms;
     if (cfg->enable_redis_cache) {
         chat_cache_config_t cc = {
             .shared = w->sh->cache,
@@ -159,12 +161,17 @@ static void wire(chat_worker_t *w)
         .host = cfg->listen_host,
         .port = cfg->listen_port,
         .header_timeout_ms = cfg->header_timeout_ms,
+        .body_timeout_ms = cfg->body_timeout_ms,
         .idle_timeout_ms = cfg->idle_timeout_ms,
         .max_head = 16 * 1024,
         .max_body = 64 * 1024,
-        .max_pending_output = 1024 * 1024,
+        .max_pending_output = (size_t)cfg->max_pending_output_kb * 1024,
+        .tcp_notsent_lowat = cfg->tcp_notsent_lowat_kb * 1024,
+        .tcp_sndbuf = cfg->tcp_sndbuf_kb * 1024,
         .ws_ping_interval_ms = cfg->ws_ping_interval_ms,
         .open_connections = &w->sh->open_connections,
+        .unsent_bytes = &w->sh->unsent_bytes,
+        .max_unsent_bytes = (size_t)cfg->max_pending_output_total_mb * 1024 * 1024,
         .max_connections = cfg->max_connections,
         .handler = chat_api_handle,
         .handler_data = &w->api,
@@ -190,6 +197,7 @@ static void *worker_main(void *arg)
     chat_memo_destroy(w->ctx.members);
     chat_memo_destroy(w->ctx.unknown_tokens);
     chat_memo_destroy(w->ctx.non_members);
+    chat_flights_destroy(w->ctx.reads);
     if (uv_loop_close(&w->loop) != 0)
         chat_log_warn("event=worker_loop_busy worker=%d", w->index);
     if (w->sh->on_worker_exit)

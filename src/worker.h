@@ -24,6 +24,7 @@ typedef struct chat_shared {
     chat_hub_t *hub;               /* realtime frames between the workers */
     chat_cache_shared_t *cache;    /* the cache's bypass switch, freshness state and metrics */
     chat_ratelimit_shared_t *rate; /* the rate limits, their local table and metrics */
+    _Atomic size_t unsent_bytes;   /* HTTP answers built and not yet written, all workers */
     /** This instance on Redis pub/sub (fanout.h), the same on every worker. */
     char origin[CHAT_RT_ORIGIN_LEN];
     /** Runs on the worker's thread when its loop has ended (wakes main). */

@@ -1,17 +1,24 @@
 /*
- * Coalescing of concurrent cache misses: the first request that misses a key
- * becomes the leader of a "flight" and loads the value once; requests that
- * miss the same key meanwhile join the flight and are answered from the
- * leader's result. A landed flight keeps its value until the cache fill is
- * acknowledged, so a miss that raced the fill is still answered without a
- * second load. One table per worker loop: no locks.
+ * Coalescing of concurrent loads of the same value, one table per worker
+ * loop (no locks). Each thing loaded (a key) has at most two flights: the
+ * one loading now and the next one, which gathers the reads that may not
+ * join the first and starts when it lands. A read joins the flight loading
+ * now when it names the same tag (the versioned cache key it read: the same
+ * data) or when it began before that flight started loading (so the load
+ * cannot miss a write acknowledged before the read began); any other read
+ * waits for the next flight. A landed flight with a tag keeps its value
+ * until chat_flight_remove() (the cache fill was acknowledged), so a miss
+ * that raced the fill is still answered without a second load.
  */
 #ifndef CHAT_CACHE_FLIGHT_H
 #define CHAT_CACHE_FLIGHT_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct chat_flights chat_flights_t;
+typedef struct chat_flight chat_flight_t;
 
 /**
  * A waiter's answer: status is the loader's (e.g. an HTTP-independent chat
@@ -19,30 +26,64 @@ typedef struct chat_flights chat_flights_t;
  */
 typedef void (*chat_flight_cb)(int status, const char *val, size_t len, void *arg);
 
+/** A queued flight's turn to load has come: its leader (arg) loads now. */
+typedef void (*chat_flight_start_cb)(chat_flight_t *fl, void *arg);
+
 chat_flights_t *chat_flights_create(void);
 /** Frees the table; flights left in it are dropped, their waiters never called. */
 void chat_flights_destroy(chat_flights_t *f);
 
 enum chat_flight_join {
-    CHAT_FLIGHT_LEADER = 0, /* caller must load, then chat_flight_land() */
-    CHAT_FLIGHT_JOINED = 1, /* cb fires when the leader lands */
+    CHAT_FLIGHT_LEADER = 0, /* caller must load now, then chat_flight_land_at() */
+    CHAT_FLIGHT_JOINED = 1, /* cb fires when the flight lands */
     CHAT_FLIGHT_LANDED = 2, /* cb already fired, before this returned */
+    CHAT_FLIGHT_QUEUED = 3, /* caller leads the next flight: start fires when it may load */
 };
 
-/** Joins (or starts) the flight of key; cb is registered in every case but LANDED. */
+/**
+ * Joins a flight of key (or starts one) for a read that began at since
+ * (uv_hrtime()), having read tag (NULL: none). The caller is a waiter in
+ * every case but LANDED; cb fires once. The flight loading now is joined
+ * when it has the same tag or started at or after since; a landed value of
+ * the same tag is used at once only when take_landed (the caller needs no
+ * check before an answer). Otherwise the caller joins the next flight, or
+ * leads it (QUEUED: start fires with arg once the flight before it landed;
+ * LEADER when none was loading). The next flight takes the tag of its first
+ * waiter that has one. *out (may be NULL) gets the flight joined or led.
+ */
+int chat_flight_join_at(chat_flights_t *f, const char *key, const char *tag, uint64_t since,
+                        bool take_landed, chat_flight_cb cb, void *arg, chat_flight_start_cb start,
+                        chat_flight_t **out);
+
+/**
+ * chat_flight_join_at(f, key, key, 0, true, cb, arg, NULL, NULL): the key is
+ * its own tag, so every miss of it joins the flight loading it.
+ */
 int chat_flight_join(chat_flights_t *f, const char *key, chat_flight_cb cb, void *arg);
 
 /**
- * Answers every waiter of key. With keep != 0 the value stays for late
- * joiners until chat_flight_remove(); otherwise the flight ends now.
+ * Answers every waiter of fl, then starts the next flight of its key, if
+ * any. With keep != 0, status 0 and a tag, the value stays for late joiners
+ * of that tag until chat_flight_remove(); otherwise fl ends now. fl is
+ * invalid afterwards.
  */
+void chat_flight_land_at(chat_flights_t *f, chat_flight_t *fl, int status, const char *val,
+                         size_t len, int keep);
+
+/** chat_flight_land_at() of the flight loading key. No-op if none. */
 void chat_flight_land(chat_flights_t *f, const char *key, int status, const char *val, size_t len,
                       int keep);
 
-/** Ends a landed flight (after the fill was acknowledged). No-op if absent. */
-void chat_flight_remove(chat_flights_t *f, const char *key);
+/** Ends the landed value of tag (after the fill was acknowledged). No-op if absent. */
+void chat_flight_remove(chat_flights_t *f, const char *tag);
 
-/** Number of flights in the table (tests). */
+/** The tag of fl (the key its value may be stored under), or NULL. */
+const char *chat_flight_tag(const chat_flight_t *fl);
+
+/** Calls fn(arg of each waiter, ud) in join order; fn must not join or land. */
+void chat_flight_each_waiter(chat_flight_t *fl, void (*fn)(void *arg, void *ud), void *ud);
+
+/** Number of flights in the table, landed values included (tests). */
 size_t chat_flights_count(const chat_flights_t *f);
 
 #endif

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 struct chat_cache;
+struct chat_flights;
 struct chat_stream;
 
 /** Per-worker context: everything an operation needs, owned by the worker. */
@@ -32,7 +33,10 @@ typedef struct chat_ctx {
                                     holds (read.c); NULL: none */
     struct chat_cache *cache;    /* NULL when the cache is disabled */
     struct chat_stream *stream;  /* realtime/stream.h; NULL: none */
+    struct chat_flights *reads;  /* reads in flight, coalesced (read.c; cache/flight.h) */
     int fill_delay_ms;           /* fault injection: delay cache fills (tests only) */
+    int read_wait_ms;            /* longest a read waits for a load ahead of its own (read.c);
+                                    the pool's queue timeout: then 503 as from the pool */
 } chat_ctx_t;
 
 /** What a successful operation answers (api/status.c maps it to 200, 201 or 204). */

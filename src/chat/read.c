@@ -15,6 +15,7 @@
 #include "core/alloc.h"
 #include "core/hash.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,18 +99,45 @@ static void non_member_remember(chat_ctx_t *ctx, int64_t conv, int64_t user, uin
     chat_memo_set(ctx->non_members, key, (int64_t)(uv_now(ctx->loop) + NON_MEMBER_TTL_MS));
 }
 
-/* ---- one cached read ---- */
+/* ---- one read ---- */
+
+struct check;
 
 struct cread {
     chat_ctx_t *ctx;
     int64_t caller;
     chat_read_t rd; /* the spec, copied */
-    char *fill_key;
-    char *hit; /* a hit waiting for the membership check: its bytes */
+    uint64_t since; /* uv_hrtime() when the read began */
+    char *fill_key; /* a miss: the versioned key the lookup read */
+    char *hit;      /* a hit, or a flight's value, waiting for the membership check */
     size_t hit_len;
-    uint64_t version; /* hash of the epoch and version the lookup answered under */
+    uint64_t version;    /* hash of the epoch and version the lookup answered under; 0: none */
+    bool proven;         /* the caller may see the data (or the read needs no membership) */
+    bool leading;        /* this read loads its flight's value */
+    struct check *check; /* the flight's check of its waiters that covers this one */
+    int flight_status;   /* what the flight answered, while the check runs */
+    chat_flight_t *fl;
+    struct wait *wait; /* a queued leader's deadline */
     chat_reply_cb cb;
     void *arg;
+};
+
+/*
+ * A load that waits for the one ahead of it waits no longer than a database
+ * transaction waits in the pool's queue: then every read gathered for it is
+ * answered as the pool would have (CHAT_ETIMEDOUT: 503 with Retry-After).
+ */
+struct wait {
+    uv_timer_t timer;
+    struct cread *op; /* NULL once its flight started */
+};
+
+/* One statement checking the memberships of a landed flight's unproven waiters. */
+struct check {
+    chat_ctx_t *ctx;
+    int64_t conv_id;
+    struct cread **ops;
+    size_t n;
 };
 
 static void cread_free(struct cread *op)
@@ -133,14 +161,6 @@ void chat_reply_flight(chat_reply_cb cb, void *arg, int status, const char *val,
         /* A flight carries the code only: every waiter, the leader's too, gets its default text. */
         chat_reply_err(cb, arg, (chat_err_t)status, NULL);
     }
-}
-
-/* Answers the caller from a flight (bytes shared with other waiters). */
-static void flight_answer_cb(int status, const char *val, size_t len, void *arg)
-{
-    struct cread *op = arg;
-    chat_reply_flight(op->cb, op->arg, status, val, len);
-    cread_free(op);
 }
 
 struct fill_done {
@@ -183,7 +203,7 @@ static void delayed_fill_closed_cb(uv_handle_t *h)
 static void fill_now(chat_ctx_t *ctx, char *key_owned, const char *val, size_t len, int ttl)
 {
     chat_cache_fill(ctx->cache, key_owned, val, len, ttl, chat_fill_done_cb,
-                    chat_fill_done_new(chat_cache_flights(ctx->cache), key_owned));
+                    chat_fill_done_new(ctx->reads, key_owned));
 }
 
 static void delayed_fill_cb(uv_timer_t *t)
@@ -196,59 +216,253 @@ static void delayed_fill_cb(uv_timer_t *t)
     uv_close((uv_handle_t *)&d->timer, delayed_fill_closed_cb);
 }
 
-/* The leader's load finished: answer every waiter, then store the answer. */
-static void loaded_cb(chat_reply_t *r, void *arg)
+/* Stores a flight's value under the versioned key it may fill (taken over). */
+static void fill(chat_ctx_t *ctx, char *key, char *val, size_t len, int ttl)
 {
-    struct cread *op = arg;
-    chat_flights_t *flights = chat_cache_flights(op->ctx->cache);
-    if (r->err != CHAT_EOK) {
-        chat_flight_land(flights, op->fill_key, r->err, "", 0, 0);
-        free(r->body);
-        return; /* op was a waiter of its own flight: freed by flight_answer_cb */
-    }
-    char *key = chat_strdup(op->fill_key);
-    chat_ctx_t *ctx = op->ctx;
-    int ttl = op->rd.ttl;
-    /* Landing answers op too (and frees it); the value stays until the fill is acknowledged. */
-    chat_flight_land(flights, key, CHAT_EOK, r->body, r->body_len, 1);
     if (ctx->fill_delay_ms > 0) {
         /* Fault injection for the freshness tests: a slow filler. */
         struct delayed_fill *d = chat_malloc(sizeof *d);
         d->ctx = ctx;
         d->key = key;
-        d->val = r->body;
-        d->len = r->body_len;
+        d->val = val;
+        d->len = len;
         d->ttl = ttl;
         uv_timer_init(ctx->loop, &d->timer);
         d->timer.data = d;
         uv_timer_start(&d->timer, delayed_fill_cb, (uint64_t)ctx->fill_delay_ms, 0);
         return;
     }
-    fill_now(ctx, key, r->body, r->body_len, ttl);
-    free(r->body);
+    fill_now(ctx, key, val, len, ttl);
+    free(val);
 }
 
-/* The cache could not be used: read the database and answer directly. */
-static void direct_cb(chat_reply_t *r, void *arg)
-{
-    struct cread *op = arg;
-    op->cb(r, op->arg);
-    cread_free(op);
-}
+/* ---- coalescing: one load per flight, one membership check for its waiters ---- */
 
-/* The caller may see the data: answer the hit, or join the miss's flight. */
-static void proceed(struct cread *op)
+static void join(struct cread *op);
+
+/* What the flight answered to a waiter that may see the data. */
+static void answer_member(struct cread *op, int status)
 {
-    if (op->hit) {
+    if (status == CHAT_ENOTFOUND && !op->leading && op->rd.conv_id) {
+        /* The leader may not see the data, this caller may: a flight of its own. */
+        op->proven = true;
+        op->check = NULL;
+        free(op->hit);
+        op->hit = NULL;
+        join(op);
+        return;
+    }
+    if (status == CHAT_EOK) {
         chat_reply_t r = {.kind = CHAT_REPLY_OK, .body = op->hit, .body_len = op->hit_len};
         op->hit = NULL;
         op->cb(&r, op->arg);
+    } else {
+        chat_reply_err(op->cb, op->arg, (chat_err_t)status, NULL);
+    }
+    cread_free(op);
+}
+
+/*
+ * A waiter's answer. The leader gets what its own load said (its statement
+ * checked its membership), a proven waiter the value; a waiter nothing
+ * proved keeps the value until the flight's check says whether it may see it.
+ */
+static void waiter_cb(int status, const char *val, size_t len, void *arg)
+{
+    struct cread *op = arg;
+    op->fl = NULL;
+    op->hit = status == CHAT_EOK ? chat_strndup(val, len) : NULL;
+    op->hit_len = status == CHAT_EOK ? len : 0;
+    if (op->check) {
+        op->flight_status = status;
+        return; /* check_cb answers it */
+    }
+    if (!op->leading && !op->proven && (status == CHAT_EOK || status == CHAT_ENOTFOUND)) {
+        /* Not expected (every such waiter is in its flight's check): its own statement decides. */
+        free(op->hit);
+        op->rd.load(op->ctx, op->caller, &op->rd, op->cb, op->arg);
+        op->hit = NULL;
         cread_free(op);
         return;
     }
-    chat_flights_t *flights = chat_cache_flights(op->ctx->cache);
-    if (chat_flight_join(flights, op->fill_key, flight_answer_cb, op) == CHAT_FLIGHT_LEADER)
-        load(op, loaded_cb);
+    answer_member(op, status);
+}
+
+/*
+ * The check answered: a member gets the flight's answer (and the proof is
+ * remembered under the version its lookup read: the check ran after it), a
+ * non-member 404, and every waiter the database error when it failed.
+ */
+static void check_cb(const chat_db_result_t *res, void *arg)
+{
+    struct check *ck = arg;
+    for (size_t i = 0; i < ck->n; i++) {
+        struct cread *op = ck->ops[i];
+        bool member = false;
+        if (res->status == CHAT_EOK) {
+            const PGresult *pr = res->res[0];
+            for (int row = 0; row < PQntuples(pr) && !member; row++)
+                member = chat_pg_i64(pr, row, 0) == op->caller;
+        }
+        op->check = NULL;
+        if (res->status != CHAT_EOK) {
+            chat_reply_db_err(op->cb, op->arg, res);
+            cread_free(op);
+        } else if (!member) {
+            chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
+            cread_free(op);
+        } else {
+            if (op->flight_status == CHAT_EOK && op->version)
+                member_remember(op->ctx->members, op->rd.conv_id, op->caller, op->version);
+            answer_member(op, op->flight_status);
+        }
+    }
+    free(ck->ops);
+    free(ck);
+}
+
+/* The waiters the flight must check: not proven, and not the leader. */
+static void collect_unproven(void *arg, void *ud)
+{
+    struct cread *w = arg;
+    struct check *ck = ud;
+    if (w->leading || w->proven)
+        return;
+    ck->ops = chat_realloc(ck->ops, (ck->n + 1) * sizeof *ck->ops);
+    ck->ops[ck->n++] = w;
+    w->check = ck;
+}
+
+/*
+ * The leader's value is in (its statement checked its own membership): the
+ * waiters nothing proved yet are taken into one check, every waiter is
+ * answered or handed to that check, the value is stored, and the check is
+ * sent — after every waiter began, so it cannot miss a removal acknowledged
+ * before a read began. A database error needs no check: every waiter gets it.
+ */
+static void leader_loaded_cb(chat_reply_t *r, void *arg)
+{
+    struct cread *op = arg;
+    chat_ctx_t *ctx = op->ctx;
+    struct check *ck = NULL;
+    if (op->rd.conv_id && (r->err == CHAT_EOK || r->err == CHAT_ENOTFOUND)) {
+        ck = chat_calloc(1, sizeof *ck);
+        ck->ctx = ctx;
+        ck->conv_id = op->rd.conv_id;
+        chat_flight_each_waiter(op->fl, collect_unproven, ck);
+    }
+    const char *tag = chat_flight_tag(op->fl);
+    char *key = tag && ctx->cache && r->err == CHAT_EOK ? chat_strdup(tag) : NULL;
+    char *body = r->body;
+    size_t len = body ? r->body_len : 0;
+    int ttl = op->rd.ttl;
+    if (r->err == CHAT_EOK && op->version && op->rd.conv_id)
+        member_remember(ctx->members, op->rd.conv_id, op->caller, op->version);
+    /* Landing answers op too (and frees it); a value with a key stays until its fill is acked. */
+    chat_flight_land_at(ctx->reads, op->fl, r->err, body ? body : "", len, key != NULL);
+    if (key)
+        fill(ctx, key, body, len, ttl);
+    else
+        free(body);
+    if (ck && ck->n == 0) {
+        free(ck);
+    } else if (ck) {
+        chat_buf_t ids = CHAT_BUF_INIT;
+        chat_buf_putc(&ids, '{');
+        for (size_t i = 0; i < ck->n; i++) {
+            if (i)
+                chat_buf_putc(&ids, ',');
+            chat_buf_put_i64(&ids, ck->ops[i]->caller);
+        }
+        chat_buf_putc(&ids, '}');
+        char a[24];
+        const char *p[] = {chat_i64_str(a, ck->conv_id), ids.data};
+        chat_db_stmt_t st = {"SELECT user_id FROM members WHERE conversation_id = $1 "
+                             "AND user_id = ANY($2::bigint[])",
+                             2, p};
+        chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, check_cb, ck);
+        chat_buf_dispose(&ids);
+    }
+}
+
+/* The flight's turn: op loads the value as itself. */
+static void lead(struct cread *op)
+{
+    op->leading = true;
+    load(op, leader_loaded_cb);
+}
+
+static void wait_closed_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void wait_end(struct cread *op)
+{
+    struct wait *w = op->wait;
+    if (!w)
+        return;
+    op->wait = NULL;
+    w->op = NULL;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, wait_closed_cb);
+}
+
+static void wait_expired_cb(uv_timer_t *t)
+{
+    struct wait *w = t->data;
+    struct cread *op = w->op;
+    if (!op)
+        return;
+    wait_end(op);
+    /* Not started: every read it gathered (op too) gets the pool's answer to a long wait. */
+    chat_flight_land_at(op->ctx->reads, op->fl, CHAT_ETIMEDOUT, "", 0, 0);
+}
+
+static void start_cb(chat_flight_t *fl, void *arg)
+{
+    struct cread *op = arg;
+    wait_end(op);
+    op->fl = fl;
+    lead(op);
+}
+
+/*
+ * Joins the flight of the read's value (rd.prefix): the one loading now when
+ * it read the same version, or when it began before that load did; else the
+ * next flight of the key, whose load begins after it. A proven read may also
+ * take a value that landed under its version at once.
+ */
+static void join(struct cread *op)
+{
+    chat_flight_t *fl = NULL;
+    int role = chat_flight_join_at(op->ctx->reads, op->rd.prefix, op->fill_key, op->since,
+                                   op->proven, waiter_cb, op, start_cb, &fl);
+    if (role == CHAT_FLIGHT_LEADER) {
+        op->fl = fl;
+        lead(op);
+    } else if (role == CHAT_FLIGHT_QUEUED) {
+        op->fl = fl;
+        if (op->ctx->read_wait_ms > 0) {
+            struct wait *w = chat_malloc(sizeof *w);
+            w->op = op;
+            uv_timer_init(op->ctx->loop, &w->timer);
+            w->timer.data = w;
+            uv_timer_start(&w->timer, wait_expired_cb, (uint64_t)op->ctx->read_wait_ms, 0);
+            op->wait = w;
+        }
+    }
+}
+
+/* ---- through the cache ---- */
+
+/* The caller may see the data: answer the hit. */
+static void answer_hit(struct cread *op)
+{
+    chat_reply_t r = {.kind = CHAT_REPLY_OK, .body = op->hit, .body_len = op->hit_len};
+    op->hit = NULL;
+    op->cb(&r, op->arg);
+    cread_free(op);
 }
 
 static void membership_cb(const chat_db_result_t *res, void *arg)
@@ -265,7 +479,7 @@ static void membership_cb(const chat_db_result_t *res, void *arg)
     } else {
         /* Proven after the version was read: valid for as long as it stays. */
         member_remember(op->ctx->members, op->rd.conv_id, op->caller, op->version);
-        proceed(op);
+        answer_hit(op);
     }
 }
 
@@ -273,7 +487,8 @@ static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
 {
     struct cread *op = arg;
     if (l->status != CHAT_CACHE_HIT && l->status != CHAT_CACHE_MISS) {
-        load(op, direct_cb);
+        /* Redis failed or was late: the database, coalesced by time alone. */
+        join(op);
         return;
     }
     if (l->status == CHAT_CACHE_HIT) {
@@ -282,21 +497,26 @@ static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
     } else {
         op->fill_key = chat_strdup(l->key);
     }
-    if (!op->rd.conv_id) {
-        proceed(op);
+    if (op->rd.conv_id) {
+        /*
+         * The epoch and membership version read in the same round trip (or,
+         * without those, the epoch and version the key ends with).
+         */
+        size_t plen = strlen(op->rd.prefix);
+        if (l->guard)
+            op->version = chat_hash_str(l->guard);
+        else
+            op->version = l->key && strlen(l->key) > plen ? chat_hash_str(l->key + plen) : 0;
+        op->proven =
+            op->version && member_known(op->ctx->members, op->rd.conv_id, op->caller, op->version);
+    }
+    if (!op->hit) {
+        /* A miss: the flight of the key checks the caller if nothing proved it yet. */
+        join(op);
         return;
     }
-    /*
-     * The epoch and membership version read in the same round trip (or,
-     * without those, the epoch and version the key ends with).
-     */
-    size_t plen = strlen(op->rd.prefix);
-    if (l->guard)
-        op->version = chat_hash_str(l->guard);
-    else
-        op->version = l->key && strlen(l->key) > plen ? chat_hash_str(l->key + plen) : 0;
-    if (op->version && member_known(op->ctx->members, op->rd.conv_id, op->caller, op->version)) {
-        proceed(op);
+    if (op->proven) {
+        answer_hit(op);
         return;
     }
     if (op->version && non_member_known(op->ctx, op->rd.conv_id, op->caller, op->version)) {
@@ -316,27 +536,20 @@ static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
     chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, membership_cb, op);
 }
 
-static void start_lookup(struct cread *op)
-{
-    if (chat_cache_lookup(op->ctx->cache, op->rd.kind, op->rd.prefix, op->rd.conv_id, lookup_cb,
-                          op) < 0)
-        load(op, direct_cb);
-}
-
 void chat_read(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb, void *arg)
 {
-    if (!ctx->cache) {
-        /* The loaders check membership in their own statement. */
-        rd->load(ctx, caller, rd, cb, arg);
-        return;
-    }
     struct cread *op = chat_calloc(1, sizeof *op);
     op->ctx = ctx;
     op->caller = caller;
     op->rd = *rd;
     op->cb = cb;
     op->arg = arg;
-    start_lookup(op);
+    op->since = uv_hrtime();
+    op->proven = rd->conv_id == 0; /* nothing to prove */
+    /* Without a usable cache: the database, coalesced by time alone. */
+    if (!ctx->cache ||
+        chat_cache_lookup(ctx->cache, rd->kind, rd->prefix, rd->conv_id, lookup_cb, op) < 0)
+        join(op);
 }
 
 void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), void *arg)

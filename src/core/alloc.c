@@ -3,9 +3,17 @@
  */
 #include "core/alloc.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define MMAP_THRESHOLD (1024 * 1024)
+
+int chat_alloc_policy_init(void)
+{
+    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 ? 0 : -1;
+}
 
 static void oom(size_t size)
 {

@@ -12,6 +12,16 @@
 #define CHAT_UNUSED(x) ((void)(x))
 #define CHAT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/**
+ * The process's allocation policy, called once at start: blocks of 1 MiB and
+ * more (large answers, pages, Redis replies) are mapped on their own and
+ * given back to the system when freed, rather than kept in the heap once the
+ * peak that needed them is over (glibc's default threshold moves up to the
+ * largest block freed, so a burst of multi-megabyte answers would stay
+ * resident). Returns 0, or -1 when the allocator does not take the setting.
+ */
+int chat_alloc_policy_init(void);
+
 /** malloc() that aborts on failure. The caller owns the memory. */
 void *chat_malloc(size_t size);
 /** calloc() that aborts on failure. */

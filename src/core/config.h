@@ -45,6 +45,11 @@ typedef struct chat_config {
     int max_connections;             /* CHATD_MAX_CONNECTIONS */
     int header_timeout_ms;           /* CHATD_HEADER_TIMEOUT_MS */
     int idle_timeout_ms;             /* CHATD_IDLE_TIMEOUT_MS */
+    int body_timeout_ms;             /* CHATD_BODY_TIMEOUT_MS */
+    int max_pending_output_kb;       /* CHATD_MAX_PENDING_OUTPUT_KB */
+    int tcp_notsent_lowat_kb;        /* CHATD_TCP_NOTSENT_LOWAT_KB, 0 = system default */
+    int tcp_sndbuf_kb;               /* CHATD_TCP_SNDBUF_KB, 0 = autotuned */
+    int max_pending_output_total_mb; /* CHATD_MAX_PENDING_OUTPUT_TOTAL_MB, 0 = no budget */
     int ws_ping_interval_ms;         /* CHATD_WS_PING_INTERVAL_MS */
     int shutdown_timeout_ms;         /* CHATD_SHUTDOWN_TIMEOUT_MS */
     bool signup_open;                /* CHATD_SIGNUP: open / closed */

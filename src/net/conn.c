@@ -9,10 +9,14 @@
 #include "core/alloc.h"
 #include "core/log.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define READ_BUF_SIZE (64 * 1024)
 /* How long a connection we are done with keeps discarding input after our FIN. */
@@ -44,22 +48,24 @@ static void idle_cb(uv_idle_t *h)
     uv_idle_stop(&set->_idle);
 }
 
-void chat_conn_set_init(chat_conn_set_t *set, uv_loop_t *loop, uint64_t head_ms, uint64_t idle_ms,
-                        uint64_t ping_ms, size_t max_pending_output,
+void chat_conn_set_init(chat_conn_set_t *set, uv_loop_t *loop, const chat_conn_limits_t *lim,
                         void (*freed_cb)(chat_conn_set_t *set, bool counted))
 {
     memset(set, 0, sizeof *set);
     set->loop = loop;
-    set->max_pending_output = max_pending_output;
+    set->max_pending_output = lim->max_pending_output;
+    set->tcp_sndbuf = lim->tcp_sndbuf;
+    set->tcp_notsent_lowat = lim->tcp_notsent_lowat;
     set->_rbuf = chat_malloc(READ_BUF_SIZE);
     set->_freed_cb = freed_cb;
     chat_list_init(&set->_conns);
     chat_list_init(&set->_resume);
     uint64_t timeouts[CHAT_CONN_TIMER_COUNT];
-    timeouts[CHAT_CONN_TIMER_HEAD] = head_ms;
-    timeouts[CHAT_CONN_TIMER_IDLE] = idle_ms;
+    timeouts[CHAT_CONN_TIMER_HEAD] = lim->head_ms;
+    timeouts[CHAT_CONN_TIMER_BODY] = lim->body_ms;
+    timeouts[CHAT_CONN_TIMER_IDLE] = lim->idle_ms;
     timeouts[CHAT_CONN_TIMER_LINGER] = LINGER_MS;
-    timeouts[CHAT_CONN_TIMER_PING] = ping_ms;
+    timeouts[CHAT_CONN_TIMER_PING] = lim->ping_ms;
     chat_timerlist_init(&set->_timers, loop, timeouts, CHAT_CONN_TIMER_COUNT, timer_expired);
     set->_timers.data = set;
     uv_idle_init(loop, &set->_idle);
@@ -137,11 +143,32 @@ chat_metric_t *chat_conn_gauge(const char *kind)
         chat_metrics_gauge("chatd_connections_open", "Client connections open"), labels);
 }
 
+/* Sets one option of c's socket; a refusal (another kind of socket, an old kernel) is not fatal. */
+static void sockopt_set(chat_conn_t *c, int level, int name, const char *what, int value)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return;
+    if (setsockopt(fd, level, name, &value, sizeof value) != 0)
+        chat_log_debug("event=sockopt_refused conn=%llu option=%s value=%d errno=%d",
+                       (unsigned long long)c->id, what, value, errno);
+}
+
 void chat_conn_start(chat_conn_t *c, chat_metric_t *gauge)
 {
     c->_gauge = gauge;
     chat_metric_add(gauge, 1);
     uv_tcp_nodelay(&c->tcp, 1);
+    /*
+     * The kernel's share of a connection's unsent output: without these a
+     * client that never reads lets the kernel autotune its send buffer up
+     * to tcp_wmem's maximum (4 MiB by default), per socket.
+     */
+    if (c->set->tcp_notsent_lowat > 0)
+        sockopt_set(c, IPPROTO_TCP, TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT",
+                    c->set->tcp_notsent_lowat);
+    if (c->set->tcp_sndbuf > 0)
+        sockopt_set(c, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF", c->set->tcp_sndbuf);
 }
 
 void chat_conn_gauge_move(chat_conn_t *c, chat_metric_t *gauge)
@@ -223,6 +250,26 @@ static void write_cb(uv_write_t *req, int status)
     if (status < 0 && !c->closing)
         chat_conn_close(c, "write_error");
     w->_cb(c, w, status);
+}
+
+int chat_conn_write_now(chat_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
+{
+    if (c->writes_pending > 0 || c->set->_finished || c->closing)
+        return 0;
+    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+    if (n == UV_EAGAIN)
+        return 0;
+    if (n < 0)
+        return n;
+    size_t left = (size_t)n;
+    unsigned i = 0;
+    while (i < nbufs && left >= bufs[i].len)
+        left -= bufs[i++].len;
+    if (i == nbufs)
+        return 1;
+    bufs[i].base += left;
+    bufs[i].len -= left;
+    return 0;
 }
 
 int chat_conn_write(chat_conn_t *c, chat_conn_write_t *w, uv_buf_t *bufs, unsigned nbufs,

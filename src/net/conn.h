@@ -27,8 +27,9 @@ typedef struct chat_conn_set chat_conn_set_t;
  */
 enum chat_conn_timer {
     CHAT_CONN_TIMER_NONE = -1,
-    CHAT_CONN_TIMER_HEAD,   /* a request head is due (header timeout) */
-    CHAT_CONN_TIMER_IDLE,   /* no traffic: idle keep-alive, or a body that stalls */
+    CHAT_CONN_TIMER_HEAD,   /* a request head is due (header timeout, from its first byte) */
+    CHAT_CONN_TIMER_BODY,   /* a request body is due (body timeout, from the end of its head) */
+    CHAT_CONN_TIMER_IDLE,   /* idle keep-alive, or answers the socket does not take */
     CHAT_CONN_TIMER_LINGER, /* our FIN is out; input is discarded until then */
     CHAT_CONN_TIMER_PING,   /* a silent peer is pinged, then dropped */
     CHAT_CONN_TIMER_COUNT
@@ -93,9 +94,25 @@ struct chat_conn_write {
  * buffer, the timer lists, a queue of connections to resume on the next
  * loop iteration, the bound on unsent output and the server's closing state.
  */
+/*
+ * What a set bounds: the deadline of each timer list (lingering is fixed),
+ * the unsent output of one connection, and the kernel's share of it.
+ */
+typedef struct chat_conn_limits {
+    uint64_t head_ms; /* CHAT_CONN_TIMER_HEAD */
+    uint64_t body_ms; /* CHAT_CONN_TIMER_BODY */
+    uint64_t idle_ms; /* CHAT_CONN_TIMER_IDLE */
+    uint64_t ping_ms; /* CHAT_CONN_TIMER_PING */
+    size_t max_pending_output;
+    int tcp_sndbuf;        /* SO_SNDBUF of accepted sockets in bytes; 0: the kernel's autotuning */
+    int tcp_notsent_lowat; /* TCP_NOTSENT_LOWAT of accepted sockets in bytes; 0: the system's */
+} chat_conn_limits_t;
+
 struct chat_conn_set {
     uv_loop_t *loop;
     size_t max_pending_output;
+    int tcp_sndbuf;
+    int tcp_notsent_lowat;
     bool closing; /* the server is shutting down: no new work, end what is idle */
     int nconns;
     /* private */
@@ -112,13 +129,11 @@ struct chat_conn_set {
 };
 
 /**
- * Initialises set on loop, with the timeouts of its timer lists (head, idle
- * and ping; lingering is fixed) and the output bound. freed_cb fires after
+ * Initialises set on loop with the limits lim (copied). freed_cb fires after
  * each connection is freed, with whether it was counted (held a slot of the
  * cap). Starts two handles: end with chat_conn_set_close().
  */
-void chat_conn_set_init(chat_conn_set_t *set, uv_loop_t *loop, uint64_t head_ms, uint64_t idle_ms,
-                        uint64_t ping_ms, size_t max_pending_output,
+void chat_conn_set_init(chat_conn_set_t *set, uv_loop_t *loop, const chat_conn_limits_t *lim,
                         void (*freed_cb)(chat_conn_set_t *set, bool counted));
 
 /**
@@ -147,7 +162,8 @@ chat_metric_t *chat_conn_gauge(const char *kind);
 
 /**
  * Counts c in gauge and as holding a slot of the cap until it is freed;
- * sets TCP_NODELAY.
+ * sets TCP_NODELAY and the set's SO_SNDBUF and TCP_NOTSENT_LOWAT (a socket
+ * option the kernel refuses is logged at debug level and left as it was).
  */
 void chat_conn_start(chat_conn_t *c, chat_metric_t *gauge);
 
@@ -173,6 +189,13 @@ void chat_conn_read(chat_conn_t *c, bool want);
  */
 int chat_conn_write(chat_conn_t *c, chat_conn_write_t *w, uv_buf_t *bufs, unsigned nbufs,
                     chat_conn_write_cb cb);
+
+/**
+ * Writes what the socket takes of bufs now, queueing nothing: 1 when that
+ * was all of it, 0 when not (or when earlier writes are still queued; bufs
+ * is then advanced past what was written), a negative libuv code on error.
+ */
+int chat_conn_write_now(chat_conn_t *c, uv_buf_t *bufs, unsigned nbufs);
 
 /** True when c's unsent output is over the set's bound: stop producing more for it. */
 bool chat_conn_output_full(const chat_conn_t *c);

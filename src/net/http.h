@@ -57,8 +57,9 @@ struct chat_http_request {
 
 /**
  * Called once per complete request. Must eventually call chat_http_respond().
- * Pipelined requests are handed over as they complete (up to 32 unanswered
- * per connection), except around a request whose method is not safe (POST,
+ * Pipelined requests are handed over as they complete (up to 4 with the
+ * handler per connection, fewer while its answers not yet written are large,
+ * none while they pass max_pending_output), except around a request whose method is not safe (POST,
  * PUT, PATCH, DELETE, ...): it is handed over only once every earlier request
  * is answered, and later ones wait for its answer, so a pipelined read sees
  * an earlier write. Answers always leave in request order.
@@ -68,17 +69,33 @@ typedef void (*chat_http_handler_cb)(chat_http_request_t *req);
 typedef struct chat_http_server_config {
     const char *host;
     int port;
-    int header_timeout_ms;     /* full request head must arrive within this: else close */
-    int idle_timeout_ms;       /* idle keep-alive connection closes after this */
+    int header_timeout_ms;     /* a request head must arrive within this from its first byte
+                                  (the first one from the connect): else 408 and close */
+    int body_timeout_ms;       /* a request body must arrive within this from the end of its
+                                  head, however it trickles: else 408 and close (20000) */
+    int idle_timeout_ms;       /* a connection with nothing in flight closes this long after
+                                  it became idle; bytes that start no request (blank lines)
+                                  do not extend it, nor does anything but writing progress
+                                  while answers wait for the socket */
     size_t max_head;           /* request line + headers: over this -> 431 (16 KiB) */
     size_t max_body;           /* body (also chunked, decoded): over this -> 413 (64 KiB) */
-    size_t max_pending_output; /* stop reading a client whose unsent output exceeds this;
-                                  a WebSocket client past it is dropped */
+    size_t max_pending_output; /* answers of one connection not yet written (1 MiB): over
+                                  this no further request is read or handed over until
+                                  they drain; a WebSocket client past it is dropped */
+    int tcp_sndbuf;            /* SO_SNDBUF of accepted sockets, bytes; 0: autotuned */
+    int tcp_notsent_lowat;     /* TCP_NOTSENT_LOWAT of accepted sockets, bytes; 0: system */
     int ws_ping_interval_ms;   /* a WebSocket silent this long is pinged, and dropped when
                                   it stays silent as long again (default 30000) */
     /* Counter of open connections shared by all workers, and the cap. */
     _Atomic int *open_connections;
     int max_connections;
+    /*
+     * Bytes of answers built and not yet written, shared by all workers (NULL:
+     * not counted), and the budget: while the count is over it, a connection
+     * whose answer the socket does not take at once is closed (0: none).
+     */
+    _Atomic size_t *unsent_bytes;
+    size_t max_unsent_bytes;
     chat_http_handler_cb handler;
     void *handler_data;
 } chat_http_server_config_t;

@@ -20,6 +20,7 @@
 #include "net/http_redact.h"
 #include "net/http_status.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,16 +28,24 @@
 
 /* Requests a connection may have queued (parsed, not yet written) before we stop parsing. */
 #define MAX_OUTSTANDING 32
+/*
+ * Requests of one connection with the handler at once. Their answers are
+ * built before anyone knows their size, so this is what bounds the memory a
+ * pipelining client that never reads can make chatd spend: at most
+ * max_pending_output plus this many answers (see may_hand_over()).
+ */
+#define MAX_IN_HANDLER 4
 
 typedef chat_http1_conn_t h1_t;
 typedef chat_http1_req_t req_t;
 
 static const chat_conn_proto_t http1_proto;
 
-static void settle(h1_t *h, bool activity);
-static void pump(h1_t *h, bool activity);
+static void settle(h1_t *h, bool wrote);
+static void pump(h1_t *h, bool wrote);
 static void respond(req_t *r, int status, const char *headers, const char *body, size_t len,
                     bool owned);
+static void answer_release(h1_t *h, req_t *r);
 
 /* ---- small helpers ---- */
 
@@ -87,27 +96,54 @@ static bool has_content_type(const char *hd)
 }
 
 /*
- * The timer a connection waits on now: a head (since connecting or since its
- * current request began), a body or the next request (inactivity), or none
- * while its requests are with the handler.
+ * The deadline a connection waits on now: a head (since connecting, or since
+ * the first byte of the request being parsed), a body (since the end of its
+ * head), none while a request is with the handler, else the idle deadline
+ * (since the connection last had something in flight). Each is set when the
+ * connection enters that state and never extended by input: bytes that start
+ * no request (blank lines between requests) do not keep a slot. Only writing
+ * progress (wrote: an answer left for the socket) restarts the idle deadline,
+ * while answers wait for a client that reads slowly.
  */
-static void timer_update(h1_t *h, bool activity)
+static void timer_update(h1_t *h, bool wrote)
 {
     enum chat_conn_timer want;
     if ((h->cur && !h->cur->head_done) || (!h->cur && h->nreq == 0))
         want = CHAT_CONN_TIMER_HEAD;
-    else if (h->cur || chat_list_empty(&h->queue))
-        want = CHAT_CONN_TIMER_IDLE;
-    else
+    else if (h->cur)
+        want = CHAT_CONN_TIMER_BODY;
+    else if (h->unanswered > 0)
         want = CHAT_CONN_TIMER_NONE;
-    if (want != chat_conn_timer_get(&h->conn) || (activity && want == CHAT_CONN_TIMER_IDLE))
+    else
+        want = CHAT_CONN_TIMER_IDLE;
+    if (want != chat_conn_timer_get(&h->conn) || (wrote && want == CHAT_CONN_TIMER_IDLE))
         chat_conn_timer_set(&h->conn, want);
 }
 
 /* ---- dispatch and parsing ---- */
 
+/*
+ * May one more request go to the handler, as far as the answers in flight
+ * go? Not while the answers built and not yet written pass the bound; and
+ * beside a request already with the handler, only when the bound would hold
+ * even if every request with the handler answered as much as the largest
+ * answer of this connection so far, and never more than MAX_IN_HANDLER.
+ */
+static bool may_hand_over(const h1_t *h)
+{
+    size_t cap = h->conn.set->max_pending_output;
+    if (h->out_held > cap)
+        return false;
+    if (h->unanswered == 0)
+        return true;
+    return h->unanswered < MAX_IN_HANDLER &&
+           h->out_held + (size_t)h->unanswered * h->out_max <= cap;
+}
+
 static bool can_dispatch(const h1_t *h, const req_t *r)
 {
+    if (!may_hand_over(h))
+        return false;
     return r->unsafe ? h->unanswered == 0 : h->unsafe_unanswered == 0;
 }
 
@@ -133,7 +169,7 @@ static void release_held(h1_t *h)
 static bool may_start(h1_t *h)
 {
     return !h->conn.closing && !h->no_more && !h->held && h->nqueue < MAX_OUTSTANDING &&
-           !chat_conn_output_full(&h->conn);
+           h->out_held <= h->conn.set->max_pending_output;
 }
 
 static void drop_input(h1_t *h)
@@ -263,7 +299,7 @@ static size_t feed(h1_t *h, const char *data, size_t len)
  * Brings reading and the timer in line with the connection's state, and
  * starts the end of a draining connection whose answers are all written.
  */
-static void settle(h1_t *h, bool activity)
+static void settle(h1_t *h, bool wrote)
 {
     chat_conn_t *c = &h->conn;
     if (c->closing || c->lingering || h->in_process || h->upgraded)
@@ -277,11 +313,11 @@ static void settle(h1_t *h, bool activity)
     }
     chat_conn_read(c, !h->no_more && !h->in && (h->cur || may_start(h)));
     if (!c->closing)
-        timer_update(h, activity);
+        timer_update(h, wrote);
 }
 
 /* Hands over held requests and parses kept input, as far as the connection may now. */
-static void pump(h1_t *h, bool activity)
+static void pump(h1_t *h, bool wrote)
 {
     chat_conn_t *c = &h->conn;
     if (c->closing || c->lingering || h->in_process || h->upgraded)
@@ -303,7 +339,7 @@ static void pump(h1_t *h, bool activity)
         }
     }
     h->in_process = false;
-    settle(h, activity);
+    settle(h, wrote);
 }
 
 /* ---- the connection's events ---- */
@@ -318,7 +354,7 @@ static void on_data(chat_conn_t *c, const char *data, size_t len)
         h->in = chat_realloc(h->in, h->in_len + len);
         memcpy(h->in + h->in_len, data, len);
         h->in_len += len;
-        pump(h, true);
+        pump(h, false);
         return;
     }
     h->in_process = true;
@@ -329,7 +365,7 @@ static void on_data(chat_conn_t *c, const char *data, size_t len)
         memcpy(h->in, data + n, len - n);
         h->in_len = len - n;
     }
-    settle(h, true);
+    settle(h, false);
 }
 
 static void on_eof(chat_conn_t *c)
@@ -366,13 +402,15 @@ static void on_timeout(chat_conn_t *c, enum chat_conn_timer timer)
         } else {
             chat_conn_close(c, "header_timeout");
         }
-    } else if (timer == CHAT_CONN_TIMER_IDLE) {
+    } else if (timer == CHAT_CONN_TIMER_BODY) {
         if (h->cur) {
             conn_fail(h, 408, "request_timeout", "the request body was not received in time");
             settle(h, false);
         } else {
-            chat_conn_close(c, c->writes_pending ? "send_timeout" : "idle_timeout");
+            chat_conn_close(c, "body_timeout");
         }
+    } else if (timer == CHAT_CONN_TIMER_IDLE) {
+        chat_conn_close(c, c->writes_pending || h->held ? "send_timeout" : "idle_timeout");
     }
 }
 
@@ -414,6 +452,7 @@ static void on_close(chat_conn_t *c, const char *reason)
     {
         req_t *r = CHAT_CONTAINER_OF(e, req_t, link);
         chat_list_remove(e);
+        answer_release(h, r);
         if (r->state == REQ_HANDLING)
             r->h = NULL;
         else if (r->switch_cb)
@@ -431,10 +470,34 @@ static void on_close(chat_conn_t *c, const char *reason)
 
 /* ---- answers ---- */
 
+/* r's answer is written (or dropped): its bytes no longer count against h's bound. */
+static void answer_release(h1_t *h, req_t *r)
+{
+    _Atomic size_t *total = chat_http1_conn_server(h)->cfg.unsent_bytes;
+    if (total && r->out_len)
+        atomic_fetch_sub(total, r->out_len);
+    h->out_held -= r->out_len;
+    r->out_len = 0;
+}
+
+/*
+ * The process's answers not yet written are over its budget: an answer the
+ * socket does not take at once is dropped with its connection instead of
+ * kept, so clients that do not read cannot make chatd hold more than the
+ * budget (plus one answer) however many they are.
+ */
+static bool over_budget(const h1_t *h)
+{
+    const chat_http_server_config_t *cfg = &chat_http1_conn_server(h)->cfg;
+    return cfg->unsent_bytes && cfg->max_unsent_bytes > 0 &&
+           atomic_load(cfg->unsent_bytes) > cfg->max_unsent_bytes;
+}
+
 static void write_cb(chat_conn_t *c, chat_conn_write_t *w, int status)
 {
     req_t *r = CHAT_CONTAINER_OF(w, req_t, wr);
     h1_t *h = chat_http1_conn_of(c);
+    answer_release(h, r);
     chat_http1_req_free(r);
     if (c->closing || status < 0)
         return;
@@ -471,12 +534,27 @@ static void flush(h1_t *h)
     while ((r = chat_http1_queue_first(h)) && r->state == REQ_RESPONDED) {
         chat_http1_queue_remove(h, r);
         r->state = REQ_WRITING;
+        if (!r->switch_cb && over_budget(h)) {
+            /* Over the budget: what the socket does not take now is not kept. */
+            int now = chat_conn_write_now(c, r->out, r->nout);
+            answer_release(h, r);
+            chat_http1_req_free(r);
+            if (now != 1) {
+                chat_log_debug("event=output_budget conn=%llu", (unsigned long long)c->id);
+                chat_conn_close(c, now < 0 ? "write_error" : "output_budget");
+                return;
+            }
+            h->wrote_now = true;
+            chat_conn_kick(c);
+            continue;
+        }
         int rc = chat_conn_write(c, &r->wr, r->out, r->nout, write_cb);
         if (rc < 0)
             chat_conn_close(c, "write_error");
         if (r->switch_cb)
             hand_over(h, r); /* every later write follows the 101 */
         if (rc != 0) {
+            answer_release(h, r);
             chat_http1_req_free(r);
             if (rc < 0)
                 return;
@@ -566,6 +644,12 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
         chat_buf_append(&b, body, len);
     r->out[0] = uv_buf_init(b.data, (unsigned)b.len);
     r->nout = 1;
+    r->out_len = b.len + (send_body && owned ? len : 0);
+    h->out_held += r->out_len;
+    if (chat_http1_conn_server(h)->cfg.unsent_bytes)
+        atomic_fetch_add(chat_http1_conn_server(h)->cfg.unsent_bytes, r->out_len);
+    if (r->out_len > h->out_max)
+        h->out_max = r->out_len;
     r->head = chat_buf_steal(&b, NULL);
     if (owned) {
         if (send_body) {

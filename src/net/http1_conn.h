@@ -57,8 +57,9 @@ struct chat_http1_req {
     chat_conn_write_t wr;
     uv_buf_t out[2];
     unsigned nout;
-    char *head;                     /* status line and headers (and a copied body) */
-    char *owned_body;               /* chat_http_respond_owned()'s body */
+    size_t out_len;   /* bytes of the answer, counted in h->out_held until it is written */
+    char *head;       /* status line and headers (and a copied body) */
+    char *owned_body; /* chat_http_respond_owned()'s body */
     chat_http1_switch_cb switch_cb; /* a 101: who takes the connection over */
     void *switch_ud;
 };
@@ -77,6 +78,8 @@ struct chat_http1_conn {
     const char *fail_code;    /* set by a parser callback that rejects the request */
     const char *fail_msg;
     size_t head_bytes;
+    size_t out_held; /* bytes of answers built and not yet written (memory they hold) */
+    size_t out_max;  /* the largest answer of this connection so far */
     int fail_status;
     int nqueue;
     int unanswered;        /* requests with the handler */

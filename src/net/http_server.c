@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #define DEFAULT_HEADER_TIMEOUT_MS 10000
+#define DEFAULT_BODY_TIMEOUT_MS 20000
 #define DEFAULT_IDLE_TIMEOUT_MS 60000
 #define DEFAULT_MAX_HEAD (16 * 1024)
 #define DEFAULT_MAX_BODY (64 * 1024)
@@ -108,6 +109,8 @@ chat_http_server_t *chat_http_server_create(uv_loop_t *loop, const chat_http_ser
     srv->port = port;
     if (srv->cfg.header_timeout_ms <= 0)
         srv->cfg.header_timeout_ms = DEFAULT_HEADER_TIMEOUT_MS;
+    if (srv->cfg.body_timeout_ms <= 0)
+        srv->cfg.body_timeout_ms = DEFAULT_BODY_TIMEOUT_MS;
     if (srv->cfg.idle_timeout_ms <= 0)
         srv->cfg.idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
     if (srv->cfg.max_head == 0)
@@ -122,9 +125,16 @@ chat_http_server_t *chat_http_server_create(uv_loop_t *loop, const chat_http_ser
     srv->gauge = chat_conn_gauge("http");
     chat_conn_gauge("websocket");
     chat_http_metrics_init(&srv->metrics);
-    chat_conn_set_init(&srv->conns, loop, (uint64_t)srv->cfg.header_timeout_ms,
-                       (uint64_t)srv->cfg.idle_timeout_ms, (uint64_t)srv->cfg.ws_ping_interval_ms,
-                       srv->cfg.max_pending_output, conn_freed);
+    chat_conn_limits_t lim = {
+        .head_ms = (uint64_t)srv->cfg.header_timeout_ms,
+        .body_ms = (uint64_t)srv->cfg.body_timeout_ms,
+        .idle_ms = (uint64_t)srv->cfg.idle_timeout_ms,
+        .ping_ms = (uint64_t)srv->cfg.ws_ping_interval_ms,
+        .max_pending_output = srv->cfg.max_pending_output,
+        .tcp_sndbuf = srv->cfg.tcp_sndbuf,
+        .tcp_notsent_lowat = srv->cfg.tcp_notsent_lowat,
+    };
+    chat_conn_set_init(&srv->conns, loop, &lim, conn_freed);
     srv->listener.data = srv;
     srv->open_handles = 2;
     int rc = chat_listener_init(&srv->listener, loop, fd, cfg->open_connections,

@@ -15,7 +15,7 @@
 #include <uv.h>
 
 /* Lists one timer may carry. */
-#define CHAT_TIMERLIST_MAX 4
+#define CHAT_TIMERLIST_MAX 5
 
 typedef struct chat_timerlist chat_timerlist_t;
 

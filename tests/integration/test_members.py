@@ -326,6 +326,9 @@ def test_sends_keep_membership_proofs(chatd_factory, db):
             assert a.history(reader["token"], cid)["messages"][0]["body"] == f"m{i}"
         assert checks() == before
         assert a.add_member(owner["token"], cid, a.signup()["id"]).status_code == 204
+        # The owner's miss loads the count (its statement proves the owner); the
+        # reader's hit then needs a proof under the new membership version.
+        assert a.count(owner["token"], cid) == 5
         assert a.count(reader["token"], cid) == 5
         assert checks() == before + 1
     finally:

@@ -158,9 +158,12 @@ def test_two_thousand_clients_fold_onto_the_pool(chatd_factory, db, stack, worke
                  30, interval=0.1, what=f"{CLIENTS} open connections")
         pg.start()
         ms.start()
-        req = http_req("GET", f"/api/v1/conversations/{conv['id']}/messages", token=a["token"])
+        # Each asks for the newest page under its own key (a before_id past the newest
+        # message), so that coalescing leaves every one of them a transaction of its own.
+        reqs = [http_req("GET", f"/api/v1/conversations/{conv['id']}/messages?before_id={newest + 1 + i}",
+                         token=a["token"]) for i in range(CLIENTS)]
         t0 = time.monotonic()
-        results = mass_exchange(socks, lambda i: req, timeout=90)
+        results = mass_exchange(socks, lambda i: reqs[i], timeout=90)
         elapsed = time.monotonic() - t0
     finally:
         ms.stop()
@@ -280,7 +283,10 @@ def test_clients_leaving_mid_request(chatd_factory, db, stack):
     m = x.send(a["token"], conv["id"], "still here")
     watcher = psycopg2.connect(stack.pg_admin_dsn)
     watcher.autocommit = True
-    req = http_req("GET", f"/api/v1/conversations/{conv['id']}/messages", token=a["token"])
+    # Distinct keys (before_id past the newest message): each waits for the pool, not
+    # for another's load.
+    reqs = [http_req("GET", f"/api/v1/conversations/{conv['id']}/messages?before_id={m['id'] + 1 + i}",
+                     token=a["token"]) for i in range(20)]
     socks = []
     locked = False
     try:
@@ -289,7 +295,7 @@ def test_clients_leaving_mid_request(chatd_factory, db, stack):
             cur.execute("BEGIN")
             cur.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
             locked = True
-        for _ in range(20):
+        for req in reqs:
             s = socket.create_connection((inst.host, inst.port), timeout=5)
             s.sendall(req)
             socks.append(s)

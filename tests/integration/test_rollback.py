@@ -395,16 +395,18 @@ def _burst_behind_lock(inst, db, n=30, until_failed=False):
     results = []
     lock = threading.Lock()
 
-    def one():
+    def one(i):
         x = Api(inst.base_url, timeout=30)
         try:
-            r = x.history_raw(a["token"], c["id"])
+            # A key of its own (a before_id past every message), so that coalescing
+            # leaves each read a transaction of its own to queue.
+            r = x.history_raw(a["token"], c["id"], before_id=1_000_000_000 + i)
             with lock:
                 results.append(r.status_code)
         finally:
             x.close()
 
-    threads = [threading.Thread(target=one) for _ in range(n)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     with db.cursor() as cur:
         cur.execute("BEGIN")
         cur.execute("LOCK TABLE members IN ACCESS EXCLUSIVE MODE")

@@ -124,7 +124,17 @@ HARNESS void defer_fire_cb(uv_timer_t *t)
     if (chat_http_request_cancelled(req))
         atomic_fetch_add(&ts->cancelled_seen, 1);
     note_answer(ts, tag);
-    answer_echo(req, tag);
+    char kb[16] = "";
+    query_get(req->query, "kb", kb, sizeof kb);
+    if (kb[0]) {
+        /* /defer?ms=…&kb=N: a late answer of N KiB, as a database page would come. */
+        size_t len = (size_t)atoi(kb) * 1024;
+        char *body = chat_malloc(len);
+        memset(body, 'y', len);
+        chat_http_respond_owned(req, 200, "Content-Type: text/plain\r\n", body, len);
+    } else {
+        answer_echo(req, tag);
+    }
     uv_close((uv_handle_t *)t, defer_closed_cb);
 }
 

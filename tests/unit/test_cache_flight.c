@@ -88,12 +88,108 @@ static void test_flight_many_keys(void **state)
     chat_flights_destroy(f); /* with flights left: freed, nobody called */
 }
 
+struct started {
+    int calls;
+    chat_flight_t *fl;
+};
+
+static struct started last_started;
+
+static void start_cb(chat_flight_t *fl, void *arg)
+{
+    (void)arg;
+    last_started.calls++;
+    last_started.fl = fl;
+}
+
+/*
+ * The loading flight takes the reads that began before it started, and those
+ * of its own version; later reads wait for the next flight, which starts
+ * when the first lands.
+ */
+static void test_flight_joins_by_time_or_tag(void **state)
+{
+    chat_flights_t *f = chat_flights_create();
+    struct answer a[6] = {{0}};
+    chat_flight_t *first = NULL, *next = NULL, *fl = NULL;
+    last_started = (struct started){0};
+    assert_int_equal(
+        chat_flight_join_at(f, "p", NULL, 1, false, answer_cb, &a[0], start_cb, &first),
+        CHAT_FLIGHT_LEADER);
+    /* Began before it started: joins, proven or not. */
+    assert_int_equal(chat_flight_join_at(f, "p", NULL, 2, false, answer_cb, &a[1], start_cb, &fl),
+                     CHAT_FLIGHT_JOINED);
+    assert_ptr_equal(fl, first);
+    /* Began after: leads the next flight, which waits. */
+    assert_int_equal(
+        chat_flight_join_at(f, "p", NULL, UINT64_MAX, true, answer_cb, &a[2], start_cb, &next),
+        CHAT_FLIGHT_QUEUED);
+    assert_ptr_not_equal(next, first);
+    /* Another late one joins the next flight and gives it its version to fill. */
+    assert_int_equal(
+        chat_flight_join_at(f, "p", "p:v1", UINT64_MAX, true, answer_cb, &a[3], start_cb, &fl),
+        CHAT_FLIGHT_JOINED);
+    assert_ptr_equal(fl, next);
+    assert_null(chat_flight_tag(first));
+    assert_string_equal(chat_flight_tag(next), "p:v1");
+    assert_int_equal(chat_flights_count(f), 2);
+    assert_int_equal(last_started.calls, 0);
+    /* The first lands: its two waiters are answered, the next one starts. */
+    chat_flight_land_at(f, first, 0, "old", 3, 1);
+    assert_string_equal(a[0].val, "old");
+    assert_string_equal(a[1].val, "old");
+    assert_int_equal(a[2].calls, 0);
+    assert_int_equal(last_started.calls, 1);
+    assert_ptr_equal(last_started.fl, next);
+    assert_int_equal(chat_flights_count(f), 1); /* no tag: nothing kept */
+    /* A read of the same version joins it while it loads, however late it began. */
+    assert_int_equal(
+        chat_flight_join_at(f, "p", "p:v1", UINT64_MAX, false, answer_cb, &a[4], start_cb, &fl),
+        CHAT_FLIGHT_JOINED);
+    chat_flight_land_at(f, next, 0, "new", 3, 1);
+    assert_string_equal(a[2].val, "new");
+    assert_string_equal(a[3].val, "new");
+    assert_string_equal(a[4].val, "new");
+    /* Landed under its version: taken at once only by a read that needs no check. */
+    assert_int_equal(
+        chat_flight_join_at(f, "p", "p:v1", UINT64_MAX, true, answer_cb, &a[5], start_cb, &fl),
+        CHAT_FLIGHT_LANDED);
+    assert_string_equal(a[5].val, "new");
+    assert_int_equal(
+        chat_flight_join_at(f, "p", "p:v1", UINT64_MAX, false, answer_cb, &a[5], start_cb, &fl),
+        CHAT_FLIGHT_LEADER);
+    chat_flight_land_at(f, fl, 7, "", 0, 1);
+    assert_int_equal(a[5].status, 7);
+    chat_flight_remove(f, "p:v1");
+    assert_int_equal(chat_flights_count(f), 0);
+    chat_flights_destroy(f);
+}
+
+/* A read of another version that began after the load started waits for the next flight. */
+static void test_flight_other_version_waits(void **state)
+{
+    chat_flights_t *f = chat_flights_create();
+    struct answer a[3] = {{0}};
+    chat_flight_t *first = NULL, *fl = NULL;
+    assert_int_equal(
+        chat_flight_join_at(f, "q", "q:v1", 0, true, answer_cb, &a[0], start_cb, &first),
+        CHAT_FLIGHT_LEADER);
+    assert_int_equal(
+        chat_flight_join_at(f, "q", "q:v2", UINT64_MAX, true, answer_cb, &a[1], start_cb, &fl),
+        CHAT_FLIGHT_QUEUED);
+    assert_string_equal(chat_flight_tag(fl), "q:v2");
+    chat_flights_destroy(f); /* with both left: freed, nobody called */
+    assert_int_equal(a[0].calls + a[1].calls, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flight_coalesces),
         cmocka_unit_test(test_flight_error_ends_flight),
         cmocka_unit_test(test_flight_many_keys),
+        cmocka_unit_test(test_flight_joins_by_time_or_tag),
+        cmocka_unit_test(test_flight_other_version_waits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

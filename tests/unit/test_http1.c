@@ -160,6 +160,11 @@ static void short_timeouts_cfg(chat_http_server_config_t *cfg)
     cfg->idle_timeout_ms = 150;
 }
 
+static void small_lowat_cfg(chat_http_server_config_t *cfg)
+{
+    cfg->tcp_notsent_lowat = 16 * 1024;
+}
+
 static void test_header_timeout(void **state)
 {
     tserver_t *ts = server_start_with(short_timeouts_cfg);
@@ -218,6 +223,142 @@ static void test_idle_timeout(void **state)
     server_stop(ts);
 }
 
+/*
+ * Bytes that start no request do not keep a connection: blank lines sent
+ * after a request, faster than the idle timeout, do not extend it.
+ */
+static void test_blank_lines_do_not_extend_idle(void **state)
+{
+    tserver_t *ts = server_start_with(short_timeouts_cfg);
+    cli_t c;
+    cli_open(&c, ts->port);
+    cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    resp_t r;
+    assert_int_equal(cli_read_response(&c, &r), 0);
+    resp_free(&r);
+    /* A CRLF every 30 ms for up to 3 s (20 idle timeouts): closed long before. */
+    bool closed = false;
+    int sent = 0;
+    for (; sent < 100 && !closed; sent++) {
+        if (send(c.fd, "\r\n", 2, MSG_NOSIGNAL) != 2)
+            break;
+        closed = cli_fill(&c, 30) == 0;
+    }
+    assert_true(closed || cli_wait_closed(&c, 1000));
+    assert_true(sent < 100);
+    assert_int_equal(c.in.len, 0);
+    cli_close(&c);
+    server_stop(ts);
+}
+
+static void slow_body_cfg(chat_http_server_config_t *cfg)
+{
+    cfg->header_timeout_ms = 100;
+    cfg->body_timeout_ms = 200;
+    cfg->idle_timeout_ms = 150;
+}
+
+/* A body trickling in (a byte every 20 ms) is cut at the body timeout: 408, then the end. */
+static void test_slow_body_times_out(void **state)
+{
+    tserver_t *ts = server_start_with(slow_body_cfg);
+    cli_t c;
+    cli_open(&c, ts->port);
+    cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");
+    int sent = 0;
+    while (sent < 100 && !c.eof && c.in.len == 0) {
+        if (send(c.fd, "a", 1, MSG_NOSIGNAL) != 1)
+            break;
+        sent++;
+        cli_fill(&c, 20);
+    }
+    assert_true(sent < 100);
+    resp_t r;
+    assert_int_equal(cli_read_response(&c, &r), 0);
+    assert_json_error(&r, 408, "request_timeout");
+    resp_free(&r);
+    assert_true(cli_wait_closed(&c, 5000));
+    cli_close(&c);
+    assert_int_equal(atomic_load(&ts->dispatched), 0);
+    server_stop(ts);
+}
+
+/*
+ * A pipelining client that does not read: answers come late (as from the
+ * database) and are large. The server hands over a few, then none while
+ * their bytes wait for the socket; reading them lets the rest through, in
+ * order.
+ */
+static void test_pipelined_answers_in_flight_are_bounded(void **state)
+{
+    enum { N = 32, KB = 512 };
+    tserver_t *ts = server_start_with(small_lowat_cfg);
+    cli_t c;
+    cli_open(&c, ts->port);
+    chat_buf_t b = CHAT_BUF_INIT;
+    for (int i = 0; i < N; i++)
+        chat_buf_printf(&b, "GET /defer?ms=20&kb=%d HTTP/1.1\r\nHost: x\r\n\r\n", KB);
+    cli_send(&c, b.data, b.len);
+    chat_buf_dispose(&b);
+    /* Four with the handler at once; their 2 MiB pass the 1 MiB bound: no more. */
+    assert_true(wait_atomic_at_least(&ts->dispatched, 4, 5000) >= 4);
+    assert_true(wait_atomic_at_least(&ts->dispatched, 6, 300) <= 5);
+    for (int i = 0; i < N; i++) {
+        resp_t r;
+        assert_int_equal(cli_read_response(&c, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.body_len, KB * 1024);
+        resp_free(&r);
+    }
+    assert_int_equal(atomic_load(&ts->dispatched), N);
+    cli_close(&c);
+    server_stop(ts);
+}
+
+static _Atomic size_t budget_unsent;
+
+static void budget_cfg(chat_http_server_config_t *cfg)
+{
+    cfg->tcp_notsent_lowat = 16 * 1024;
+    cfg->unsent_bytes = &budget_unsent;
+    cfg->max_unsent_bytes = 3 * 1024 * 1024;
+}
+
+/*
+ * Clients that never read, each asking for a 2 MiB answer: the server holds
+ * them until the process's budget (3 MiB) is passed, then closes a
+ * connection rather than hold one more; a reading client is still served,
+ * and every byte counted is released at the end.
+ */
+static void test_unsent_output_budget(void **state)
+{
+    enum { N = 6 };
+    atomic_store(&budget_unsent, 0);
+    tserver_t *ts = server_start_with(budget_cfg);
+    cli_t c[N];
+    for (int i = 0; i < N; i++) {
+        cli_open(&c[i], ts->port);
+        cli_sends(&c[i], "GET /big?kb=2048 HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_true(wait_atomic_at_least(&ts->dispatched, i + 1, 5000) >= i + 1);
+    }
+    /* The first holds its 2 MiB; each later one would pass 3 MiB: closed instead. */
+    assert_int_equal(wait_atomic_equal(&ts->open, 1, 5000), 1);
+    assert_true(atomic_load(&budget_unsent) <= 3 * 1024 * 1024);
+    assert_true(atomic_load(&budget_unsent) >= 2 * 1024 * 1024);
+    cli_t r;
+    cli_open(&r, ts->port);
+    cli_sends(&r, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    resp_t resp;
+    assert_int_equal(cli_read_response(&r, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    resp_free(&resp);
+    cli_close(&r);
+    for (int i = 0; i < N; i++)
+        cli_close(&c[i]);
+    server_stop(ts);
+    assert_int_equal(atomic_load(&budget_unsent), 0);
+}
+
 static void test_cancelled_when_client_leaves(void **state)
 {
     tserver_t *ts = server_start();
@@ -244,6 +385,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_http10_and_connection_close),
         cmocka_unit_test(test_header_timeout),
         cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_blank_lines_do_not_extend_idle),
+        cmocka_unit_test(test_slow_body_times_out),
+        cmocka_unit_test(test_pipelined_answers_in_flight_are_bounded),
+        cmocka_unit_test(test_unsent_output_budget),
         cmocka_unit_test(test_cancelled_when_client_leaves),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

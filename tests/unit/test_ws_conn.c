@@ -437,7 +437,8 @@ static void test_connection_ends_before_101_is_out(void **state)
     tserver_t *ts = server_start_with(big_output_cfg);
     cli_t c;
     cli_open(&c, ts->port);
-    cli_sends(&c, "GET /big?kb=32768 HTTP/1.1\r\nHost: x\r\n\r\n"
+    /* 16 MiB: big enough to stay unwritten, small enough that the upgrade is handed over too. */
+    cli_sends(&c, "GET /big?kb=16384 HTTP/1.1\r\nHost: x\r\n\r\n"
                   "GET /defer?ms=2000&tag=slow HTTP/1.1\r\nHost: x\r\n\r\n" UPGRADE("/ws"));
     assert_int_equal(wait_atomic_at_least(&W.accepted, 1, 5000), 1);
     cli_reset(&c); /* the big answer is still being written: its write fails */
