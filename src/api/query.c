@@ -6,6 +6,7 @@
  * well-formed names are ignored. One iterator walks the pairs.
  */
 #include "api/api.h"
+#include "core/num.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -63,16 +64,10 @@ static long decode(const char *s, size_t len, char *out, size_t cap)
 /* Plain decimal digits, no sign, no leading zero (but "0" itself), at most max. */
 static int parse_uint(const char *s, long long max, long long *out)
 {
-    if (!*s || (s[0] == '0' && s[1]))
+    const char *end = s + strlen(s);
+    int64_t v;
+    if ((s[0] == '0' && s[1]) || chat_scan_u64(s, end, max, &v) != end)
         return -1;
-    long long v = 0;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return -1;
-        if (v > (max - (*s - '0')) / 10)
-            return -1;
-        v = v * 10 + (*s - '0');
-    }
     *out = v;
     return 0;
 }

@@ -15,6 +15,7 @@
 #include "realtime/stream.h"
 #include "core/alloc.h"
 #include "core/json.h"
+#include "core/num.h"
 #include "core/log.h"
 #include "net/ws.h"
 #include "net/ws_conn.h"
@@ -156,18 +157,12 @@ static void handle_typing(session_t *ss, json_t *o)
     chat_stream_typing(ss->api->ctx->stream, ss->sub, conv_id);
 }
 
-/* A position: plain decimal digits of an id (the key), or an integer >= 0 (the rev). */
+/* A position's key: an id in plain decimal digits, no leading zero; -1 otherwise. */
 static int64_t id_key(const char *k)
 {
-    int64_t v = 0;
-    if (k[0] < '1' || k[0] > '9')
-        return -1;
-    for (; *k; k++) {
-        if (*k < '0' || *k > '9' || v > (INT64_MAX - 9) / 10)
-            return -1;
-        v = v * 10 + (*k - '0');
-    }
-    return v;
+    int64_t v;
+    const char *end = k + strlen(k);
+    return k[0] != '0' && chat_scan_u64(k, end, INT64_MAX, &v) == end ? v : -1;
 }
 
 static void handle_resume(session_t *ss, json_t *o)

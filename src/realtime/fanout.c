@@ -13,6 +13,7 @@
 #include "core/idtable.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/num.h"
 #include "core/uuid.h"
 
 #include <stdio.h>
@@ -76,13 +77,9 @@ static int64_t channel_id(const char *ch, size_t len, int *topic)
     }
     if (len < sizeof cpre + 1 || memcmp(ch, pre, sizeof cpre - 1) != 0 || ch[len - 1] != '}')
         return 0;
-    int64_t v = 0;
-    for (size_t i = sizeof cpre - 1; i < len - 1; i++) {
-        if (ch[i] < '0' || ch[i] > '9' || v > (INT64_MAX - 9) / 10)
-            return 0;
-        v = v * 10 + (ch[i] - '0');
-    }
-    return v;
+    int64_t v;
+    const char *end = ch + len - 1;
+    return chat_scan_u64(ch + sizeof cpre - 1, end, INT64_MAX, &v) == end ? v : 0;
 }
 
 void chat_fanout_origin_new(char out[CHAT_RT_ORIGIN_LEN])

@@ -4,6 +4,7 @@
  * whole is dropped by the caller.
  */
 #include "realtime/msg.h"
+#include "core/num.h"
 #include "core/error.h"
 
 #include <string.h>
@@ -27,21 +28,9 @@ void chat_rt_payload_encode(chat_buf_t *out, const char *origin, const chat_rt_m
 /* A decimal number ending at stop (a space or a newline); advances *pp past stop. */
 static int number(const char **pp, const char *end, char stop, int64_t *v)
 {
-    const char *p = *pp;
-    uint64_t x = 0;
-    if (p == end || *p == stop)
+    const char *p = chat_scan_u64(*pp, end, INT64_MAX, v);
+    if (!p || p == end || *p != stop)
         return CHAT_EINVAL;
-    for (; p < end && *p != stop; p++) {
-        if (*p < '0' || *p > '9')
-            return CHAT_EINVAL;
-        unsigned d = (unsigned)(*p - '0');
-        if (x > ((uint64_t)INT64_MAX - d) / 10)
-            return CHAT_EINVAL;
-        x = x * 10 + d;
-    }
-    if (p == end)
-        return CHAT_EINVAL;
-    *v = (int64_t)x;
     *pp = p + 1;
     return 0;
 }

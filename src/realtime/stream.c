@@ -26,6 +26,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/num.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,8 +70,7 @@ struct conv {
     chat_list_t gap_link; /* in s->gaps while head < known or pending */
     uint64_t gap_since;   /* when the gap was seen (or the last fill ended) */
     bool filling;
-    int jobs;               /* fetches of this conversation queued or running */
-    chat_list_t fetches;    /* fetch_t.conv_link: to join identical reads */
+    chat_list_t fetches;    /* fetch_t.conv_link, queued or running: joined; keep c alive */
     chat_list_t audit_link; /* in s->audits (by moved_at): moved since the last audit */
     uint64_t moved_at;
     bool revs_wanted;
@@ -385,7 +385,6 @@ static fetch_t *fetch_new(conv_t *c, int64_t after, int64_t user, bool fill)
     chat_list_init(&ft->waiters);
     chat_list_insert_tail(&c->fetches, &ft->conv_link);
     chat_list_insert_tail(&c->s->queue, &ft->job_link);
-    c->jobs++;
     start_jobs(c->s);
     return ft;
 }
@@ -534,23 +533,6 @@ static void catch_up(follow_t *f)
         check_target(f);
 }
 
-/*
- * The events of an /events body, in order: calls each(rev, frame) for
- * every element of "events" and returns the body's "rev" (the
- * conversation's), or -1 when the body is not one chatd wrote.
- */
-static const char *scan_i64(const char *p, const char *end, int64_t *v)
-{
-    int64_t x = 0;
-    const char *q = p;
-    while (q < end && *q >= '0' && *q <= '9' && x <= (INT64_MAX - 9) / 10)
-        x = x * 10 + (*q++ - '0');
-    if (q == p)
-        return NULL;
-    *v = x;
-    return q;
-}
-
 static const char *find(const char *p, const char *end, const char *needle)
 {
     size_t n = strlen(needle);
@@ -566,12 +548,17 @@ typedef struct event_span {
     size_t len;
 } event_span_t;
 
+/*
+ * The events of an /events body, in order: *out gets (rev, frame) for
+ * every element of "events" (freed by the caller); returns the body's
+ * "rev" (the conversation's), or -1 when the body is not one chatd wrote.
+ */
 static int64_t parse_events(const char *body, size_t len, event_span_t **out, size_t *nout)
 {
     const char *end = body + len;
     int64_t conv_rev;
     const char *p = find(body, end, "\"rev\":");
-    if (!p || !(p = scan_i64(p, end, &conv_rev)))
+    if (!p || !(p = chat_scan_u64(p, end, INT64_MAX, &conv_rev)))
         return -1;
     p = find(p, end, "\"events\":[");
     if (!p)
@@ -609,7 +596,7 @@ static int64_t parse_events(const char *body, size_t len, event_span_t **out, si
         /* the event's own rev comes before its message (chat_encode_event) */
         int64_t r;
         const char *q = find(start, p, "\"rev\":");
-        if (!q || !scan_i64(q, p, &r))
+        if (!q || !chat_scan_u64(q, p, INT64_MAX, &r))
             break;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -629,7 +616,6 @@ static void fetch_answer(int err, const char *body, size_t len, void *arg)
     conv_t *c = ft->c;
     s->jobs--;
     chat_list_remove(&ft->conv_link);
-    c->jobs--;
     event_span_t *ev = NULL;
     size_t n = 0;
     int64_t conv_rev = -1;
@@ -717,7 +703,7 @@ static conv_t *conv_open(chat_stream_t *s, int64_t id, int64_t rev)
 
 static void conv_maybe_free(conv_t *c)
 {
-    if (!chat_list_empty(&c->follows) || c->jobs > 0)
+    if (!chat_list_empty(&c->follows) || !chat_list_empty(&c->fetches))
         return;
     chat_stream_t *s = c->s;
     chat_list_remove(&c->gap_link);
@@ -1151,7 +1137,7 @@ void chat_stream_close(chat_stream_t *s, void (*done)(void *arg), void *arg)
             fetch_t *ft = CHAT_CONTAINER_OF(e, fetch_t, job_link);
             chat_list_remove(&ft->job_link);
             chat_list_remove(&ft->conv_link);
-            ft->c->jobs--;
+
             conv_t *c = ft->c;
             free(ft);
             conv_maybe_free(c);
