@@ -413,11 +413,14 @@ def main():
     runs = {k: json.loads((perf / f"{k}.json").read_text()) for k in ("bypass", "cached")}
     rt_path = perf / "realtime.json"
     rt = json.loads(rt_path.read_text()) if rt_path.exists() else None
-    chat_path = perf / "chat.json"
+    chat_path, chatb_path = perf / "chat.json", perf / "chat-bypass.json"
     chat = json.loads(chat_path.read_text()) if chat_path.exists() else None
+    chatb = json.loads(chatb_path.read_text()) if chatb_path.exists() else None
     chat_st = chat["stages"][0] if chat else None
+    chatb_st = chatb["stages"][0] if chatb else None
     chat_hit = num(chat_st.get("cache_hit_ratio")) if chat_st else None
     inbox_p95 = chat_st["latency_ms"].get("inbox", {}).get("p95") if chat_st else None
+    inbox_p95_b = chatb_st["latency_ms"].get("inbox", {}).get("p95") if chatb_st else None
     figs, plot_note = plots(perf, runs, bench)
     rel = os.path.relpath(perf, out.parent)
 
@@ -426,6 +429,7 @@ def main():
     ib = 3    # the burst
     refs = bench["refs"]
     nginx, wb, wc = median_wrk(bench, "nginx"), median_wrk(bench, "bypass"), median_wrk(bench, "cached")
+    wib, wic = median_wrk(bench, "bypass-inbox"), median_wrk(bench, "cached-inbox")
     pg_tps, redis_rps = refs.get("pgbench_tps"), refs.get("redis_get_rps")
     c3 = bench["conns"][2]
 
@@ -473,6 +477,8 @@ def main():
          pct(chat_hit), None if chat_hit is None else chat_hit > 0.9),
         ("inbox p95 with the cache (reported)", f"cache on, {conns_label} connections, chat mix",
          fmt(inbox_p95, '.2f', ' ms'), None),
+        ("inbox p95 without the cache (reported)", f"`CACHE_BYPASS=true`, {conns_label} connections, chat mix",
+         fmt(inbox_p95_b, '.2f', ' ms'), None),
         ("zero stale reads", "not checked by the load run: the integration suite's freshness loops",
          "—", None),
     ] + rt_targets(rt)
@@ -537,15 +543,19 @@ def main():
     if chat_st:
         w("## The chat API mix\n")
         w(f"`{chat.get('mix', '')}` at {chat_st['connections']:,} connections, {chat_st['target_rate']:,.0f} req/s, "
-          f"{chat_st['seconds']:.0f} s, cache on: hit ratio {pct(chat_hit)}, {chat_st['errors']} errors. "
-          "Latency in ms per operation, from the due time.\n")
+          f"{chat_st['seconds']:.0f} s: cache on, hit ratio {pct(chat_hit)}, {chat_st['errors']} errors"
+          + (f"; cache bypassed, {chatb_st['errors']} errors" if chatb_st else "")
+          + ". Latency in ms per operation, from the due time.\n")
         kinds = chat_st.get("cache_hit_ratio_by_kind") or {}
         if kinds:
-            w("Hit ratio by kind: " + ", ".join(f"{k} {pct(v)}" for k, v in kinds.items()) + ".\n")
-        w("| operation | requests | p50 | p95 | p99 |\n|---|---|---|---|---|")
+            w("Hit ratio by kind (cache on): " + ", ".join(f"{k} {pct(v)}" for k, v in kinds.items()) + ".\n")
+        lb = chatb_st["latency_ms"] if chatb_st else {}
+        w("| operation | requests | p50 | p95 | p99 | p95 bypassed | p99 bypassed |\n|---|---|---|---|---|---|---|")
         for op, h in chat_st["latency_ms"].items():
             if h.get("count"):
-                w(f"| {op} | {h['count']:,} | {h['p50']:.2f} | {h['p95']:.2f} | {h['p99']:.2f} |")
+                hb = lb.get(op) or {}
+                w(f"| {op} | {h['count']:,} | {h['p50']:.2f} | {h['p95']:.2f} | {h['p99']:.2f} | "
+                  f"{fmt(hb.get('p95'), '.2f')} | {fmt(hb.get('p99'), '.2f')} |")
         w("")
 
     realtime_section(w, rt, rel)
@@ -564,6 +574,13 @@ def main():
       f"(p50 {fmt(wc and wc['p50_ms'], '.2f')} ms, p95 {fmt(wc and wc['p95_ms'], '.2f')} ms) | |")
     w(f"| chatd, hot page, `CACHE_BYPASS=true` | {wd} | {fmt(wb and wb['rps'], ',.0f')} req/s "
       f"(p50 {fmt(wb and wb['p50_ms'], '.2f')} ms, p95 {fmt(wb and wb['p95_ms'], '.2f')} ms) | |")
+    if wic or wib:
+        w(f"| chatd, the hot page's member's inbox (first page), cache on | {wd} | {fmt(wic and wic['rps'], ',.0f')} req/s "
+          f"(p50 {fmt(wic and wic['p50_ms'], '.2f')} ms, p95 {fmt(wic and wic['p95_ms'], '.2f')} ms) | "
+          f"cached inbox / cached history = {fmt(ratio(wic and wic['rps'], wc and wc['rps']), '.2f')}× |")
+        w(f"| chatd, the same inbox, `CACHE_BYPASS=true` | {wd} | {fmt(wib and wib['rps'], ',.0f')} req/s "
+          f"(p50 {fmt(wib and wib['p50_ms'], '.2f')} ms, p95 {fmt(wib and wib['p95_ms'], '.2f')} ms) | "
+          f"cache on / bypass = {fmt(ratio(wic and wic['rps'], wib and wib['rps']), '.2f')}× |")
     w(f"\nCache on / bypass on the hot page: throughput {fmt(ratio(wc and wc['rps'], wb and wb['rps']), '.2f')}×, "
       f"p95 {lower(reduction(wc and wc['p95_ms'], wb and wb['p95_ms']))}. "
       f"wrk errors (bypass / cache on): {fmt(wb and wb['errors'], '.0f')} / {fmt(wc and wc['errors'], '.0f')}, "

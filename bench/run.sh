@@ -11,10 +11,12 @@
 #      pgbench running chatd's history query with 20 clients through PgBouncer,
 #      redis-benchmark GET of a value of the page's size;
 #   2. baseline, CACHE_BYPASS=true: chatload stages 1k -> 5k -> 10k connections
-#      at the base rate, a burst at twice the rate, then back to the base rate;
-#   3. the same stages with the cache on, then the chat API mix (inbox, read
-#      markers, edits, deletes) for one stage at the most connections;
-#   4. the hot page closed-loop with wrk, cache bypassed and cache on;
+#      at the base rate, a burst at twice the rate, then back to the base rate,
+#      then the chat API mix (inbox, read markers, edits, deletes) for one
+#      stage at the most connections;
+#   3. the same stages with the cache on, then the chat API mix again;
+#   4. closed-loop with wrk, cache bypassed and cache on: the hot history page
+#      and the inbox page of one of its members;
 #   5. the realtime stage (`chatload realtime`, a fresh chatd with the rate
 #      limits off): 10,000 WebSocket clients (the seed's users) in Zipf-sized
 #      conversations, sends at a fixed rate for 60 s and a drain of up to 30 s
@@ -25,7 +27,7 @@
 # Then bench/report.py writes docs/performance.md and the plots docs/perf/*.svg
 # from the JSON results (kept in docs/perf/). Everything it starts it stops.
 #
-# Full run: about 28 minutes (2 x 10.5 min of stages, plus seeding, references,
+# Full run: about 31 minutes (2 x 12 min of stages, plus seeding, references,
 # wrk and about 3 min of realtime). --quick shortens every stage (about 4
 # minutes; a smoke run, and the report says so).
 #
@@ -186,6 +188,8 @@ import json, sys
 s = json.load(open(sys.argv[1])); c = s["conversations"][0]; u = s["users"][c["members"][0]]
 print(c["id"], u["id"], u["token"])' "$VAR/seed.json")
 export TOKEN=$HOT_TOKEN WPATH=/api/v1/conversations/$HOT_CID/messages
+# the same user's inbox (first page, default limit): the other cached page measured by wrk
+IPATH=/api/v1/conversations
 
 # --- chatd -----------------------------------------------------------------
 # chatload opens a stage's connections up front and uses each in turn; the
@@ -350,8 +354,12 @@ awk -F, '$1 == "\"GET\"" { gsub(/"/, "", $2); print "redis_get_rps", $2 }' "$VAR
 
 # --- baseline: cache bypassed ----------------------------------------------
 stage_run bypass
+# the chat API mix with the cache bypassed: what the cache saves the inbox
+stage_run chat-bypass "$C3:$RATE:$STAGE_S" "$CHAT_MIX"
 say "wrk hot page, cache bypassed"
 wrk_runs bypass "$BASE" "$WRK_RUNS" "$WRK_S" "chatd=$chatd_pid" "redis=$(redis_pid)" "db=$(db_pids)" | tee -a "$VAR/wrk.txt" >&2
+say "wrk inbox page of the hot conversation's member, cache bypassed"
+WPATH=$IPATH wrk_runs bypass-inbox "$BASE" "$WRK_RUNS" "$WRK_S" "chatd=$chatd_pid" "redis=$(redis_pid)" "db=$(db_pids)" | tee -a "$VAR/wrk.txt" >&2
 stop_chatd
 
 # --- cache on ---------------------------------------------------------------
@@ -361,6 +369,8 @@ stage_run cached
 stage_run chat "$C3:$RATE:$STAGE_S" "$CHAT_MIX"
 say "wrk hot page, cache on"
 wrk_runs cached "$BASE" "$WRK_RUNS" "$WRK_S" "chatd=$chatd_pid" "redis=$(redis_pid)" "db=$(db_pids)" | tee -a "$VAR/wrk.txt" >&2
+say "wrk inbox page of the hot conversation's member, cache on"
+WPATH=$IPATH wrk_runs cached-inbox "$BASE" "$WRK_RUNS" "$WRK_S" "chatd=$chatd_pid" "redis=$(redis_pid)" "db=$(db_pids)" | tee -a "$VAR/wrk.txt" >&2
 stop_chatd
 
 # --- realtime: WebSocket delivery and the mass reconnect ---------------------

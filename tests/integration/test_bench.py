@@ -46,9 +46,11 @@ def test_quick_bench_writes_results_and_report(stack, tmp_path):
     assert bench["page_bytes"] > 1000
     for k in ("pgbench_tps", "redis_get_rps"):
         assert bench["refs"].get(k, 0) > 0, (k, bench["refs"])
-    assert set(bench["wrk"]["results"]) == {"nginx", "bypass", "cached", "pgbench"}
-    groups = {"nginx": ("nginx", "wrk"), "bypass": ("chatd", "redis", "db", "wrk"),
-              "cached": ("chatd", "redis", "db", "wrk"), "pgbench": ("db", "pgbench")}
+    assert set(bench["wrk"]["results"]) == {"nginx", "bypass", "cached", "bypass-inbox", "cached-inbox",
+                                            "pgbench"}
+    chatd_groups = ("chatd", "redis", "db", "wrk")
+    groups = {"nginx": ("nginx", "wrk"), "bypass": chatd_groups, "cached": chatd_groups,
+              "bypass-inbox": chatd_groups, "cached-inbox": chatd_groups, "pgbench": ("db", "pgbench")}
     for label, runs in bench["wrk"]["results"].items():
         assert runs and all(x["rps"] > 0 and x.get("non2xx", 0) == 0 for x in runs), (label, runs)
         # CPU accounting of every process group, user and system
@@ -76,14 +78,17 @@ def test_quick_bench_writes_results_and_report(stack, tmp_path):
     assert all(st["cache_hit_ratio"] is None for st in bypass["stages"])
     assert any(st["cache_hit_ratio"] is not None for st in cached["stages"])
 
-    # the chat API mix: one stage at the most connections, every operation answered
-    chat = json.loads((perf / "chat.json").read_text())
-    assert not chat["interrupted"] and len(chat["stages"]) == 1
-    st = chat["stages"][0]
-    assert st["connections"] == 500 and st["completed"] == st["due"] > 0
-    assert st["errors"] == 0, st["errors_by_status"]
-    for op in ("history", "inbox", "send", "read"):
-        assert st["latency_ms"][op]["count"] > 0, op
+    # the chat API mix: one stage at the most connections, every operation answered,
+    # once with the cache bypassed and once with it on
+    for label in ("chat-bypass", "chat"):
+        chat = json.loads((perf / f"{label}.json").read_text())
+        assert not chat["interrupted"] and len(chat["stages"]) == 1
+        st = chat["stages"][0]
+        assert st["connections"] == 500 and st["completed"] == st["due"] > 0
+        assert st["errors"] == 0, (label, st["errors_by_status"])
+        for op in ("history", "inbox", "send", "read"):
+            assert st["latency_ms"][op]["count"] > 0, (label, op)
+    assert json.loads((perf / "chat-bypass.json").read_text())["stages"][0]["cache_hit_ratio"] is None
 
     # the realtime stage: the seed's users on WebSockets, every frame checked
     rt = json.loads((perf / "realtime.json").read_text())
@@ -105,8 +110,10 @@ def test_quick_bench_writes_results_and_report(stack, tmp_path):
                    "mass reconnect: every client resumed", "mass reconnect: DB queries/s"):
         assert f"| {target}" in report, target
     assert "## The chat API mix" in report and "| inbox |" in report
-    assert "inbox" in st["cache_hit_ratio_by_kind"] and "Hit ratio by kind: " in report
+    assert "inbox" in st["cache_hit_ratio_by_kind"] and "Hit ratio by kind (cache on): " in report
     assert "cache hit ratio > 90 %, chat API mix" in report and "inbox p95 with the cache" in report
+    assert "inbox p95 without the cache" in report and "| p95 bypassed |" in report
+    assert "cached inbox / cached history = " in report
     for heading in ("# chatd performance report", "Quick run", "## Machine", "## Targets",
                     "## References and ratios", "## Staged runs", "## Plots", "## Where the time goes"):
         assert heading in report, heading
