@@ -15,17 +15,19 @@ bob's cut. Screenshots go to CHATD_WEB_SCREENSHOTS (default: the test's tmp
 dir); docs/img/ holds three of them.
 """
 
+import concurrent.futures
 import hashlib
 import json
 import os
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
-from chatlib import TcpProxy, unique_name, wait_for
+from chatlib import TcpProxy, wait_for
 from conftest import REPO, free_port
 
 WEB = REPO / "web"
@@ -359,7 +361,7 @@ def shots(tmp_path):
 def sign_up(b, base_url):
     b.d.get(base_url + "/")
     until(b, lambda: b.visible("#signup-name"), "the sign-in screen")
-    name = unique_name("w")
+    name = f"{b.name}-{uuid.uuid4().hex[:6]}"
     b.type("#signup-name", name)
     b.click("#signup-form button[type=submit]")
     until(b, lambda: b.visible("#whoami"), "signed in")
@@ -398,8 +400,9 @@ def line(chatd):
 
 def test_two_people_chat_in_chromium(chatd, api, browsers, shots, line):
     T0[0] = time.monotonic()
-    alice = browsers("alice")
-    bob = browsers("bob")
+    # the two start side by side (a Chromium takes seconds to start on a busy machine)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        alice, bob = ex.map(browsers, ("alice", "bob"))
     bob_url = f"http://127.0.0.1:{line.port}"
 
     # --- sign up: alice straight to chatd, bob through the proxy
@@ -492,6 +495,11 @@ def test_two_people_chat_in_chromium(chatd, api, browsers, shots, line):
     for t in later:
         send_ui(alice, t)
     until(alice, lambda: sent_and_acked(alice, later), "her five messages acknowledged")
+    # bob writes while offline: pending until the line is back, then sent once
+    offline_text = "Written while offline"
+    send_ui(bob, offline_text)
+    until(bob, lambda: any(m["pending"] and m["body"] == offline_text for m in bob.messages()),
+          "his message pending")
     cut_log = bob.read_log()
     line.restore()
     until(bob, lambda: not bob.visible("#offline"), "the reconnect", timeout=30)
@@ -499,11 +507,13 @@ def test_two_people_chat_in_chromium(chatd, api, browsers, shots, line):
     def bob_has_the_five():
         return all(any(m["body"] == t for m in bob.messages()) for t in later)
     until(bob, bob_has_the_five, "the five messages after the reconnect")
+    until(bob, lambda: sent_and_acked(bob, [offline_text]), "his offline message acknowledged")
+    until(alice, lambda: sent_and_acked(alice, later + [offline_text]), "his offline message")
     ms = bob.messages()
     for t in later:
         assert sum(1 for m in ms if m["body"] == t) == 1, t
     assert [(m["id"], m["body"]) for m in ms[: len(before)]] == before
-    assert [m["body"] for m in ms[len(before):]] == later
+    assert [m["body"] for m in ms[len(before):]] == later + [offline_text]
     assert len({m["id"] for m in ms}) == len(ms)
     assert [m["seq"] for m in ms] == sorted(m["seq"] for m in ms)
     server = api.history(b["token"], cid, limit=100)["messages"]
@@ -515,6 +525,22 @@ def test_two_people_chat_in_chromium(chatd, api, browsers, shots, line):
     unexpected = [m for m in bob.severe(cut_log) if not CUT_NOISE.search(m)]
     assert unexpected == [], unexpected
 
+    # --- a long history: 50 messages first, older pages as bob scrolls up (before_id)
+    h = api.create_conversation(a["token"], "Long history", [b["id"]])
+    long_bodies = [f"History {i:03d}" for i in range(1, 121)]
+    for t in long_bodies:
+        api.send(a["token"], h["id"], t)
+    bob.click(f'#inbox-list button[data-conv="{h["id"]}"]')
+    until(bob, lambda: [m["body"] for m in bob.messages()] == long_bodies[-50:], "the newest page")
+    assert not bob.visible("#history-start") and bob.visible("#older")
+    for want in (100, 120):
+        bob.js("document.getElementById('messages').scrollTop = 0")
+        until(bob, lambda: len(bob.messages()) == want, f"{want} messages after scrolling up")
+    assert [m["body"] for m in bob.messages()] == long_bodies
+    assert bob.visible("#history-start") and not bob.visible("#older")
+    bob.click(f'#inbox-list button[data-conv="{cid}"]')
+    until(bob, lambda: [m["body"] for m in bob.messages()] == [m["body"] for m in ms], "back in lunch")
+
     # --- at a phone's width (390 px): one pane at a time, nothing wider than the screen
     bob.d.set_window_size(390, 844)
     until(bob, lambda: bob.js("return window.innerWidth") <= 400, "the narrow window")
@@ -524,7 +550,7 @@ def test_two_people_chat_in_chromium(chatd, api, browsers, shots, line):
     bob.click("#conv-back")
     until(bob, lambda: bob.visible("#inbox-list") and not bob.visible("#composer-text"),
           "the inbox alone")
-    assert bob_entry()["badge"] == 0 and bob_entry()["preview"].endswith("While you were away 5")
+    assert bob_entry()["badge"] == 0 and bob_entry()["preview"].endswith(offline_text)
     assert bob.js("return document.documentElement.scrollWidth <= window.innerWidth")
     bob.shot(shots, "phone-inbox.png")
 

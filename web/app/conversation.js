@@ -42,10 +42,16 @@ export class ConversationView {
       if (this.cid && $("composer-text").value.trim()) this.store.typing(this.cid);
     });
     $("older").addEventListener("click", () => this.loadOlder(true));
+    this.stuck = true; // scrolled to the newest: stays there when the box resizes
     this.box.addEventListener("scroll", () => {
+      this.stuck = this.nearBottom();
       if (this.box.scrollTop < 80) this.loadOlder(false);
       this.checkRead();
     });
+    new ResizeObserver(() => {
+      if (this.stuck) this.box.scrollTop = this.box.scrollHeight;
+      this.checkRead();
+    }).observe(this.box);
     $("member-form").addEventListener("submit", (e) => {
       e.preventDefault();
       this.addMember();

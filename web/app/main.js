@@ -80,6 +80,7 @@ function route() {
   if (cid && store.convs.has(cid)) {
     // shown first: a hidden composer cannot take the focus
     show($("conv"), true);
+    show($("conv-none"), false);
     document.body.classList.add("in-conv");
     if (view.cid !== cid) view.open(cid);
     inbox.setCurrent(cid);
@@ -87,6 +88,7 @@ function route() {
     view.close();
     inbox.setCurrent(null);
     show($("conv"), false);
+    show($("conv-none"), true);
     document.body.classList.remove("in-conv");
   }
 }
@@ -107,6 +109,7 @@ async function start(s) {
   show($("signin"), false);
   show($("chat"), true);
   $("whoami").textContent = `Signed in as ${s.name} (user id ${s.id})`;
+  $("conv-none-id").textContent = `Others add you with your user id: ${s.id}.`;
   show($("whoami"), true);
   show($("signout"), true);
   try {
