@@ -302,6 +302,11 @@ class Browser:
         e.clear()
         e.send_keys(text)
 
+    def text(self, css):
+        """textContent of css, "" when it is not there (read in the page: never stale)."""
+        return self.js("const e = document.querySelector(arguments[0]);"
+                       "return e ? e.textContent : '';", css)
+
     def messages(self):
         return self.js(MESSAGES_JS)
 
@@ -452,12 +457,12 @@ def test_two_people_chat_in_chromium(chatd, api, browsers, shots, line):
     assert active.get_attribute("id") == "composer-text"
     active.send_keys("Noon works.")
     # typing reaches alice before the message does
-    until(alice, lambda: "is typing" in alice.el("#typing").text, "bob typing")
-    assert b["name"] in alice.el("#typing").text
+    until(alice, lambda: "is typing" in alice.text("#typing"), "bob typing")
+    assert b["name"] in alice.text("#typing")
     active.send_keys(Keys.ENTER)
     until(alice, lambda: any(m["body"] == "Noon works." and not m["mine"]
                              for m in alice.messages()), "bob's reply, live")
-    until(alice, lambda: alice.el("#typing").text == "", "the typing line cleared")
+    until(alice, lambda: alice.text("#typing") == "", "the typing line cleared")
 
     # --- alice edits her first message and deletes her second; bob sees both
     ms = alice.messages()
@@ -470,7 +475,7 @@ def test_two_people_chat_in_chromium(chatd, api, browsers, shots, line):
     ed.clear()
     ed.send_keys("Hi Bob, how are you?", Keys.ENTER)
     alice.click(f"#m-{second_id} .actions button.danger")
-    until(alice, lambda: alice.el(f"#m-{second_id} .actions button.danger").text == "Confirm delete",
+    until(alice, lambda: alice.text(f"#m-{second_id} .actions button.danger") == "Confirm delete",
           "the delete confirmation")
     alice.click(f"#m-{second_id} .actions button.danger")
 
@@ -568,4 +573,19 @@ def test_two_people_chat_in_chromium(chatd, api, browsers, shots, line):
     alice.click("#signout")
     until(alice, lambda: alice.visible("#signup-name"), "signed out")
     assert alice.session() is None
+
+    # --- sign in with the token: another's id is refused (checked against the members of
+    # her newest conversation: the contract has no "who am I"), hers taken
+    carol = api.signup(f"carol-{uuid.uuid4().hex[:6]}")
+    alice.type("#token-id", str(carol["id"]))
+    alice.type("#token-value", a["token"])
+    alice.click("#token-form button[type=submit]")
+    until(alice, lambda: "not user" in alice.text("#signin-error"), "the wrong id refused")
+    assert alice.session() is None
+    alice.type("#token-id", str(a["id"]))
+    alice.type("#token-value", a["token"])
+    alice.click("#token-form button[type=submit]")
+    until(alice, lambda: alice.visible("#whoami") and {c["id"] for c in alice.inbox()} == {cid, h["id"]},
+          "signed in again with her inbox")
+    assert alice.session() == a
     assert alice.severe(alice.read_log()) == [] and alice.csp_violations() == []
