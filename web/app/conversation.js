@@ -325,6 +325,8 @@ export class ConversationView {
       const m = this.msgs.get(id);
       if (m && !m.deleted)
         this.merge({ ...m, deleted: true, body: "", edited_at: new Date().toISOString() }, false);
+      // its buttons are gone: the focus goes to the list it was in
+      if (!document.activeElement || document.activeElement === document.body) this.box.focus();
     } catch (e) {
       btn.disabled = false;
       btn.textContent = `Delete failed: ${e.message}`;
@@ -353,7 +355,7 @@ export class ConversationView {
     if (p.state === "failed") {
       li.append(
         h("div", { class: "actions" },
-          h("button", { type: "button", class: "link", onclick: () => this.store.trySend(p) }, "Retry"),
+          h("button", { type: "button", class: "link", onclick: () => this.store.retry(p) }, "Retry"),
           " ",
           h("button", { type: "button", class: "link", onclick: () => this.store.discard(p.cmid) }, "Discard")),
       );

@@ -85,11 +85,19 @@ function route() {
     if (view.cid !== cid) view.open(cid);
     inbox.setCurrent(cid);
   } else {
+    const was = view.cid;
+    const lost = !document.activeElement || document.activeElement === document.body ||
+      $("conv").contains(document.activeElement);
     view.close();
-    inbox.setCurrent(null);
     show($("conv"), false);
     show($("conv-none"), true);
     document.body.classList.remove("in-conv");
+    inbox.setCurrent(null);
+    // back from a conversation: the focus goes to its entry in the inbox
+    if (was && lost) {
+      const b = document.querySelector(`button[data-conv="${was}"]`);
+      if (b) b.focus();
+    }
   }
 }
 
@@ -184,12 +192,7 @@ function wireSignIn() {
     if (stream) stream.reconnectNow();
   });
   $("conv-back").addEventListener("click", () => {
-    const cid = view && view.cid;
     location.hash = "";
-    if (cid) {
-      const b = document.querySelector(`button[data-conv="${cid}"]`);
-      if (b) b.focus();
-    }
   });
   // the skip link moves the focus without touching the address (#c=ID)
   $("skip").addEventListener("click", (e) => {

@@ -311,33 +311,53 @@ export class Store extends EventTarget {
   }
 
   // ---- sending
+  //
+  // One send of a conversation is in flight at a time, the next once it is
+  // acknowledged: sends on one socket may commit in any order, and the
+  // conversation should read in the order they were written.
 
   send(cid, body) {
     const cmid = randomId();
     const p = { cmid, cid, body, state: "sending", error: null, timer: null };
     this.outbox.set(cmid, p);
     this.emit("outbox", p);
-    this.trySend(p);
+    this.pump(cid);
     return p;
   }
 
-  trySend(p) {
+  // The conversation's oldest message waiting to be sent.
+  head(cid) {
+    for (const p of this.outbox.values()) if (p.cid === cid && p.state === "sending") return p;
+    return null;
+  }
+
+  pump(cid) {
+    const p = this.head(cid);
+    if (p) this.transmit(p);
+  }
+
+  transmit(p) {
     clearTimeout(p.timer);
-    p.state = "sending";
-    p.error = null;
-    this.emit("outbox", p);
     const frame = { type: "send", conversation_id: p.cid, body: p.body, client_msg_id: p.cmid };
     if (this.stream && this.stream.send(frame)) {
       // no ack in time: the same client_msg_id again, which chatd stores once
       p.timer = setTimeout(() => {
-        if (this.outbox.get(p.cmid) === p) this.trySend(p);
+        if (this.outbox.get(p.cmid) === p) this.transmit(p);
       }, RESEND_MS);
     }
     // offline: flushOutbox() sends it once the stream is resumed
   }
 
+  // Retry of a message that failed: back in the queue.
+  retry(p) {
+    p.state = "sending";
+    p.error = null;
+    this.emit("outbox", p);
+    this.pump(p.cid);
+  }
+
   flushOutbox() {
-    for (const p of this.outbox.values()) if (p.state === "sending") this.trySend(p);
+    for (const cid of new Set([...this.outbox.values()].map((p) => p.cid))) this.pump(cid);
   }
 
   acked(cmid, message) {
@@ -346,6 +366,7 @@ export class Store extends EventTarget {
     clearTimeout(p.timer);
     this.outbox.delete(cmid);
     this.emit("outbox-done", { p, message });
+    this.pump(p.cid);
   }
 
   sendFailed(cmid, error) {
@@ -353,12 +374,13 @@ export class Store extends EventTarget {
     if (!p) return;
     clearTimeout(p.timer);
     if (error && (error.code === "rate_limited" || error.code === "unavailable")) {
-      p.timer = setTimeout(() => this.trySend(p), 2000);
+      p.timer = setTimeout(() => this.transmit(p), 2000);
       return;
     }
     p.state = "failed";
     p.error = (error && error.message) || "not sent";
     this.emit("outbox", p);
+    this.pump(p.cid);
   }
 
   discard(cmid) {
@@ -367,6 +389,7 @@ export class Store extends EventTarget {
     clearTimeout(p.timer);
     this.outbox.delete(cmid);
     this.emit("outbox-done", { p, message: null });
+    this.pump(p.cid);
   }
 
   typing(cid) {
