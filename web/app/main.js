@@ -64,6 +64,9 @@ function setOffline(state, info) {
   }
   document.body.classList.add("is-offline");
   show(banner, true);
+  // A handshake refused for its token looks like any failure: after a few, ask over REST,
+  // whose 401 signs out (a network error there changes nothing).
+  if (info.attempt === 3 && store) store.api.user(session.id).catch(() => {});
   const tick = () => {
     const s = Math.max(0, Math.ceil((info.at - Date.now()) / 1000));
     $("offline-text").textContent =

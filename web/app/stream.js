@@ -118,7 +118,7 @@ export class Stream {
     const cap = Math.min(MAX_MS, BASE_MS * 2 ** this.attempt);
     const delay = Math.round(cap / 2 + (Math.random() * cap) / 2);
     this.attempt++;
-    this.h.state("offline", { delay, at: Date.now() + delay });
+    this.h.state("offline", { delay, at: Date.now() + delay, attempt: this.attempt });
     this.timer = setTimeout(() => this.connect(), delay);
   }
 }
