@@ -7,7 +7,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       cmake gcc make pkg-config ca-certificates \
       libuv1-dev libhttp-parser-dev libpq-dev libjansson-dev libssl-dev \
-      libhiredis-dev libwslay-dev \
+      libhiredis-dev libwslay-dev python3 python3-yaml \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -16,6 +16,10 @@ COPY src ./src
 COPY sql ./sql
 COPY tests/unit ./tests/unit
 COPY tools ./tools
+# compiled into the binary: the web client and the OpenAPI document (as JSON)
+COPY web ./web
+COPY docs/openapi.yaml ./docs/openapi.yaml
+COPY scripts/openapi-json.py ./scripts/openapi-json.py
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
  && cmake --build build -j"$(nproc)" --target chatd \
  && strip --strip-debug build/chatd

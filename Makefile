@@ -49,7 +49,7 @@ run:
 	@$(M) build
 	@CHATD_STACK_DIR=$(STACK_DIR) scripts/stack.sh start
 	@set -a; . $(STACK_DIR)/env; set +a; build/chatd migrate
-	@echo "chatd: serving on http://$(LISTEN) — try: curl -s http://$(LISTEN)/healthz ; Ctrl-C stops chatd, 'make stop' stops the stack"
+	@echo "chatd: serving on http://$(LISTEN) — open http://$(LISTEN)/ for the web client, or try: curl -s http://$(LISTEN)/healthz ; Ctrl-C stops chatd, 'make stop' stops the stack"
 	@mkdir -p var
 	@set -a; . $(STACK_DIR)/env; set +a; export CHATD_LISTEN=$(LISTEN); \
 	  echo $$$$ > $(PIDFILE); exec build/chatd

@@ -25,6 +25,9 @@ PKGS=(
   # integration tests (run with /usr/bin/python3)
   python3 python3-pytest python3-requests python3-psycopg2 python3-redis
   prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter prometheus-pgbouncer-exporter python3-yaml
+  # the web client's browser tests (tests/integration/test_web.py); python3-yaml also
+  # converts docs/openapi.yaml for the build
+  chromium chromium-driver python3-selenium
   # make lint (scripts/lint.sh)
   shellcheck cppcheck
   # stack.sh uses these

@@ -15,6 +15,11 @@
 #include <strings.h>
 
 static const chat_route_t routes[] = {
+    /* The web client and the OpenAPI document, compiled in (static.c). */
+    {"/", "GET, HEAD", {{HTTP_GET, chat_h_static, AUTH_NONE}}},
+    {"/favicon.ico", "GET, HEAD", {{HTTP_GET, chat_h_static, AUTH_NONE}}},
+    {"/app/{asset}", "GET, HEAD", {{HTTP_GET, chat_h_static, AUTH_NONE}}},
+    {"/api/openapi.json", "GET, HEAD", {{HTTP_GET, chat_h_static, AUTH_NONE}}},
     {"/healthz", "GET", {{HTTP_GET, chat_h_healthz, AUTH_NONE}}},
     {"/readyz", "GET", {{HTTP_GET, chat_h_readyz, AUTH_NONE}}},
     {"/metrics", "GET", {{HTTP_GET, chat_h_metrics, AUTH_NONE}}},
@@ -211,6 +216,10 @@ json_t *chat_call_json_object(chat_call_t *call)
 
 static void run_handler(chat_call_t *call)
 {
+    if (call->fn == chat_h_static) {
+        call->fn(call); /* its {asset} is a file name, not an id */
+        return;
+    }
     if ((call->id_seg && chat_api_parse_id(call->id_seg, call->id_len, &call->id) < 0) ||
         (call->sub_seg && chat_api_parse_id(call->sub_seg, call->sub_len, &call->sub_id) < 0)) {
         chat_call_fail(call, CHAT_ENOTFOUND, "not found");

@@ -111,5 +111,6 @@ void chat_h_metrics(chat_call_t *call);
 void chat_h_cache_metrics(chat_call_t *call);
 void chat_h_cache_bypass(chat_call_t *call);
 void chat_h_cache_keys_delete(chat_call_t *call);
+void chat_h_static(chat_call_t *call); /* static.c */
 
 #endif

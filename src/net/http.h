@@ -38,6 +38,7 @@ struct chat_http_request {
     const char *ws_key;        /* Sec-WebSocket-Key, NULL if absent */
     const char *ws_version;    /* Sec-WebSocket-Version, NULL if absent */
     const char *origin;        /* Origin (lines joined by ", "), NULL if absent */
+    const char *if_none_match; /* If-None-Match (lines joined by ", "), NULL if absent */
     int http_minor;            /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
     uint64_t conn_id;          /* id of the connection, for logs */
     void *server_data;         /* the handler_data given in the server config */

@@ -51,6 +51,7 @@ struct chat_http1_req {
     chat_buf_t ws_key;
     chat_buf_t ws_version;
     chat_buf_t origin;
+    chat_buf_t if_none_match;
     char *rest; /* an upgrade request: what the client sent after it */
     size_t rest_len;
     /* The response, once answered. */

@@ -1,7 +1,7 @@
 /*
  * Parsing HTTP/1.1 requests (see http1_conn.h): http-parser callbacks that
  * keep only what a request needs (the target split into path and query,
- * Authorization, the upgrade headers, the body), enforce the head and body
+ * Authorization, the upgrade headers, If-None-Match, the body), enforce the head and body
  * limits, answer "Expect: 100-continue", and pause after each complete
  * request so that net/http1.c hands it over outside of the parser. The
  * rules the parser lets through are checked here too: a single Host on
@@ -34,6 +34,7 @@ enum hdr_id {
     HDR_TE,
     HDR_CONTENT_LENGTH,
     HDR_ORIGIN,
+    HDR_IF_NONE_MATCH,
 };
 enum hstate { HS_NONE, HS_FIELD, HS_VALUE };
 
@@ -77,6 +78,7 @@ void chat_http1_req_free(chat_http1_req_t *r)
     chat_buf_dispose(&r->ws_key);
     chat_buf_dispose(&r->ws_version);
     chat_buf_dispose(&r->origin);
+    chat_buf_dispose(&r->if_none_match);
     free(r->rest);
     free(r->head);
     free(r->owned_body);
@@ -183,10 +185,12 @@ static int header_id(const h1_t *h)
         return HDR_CONTENT_LENGTH;
     if (h->hflen == 6 && memcmp(h->hfield, "origin", 6) == 0)
         return HDR_ORIGIN;
+    if (h->hflen == 13 && memcmp(h->hfield, "if-none-match", 13) == 0)
+        return HDR_IF_NONE_MATCH;
     return HDR_OTHER;
 }
 
-/* The buffer that keeps the value of a header of the handshake, or NULL. */
+/* The buffer that keeps the value of a listed header (the handshake's, If-None-Match), or NULL. */
 static chat_buf_t *handshake_buf(req_t *r, int hid)
 {
     switch (hid) {
@@ -198,6 +202,8 @@ static chat_buf_t *handshake_buf(req_t *r, int hid)
         return &r->ws_version;
     case HDR_ORIGIN:
         return &r->origin;
+    case HDR_IF_NONE_MATCH:
+        return &r->if_none_match;
     default:
         return NULL;
     }
@@ -244,7 +250,8 @@ static int header_value_begin(h1_t *h, req_t *r)
     case HDR_CONNECTION:
     case HDR_WS_KEY:
     case HDR_WS_VERSION:
-    case HDR_ORIGIN: {
+    case HDR_ORIGIN:
+    case HDR_IF_NONE_MATCH: {
         /* A repeated header joins the first as a list (a repeated key then fails its check). */
         chat_buf_t *b = handshake_buf(r, h->hid);
         if (b->data)
@@ -311,6 +318,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     case HDR_WS_KEY:
     case HDR_WS_VERSION:
     case HDR_ORIGIN:
+    case HDR_IF_NONE_MATCH:
         chat_buf_append(handshake_buf(r, h->hid), at, len);
         break;
     }
@@ -377,6 +385,7 @@ static int on_headers_complete(http_parser *p)
     r->pub.ws_key = r->ws_key.data;
     r->pub.ws_version = r->ws_version.data;
     r->pub.origin = r->origin.data;
+    r->pub.if_none_match = r->if_none_match.data;
     r->pub.http_minor = p->http_minor;
     r->upgrade_req = p->upgrade && p->method == HTTP_GET;
     bool chunked = (p->flags & F_CHUNKED) != 0;

@@ -56,9 +56,11 @@ def test_401_row(api, w):
 # --- 404 not_found --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/", "/api", "/api/v1", "/api/v1/", "/api/v1/nope", "/api/v2/users",
+# ("/", "/favicon.ico" and "/app/{file}" are the web client's: test_web.py)
+@pytest.mark.parametrize("path", ["/api", "/api/v1", "/api/v1/", "/api/v1/nope", "/api/v2/users",
                                   "/api/v1/userz", "/api/v1/users/1/extra", "/api/v1/conversations/1/nope",
-                                  "/api/v1/conversations/1/messages/count/x", "/healthz/x", "/favicon.ico",
+                                  "/api/v1/conversations/1/messages/count/x", "/healthz/x", "/favicon.png",
+                                  "/index.html", "/app", "/app/", "/app/a/main.js",
                                   "/api/v1/conversations/1/members/2/x", "/api/v1/conversations/1/read/x"])
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_404_unknown_path(api, w, path, method):

@@ -107,6 +107,8 @@ HARNESS void answer_echo(chat_http_request_t *req, const char *tag)
     chat_json_put_cstr_or_null(&b, req->authorization);
     chat_buf_puts(&b, ",\"upgrade\":");
     chat_json_put_cstr_or_null(&b, req->upgrade);
+    chat_buf_puts(&b, ",\"inm\":");
+    chat_json_put_cstr_or_null(&b, req->if_none_match);
     chat_buf_printf(&b, ",\"tag\":\"%s\",\"body_len\":%zu,\"body\":", tag, req->body_len);
     chat_json_put_str(&b, req->body, req->body_len);
     chat_buf_puts(&b, "}");

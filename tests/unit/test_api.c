@@ -73,6 +73,16 @@ static void test_routes(void **state)
     assert_null(match("/api/v1/conversations//messages", NULL, 0));
     assert_null(match("/nope", NULL, 0));
     assert_null(match("", NULL, 0));
+    /* the compiled-in files (static.c): one name segment under /app/ */
+    assert_string_equal(match("/", NULL, 0), "/");
+    assert_string_equal(match("/favicon.ico", NULL, 0), "/favicon.ico");
+    assert_string_equal(match("/api/openapi.json", NULL, 0), "/api/openapi.json");
+    assert_string_equal(match("/app/main.js", id, sizeof id), "/app/{asset}");
+    assert_string_equal(id, "main.js");
+    assert_null(match("/app/", NULL, 0));
+    assert_null(match("/app", NULL, 0));
+    assert_null(match("/app/x/main.js", NULL, 0));
+    assert_null(match("//", NULL, 0));
     const char *seg;
     size_t len;
     const chat_route_t *r =

@@ -26,6 +26,13 @@ static void test_request_fields(void **state)
     assert_int_equal(cli_read_response(&c, &r), 0);
     assert_non_null(strstr(r.body, "\"query\":null,\"auth\":null,\"upgrade\":null"));
     assert_non_null(strstr(r.body, "\"body_len\":0,\"body\":\"\""));
+    assert_non_null(strstr(r.body, "\"inm\":null"));
+    resp_free(&r);
+    /* If-None-Match (for the compiled-in files): repeated lines join as one list */
+    cli_sends(&c, "GET /echo HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"a\"\r\n"
+                  "if-none-match: W/\"b\", \"c\"\r\n\r\n");
+    assert_int_equal(cli_read_response(&c, &r), 0);
+    assert_non_null(strstr(r.body, "\"inm\":\"\\\"a\\\", W/\\\"b\\\", \\\"c\\\"\""));
     resp_free(&r);
     cli_sends(&c, "GET /echo? HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_int_equal(cli_read_response(&c, &r), 0);
