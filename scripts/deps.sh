@@ -25,6 +25,10 @@ PKGS=(
   # integration tests (run with /usr/bin/python3)
   python3 python3-pytest python3-requests python3-psycopg2 python3-redis
   prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter prometheus-pgbouncer-exporter python3-yaml
+  # the integration suite checks every answer against docs/openapi.yaml
+  python3-jsonschema
+  # make openapi-check: the validator in tools/openapi runs on Node.js (npm ci)
+  nodejs
   # make lint (scripts/lint.sh)
   shellcheck cppcheck
   # stack.sh uses these
@@ -33,6 +37,9 @@ PKGS=(
   # postgresql-15, redis-benchmark in redis-tools), wrk, and the plots
   nginx-light wrk gnuplot-nox
 )
+# npm: Debian's package, unless an npm came with nodejs (NodeSource's does,
+# and conflicts with Debian's)
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 PKGS+=("$@")
 
 say() { printf 'deps: %s\n' "$*"; }

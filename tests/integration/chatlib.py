@@ -16,7 +16,11 @@ import socket
 import time
 import uuid
 
+import openapi_check
 import requests
+
+# every answer of a chatd the suite started is checked against docs/openapi.yaml
+openapi_check.install()
 
 # --- shapes of the contract ------------------------------------------------
 
@@ -456,10 +460,30 @@ def _parse_one(buf, pos, head_request=False):
     return RawResponse(version, status, reason, headers, body), p
 
 
+class SentBytes(bytes):
+    """Bytes received on a connection, with the requests sent on it (.sent:
+    [(method, target)], see openapi_check.requests_in) so that parse_responses
+    can check each answer against the route it answers."""
+
+    sent = None
+
+
+def _with_sent(buf, data):
+    b = SentBytes(buf)
+    b.sent = openapi_check.requests_in(data)
+    return b
+
+
 def parse_responses(buf):
-    """Parses every complete response in buf; returns (responses, leftover bytes)."""
+    """Parses every complete response in buf; returns (responses, leftover bytes).
+
+    Every response is checked against docs/openapi.yaml: against its route when
+    buf came from raw_request/mass_exchange (it knows the requests), else against
+    every response the document gives for its status.
+    """
     out = []
     pos = 0
+    rest = None
     while pos < len(buf):
         try:
             r, pos2 = _parse_one(buf, pos)
@@ -469,10 +493,12 @@ def parse_responses(buf):
                 and r.status not in (204, 304) and not 100 <= r.status < 200:
             # close-delimited: only valid as the last response
             out.append(r)
-            return out, b""
+            rest = b""
+            break
         out.append(r)
         pos = pos2
-    return out, buf[pos:]
+    openapi_check.check_raw(out, getattr(buf, "sent", None))
+    return out, (buf[pos:] if rest is None else rest)
 
 
 def count_complete(buf):
@@ -553,7 +579,7 @@ def raw_request(host, port, data, timeout=5, responses=None):
     try:
         send_all_tolerant(s, data)
         buf, _ = read_until(s, responses=responses, timeout=timeout)
-        return buf
+        return _with_sent(buf, data)
     finally:
         s.close()
 
@@ -928,8 +954,10 @@ def mass_exchange(socks, request_of, timeout=60):
     unsent = {}
     deadline = time.monotonic() + timeout
     try:
+        sent = [b""] * n
         for i, s in enumerate(socks):
             data = request_of(i)
+            sent[i] = data
             try:
                 k = s.send(data)
             except BlockingIOError:
@@ -977,7 +1005,7 @@ def mass_exchange(socks, request_of, timeout=60):
                     if eof[i] or count_complete(out[i]) >= 1:
                         sel.unregister(s)
                         remaining -= 1
-        return list(zip(out, eof))
+        return [(_with_sent(o, sent[i]), e) for i, (o, e) in enumerate(zip(out, eof))]
     finally:
         sel.close()
 
