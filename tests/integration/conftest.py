@@ -52,8 +52,10 @@ TEST_REDIS_PORT = int(os.environ.get("CHATD_TEST_REDIS_PORT", "16379"))
 SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")
 
 # GET /api/openapi.json and the web client's paths are served once the web
-# client's branch is merged; until then this module is not collected.
+# client's branch is merged; until then this module is not collected and
+# those paths of docs/openapi.yaml are answered as unknown paths (404).
 collect_ignore = ["test_openapi_served.py"]
+openapi_check.not_yet_served = {"/", "/app/{path}", "/api/openapi.json"}
 
 
 def _raise_nofile():
