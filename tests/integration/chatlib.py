@@ -516,10 +516,58 @@ def count_complete(buf):
     return n
 
 
+class RecordingSocket(socket.socket):
+    """A client socket that keeps what was sent and received on it, so that the
+    answers read_until returns can be paired with their requests (SentBytes)."""
+
+    sent_bytes = b""
+    received = b""
+
+    def send(self, data, *a):
+        n = super().send(data, *a)
+        self.sent_bytes += bytes(data[:n])
+        return n
+
+    def sendall(self, data, *a):
+        super().sendall(data, *a)
+        self.sent_bytes += bytes(data)
+
+    def recv(self, n, *a):
+        data = super().recv(n, *a)
+        self.received += data
+        return data
+
+
 def connect(host, port, timeout=5, source=None):
-    s = socket.create_connection((host, port), timeout=timeout, source_address=source)
+    plain = socket.create_connection((host, port), timeout=timeout, source_address=source)
+    s = RecordingSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+    s.settimeout(timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
+
+
+def _answers_of(sock, buf):
+    """buf (the last bytes read from sock) with the requests it answers, when that
+    is known: the bytes received before it end on an answer's boundary."""
+    buf = bytes(buf)
+    total = getattr(sock, "received", None)
+    if not isinstance(sock, RecordingSocket) or not total.endswith(buf):
+        return buf
+    before = total[:len(total) - len(buf)]
+    pos = done = 0
+    while pos < len(before):
+        try:
+            r, pos = _parse_one(before, pos)
+        except (Incomplete, ValueError):
+            return buf  # the earlier bytes end inside an answer: not aligned
+        if r.header("content-length") is None and "chunked" not in (r.header("transfer-encoding") or "") \
+                and r.status not in (204, 304) and not 100 <= r.status < 200:
+            return buf  # close-delimited: nothing can follow it
+        if not (100 <= r.status < 200 and r.status != 101):
+            done += 1  # interim answers (100 Continue) answer no request of their own
+    out = SentBytes(buf)
+    out.sent = openapi_check.requests_in(sock.sent_bytes)[done:]
+    return out
 
 
 def send_all_tolerant(sock, data):
@@ -553,19 +601,19 @@ def read_until(sock, responses=None, timeout=5):
                 done += 1
                 pos = nxt
             if done >= responses:
-                return bytes(buf), False
+                return _answers_of(sock, buf), False
         left = deadline - time.monotonic()
         if left <= 0:
-            return bytes(buf), False
+            return _answers_of(sock, buf), False
         sock.settimeout(left)
         try:
             chunk = sock.recv(262144)
         except socket.timeout:
-            return bytes(buf), False
+            return _answers_of(sock, buf), False
         except ConnectionResetError:
-            return bytes(buf), True
+            return _answers_of(sock, buf), True
         if not chunk:
-            return bytes(buf), True
+            return _answers_of(sock, buf), True
         buf += chunk
 
 
