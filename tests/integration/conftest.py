@@ -584,5 +584,6 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"openapi: {st['responses']} HTTP answers checked against their route "
         f"({st['raw_paired']} of them raw), {st['raw_generic']} raw answers against their "
-        f"status only, {st['frames']} WebSocket frames; {len(openapi_check.violations)} mismatches"
+        f"status only, {st['frames']} WebSocket frames; {len(openapi_check.violations)} mismatches; "
+        f"{st['seconds']:.2f} s of CPU"
     )

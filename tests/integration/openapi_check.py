@@ -47,7 +47,7 @@ class Mismatch(AssertionError):
 
 
 _lock = threading.Lock()
-stats = {"responses": 0, "raw_paired": 0, "raw_generic": 0, "frames": 0}
+stats = {"responses": 0, "raw_paired": 0, "raw_generic": 0, "frames": 0, "seconds": 0.0}
 violations = []  # every Mismatch raised, so a swallowed one still fails its test
 # paths of the document this build of chatd does not serve yet (set by conftest):
 # answered as paths outside the document (404)
@@ -80,6 +80,22 @@ def is_chatd(host, port):
 def _count(what):
     with _lock:
         stats[what] += 1
+
+
+def _timed(fn):
+    """Adds the thread CPU time the checks take to stats["seconds"]."""
+    import functools
+    import time
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        t0 = time.thread_time()
+        try:
+            return fn(*a, **kw)
+        finally:
+            with _lock:
+                stats["seconds"] += time.thread_time() - t0
+    return wrapper
 
 
 def _fail(msg):
@@ -283,6 +299,7 @@ def _check_response(resp, label, status, headers, body, head):
     return None
 
 
+@_timed
 def check_http(method, target, status, headers, body, head=None):
     """Checks one answer of chatd to `method target`; raises Mismatch when undocumented.
 
@@ -322,6 +339,7 @@ def check_http(method, target, status, headers, body, head=None):
     _count("responses")
 
 
+@_timed
 def check_generic(status, headers, body):
     """An answer whose request is unknown: it must fit some response of its status."""
     sp = spec()
@@ -351,6 +369,7 @@ def check_frame_text(payload, direction="server"):
     check_frame(frame, direction)
 
 
+@_timed
 def check_frame(frame, direction="server"):
     """Checks one decoded WebSocket text message (server frames by default)."""
     sp = spec()
