@@ -16,6 +16,8 @@
 #                      (part of make test)
 #   make lint          scripts/lint.sh: shellcheck over scripts/, bench/ and .ci/run, cppcheck
 #                      over src/, zero findings (part of make test)
+#   make openapi-check docs/openapi.yaml against the OpenAPI 3.1 schema with the npm tool
+#                      pinned in tools/openapi (npm ci once, offline after; part of make test)
 #   make clean         remove builds and var/ (stops stacks first)
 
 SHELL := /bin/bash
@@ -28,7 +30,8 @@ STACK_DIR := var/stack
 LISTEN ?= 127.0.0.1:3000
 PIDFILE := var/chatd.pid
 
-.PHONY: all deps build build-asan run stop test unit integration bench format-check lint clean monitor
+.PHONY: all deps build build-asan run stop test unit integration bench format-check lint clean monitor \
+	openapi-check
 
 all: build
 
@@ -74,6 +77,7 @@ test:
 	@$(M) build
 	@$(M) build-asan
 	@$(M) unit
+	@$(M) openapi-check
 	@$(M) integration
 
 unit:
@@ -99,6 +103,20 @@ format-check:
 lint:
 	@scripts/deps.sh
 	@scripts/lint.sh
+
+# the validator is fetched by npm ci when the lock file is newer than what is installed
+OPENAPI_TOOL := tools/openapi/node_modules/.package-lock.json
+
+$(OPENAPI_TOOL): tools/openapi/package-lock.json tools/openapi/package.json
+	@scripts/deps.sh
+	cd tools/openapi && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+openapi-check: $(OPENAPI_TOOL)
+	@command -v node >/dev/null || scripts/deps.sh
+	@out=$$(node tools/openapi/node_modules/@seriousme/openapi-schema-validator/bin/validate-api-cli.js \
+	  docs/openapi.yaml 2>&1) || { echo "$$out"; echo "openapi-check: docs/openapi.yaml is NOT valid" >&2; exit 1; }
+	@echo "openapi-check: docs/openapi.yaml is valid OpenAPI $$(sed -n 's/^openapi: //p' docs/openapi.yaml)"
 
 # a stack directory may be a symlink to /tmp (see scripts/stack.sh): remove both
 clean:

@@ -28,6 +28,10 @@ PKGS=(
   # the web client's browser tests (tests/integration/test_web.py); python3-yaml also
   # converts docs/openapi.yaml for the build
   chromium chromium-driver python3-selenium
+  # the integration suite checks every answer against docs/openapi.yaml
+  python3-jsonschema
+  # make openapi-check: the validator in tools/openapi runs on Node.js (npm ci)
+  nodejs
   # make lint (scripts/lint.sh)
   shellcheck cppcheck
   # stack.sh uses these
@@ -36,6 +40,9 @@ PKGS=(
   # postgresql-15, redis-benchmark in redis-tools), wrk, and the plots
   nginx-light wrk gnuplot-nox
 )
+# npm: Debian's package, unless an npm came with nodejs (NodeSource's does,
+# and conflicts with Debian's)
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 PKGS+=("$@")
 
 say() { printf 'deps: %s\n' "$*"; }

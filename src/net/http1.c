@@ -709,7 +709,8 @@ int chat_http1_upgrade(chat_http_request_t *req, const char *headers, chat_http1
         chat_json_error(&b, code, why);
         size_t len;
         char *body = chat_buf_steal(&b, &len);
-        respond(r, status, NULL, body, len, true);
+        /* a 503 says when to come back, as every other 503 of chatd does */
+        respond(r, status, status == 503 ? "Retry-After: 1\r\n" : NULL, body, len, true);
         return err;
     }
     r->switch_cb = cb;

@@ -16,7 +16,11 @@ import socket
 import time
 import uuid
 
+import openapi_check
 import requests
+
+# every answer of a chatd the suite started is checked against docs/openapi.yaml
+openapi_check.install()
 
 # --- shapes of the contract ------------------------------------------------
 
@@ -456,10 +460,30 @@ def _parse_one(buf, pos, head_request=False):
     return RawResponse(version, status, reason, headers, body), p
 
 
+class SentBytes(bytes):
+    """Bytes received on a connection, with the requests sent on it (.sent:
+    [(method, target)], see openapi_check.requests_in) so that parse_responses
+    can check each answer against the route it answers."""
+
+    sent = None
+
+
+def _with_sent(buf, data):
+    b = SentBytes(buf)
+    b.sent = openapi_check.requests_in(data)
+    return b
+
+
 def parse_responses(buf):
-    """Parses every complete response in buf; returns (responses, leftover bytes)."""
+    """Parses every complete response in buf; returns (responses, leftover bytes).
+
+    Every response is checked against docs/openapi.yaml: against its route when
+    buf came from raw_request/mass_exchange (it knows the requests), else against
+    every response the document gives for its status.
+    """
     out = []
     pos = 0
+    rest = None
     while pos < len(buf):
         try:
             r, pos2 = _parse_one(buf, pos)
@@ -469,10 +493,12 @@ def parse_responses(buf):
                 and r.status not in (204, 304) and not 100 <= r.status < 200:
             # close-delimited: only valid as the last response
             out.append(r)
-            return out, b""
+            rest = b""
+            break
         out.append(r)
         pos = pos2
-    return out, buf[pos:]
+    openapi_check.check_raw(out, getattr(buf, "sent", None))
+    return out, (buf[pos:] if rest is None else rest)
 
 
 def count_complete(buf):
@@ -490,10 +516,58 @@ def count_complete(buf):
     return n
 
 
+class RecordingSocket(socket.socket):
+    """A client socket that keeps what was sent and received on it, so that the
+    answers read_until returns can be paired with their requests (SentBytes)."""
+
+    sent_bytes = b""
+    received = b""
+
+    def send(self, data, *a):
+        n = super().send(data, *a)
+        self.sent_bytes += bytes(data[:n])
+        return n
+
+    def sendall(self, data, *a):
+        super().sendall(data, *a)
+        self.sent_bytes += bytes(data)
+
+    def recv(self, n, *a):
+        data = super().recv(n, *a)
+        self.received += data
+        return data
+
+
 def connect(host, port, timeout=5, source=None):
-    s = socket.create_connection((host, port), timeout=timeout, source_address=source)
+    plain = socket.create_connection((host, port), timeout=timeout, source_address=source)
+    s = RecordingSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+    s.settimeout(timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
+
+
+def _answers_of(sock, buf):
+    """buf (the last bytes read from sock) with the requests it answers, when that
+    is known: the bytes received before it end on an answer's boundary."""
+    buf = bytes(buf)
+    total = getattr(sock, "received", None)
+    if not isinstance(sock, RecordingSocket) or not total.endswith(buf):
+        return buf
+    before = total[:len(total) - len(buf)]
+    pos = done = 0
+    while pos < len(before):
+        try:
+            r, pos = _parse_one(before, pos)
+        except (Incomplete, ValueError):
+            return buf  # the earlier bytes end inside an answer: not aligned
+        if r.header("content-length") is None and "chunked" not in (r.header("transfer-encoding") or "") \
+                and r.status not in (204, 304) and not 100 <= r.status < 200:
+            return buf  # close-delimited: nothing can follow it
+        if not (100 <= r.status < 200 and r.status != 101):
+            done += 1  # interim answers (100 Continue) answer no request of their own
+    out = SentBytes(buf)
+    out.sent = openapi_check.requests_in(sock.sent_bytes)[done:]
+    return out
 
 
 def send_all_tolerant(sock, data):
@@ -527,19 +601,19 @@ def read_until(sock, responses=None, timeout=5):
                 done += 1
                 pos = nxt
             if done >= responses:
-                return bytes(buf), False
+                return _answers_of(sock, buf), False
         left = deadline - time.monotonic()
         if left <= 0:
-            return bytes(buf), False
+            return _answers_of(sock, buf), False
         sock.settimeout(left)
         try:
             chunk = sock.recv(262144)
         except socket.timeout:
-            return bytes(buf), False
+            return _answers_of(sock, buf), False
         except ConnectionResetError:
-            return bytes(buf), True
+            return _answers_of(sock, buf), True
         if not chunk:
-            return bytes(buf), True
+            return _answers_of(sock, buf), True
         buf += chunk
 
 
@@ -553,7 +627,7 @@ def raw_request(host, port, data, timeout=5, responses=None):
     try:
         send_all_tolerant(s, data)
         buf, _ = read_until(s, responses=responses, timeout=timeout)
-        return buf
+        return _with_sent(buf, data)
     finally:
         s.close()
 
@@ -928,8 +1002,10 @@ def mass_exchange(socks, request_of, timeout=60):
     unsent = {}
     deadline = time.monotonic() + timeout
     try:
+        sent = [b""] * n
         for i, s in enumerate(socks):
             data = request_of(i)
+            sent[i] = data
             try:
                 k = s.send(data)
             except BlockingIOError:
@@ -977,7 +1053,7 @@ def mass_exchange(socks, request_of, timeout=60):
                     if eof[i] or count_complete(out[i]) >= 1:
                         sel.unregister(s)
                         remaining -= 1
-        return list(zip(out, eof))
+        return [(_with_sent(o, sent[i]), e) for i, (o, e) in enumerate(zip(out, eof))]
     finally:
         sel.close()
 

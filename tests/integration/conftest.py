@@ -39,6 +39,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 import redis
+import openapi_check
 import requests
 from chatlib import Api
 
@@ -49,6 +50,7 @@ TEST_PGBOUNCER_PORT = int(os.environ.get("CHATD_TEST_PGBOUNCER_PORT", "16432"))
 TEST_REDIS_PORT = int(os.environ.get("CHATD_TEST_REDIS_PORT", "16379"))
 
 SANITIZER_MARKERS = ("AddressSanitizer", "runtime error:", "LeakSanitizer")
+
 
 
 def _raise_nofile():
@@ -302,6 +304,9 @@ class ChatdProcess:
         self.base_url = f"http://{host}:{port}"
         self.log_path = log_path
         self.env = env
+        # its answers are checked against docs/openapi.yaml while it runs
+        openapi_check.serve(port)
+        self._served = True
 
     def __repr__(self):
         return f"ChatdProcess(pid={self.pid}, {self.base_url})"
@@ -347,6 +352,9 @@ class ChatdProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._served:
+            openapi_check.unserve(self.port)
+            self._served = False
         return self.proc.returncode
 
     # --- HTTP
@@ -540,3 +548,37 @@ def redis_client(stack):
     r = redis.Redis.from_url(stack.redis_url)
     yield r
     r.close()
+
+
+# ---------------------------------------------------------------------------
+# every answer checked against docs/openapi.yaml (openapi_check.py)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        item._openapi_call_failed = rep.failed
+
+
+@pytest.fixture(autouse=True)
+def _openapi_answers(request):
+    """Fails a test during which an answer did not match the document, even when
+    the Mismatch was raised in another thread or caught by the test."""
+    before = len(openapi_check.violations)
+    yield
+    new = openapi_check.violations[before:]
+    if new and not getattr(request.node, "_openapi_call_failed", False):
+        pytest.fail(f"{len(new)} answer(s) not as docs/openapi.yaml describes; first: {new[0]}",
+                    pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter):
+    st = openapi_check.stats
+    terminalreporter.write_line(
+        f"openapi: {st['responses']} HTTP answers checked against their route "
+        f"({st['raw_paired']} of them raw), {st['raw_generic']} raw answers against their "
+        f"status only, {st['frames']} WebSocket frames; {len(openapi_check.violations)} mismatches; "
+        f"{st['seconds']:.2f} s of CPU"
+    )

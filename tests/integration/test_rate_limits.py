@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 
+import openapi_check
 from chatlib import Api, assert_error, assert_message, json_body, unique_name, wait_for
 from conftest import parse_metrics
 from test_cache import PrivateRedis
@@ -230,7 +231,9 @@ def _signup_from(inst, source_ip, name, token=None):
             headers["Authorization"] = f"Bearer {token}"
         c.request("POST", "/api/v1/users", body=json.dumps({"name": name}), headers=headers)
         r = c.getresponse()
-        return r.status, dict(r.getheaders()), json.loads(r.read() or b"null")
+        body = r.read()
+        openapi_check.check_http("POST", "/api/v1/users", r.status, dict(r.getheaders()), body)
+        return r.status, dict(r.getheaders()), json.loads(body or b"null")
     finally:
         c.close()
 

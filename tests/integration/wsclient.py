@@ -2,7 +2,8 @@
 
 It speaks RFC 6455 by hand so tests can also send what a library would refuse
 (unmasked frames, bad UTF-8, oversized messages), and it checks every server
-frame: unmasked, no reserved bits.
+frame: unmasked, no reserved bits. Handshake answers and every text message
+read with recv_json() are checked against docs/openapi.yaml (openapi_check).
 """
 
 import base64
@@ -13,6 +14,8 @@ import socket
 import struct
 import time
 import urllib.parse
+
+import openapi_check
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -82,6 +85,7 @@ def handshake(host, port, token=None, query_token=None, key=None, version="13",
         assert headers.get("sec-websocket-accept") == accept_of(key), headers
         assert headers.get("upgrade", "").lower() == "websocket", headers
         assert "upgrade" in headers.get("connection", "").lower(), headers
+    openapi_check.check_http("GET", target, status, headers, body)
     return Handshake(status, headers, body, s, rest)
 
 
@@ -171,6 +175,7 @@ class WS:
                 self.send(10, payload)
                 continue
             assert op == 1 and fin, f"expected a text frame, got opcode {op}"
+            openapi_check.check_frame_text(payload)
             return json.loads(payload.decode("utf-8"))
 
     def recv_close(self, timeout=10):
