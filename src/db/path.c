@@ -273,7 +273,7 @@ static void held_run(chat_db_t *db)
     chat_list_t list;
     chat_list_init(&list);
     chat_list_splice_tail(&list, &db->held);
-    int expired = 0;
+    int expired = 0, waiting = 0;
     chat_list_t *e;
     while ((e = chat_list_first(&list))) {
         ptx_t *t = CHAT_CONTAINER_OF(e, ptx_t, link);
@@ -294,8 +294,12 @@ static void held_run(chat_db_t *db)
             ptx_send(t, db->cur);
         } else {
             chat_list_insert_tail(&db->held, e);
+            waiting = 1;
         }
     }
+    /* Something waits for this pool: one connection tries now, not after its back-off. */
+    if (waiting)
+        chat_db_pool_reconnect_now(db->cur);
     if (expired > 0)
         chat_log_warn("event=db_hold_expired worker=%d failed=%d hold_ms=%d", db->cfg.worker,
                       expired, db->cfg.held_max_ms);

@@ -608,6 +608,25 @@ void chat_db_pool_send(chat_db_pool_t *pool, const chat_db_txn_t *txn, chat_db_c
     submit(pool, txn, NULL, cb, arg);
 }
 
+void chat_db_pool_reconnect_now(chat_db_pool_t *pool)
+{
+    if (pool->closing || pool->nup > 0)
+        return;
+    chat_db_conn_t *next = NULL;
+    for (int i = 0; i < pool->size; i++) {
+        chat_db_conn_t *c = &pool->conns[i];
+        if (c->state == CHAT_DB_CONN_RESOLVING || c->state == CHAT_DB_CONN_CONNECTING)
+            return; /* an attempt is under way: it will tell */
+        if (c->state == CHAT_DB_CONN_BACKOFF && !next)
+            next = c;
+    }
+    if (next) {
+        pool->api_depth++; /* no callback from inside this call */
+        chat_db_conn_retry_now(next);
+        pool->api_depth--;
+    }
+}
+
 int chat_db_pool_healthy(const chat_db_pool_t *pool)
 {
     return pool->nup > 0 || pool->last_connect_ok;

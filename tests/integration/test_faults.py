@@ -41,6 +41,7 @@ in the direct pass chatd's own connections.
 """
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -287,10 +288,12 @@ def _norm(body):
     return body[: -len(" edited")] if body.endswith(" edited") else body
 
 
-def check_after(load, db, inst):
+def check_after(load, stack, inst):
     """What must hold after a fault, whatever it was (see the module's docstring)."""
     cids = [c.cid for c in load.clients]
-    with db.cursor() as cur:
+    conn = psycopg2.connect(stack.pg_admin_dsn, connect_timeout=10)
+    conn.autocommit = True
+    with conn.cursor() as cur:
         cur.execute("SELECT id, conversation_id, body FROM messages WHERE conversation_id = ANY(%s)",
                     (cids,))
         rows = cur.fetchall()
@@ -299,6 +302,7 @@ def check_after(load, db, inst):
         cur.execute("SELECT conversation_id, array_agg(rev ORDER BY rev) FROM events "
                     "WHERE conversation_id = ANY(%s) GROUP BY conversation_id", (cids,))
         event_revs = dict(cur.fetchall())
+    conn.close()
     stored = {}
     by_id = {}
     for mid, cid, body in rows:
@@ -365,7 +369,7 @@ def report(name, load, fault_at, back_at, recovered_at):
         print(f"faults: {name}:   failed {f!r}")
 
 
-def run_case(name, inst, db, fault, allowed=None):
+def run_case(name, inst, stack, fault, allowed=None):
     """The load, the fault (a function returning the time its server is back),
     recovery, then check_after. allowed(failure) says whether a failure is
     acceptable; none is by default."""
@@ -383,7 +387,7 @@ def run_case(name, inst, db, fault, allowed=None):
         report(name, load, fault_at, back_at, recovered_at)
         bad = [f for f in load.failures if not (allowed and allowed(f))]
         assert not bad, f"{len(bad)} failed requests: {bad[:10]}"
-        check_after(load, db, inst)
+        check_after(load, stack, inst)
     finally:
         load.stop_readers()
     return load
@@ -440,14 +444,22 @@ def _postmaster_pid(stack):
 
 def _pg_start_after_crash(stack, pid):
     """Starts PostgreSQL whose postmaster (pid) died: crash recovery. A dead
-    postmaster nobody reaped (a container without an init) still answers
-    kill(pid, 0), which PostgreSQL and pg_ctl take for a live server: its pid
-    file goes first then."""
-    try:
-        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 5, what="the dead postmaster reaped")
-    except AssertionError:
-        (_pg_dir(stack) / "postmaster.pid").unlink(missing_ok=True)
-    _pg_ctl(stack, "restart")  # no live postmaster: a start with postmaster.opts
+    postmaster not yet reaped (a zombie: its parent is init, which may take
+    seconds or, in a container, never) still answers kill(pid, 0), which
+    PostgreSQL and pg_ctl take for a live server: its lock files (the data
+    directory's and the socket's) go first then."""
+    # the options of its last start (port, socket directory, listen address)
+    opts = shlex.split((_pg_dir(stack) / "postmaster.opts").read_text())[1:]
+    if opts[:1] == ["-D"]:
+        opts = opts[2:]
+    if os.path.exists(f"/proc/{pid}"):
+        locks = [_pg_dir(stack) / "postmaster.pid"]
+        if "-k" in opts and "-p" in opts:
+            sock_dir, port = opts[opts.index("-k") + 1], opts[opts.index("-p") + 1]
+            locks.append(Path(sock_dir) / f".s.PGSQL.{port}.lock")
+        for f in locks:
+            f.unlink(missing_ok=True)
+    _pg_ctl(stack, "-o", shlex.join(opts), "start")
 
 
 def _pg_ready(stack):
@@ -496,14 +508,15 @@ def _chatd(chatd_factory, env=None):
     return chatd_factory(env=e, workers=2)
 
 
-def test_pg_fast_restart(chatd_factory, shared_pg, db):
+def test_pg_fast_restart(chatd_factory, shared_pg):
+    stack = shared_pg
     inst = _chatd(chatd_factory)
 
     def fault(load):
         _pg_ctl(shared_pg, "-m", "fast", "restart")
         return time.monotonic()
 
-    run_case("pg_fast_restart", inst, db, fault)
+    run_case("pg_fast_restart", inst, stack, fault)
     m = Metrics(inst.metrics())
     assert m.value("chatd_db_path_retries_total") > 0, "nothing was held and sent again"
     assert m.value("chatd_db_path_hold_expired_total") == 0
@@ -519,7 +532,8 @@ def _hold_outlived(hold_s):
     return ok
 
 
-def test_pg_kill9_postmaster(chatd_factory, shared_pg, db):
+def test_pg_kill9_postmaster(chatd_factory, shared_pg):
+    stack = shared_pg
     inst = _chatd(chatd_factory)
 
     def fault(load):
@@ -531,14 +545,14 @@ def test_pg_kill9_postmaster(chatd_factory, shared_pg, db):
         _pg_start_after_crash(shared_pg, pid)
         return time.monotonic()
 
-    run_case("pg_kill9", inst, db, fault, allowed=_hold_outlived(HOLD_S))
+    run_case("pg_kill9", inst, stack, fault, allowed=_hold_outlived(HOLD_S))
     assert Metrics(inst.metrics()).value("chatd_db_path_held") == 0
 
 
 # --- PgBouncer and Redis: private ones -----------------------------------------------
 
 
-def test_pgbouncer_kill9(chatd_factory, stack, db):
+def test_pgbouncer_kill9(chatd_factory, stack):
     pgb = PrivatePgBouncer(stack, free_port())
     pgb.start()
     try:
@@ -557,7 +571,7 @@ def test_pgbouncer_kill9(chatd_factory, stack, db):
             pgb.start()
             return time.monotonic()
 
-        run_case("pgbouncer_kill9", inst, db, fault)
+        run_case("pgbouncer_kill9", inst, stack, fault)
     finally:
         pgb.stop()
 
@@ -569,7 +583,7 @@ def _cache_state(inst):
         return None
 
 
-def test_redis_kill9(chatd_factory, db, tmp_path):
+def test_redis_kill9(chatd_factory, stack, tmp_path):
     redis_srv = PrivateRedis(tmp_path)
     try:
         inst = _chatd(chatd_factory, {"REDIS_URL": redis_srv.url})
@@ -583,13 +597,13 @@ def test_redis_kill9(chatd_factory, db, tmp_path):
             wait_for(lambda: _cache_state(inst) == "up", 15, what="chatd to see Redis back")
             return back
 
-        run_case("redis_kill9", inst, db, fault)
+        run_case("redis_kill9", inst, stack, fault)
     finally:
         if redis_srv.proc.poll() is None:
             redis_srv.kill()
 
 
-def test_redis_sigstop(chatd_factory, db, tmp_path):
+def test_redis_sigstop(chatd_factory, stack, tmp_path):
     redis_srv = PrivateRedis(tmp_path)
     try:
         inst = _chatd(chatd_factory, {"REDIS_URL": redis_srv.url})
@@ -606,7 +620,7 @@ def test_redis_sigstop(chatd_factory, db, tmp_path):
             wait_for(lambda: _cache_state(inst) == "up", 15, what="chatd to see Redis back")
             return back
 
-        run_case("redis_sigstop", inst, db, fault)
+        run_case("redis_sigstop", inst, stack, fault)
     finally:
         if redis_srv.proc.poll() is None:
             redis_srv.proc.send_signal(signal.SIGCONT)
@@ -702,7 +716,7 @@ def _held(inst):
         return 0
 
 
-def test_network_cut_to_postgres(chatd_factory, stack, db):
+def test_network_cut_to_postgres(chatd_factory, stack):
     proxy = CutProxy(stack.pg_port)
     through = with_port(stack.database_url_direct, proxy.port)
     pgb = None
@@ -732,9 +746,9 @@ def test_network_cut_to_postgres(chatd_factory, stack, db):
             return fault
 
         # Within the hold: nothing fails.
-        run_case("network_cut_1s", inst, db, cut_for(1.0))
+        run_case("network_cut_1s", inst, stack, cut_for(1.0))
         # Past the hold: what outlives it fails (503), and only that.
-        load = run_case("network_cut_5s", inst, db, cut_for(5.0),
+        load = run_case("network_cut_5s", inst, stack, cut_for(5.0),
                         allowed=_hold_outlived(CUT_HOLD_S))
         assert load.failures, "a cut of 5 s failed nothing with a hold of 3 s"
         assert Metrics(inst.metrics()).value("chatd_db_path_hold_expired_total") > 0
