@@ -112,6 +112,7 @@ static void wire(chat_worker_t *w)
         .queue_wait_ms = cfg->failover_queue_wait_ms,
         .window_ms = cfg->failover_window_ms,
         .hold_ms = cfg->failover_hold_ms,
+        .held_max_ms = cfg->db_hold_ms,
         .worker = w->index,
     };
     w->ctx.loop = &w->loop;

@@ -42,6 +42,7 @@ typedef struct chat_config {
     int failover_window_ms;          /* CHATD_FAILOVER_WINDOW_MS */
     int failover_hold_ms;            /* CHATD_FAILOVER_HOLD_MS */
     int db_connect_timeout_ms;       /* CHATD_DB_CONNECT_TIMEOUT_MS */
+    int db_hold_ms;                  /* CHATD_DB_HOLD_MS */
     int max_connections;             /* CHATD_MAX_CONNECTIONS */
     int header_timeout_ms;           /* CHATD_HEADER_TIMEOUT_MS */
     int idle_timeout_ms;             /* CHATD_IDLE_TIMEOUT_MS */

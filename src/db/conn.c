@@ -364,6 +364,14 @@ void chat_db_conn_start(chat_db_conn_t *c)
     conn_connect(c);
 }
 
+void chat_db_conn_retry_now(chat_db_conn_t *c)
+{
+    if (c->state != CHAT_DB_CONN_BACKOFF || c->_closing || !uv_is_active((uv_handle_t *)&c->_timer))
+        return;
+    uv_timer_stop(&c->_timer);
+    conn_connect(c);
+}
+
 /* ---- a lent transaction ---- */
 
 /*

@@ -117,6 +117,13 @@ void chat_db_conn_init(chat_db_conn_t *c, const chat_db_conn_config_t *cfg, int 
 void chat_db_conn_start(chat_db_conn_t *c);
 
 /**
+ * Moves c's next connect attempt to now when c is waiting out a back-off
+ * (the owner saw the server answer another connection again); otherwise does
+ * nothing. A failure backs off as if the attempt had come on time.
+ */
+void chat_db_conn_retry_now(chat_db_conn_t *c);
+
+/**
  * Lends c (IDLE) to txn, which must live until ops->finished: sends every
  * statement and one Sync as a pipeline. Failures arrive through
  * ops->finished (maybe from inside this call), never as a return value.

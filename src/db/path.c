@@ -16,13 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TICK_MS 250
+#define TICK_MS 250           /* failover checks; held transactions are looked at as often */
 #define BAD_TICKS 2           /* pooler unreachable this many ticks before leaving it */
 #define MAX_WINDOW_TICKS 2400 /* 10 minutes */
-#define MAX_ATTEMPTS 3        /* sends of one held transaction, the first included */
 #define HOLD_MAX_MS 300000    /* the hold time doubles up to this after relapses */
 #define RELAPSE_MS 60000      /* leaving the pooler again this soon is a relapse */
-#define HOLD_LIMIT_MS 3000    /* a failed transaction waits this + one connect for a path */
 
 enum reason { R_UNREACHABLE, R_ERRORS, R_QUEUE_WAIT, R_HEALTHY, R_COUNT };
 static const char *const reason_label[R_COUNT] = {"unreachable", "error_ratio", "queue_wait",
@@ -34,7 +32,7 @@ struct bucket {
 
 /*
  * A transaction on the path. Who holds it: the pool it was last sent to
- * (pool), or the held list (link linked) while it waits for a path.
+ * (pool), or the held list (link linked) while it waits for a connection.
  */
 typedef struct ptx {
     chat_list_t link; /* in the held list while held */
@@ -43,10 +41,9 @@ typedef struct ptx {
     chat_db_txn_t *txn;   /* the one copy, sent again as it is */
     chat_db_cb cb;
     void *arg;
-    int attempts;
     chat_err_t last_status; /* of the last failed attempt */
-    uint64_t deadline;      /* loop ms: no more sends after this */
-    uint64_t hold_until;    /* loop ms: the end of the wait for a path once held */
+    uint64_t deadline;      /* loop ms: no more sends after this (the queue deadline) */
+    uint64_t hold_until;    /* loop ms: first failure + held_max_ms; 0 before one */
     double waited;          /* queue wait of the attempts so far, seconds */
 } ptx_t;
 
@@ -69,7 +66,7 @@ struct chat_db {
     void *close_arg;
 };
 
-static chat_metric_t *m_switches[R_COUNT], *m_retries, *m_held;
+static chat_metric_t *m_switches[R_COUNT], *m_retries, *m_held, *m_expired;
 
 /*
  * chatd_db_path{path="pooler"|"direct"}: 1 while at least one worker's path
@@ -102,9 +99,14 @@ static void metrics_init(void)
                  i == R_HEALTHY ? "pooler" : "direct", reason_label[i]);
         m_switches[i] = chat_metric_series(f, labels);
     }
-    m_retries = chat_metric_counter("chatd_db_path_retries_total",
-                                    "Transactions sent again after their database path failed");
-    m_held = chat_metric_gauge("chatd_db_path_held", "Transactions held for a database path");
+    m_retries = chat_metric_counter(
+        "chatd_db_path_retries_total",
+        "Held transactions sent again after their database connection or path failed");
+    m_held = chat_metric_gauge("chatd_db_path_held",
+                               "Transactions held for a database connection or path");
+    m_expired = chat_metric_counter(
+        "chatd_db_path_hold_expired_total",
+        "Held transactions failed because no connection answered within CHATD_DB_HOLD_MS");
 }
 
 /* ---- the window of pooler outcomes ---- */
@@ -169,7 +171,6 @@ static void ptx_cb(const chat_db_result_t *r, void *arg);
 static void ptx_send(ptx_t *t, chat_db_pool_t *pool)
 {
     t->pool = pool;
-    t->attempts++;
     chat_db_pool_send(pool, t->txn, ptx_cb, t);
 }
 
@@ -188,16 +189,43 @@ static void ptx_fail(ptx_t *t, chat_err_t status, const char *message)
     ptx_finish(t, &r);
 }
 
-static int may_hold(chat_db_t *db, const ptx_t *t, const chat_db_result_t *r)
+/*
+ * The transaction failed because its connection or the server went away, not
+ * because of what it asked: no connection could be made (nothing was sent),
+ * the connection broke, or the server or the pooler ended the session
+ * (SQLSTATE class 08, and 57P: admin shutdown, crash shutdown, "the database
+ * system is starting up / shutting down", PgBouncer's "server conn crashed?"
+ * and its login failures while PostgreSQL is down).
+ */
+static int is_outage(const chat_db_result_t *r)
 {
-    if (db->closing || !(t->txn->flags & CHAT_DB_RETRY_SENT) || t->attempts >= MAX_ATTEMPTS)
-        return 0;
     if (r->status == CHAT_EDOWN || r->status == CHAT_ECONNLOST)
-        return uv_now(db->loop) < t->deadline;
-    /* The pooler itself failed the transaction before PostgreSQL ran it. */
-    return r->status == CHAT_EREPLY && r->sqlstate && t->pool == db->pooler &&
-           (!strncmp(r->sqlstate, "08", 2) || !strncmp(r->sqlstate, "57P", 3)) &&
-           uv_now(db->loop) < t->deadline;
+        return 1;
+    return r->status == CHAT_EREPLY && r->sqlstate &&
+           (!strncmp(r->sqlstate, "08", 2) || !strncmp(r->sqlstate, "57P", 3));
+}
+
+/*
+ * Whether a failed attempt is held for another: only a transaction that may
+ * run twice (CHAT_DB_RETRY_SENT: a lost answer may hide a commit), only for an
+ * outage, and only until held_max_ms after its first failure (within its
+ * queue deadline). Sets hold_until at the first failure.
+ */
+static int may_hold(chat_db_t *db, ptx_t *t, const chat_db_result_t *r)
+{
+    if (db->closing || db->cfg.held_max_ms <= 0 || !(t->txn->flags & CHAT_DB_RETRY_SENT) ||
+        !is_outage(r))
+        return 0;
+    uint64_t now = uv_now(db->loop);
+    if (!t->hold_until) {
+        t->hold_until = now + (uint64_t)db->cfg.held_max_ms;
+        if (t->hold_until > t->deadline)
+            t->hold_until = t->deadline;
+    }
+    if (now < t->hold_until)
+        return 1;
+    chat_metric_inc(m_expired);
+    return 0;
 }
 
 static void ptx_cb(const chat_db_result_t *r, void *arg)
@@ -209,12 +237,6 @@ static void ptx_cb(const chat_db_result_t *r, void *arg)
     if (r->status != CHAT_EOK && may_hold(db, t, r)) {
         t->waited += r->queue_wait;
         t->last_status = r->status;
-        if (!t->hold_until) {
-            t->hold_until =
-                uv_now(db->loop) + HOLD_LIMIT_MS + (uint64_t)db->cfg.pooler.connect_timeout_ms;
-            if (t->hold_until > t->deadline)
-                t->hold_until = t->deadline;
-        }
         chat_list_insert_tail(&db->held, &t->link);
         chat_metric_add(m_held, 1);
         return;
@@ -225,8 +247,8 @@ static void ptx_cb(const chat_db_result_t *r, void *arg)
 void chat_db_exec(chat_db_t *db, const chat_db_stmt_t *stmts, int n, int flags, chat_db_cb cb,
                   void *arg)
 {
-    if (!db->direct_conninfo || n < 1 || n > CHAT_DB_MAX_STMTS) {
-        /* No other path to hold for: straight to the pool, which makes the one copy. */
+    if (n < 1 || n > CHAT_DB_MAX_STMTS) {
+        /* Nothing to hold: the pool fails it with CHAT_EINVAL. */
         chat_db_pool_exec(db->cur, stmts, n, flags, cb, arg);
         return;
     }
@@ -240,13 +262,18 @@ void chat_db_exec(chat_db_t *db, const chat_db_stmt_t *stmts, int n, int flags, 
     ptx_send(t, db->cur);
 }
 
-/* Sends held transactions again where they can go; fails the expired. */
+/*
+ * Sends held transactions again where they can go: to the path in use when
+ * it changed since their last attempt or when its pool has a connection (or
+ * its last connect worked); fails the ones whose hold is over.
+ */
 static void held_run(chat_db_t *db)
 {
     uint64_t now = uv_now(db->loop);
     chat_list_t list;
     chat_list_init(&list);
     chat_list_splice_tail(&list, &db->held);
+    int expired = 0, waiting = 0;
     chat_list_t *e;
     while ((e = chat_list_first(&list))) {
         ptx_t *t = CHAT_CONTAINER_OF(e, ptx_t, link);
@@ -256,17 +283,26 @@ static void held_run(chat_db_t *db)
             ptx_fail(t, CHAT_ECLOSED, "the database pool is closing");
         } else if (now >= t->hold_until) {
             chat_metric_add(m_held, -1);
+            chat_metric_inc(m_expired);
+            expired++;
             /* Lost (maybe run) on the last attempt, or never sent anywhere. */
             ptx_fail(t, t->last_status == CHAT_ECONNLOST ? CHAT_ECONNLOST : CHAT_EDOWN,
-                     "no database path answered in time");
+                     "no database connection answered in time");
         } else if (db->cur != t->pool || chat_db_pool_healthy(db->cur)) {
             chat_metric_add(m_held, -1);
             chat_metric_inc(m_retries);
             ptx_send(t, db->cur);
         } else {
             chat_list_insert_tail(&db->held, e);
+            waiting = 1;
         }
     }
+    /* Something waits for this pool: one connection tries now, not after its back-off. */
+    if (waiting)
+        chat_db_pool_reconnect_now(db->cur);
+    if (expired > 0)
+        chat_log_warn("event=db_hold_expired worker=%d failed=%d hold_ms=%d", db->cfg.worker,
+                      expired, db->cfg.held_max_ms);
 }
 
 /* ---- switching ---- */
@@ -318,9 +354,9 @@ static void probe_cb(const chat_db_result_t *r, void *arg)
                    (db->cfg.queue_wait_ms <= 0 || rtt < (uint64_t)db->cfg.queue_wait_ms);
 }
 
-static void tick_cb(uv_timer_t *timer)
+/* One tick of the failover rules (with DATABASE_URL_DIRECT only). */
+static void failover_tick(chat_db_t *db)
 {
-    chat_db_t *db = timer->data;
     uint64_t now = uv_now(db->loop);
     int healthy = chat_db_pool_healthy(db->pooler);
     if (db->cur == db->pooler) {
@@ -367,6 +403,13 @@ static void tick_cb(uv_timer_t *timer)
         db->bucket = (db->bucket + 1) % db->nbuckets;
         memset(&db->buckets[db->bucket], 0, sizeof db->buckets[0]);
     }
+}
+
+static void tick_cb(uv_timer_t *timer)
+{
+    chat_db_t *db = timer->data;
+    if (db->direct_conninfo)
+        failover_tick(db);
     if (!chat_list_empty(&db->held))
         held_run(db);
 }
@@ -396,9 +439,9 @@ chat_db_t *chat_db_create(uv_loop_t *loop, const chat_db_path_config_t *cfg)
         int nb = db->cfg.window_ms / TICK_MS;
         db->nbuckets = nb < 1 ? 1 : nb > MAX_WINDOW_TICKS ? MAX_WINDOW_TICKS : nb;
         db->buckets = chat_calloc((size_t)db->nbuckets, sizeof *db->buckets);
-        /* A grace period at start: the pooler gets a moment to connect. */
-        uv_timer_start(&db->timer, tick_cb, 1000, TICK_MS);
     }
+    /* A grace period at start: the pooler gets a moment to connect. */
+    uv_timer_start(&db->timer, tick_cb, db->direct_conninfo ? 1000 : TICK_MS, TICK_MS);
     db->cfg.pooler.conninfo = NULL; /* not kept: the pool copied it */
     return db;
 }

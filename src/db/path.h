@@ -8,10 +8,14 @@
  * has been healthy for the hold time (doubled after each quick relapse).
  *
  * A transaction that may be repeated (CHAT_DB_RETRY_SENT) and fails because
- * its path is unavailable is held, not failed: it is sent again once the path
- * changes or its pool is back, within its queue deadline and at most 3 s plus
- * one connect timeout after it first failed. So a request caught
- * in a switch is answered by the other path instead of failing.
+ * its connection or server went away (no connection could be made, the
+ * connection broke, SQLSTATE 08xxx or 57Pxx from PostgreSQL or the pooler) is
+ * held, not failed, with or without a direct path: it is sent again once the
+ * path changes or its pool has a connection again, every tick, until
+ * held_max_ms after its first failure (within its queue deadline). So a
+ * request caught in a switch, or in a PostgreSQL or PgBouncer restart shorter
+ * than the hold, is answered instead of failing (docs/architecture.md,
+ * "Database outages").
  *
  * The paths of all workers keep the process-wide gauge chatd_db_path: 1 for
  * "pooler" while any path is on the pooler, 1 for "direct" while any is on
@@ -32,6 +36,7 @@ typedef struct chat_db_path_config {
     int queue_wait_ms; /* pooler queue-wait p95 that trips the switch; 0 = never */
     int window_ms;     /* window both are measured over */
     int hold_ms;       /* healthy time before moving back */
+    int held_max_ms;   /* longest hold of a failed transaction for a resend; 0 = none */
     int worker;        /* for logs */
 } chat_db_path_config_t;
 

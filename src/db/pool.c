@@ -74,6 +74,7 @@ struct chat_db_pool {
     int api_depth;   /* > 0 inside a public call: callbacks are deferred */
     int nup, nbusy;
     int last_connect_ok;
+    int reconnected; /* a connect just worked: the others waiting out a back-off try now */
     int closing, finishing;
     void (*close_cb)(void *);
     void *close_arg;
@@ -375,8 +376,10 @@ static void conn_moved(chat_db_conn_t *c, chat_db_conn_state_t from)
         pool->nup++;
     if (to == CHAT_DB_CONN_IDLE)
         chat_list_insert_head(&pool->idle, &c->link);
-    if (from == CHAT_DB_CONN_CONNECTING && to == CHAT_DB_CONN_IDLE)
+    if (from == CHAT_DB_CONN_CONNECTING && to == CHAT_DB_CONN_IDLE) {
         pool->last_connect_ok = 1;
+        pool->reconnected = 1;
+    }
     if ((from == CHAT_DB_CONN_CONNECTING || from == CHAT_DB_CONN_RESOLVING) &&
         to == CHAT_DB_CONN_BACKOFF)
         pool->last_connect_ok = 0; /* a connect attempt failed */
@@ -414,10 +417,27 @@ static void conn_finished(chat_db_conn_t *c, chat_err_t status, PGresult **res, 
     }
 }
 
+/*
+ * A connection came up: the others whose last connect failed (the server was
+ * down: restarting, crashed, cut off) try again now instead of at the end of
+ * a back-off of up to 5 s, so the pool is whole again soon after the server.
+ */
+static void reconnect_others(chat_db_pool_t *pool)
+{
+    pool->reconnected = 0;
+    if (pool->closing)
+        return;
+    for (int i = 0; i < pool->size; i++)
+        if (pool->conns[i].state == CHAT_DB_CONN_BACKOFF && pool->conns[i].failed)
+            chat_db_conn_retry_now(&pool->conns[i]);
+}
+
 /* conn.c: the end of an event on c; fail waiters fast if nothing can connect, then lend. */
 static void conn_settled(chat_db_conn_t *c)
 {
     chat_db_pool_t *pool = c->data;
+    if (pool->reconnected)
+        reconnect_others(pool);
     if (pool->queue.count > 0 && all_failed(pool)) {
         chat_log_warn("event=db_queue_failed path=%s waiting=%d reason=no_connection",
                       pool->path_name, pool->queue.count);
@@ -586,6 +606,25 @@ void chat_db_pool_exec(chat_db_pool_t *pool, const chat_db_stmt_t *stmts, int n,
 void chat_db_pool_send(chat_db_pool_t *pool, const chat_db_txn_t *txn, chat_db_cb cb, void *arg)
 {
     submit(pool, txn, NULL, cb, arg);
+}
+
+void chat_db_pool_reconnect_now(chat_db_pool_t *pool)
+{
+    if (pool->closing || pool->nup > 0)
+        return;
+    chat_db_conn_t *next = NULL;
+    for (int i = 0; i < pool->size; i++) {
+        chat_db_conn_t *c = &pool->conns[i];
+        if (c->state == CHAT_DB_CONN_RESOLVING || c->state == CHAT_DB_CONN_CONNECTING)
+            return; /* an attempt is under way: it will tell */
+        if (c->state == CHAT_DB_CONN_BACKOFF && !next)
+            next = c;
+    }
+    if (next) {
+        pool->api_depth++; /* no callback from inside this call */
+        chat_db_conn_retry_now(next);
+        pool->api_depth--;
+    }
 }
 
 int chat_db_pool_healthy(const chat_db_pool_t *pool)

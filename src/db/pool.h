@@ -56,6 +56,14 @@ void chat_db_pool_exec(chat_db_pool_t *pool, const chat_db_stmt_t *stmts, int n,
  */
 int chat_db_pool_healthy(const chat_db_pool_t *pool);
 
+/**
+ * While no connection is up and none is connecting, starts one connection's
+ * next connect attempt now instead of at the end of its back-off (for a
+ * caller that has transactions waiting for this pool); when it succeeds the
+ * others follow. Does nothing otherwise, or while closing.
+ */
+void chat_db_pool_reconnect_now(chat_db_pool_t *pool);
+
 /** A snapshot of one pool, for readiness checks and tests. */
 typedef struct chat_db_pool_stats {
     int size;      /* connections configured */

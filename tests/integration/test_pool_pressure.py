@@ -124,8 +124,12 @@ def pg_now(db):
 def test_two_thousand_clients_fold_onto_the_pool(chatd_factory, db, stack, workers):
     raise_nofile()
     since, dbname = pg_now(db)
+    # The queue waits here are the load's, not PgBouncer's: no failover to the direct
+    # path, whose connections would count as backends beyond the pool (they did when
+    # PgBouncer's own pool was cold, e.g. after test_faults.py restarted PostgreSQL).
     inst = chatd_factory(env={"CHATD_DB_POOL_SIZE": str(POOL), "CACHE_BYPASS": "true",
-                              "ENABLE_REDIS_CACHE": "false", "CHATD_DB_QUEUE_TIMEOUT_MS": "60000"},
+                              "ENABLE_REDIS_CACHE": "false", "CHATD_DB_QUEUE_TIMEOUT_MS": "60000",
+                              "CHATD_FAILOVER_QUEUE_WAIT_MS": "0"},
                          workers=workers)
     x = Api(inst.base_url)
     a = x.signup()

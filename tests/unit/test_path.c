@@ -318,8 +318,9 @@ static double gauge_path(const char *path)
     return metric("chatd_db_path", labels, 0);
 }
 
-static chat_db_t *path_create(env_t *e, int pooler_size, int error_percent, int queue_wait_ms,
-                              int hold_ms)
+/* A path on the proxy, with the server itself as its direct path unless direct is NULL. */
+static chat_db_t *path_create_with(env_t *e, int pooler_size, int error_percent, int queue_wait_ms,
+                                   int hold_ms, const char *direct, int held_max_ms)
 {
     chat_db_path_config_t cfg = {
         .pooler =
@@ -330,17 +331,24 @@ static chat_db_t *path_create(env_t *e, int pooler_size, int error_percent, int 
                 .connect_timeout_ms = 2000,
                 .path_name = "pooler",
             },
-        .direct_conninfo = e->direct,
+        .direct_conninfo = direct,
         .direct_size = 1,
         .error_percent = error_percent,
         .queue_wait_ms = queue_wait_ms,
         .window_ms = 10000,
         .hold_ms = hold_ms,
+        .held_max_ms = held_max_ms,
         .worker = 0,
     };
     chat_db_t *db = chat_db_create(&e->loop, &cfg);
     assert_true(run_until(&e->loop, pooler_connected, db, 5000));
     return db;
+}
+
+static chat_db_t *path_create(env_t *e, int pooler_size, int error_percent, int queue_wait_ms,
+                              int hold_ms)
+{
+    return path_create_with(e, pooler_size, error_percent, queue_wait_ms, hold_ms, e->direct, 5000);
 }
 
 static void path_close(env_t *e, chat_db_t *db)
@@ -474,12 +482,70 @@ static void test_queue_wait(void **state)
     path_close(e, db);
 }
 
+static int held_some(void *arg)
+{
+    (void)arg;
+    return metric("chatd_db_path_held", "", 0) >= 1;
+}
+
+/*
+ * No direct path: the only server goes away (connections cut, new ones
+ * refused), as in a PostgreSQL restart. A retryable transaction is held and
+ * answered once the server is back; a plain one fails; a held one whose
+ * server stays away past the hold fails, no sooner.
+ */
+static void test_hold_without_direct_path(void **state)
+{
+    env_t *e = *state;
+    if (!e)
+        skip();
+    double retries0 = metric("chatd_db_path_retries_total", "", 1);
+    double expired0 = metric("chatd_db_path_hold_expired_total", "", 1);
+    chat_db_t *db = path_create_with(e, 2, 0, 0, 500, NULL, 1500);
+    seen_t s = {0};
+    want_t w = {&s, 1};
+    exec_sql(db, &s, "SELECT 'up'", 0);
+    assert_true(run_until(&e->loop, have_n, &w, 5000));
+    assert_int_equal(s.status[0], CHAT_EOK);
+
+    proxy_refuse(&e->proxy);
+    exec_sql(db, &s, "SELECT 'plain'", 0);
+    exec_sql(db, &s, "SELECT 'held'", CHAT_DB_RETRY_SENT);
+    w.n = 2;
+    assert_true(run_until(&e->loop, have_n, &w, 5000));
+    assert_true(s.status[1] == CHAT_EDOWN || s.status[1] == CHAT_ECONNLOST);
+    assert_true(run_until(&e->loop, held_some, NULL, 5000));
+    assert_int_equal(s.n, 2); /* the retryable one is still held */
+    proxy_listen(&e->proxy);
+    w.n = 3;
+    assert_true(run_until(&e->loop, have_n, &w, 5000));
+    assert_int_equal(s.status[2], CHAT_EOK);
+    assert_string_equal(s.text[2], "held");
+    assert_true(metric("chatd_db_path_retries_total", "", 1) - retries0 >= 1);
+    assert_true(metric("chatd_db_path_held", "", 0) == 0);
+
+    /* Away for longer than the hold: failed after 1.5 s, not before. */
+    proxy_refuse(&e->proxy);
+    uint64_t t0 = uv_now(&e->loop);
+    exec_sql(db, &s, "SELECT 'too late'", CHAT_DB_RETRY_SENT);
+    w.n = 4;
+    assert_true(run_until(&e->loop, have_n, &w, 8000));
+    uint64_t took = uv_now(&e->loop) - t0;
+    assert_true(s.status[3] == CHAT_EDOWN || s.status[3] == CHAT_ECONNLOST);
+    assert_true(took >= 1500);
+    assert_true(took < 1500 + 1000); /* the next tick after the hold, with slack */
+    assert_true(metric("chatd_db_path_hold_expired_total", "", 1) - expired0 == 1);
+    assert_true(metric("chatd_db_path_held", "", 0) == 0);
+    path_close(e, db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_unreachable_pooler, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_ratio, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hold_without_direct_path, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
