@@ -25,6 +25,8 @@ PKGS=(
   # integration tests (run with /usr/bin/python3)
   python3 python3-pytest python3-requests python3-psycopg2 python3-redis
   prometheus prometheus-alertmanager prometheus-postgres-exporter prometheus-redis-exporter prometheus-pgbouncer-exporter python3-yaml
+  # make fuzz (scripts/fuzz.sh) and its smoke in make test: libFuzzer and its runtime
+  clang-14 libclang-rt-14-dev
   # make lint (scripts/lint.sh)
   shellcheck cppcheck
   # stack.sh uses these

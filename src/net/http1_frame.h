@@ -4,7 +4,7 @@
  * each parse, before a request is handed over): every line of a request
  * head, of a chunk-size line and of a trailer section ends in CRLF (no bare
  * LF); no header or trailer line is folded (obs-fold) or holds a control
- * character other than HTAB; the request line is
+ * character other than HTAB, and its name is a token; the request line is
  * "method SP request-target SP HTTP-version", the version HTTP/1.0 or
  * HTTP/1.1; a chunk size is hex digits, then nothing or an extension after
  * ";"; chunk data is followed by CRLF. Two parsers that disagree on where a
