@@ -91,6 +91,7 @@ static int line_byte(chat_http1_frame_t *f, unsigned char c, const char **why)
             if (f->_line_len == 0 || f->_prev_sp)
                 return fail(f, 400, why, "malformed request line");
             f->_spaces++;
+            f->_method = true;
             f->_since_sp = 0;
             f->_prev_sp = true;
         } else if (c < ' ' || c == 0x7f) {
