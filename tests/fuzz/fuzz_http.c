@@ -352,6 +352,7 @@ static void check_answers(const run_t *r, chat_buf_t *norm)
             continue;
         }
         FUZZ_CHECK(nosniff == (status >= 200));
+        size_t norm_at = norm->len;
         chat_buf_append(norm, h.data, h.len);
         chat_buf_dispose(&h);
         if (status == 101) {
@@ -386,6 +387,20 @@ static void check_answers(const run_t *r, chat_buf_t *norm)
             if (end == p)
                 body = 0; /* the refused request was a HEAD */
             FUZZ_CHECK(body == 0 || memmem(p, body, "{\"error\":{\"code\":\"", 18));
+            FUZZ_CHECK((size_t)(end - p) >= body);
+            /*
+             * Compared by status, code and whether it has a body: which of two
+             * faults in one head is named first (the parser's, or a check in
+             * its callbacks, which run where a read ended) may depend on the
+             * reads.
+             */
+            norm->len = norm_at;
+            chat_buf_printf(norm, "refused %d %s", status, body ? "with a body" : "without");
+            const char *code = body ? memmem(p, body, "\"code\":\"", 8) : NULL;
+            if (code)
+                chat_buf_append(norm, code, (size_t)(strchr(code + 8, '"') - code));
+            p += body;
+            continue;
         }
         FUZZ_CHECK((size_t)(end - p) >= body);
         chat_buf_append(norm, p, body);
