@@ -6,13 +6,18 @@
 #   make run           deps, build, dev stack (var/stack), migrate, then chatd in the
 #                      foreground on 127.0.0.1:3000 (Ctrl-C stops chatd; the stack stays)
 #   make stop          stop chatd started by `make run`, and the dev stack
-#   make test          deps, format check, lint, both builds, unit tests in both, then the
-#                      integration suite on a private test stack (var/test-stack) twice
+#   make test          deps, format check, lint, both builds, unit tests in both, the fuzz
+#                      smoke (every harness of tests/fuzz for 20 s), then the integration
+#                      suite on a private test stack (var/test-stack) twice
 #   make unit          unit tests of both builds only
+#   make fuzz          scripts/fuzz.sh: build the libFuzzer harnesses (clang-14, ASan + UBSan)
+#                      in build-fuzz/ and run each for FUZZ_SECONDS (default 300); prints
+#                      executions, coverage and crashes per harness, fails on a crash
 #   make integration   the integration half of `make test` (builds must exist)
 #   make bench         bench/run.sh: the validation run (~25 min; ARGS=--quick: ~3 min),
 #                      writes docs/performance.md and docs/perf/
-#   make format-check  clang-format --dry-run -Werror on src/, tests/unit and tools/chatload
+#   make format-check  clang-format --dry-run -Werror on src/, tests/unit, tests/fuzz and
+#                      tools/chatload
 #                      (part of make test)
 #   make lint          scripts/lint.sh: shellcheck over scripts/, bench/ and .ci/run, cppcheck
 #                      over src/, zero findings (part of make test)
@@ -25,12 +30,13 @@ SHELL := /bin/bash
 JOBS ?= 2
 BUILD_TYPE ?= RelWithDebInfo
 M := $(MAKE) --no-print-directory
+FUZZ_SECONDS ?= 300
 
 STACK_DIR := var/stack
 LISTEN ?= 127.0.0.1:3000
 PIDFILE := var/chatd.pid
 
-.PHONY: all deps build build-asan run stop test unit integration bench format-check lint clean monitor \
+.PHONY: all deps build build-asan run stop test unit fuzz integration bench format-check lint clean monitor \
 	openapi-check
 
 all: build
@@ -78,11 +84,15 @@ test:
 	@$(M) build-asan
 	@$(M) unit
 	@$(M) openapi-check
+	@$(M) fuzz FUZZ_SECONDS=20
 	@$(M) integration
 
 unit:
 	ctest --test-dir build --output-on-failure
 	ctest --test-dir build-asan --output-on-failure
+
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) JOBS=$(JOBS) scripts/fuzz.sh
 
 integration:
 	scripts/test-integration.sh
@@ -97,7 +107,7 @@ bench:
 
 format-check:
 	@scripts/deps.sh clang-format
-	@files=$$(find src tests/unit tools/chatload -name '*.[ch]' | sort); \
+	@files=$$(find src tests/unit tests/fuzz tools/chatload -name '*.[ch]' | sort); \
 	  clang-format --dry-run -Werror $$files && echo "format-check: $$(echo $$files | wc -w) files ok"
 
 lint:
@@ -125,4 +135,4 @@ clean:
 	@for d in var/test-stack $(STACK_DIR); do \
 	  if [ -L $$d ]; then t=$$(readlink $$d); case $$t in /tmp/chatd-stack-*) rm -rf "$$t";; esac; fi; \
 	done
-	rm -rf build build-asan var
+	rm -rf build build-asan build-fuzz var

@@ -32,6 +32,8 @@ PKGS=(
   python3-jsonschema
   # make openapi-check: the validator in tools/openapi runs on Node.js (npm ci)
   nodejs
+  # make fuzz (scripts/fuzz.sh) and its smoke in make test: libFuzzer and its runtime
+  clang-14 libclang-rt-14-dev
   # make lint (scripts/lint.sh)
   shellcheck cppcheck
   # stack.sh uses these

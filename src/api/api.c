@@ -202,14 +202,15 @@ void chat_call_reply_cb(chat_reply_t *r, void *arg)
 
 /* ---- request bodies ---- */
 
-json_t *chat_call_json_object(chat_call_t *call)
+int chat_call_body(chat_call_t *call, chat_api_body_kind_t kind, chat_api_body_t *out)
 {
-    json_t *j;
     char why[CHAT_API_WHY_MAX];
-    int err = chat_api_valid_object(call->req->body, call->req->body_len, "body", &j, why);
-    if (err)
+    int err = chat_api_body_decode(kind, call->req->body, call->req->body_len, out, why);
+    if (err) {
         chat_call_fail(call, err, why);
-    return j;
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- dispatch ---- */

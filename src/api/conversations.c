@@ -62,17 +62,9 @@ void chat_h_member_remove(chat_call_t *call)
 
 void chat_h_conv_read(chat_call_t *call)
 {
-    json_t *j = chat_call_json_object(call);
-    if (!j)
+    chat_api_body_t b;
+    if (chat_call_body(call, CHAT_API_BODY_READ, &b) < 0)
         return;
-    json_t *seq = json_object_get(j, "seq");
-    if (!seq || !json_is_integer(seq)) {
-        chat_call_fail(call, CHAT_EBADREQUEST, "seq must be an integer");
-    } else if (json_integer_value(seq) < 0) {
-        chat_call_fail(call, CHAT_EINVALID, "seq must not be negative");
-    } else {
-        chat_conv_mark_read(call->api->ctx, call->user_id, call->id, json_integer_value(seq),
-                            chat_call_reply_cb, call);
-    }
-    json_decref(j);
+    chat_conv_mark_read(call->api->ctx, call->user_id, call->id, b.id, chat_call_reply_cb, call);
+    chat_api_body_dispose(&b);
 }

@@ -6,6 +6,7 @@
 #define CHAT_API_INTERNAL_H
 
 #include "api/api.h"
+#include "api/body.h"
 
 #include <jansson.h>
 
@@ -83,10 +84,10 @@ void chat_api_msg_send_limited(chat_api_t *api, int64_t user_id, int64_t conv_id
                                void *arg);
 
 /**
- * Parses the request body as a JSON object (validate.h). Returns the object
- * (caller decrefs), or NULL after answering 400.
+ * Decodes the request body as the body of kind (body.h) into *out. Returns
+ * 0 (the caller disposes *out), or -1 after answering 400 or 422.
  */
-json_t *chat_call_json_object(chat_call_t *call);
+int chat_call_body(chat_call_t *call, chat_api_body_kind_t kind, chat_api_body_t *out);
 
 /* Handlers (handlers.c, messages.c and ops.c). */
 void chat_h_signup(chat_call_t *call);

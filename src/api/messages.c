@@ -9,19 +9,12 @@
 
 void chat_h_msg_edit(chat_call_t *call)
 {
-    json_t *j = chat_call_json_object(call);
-    if (!j)
+    chat_api_body_t b;
+    if (chat_call_body(call, CHAT_API_BODY_EDIT, &b) < 0)
         return;
-    const char *body;
-    size_t body_len;
-    char why[CHAT_API_WHY_MAX];
-    int err = chat_api_valid_string(j, "body", 1, CHAT_API_BODY_MAX, &body, &body_len, why);
-    if (err)
-        chat_call_fail(call, err, why);
-    else
-        chat_msg_edit(call->api->ctx, call->user_id, call->id, call->sub_id, body, body_len,
-                      chat_call_reply_cb, call);
-    json_decref(j);
+    chat_msg_edit(call->api->ctx, call->user_id, call->id, call->sub_id, b.text, b.text_len,
+                  chat_call_reply_cb, call);
+    chat_api_body_dispose(&b);
 }
 
 void chat_h_msg_delete(chat_call_t *call)

@@ -68,17 +68,11 @@ void chat_h_cache_metrics(chat_call_t *call)
 
 void chat_h_cache_bypass(chat_call_t *call)
 {
-    json_t *j = chat_call_json_object(call);
-    if (!j)
+    chat_api_body_t b;
+    if (chat_call_body(call, CHAT_API_BODY_BYPASS, &b) < 0)
         return;
-    json_t *v = json_object_get(j, "enabled");
-    if (!v || !json_is_boolean(v)) {
-        json_decref(j);
-        chat_call_fail(call, CHAT_EBADREQUEST, "enabled must be true or false");
-        return;
-    }
-    chat_cache_shared_set_bypass(call->api->cache_shared, json_is_true(v));
-    json_decref(j);
+    chat_cache_shared_set_bypass(call->api->cache_shared, b.enabled);
+    chat_api_body_dispose(&b);
     size_t len;
     char *body = cache_metrics_body(call->api, &len);
     chat_call_ok(call, 200, body, len);

@@ -245,8 +245,7 @@ static void timer_cb(uv_timer_t *t)
 
 static int send_script(check_t *c, int full);
 
-/* {allowed, wait_us} from the script, or -1 when the reply is not that. */
-static int parse_reply(const redisReply *r, long long *wait_us)
+int chat_ratelimit_reply_parse(const redisReply *r, long long *wait_us)
 {
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER)
@@ -264,7 +263,7 @@ static void script_cb(chat_err_t status, redisReply *reply, void *arg)
         return;
     }
     long long wait_us = 0;
-    int allowed = status == CHAT_EOK ? parse_reply(reply, &wait_us) : -1;
+    int allowed = status == CHAT_EOK ? chat_ratelimit_reply_parse(reply, &wait_us) : -1;
     if (allowed >= 0) {
         rl->warned = 0;
         finish(c, allowed ? 0 : chat_gcra_retry_after_s(wait_us), 0);

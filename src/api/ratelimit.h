@@ -88,6 +88,13 @@ void chat_ratelimit_check(chat_ratelimit_t *rl, chat_rate_limit_t which, const c
 /** "send", "request" or "signup": the metric's label value and the key's part. */
 const char *chat_ratelimit_name(chat_rate_limit_t which);
 
+/**
+ * Reads the script's reply {allowed, wait_us}: 1 (allowed) or 0 (refused,
+ * the wait in *wait_us), or -1 when the reply is not that. Pure.
+ */
+struct redisReply;
+int chat_ratelimit_reply_parse(const struct redisReply *r, long long *wait_us);
+
 /** The Redis key of subject under limit which: "rate:send:{u:42}". cap >= 96. */
 void chat_ratelimit_key(chat_rate_limit_t which, const char *subject, char *out, size_t cap);
 

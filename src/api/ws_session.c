@@ -2,20 +2,21 @@
  * GET /api/v1/stream: the WebSocket session of a signed-in user. After the
  * handshake (checked here, once; answered by net/ws_conn.c) the socket is
  * registered with the worker's realtime stream, which pushes every event of
- * the user's conversations in rev order (realtime/stream.h). Client frames:
- * "send" goes through the same validators (validate.h), send rate limit
- * and chat_msg_send() as POST .../messages (chat_api_msg_send_limited),
- * answered with an "ack" or an "error" frame whose code comes from the
- * status table (status.h); "typing" and "resume" go to the stream. A malformed client message gets
- * an "error" frame and the connection stays up.
+ * the user's conversations in rev order (realtime/stream.h). Client frames
+ * are decoded by api/stream_frame.c (the validators of validate.h): "send"
+ * goes through the same send rate limit and chat_msg_send() as POST
+ * .../messages (chat_api_msg_send_limited), answered with an "ack" or an
+ * "error" frame whose code comes from the status table (status.h); "typing"
+ * and "resume" go to the stream. A malformed client message gets an "error"
+ * frame and the connection stays up.
  */
 #include "api/internal.h"
 #include "api/status.h"
+#include "api/stream_frame.h"
 #include "api/validate.h"
 #include "realtime/stream.h"
 #include "core/alloc.h"
 #include "core/json.h"
-#include "core/num.h"
 #include "core/log.h"
 #include "net/ws.h"
 #include "net/ws_conn.h"
@@ -107,126 +108,39 @@ static void send_reply_cb(chat_reply_t *r, void *arg)
     session_maybe_free(ss);
 }
 
-static void handle_send(session_t *ss, json_t *o)
+static void handle_send(session_t *ss, const chat_api_frame_t *f)
 {
-    /* The client_msg_id first, so that every answer can carry it. */
-    const char *cmid, *body;
-    size_t cmid_len, body_len;
-    int64_t conv_id;
-    char why[CHAT_API_WHY_MAX];
-    json_t *c = json_object_get(o, "client_msg_id");
-    const char *echo = c && json_is_string(c) && json_string_length(c) <= 256 &&
-                               chat_utf8_count(json_string_value(c), json_string_length(c)) >= 0
-                           ? json_string_value(c)
-                           : NULL;
-    int err = chat_api_valid_client_msg_id(o, &cmid, &cmid_len, why);
-    if (err) {
-        send_error(ss, echo, err, why);
-        return;
-    }
-    err =
-        chat_api_valid_id(json_object_get(o, "conversation_id"), "conversation_id", &conv_id, why);
-    if (!err)
-        err = chat_api_valid_string(o, "body", 1, CHAT_API_BODY_MAX, &body, &body_len, why);
-    if (err) {
-        send_error(ss, cmid, err, why);
-        return;
-    }
     if (ss->inflight >= MAX_INFLIGHT) {
-        send_error(ss, cmid, CHAT_ERATELIMITED, "too many sends waiting on this connection");
+        send_error(ss, f->client_msg_id, CHAT_ERATELIMITED,
+                   "too many sends waiting on this connection");
         return;
     }
     ws_send_t *op = chat_calloc(1, sizeof *op);
     op->ss = ss;
-    op->client_msg_id = cmid ? chat_strndup(cmid, cmid_len) : NULL;
+    op->client_msg_id =
+        f->client_msg_id ? chat_strndup(f->client_msg_id, f->client_msg_id_len) : NULL;
     ss->inflight++;
-    chat_api_msg_send_limited(ss->api, ss->user_id, conv_id, body, body_len, op->client_msg_id,
-                              send_reply_cb, op);
-}
-
-static void handle_typing(session_t *ss, json_t *o)
-{
-    int64_t conv_id;
-    char why[CHAT_API_WHY_MAX];
-    int err =
-        chat_api_valid_id(json_object_get(o, "conversation_id"), "conversation_id", &conv_id, why);
-    if (err) {
-        send_error(ss, NULL, err, why);
-        return;
-    }
-    chat_stream_typing(ss->api->ctx->stream, ss->sub, conv_id);
-}
-
-/* A position's key: an id in plain decimal digits, no leading zero; -1 otherwise. */
-static int64_t id_key(const char *k)
-{
-    int64_t v;
-    const char *end = k + strlen(k);
-    return k[0] != '0' && chat_scan_u64(k, end, INT64_MAX, &v) == end ? v : -1;
-}
-
-static void handle_resume(session_t *ss, json_t *o)
-{
-    json_t *pos = json_object_get(o, "positions");
-    if (!pos || !json_is_object(pos)) {
-        send_error(ss, NULL, CHAT_EBADREQUEST, "positions must be an object");
-        return;
-    }
-    size_t n = json_object_size(pos), i = 0;
-    int64_t *convs = chat_malloc((n ? n : 1) * sizeof *convs);
-    int64_t *revs = chat_malloc((n ? n : 1) * sizeof *revs);
-    const char *key;
-    json_t *v;
-    const char *why = NULL;
-    json_object_foreach(pos, key, v)
-    {
-        convs[i] = id_key(key);
-        if (convs[i] < 0) {
-            why = "positions keys must be conversation ids";
-            break;
-        }
-        if (!json_is_integer(v) || json_integer_value(v) < 0) {
-            why = "positions values must be integers >= 0";
-            break;
-        }
-        revs[i++] = json_integer_value(v);
-    }
-    if (why)
-        send_error(ss, NULL, CHAT_EBADREQUEST, why);
-    else if (chat_stream_resume(ss->api->ctx->stream, ss->sub, convs, revs, n) != 0)
-        send_error(ss, NULL, CHAT_ECONFLICT, "a resume of this connection is not finished yet");
-    free(convs);
-    free(revs);
+    chat_api_msg_send_limited(ss->api, ss->user_id, f->conv_id, f->body, f->body_len,
+                              op->client_msg_id, send_reply_cb, op);
 }
 
 static void on_message(chat_ws_conn_t *ws, const char *msg, size_t len, bool binary, void *ud)
 {
     session_t *ss = ud;
-    if (binary) {
-        send_error(ss, NULL, CHAT_EBADREQUEST, "messages must be JSON text");
-        return;
-    }
-    json_t *o;
+    chat_api_frame_t f;
     char why[CHAT_API_WHY_MAX];
-    int err = chat_api_valid_object(msg, len, "message", &o, why);
-    if (err) {
-        send_error(ss, NULL, err, why);
-        return;
-    }
-    json_t *type = json_object_get(o, "type");
-    if (!type || !json_is_string(type) || strcmp(json_string_value(type), "resume") != 0)
+    int err = chat_api_frame_decode(msg, len, binary, &f, why);
+    if (f.release)
         chat_stream_release(ss->api->ctx->stream, ss->sub);
-    if (!type || !json_is_string(type))
-        send_error(ss, NULL, CHAT_EBADREQUEST, "type must be a string");
-    else if (!strcmp(json_string_value(type), "send"))
-        handle_send(ss, o);
-    else if (!strcmp(json_string_value(type), "typing"))
-        handle_typing(ss, o);
-    else if (!strcmp(json_string_value(type), "resume"))
-        handle_resume(ss, o);
-    else
-        send_error(ss, NULL, CHAT_EBADREQUEST, "unknown message type");
-    json_decref(o);
+    if (err)
+        send_error(ss, f.client_msg_id, err, why);
+    else if (f.type == CHAT_API_FRAME_SEND)
+        handle_send(ss, &f);
+    else if (f.type == CHAT_API_FRAME_TYPING)
+        chat_stream_typing(ss->api->ctx->stream, ss->sub, f.conv_id);
+    else if (chat_stream_resume(ss->api->ctx->stream, ss->sub, f.convs, f.revs, f.n_positions) != 0)
+        send_error(ss, NULL, CHAT_ECONFLICT, "a resume of this connection is not finished yet");
+    chat_api_frame_dispose(&f);
 }
 
 static void on_close(chat_ws_conn_t *ws, void *ud)

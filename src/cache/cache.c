@@ -6,6 +6,7 @@
 #include "cache/cache.h"
 #include "cache/internal.h"
 #include "cache/local.h"
+#include "cache/reply.h"
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -284,25 +285,22 @@ static void lookup_cb(chat_err_t status, redisReply *reply, void *arg)
     chat_cache_t *c = op->c;
     chat_cache_lookup_t r = {.status = CHAT_CACHE_ERROR};
     chat_cache_local_entry_t le;
-    if (status == CHAT_EOK && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
-        reply->element[0]->type == REDIS_REPLY_STRING) {
-        const char *key = reply->element[0]->str;
-        redisReply *v = reply->element[1];
-        if (reply->elements >= 3 && reply->element[2]->type == REDIS_REPLY_STRING)
-            r.guard = reply->element[2]->str;
-        r.key = key;
-        if (v->type == REDIS_REPLY_STRING) {
+    chat_cache_lookup_reply_t lr;
+    if (status == CHAT_EOK && reply && chat_cache_lookup_reply_parse(reply, &lr) == 0) {
+        r.key = lr.key;
+        r.guard = lr.guard;
+        if (lr.kind == CHAT_CACHE_REPLY_VALUE) {
             r.status = CHAT_CACHE_HIT;
-            r.value = v->str;
-            r.len = v->len;
+            r.value = lr.value;
+            r.len = lr.len;
             count_kind(c->sh->hits, c, op->kind);
             if (c->local && op->prefix[0])
-                local_keep(c, op->prefix, key, v->str, v->len);
-        } else if (v->type == REDIS_REPLY_INTEGER) {
+                local_keep(c, op->prefix, lr.key, lr.value, lr.len);
+        } else if (lr.kind == CHAT_CACHE_REPLY_SAME) {
             /* Redis confirmed the copy named in the lookup; it is still
              * here unless another lookup replaced it meanwhile. */
             if (c->local && chat_cache_local_get(c->local, op->prefix, uv_now(c->loop), &le) &&
-                strcmp(le.vkey, key) == 0) {
+                strcmp(le.vkey, lr.key) == 0) {
                 r.status = CHAT_CACHE_HIT;
                 r.value = le.val;
                 r.len = le.len;
@@ -458,24 +456,11 @@ struct versions_op {
 static void versions_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct versions_op *op = arg;
-    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_ARRAY ||
-        reply->elements != op->n) {
-        op->cb(CHAT_EDOWN, NULL, op->arg);
-        free(op);
-        return;
-    }
     const char **tokens = chat_malloc((op->n ? op->n : 1) * sizeof *tokens);
-    for (size_t i = 0; i < op->n; i++) {
-        redisReply *e = reply->element[i];
-        if (e->type != REDIS_REPLY_STRING) {
-            free(tokens);
-            op->cb(CHAT_EDOWN, NULL, op->arg);
-            free(op);
-            return;
-        }
-        tokens[i] = e->str;
-    }
-    op->cb(CHAT_EOK, tokens, op->arg);
+    if (status != CHAT_EOK || !reply || chat_cache_versions_reply_parse(reply, op->n, tokens) != 0)
+        op->cb(CHAT_EDOWN, NULL, op->arg);
+    else
+        op->cb(CHAT_EOK, tokens, op->arg);
     free(tokens);
     free(op);
 }
@@ -797,7 +782,7 @@ void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(v
 struct scan_op {
     chat_cache_t *c;
     char *pattern;
-    char cursor[32];
+    char cursor[CHAT_CACHE_CURSOR_MAX];
     long long deleted;
     void (*cb)(long long, void *);
     void *arg;
@@ -829,12 +814,13 @@ static void unlink_cb(chat_err_t status, redisReply *reply, void *arg)
 static void scan_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct scan_op *op = arg;
-    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+    const char *cursor;
+    const redisReply *keys;
+    if (status != CHAT_EOK || !reply || chat_cache_scan_reply_parse(reply, &cursor, &keys) != 0) {
         scan_finish(op, -1);
         return;
     }
-    snprintf(op->cursor, sizeof op->cursor, "%s", reply->element[0]->str);
-    redisReply *keys = reply->element[1];
+    snprintf(op->cursor, sizeof op->cursor, "%s", cursor);
     if (keys->elements == 0) {
         if (!strcmp(op->cursor, "0"))
             scan_finish(op, op->deleted);

@@ -19,7 +19,8 @@ static inline const char *chat_scan_u64(const char *p, const char *end, int64_t 
     int64_t v = 0;
     for (; q < end && *q >= '0' && *q <= '9'; q++) {
         int d = *q - '0';
-        if (v > (max - d) / 10)
+        /* d > max first: (max - d) / 10 rounds toward zero when negative. */
+        if (d > max || v > (max - d) / 10)
             return NULL;
         v = v * 10 + d;
     }

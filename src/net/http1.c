@@ -193,7 +193,12 @@ static void conn_fail(h1_t *h, int status, const char *code, const char *msg)
         r->t_head = uv_hrtime();
         if (r->url.data)
             r->pub.path = r->url.data;
-        if (r->url_seen) {
+        /*
+         * The method, once the bytes say it is over (not when the parser's
+         * URL callback ran, which depends on where reads ended): a refused
+         * HEAD is answered without a body however its bytes arrived.
+         */
+        if (chat_http1_frame_method_seen(&h->frame)) {
             r->pub.method = (int)h->parser.method;
             r->pub.method_str = http_method_str((enum http_method)h->parser.method);
         }

@@ -66,6 +66,14 @@ static int hexval(unsigned char c)
     return -1;
 }
 
+/* RFC 9110 tchar: what a field name is made of. */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
 static bool is_digit(char c)
 {
     return c >= '0' && c <= '9';
@@ -83,6 +91,7 @@ static int line_byte(chat_http1_frame_t *f, unsigned char c, const char **why)
             if (f->_line_len == 0 || f->_prev_sp)
                 return fail(f, 400, why, "malformed request line");
             f->_spaces++;
+            f->_method = true;
             f->_since_sp = 0;
             f->_prev_sp = true;
         } else if (c < ' ' || c == 0x7f) {
@@ -101,6 +110,11 @@ static int line_byte(chat_http1_frame_t *f, unsigned char c, const char **why)
         /* http-parser lets a control character through at the start of a value. */
         if ((c < ' ' && c != '\t') || c == 0x7f)
             return fail(f, 400, why, "a control character in a header line");
+        /* The name, up to its ':', is a token (_sub: 0 in the name, 1 in the value). */
+        if (f->_sub == 0 && c == ':')
+            f->_sub = 1;
+        else if (f->_sub == 0 && !is_tchar(c))
+            return fail(f, 400, why, "invalid header name");
         return 0;
     case PART_SIZE:
         if (f->_sub == SIZE_DIGITS) {

@@ -4,7 +4,7 @@
  * each parse, before a request is handed over): every line of a request
  * head, of a chunk-size line and of a trailer section ends in CRLF (no bare
  * LF); no header or trailer line is folded (obs-fold) or holds a control
- * character other than HTAB; the request line is
+ * character other than HTAB, and its name is a token; the request line is
  * "method SP request-target SP HTTP-version", the version HTTP/1.0 or
  * HTTP/1.1; a chunk size is hex digits, then nothing or an extension after
  * ";"; chunk data is followed by CRLF. Two parsers that disagree on where a
@@ -34,6 +34,7 @@ typedef struct chat_http1_frame {
     bool _cr;           /* the last byte was a CR that ends a line */
     bool _prev_sp;      /* request line: the last byte was a SP */
     bool _chunked;      /* the body of the request being read is chunked */
+    bool _method;       /* the request line's method is over (its SP was seen) */
     uint8_t _digits;    /* chunk-size line: hex digits seen */
     char _ver[8];       /* request line: its last 8 bytes */
     uint32_t _line_len; /* bytes of the current line before its CRLF */
@@ -58,6 +59,16 @@ void chat_http1_frame_body(chat_http1_frame_t *f, bool chunked);
  * refusal the checker is spent.
  */
 int chat_http1_frame_scan(chat_http1_frame_t *f, const char *p, size_t n, const char **why);
+
+/**
+ * True once the request line's method is complete (the parser's method is
+ * then this request's): known from the bytes alone, however they were split
+ * into reads.
+ */
+static inline bool chat_http1_frame_method_seen(const chat_http1_frame_t *f)
+{
+    return f->_method;
+}
 
 /** The parser completed a request: the next bytes start the next one. */
 void chat_http1_frame_next(chat_http1_frame_t *f);

@@ -448,14 +448,18 @@ size_t chat_http1_parse(h1_t *h, const char *data, size_t len)
 {
     size_t n = http_parser_execute(&h->parser, &settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
-    if (e != HPE_OK && e != HPE_PAUSED)
-        return n; /* the parser's own refusal */
+    /*
+     * The framing of the bytes the parser consumed is checked also when it
+     * refused what follows them (its lenient build consumes bytes the
+     * checker refuses): the earlier fault is the answer, however the bytes
+     * were split into reads.
+     */
     const char *why;
     int status = chat_http1_frame_scan(&h->frame, data, n, &why);
     if (status == 0) {
         if (e == HPE_PAUSED)
             chat_http1_frame_next(&h->frame);
-        return n;
+        return n; /* parsed, or the parser's own refusal */
     }
     /* Refused before it is handed over: a complete request is answered with the refusal. */
     if (h->done) {

@@ -65,8 +65,7 @@ size_t chat_fanout_channel(char out[CHAT_FANOUT_CHANNEL_LEN], int topic, int64_t
     return (size_t)n;
 }
 
-/* The id of a channel name "chatd:c:{c:ID}" (topic CHAT_TOPIC_CONV) or "chatd:u:{u:ID}", or 0. */
-static int64_t channel_id(const char *ch, size_t len, int *topic)
+int64_t chat_fanout_channel_parse(const char *ch, size_t len, int *topic)
 {
     static const char cpre[] = "chatd:c:{c:", upre[] = "chatd:u:{u:";
     const char *pre = cpre;
@@ -115,7 +114,7 @@ static void subscribed_cb(const char *ch, size_t clen, void *arg)
 {
     chat_fanout_t *f = arg;
     int topic;
-    int64_t id = channel_id(ch, clen, &topic);
+    int64_t id = chat_fanout_channel_parse(ch, clen, &topic);
     if (id > 0 && f->h.subscribed)
         f->h.subscribed(topic, id, f->arg);
 }

@@ -34,6 +34,13 @@ typedef enum chat_fanout_topic { CHAT_TOPIC_CONV = 0, CHAT_TOPIC_USER = 1 } chat
 /** Writes the channel of (topic, id) into out; returns its length. */
 size_t chat_fanout_channel(char out[CHAT_FANOUT_CHANNEL_LEN], int topic, int64_t id);
 
+/**
+ * The id of a channel name chat_fanout_channel() writes ("chatd:c:{c:ID}",
+ * topic CHAT_TOPIC_CONV, or "chatd:u:{u:ID}"), with its topic in *topic;
+ * 0 for any other name.
+ */
+int64_t chat_fanout_channel_parse(const char *ch, size_t len, int *topic);
+
 typedef struct chat_fanout_handler {
     /** A message of another instance (never this one's); m is valid during the call. */
     void (*message)(const chat_rt_msg_t *m, void *arg);

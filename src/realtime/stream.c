@@ -542,20 +542,14 @@ static const char *find(const char *p, const char *end, const char *needle)
     return NULL;
 }
 
-typedef struct event_span {
-    int64_t rev;
-    const char *data;
-    size_t len;
-} event_span_t;
+typedef chat_stream_event_span_t event_span_t;
 
-/*
- * The events of an /events body, in order: *out gets (rev, frame) for
- * every element of "events" (freed by the caller); returns the body's
- * "rev" (the conversation's), or -1 when the body is not one chatd wrote.
- */
-static int64_t parse_events(const char *body, size_t len, event_span_t **out, size_t *nout)
+/* The events of an /events body (see stream.h): braces are matched outside strings. */
+int64_t chat_stream_events_parse(const char *body, size_t len, event_span_t **out, size_t *nout)
 {
     const char *end = body + len;
+    *out = NULL;
+    *nout = 0;
     int64_t conv_rev;
     const char *p = find(body, end, "\"rev\":");
     if (!p || !(p = chat_scan_u64(p, end, INT64_MAX, &conv_rev)))
@@ -620,7 +614,7 @@ static void fetch_answer(int err, const char *body, size_t len, void *arg)
     size_t n = 0;
     int64_t conv_rev = -1;
     if (err == 0 && !s->closed)
-        conv_rev = parse_events(body, len, &ev, &n);
+        conv_rev = chat_stream_events_parse(body, len, &ev, &n);
     if (conv_rev >= 0) {
         int64_t head0 = c->head;
         size_t fresh = 0; /* events not had before: the ones this read brought */

@@ -137,4 +137,21 @@ void chat_stream_typing(chat_stream_t *s, chat_stream_sub_t *sub, int64_t conv);
  */
 void chat_stream_publish(chat_stream_t *s, const chat_rt_msg_t *m);
 
+/** One event of an /events body: its rev and its bytes (a span of the body). */
+typedef struct chat_stream_event_span {
+    int64_t rev;
+    const char *data;
+    size_t len;
+} chat_stream_event_span_t;
+
+/**
+ * The events of an /events body as chatd writes it (a cached page may come
+ * from Redis), in order: *out gets the rev and the bytes of every element
+ * of "events" (the caller frees *out; NULL when none); returns the body's
+ * "rev" (the conversation's), or -1 when the body is not one chatd wrote.
+ * Pure: the stream's fills use it, and tests/fuzz.
+ */
+int64_t chat_stream_events_parse(const char *body, size_t len, chat_stream_event_span_t **out,
+                                 size_t *nout);
+
 #endif

@@ -11,6 +11,7 @@
 #include "redis/url.h"
 
 #include <hiredis/hiredis.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,17 +95,41 @@ static void conn_lost(chat_pubsub_t *ps, const char *why)
     uv_close((uv_handle_t *)&sc->tcp, conn_closed_cb);
 }
 
+/* A string element equal to word (whole: hiredis keeps a NUL inside a bulk string). */
+static bool is_word(const redisReply *e, const char *word)
+{
+    size_t n = strlen(word);
+    return e->type == REDIS_REPLY_STRING && e->len == n && memcmp(e->str, word, n) == 0;
+}
+
+void chat_pubsub_reply_parse(const redisReply *r, chat_pubsub_reply_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        r->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    const redisReply *ch = r->element[1];
+    if (is_word(r->element[0], "smessage") && r->element[2]->type == REDIS_REPLY_STRING) {
+        out->kind = CHAT_PUBSUB_REPLY_MESSAGE;
+        out->payload = r->element[2]->str;
+        out->len = r->element[2]->len;
+    } else if (is_word(r->element[0], "ssubscribe")) {
+        out->kind = CHAT_PUBSUB_REPLY_SUBSCRIBED;
+    } else {
+        return;
+    }
+    out->channel = ch->str;
+    out->clen = ch->len;
+}
+
 static void on_reply(chat_pubsub_t *ps, redisReply *r)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
-        return;
-    const char *kind = r->element[0]->str;
-    const redisReply *ch = r->element[1];
-    if (!strcmp(kind, "smessage") && r->element[2]->type == REDIS_REPLY_STRING)
-        ps->h.message(ch->str, ch->len, r->element[2]->str, r->element[2]->len, ps->arg);
-    else if (!strcmp(kind, "ssubscribe") && ps->h.subscribed)
-        ps->h.subscribed(ch->str, ch->len, ps->arg);
+    chat_pubsub_reply_t m;
+    chat_pubsub_reply_parse(r, &m);
+    if (m.kind == CHAT_PUBSUB_REPLY_MESSAGE)
+        ps->h.message(m.channel, m.clen, m.payload, m.len, ps->arg);
+    else if (m.kind == CHAT_PUBSUB_REPLY_SUBSCRIBED && ps->h.subscribed)
+        ps->h.subscribed(m.channel, m.clen, ps->arg);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)

@@ -58,6 +58,30 @@ bool chat_pubsub_subscribe(chat_pubsub_t *ps, const char *channel, size_t clen);
 /** Sends SUNSUBSCRIBE channel when connected (a lost connection forgets it anyway). */
 void chat_pubsub_unsubscribe(chat_pubsub_t *ps, const char *channel, size_t clen);
 
+/** What one reply of a subscribed connection is (chat_pubsub_reply_parse). */
+typedef enum chat_pubsub_reply_kind {
+    CHAT_PUBSUB_REPLY_OTHER,      /* anything else: ignored */
+    CHAT_PUBSUB_REPLY_MESSAGE,    /* ["smessage", channel, payload] */
+    CHAT_PUBSUB_REPLY_SUBSCRIBED, /* ["ssubscribe", channel, count] */
+} chat_pubsub_reply_kind_t;
+
+typedef struct chat_pubsub_reply {
+    int kind;            /* chat_pubsub_reply_kind_t */
+    const char *channel; /* MESSAGE, SUBSCRIBED: spans into the reply */
+    size_t clen;
+    const char *payload; /* MESSAGE */
+    size_t len;
+} chat_pubsub_reply_t;
+
+struct redisReply;
+
+/**
+ * Reads one reply of a subscribed connection, as decoded by hiredis, into
+ * *out (spans into r): a message, a confirmed subscription or something
+ * else. Pure, for the subscriber and tests/fuzz.
+ */
+void chat_pubsub_reply_parse(const struct redisReply *r, chat_pubsub_reply_t *out);
+
 /**
  * Closes the connection and the timer; no message callback runs after this
  * returns; done(arg) (may be NULL) runs once every handle is closed, and the

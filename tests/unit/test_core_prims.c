@@ -18,6 +18,7 @@
 #include "core/memo.h"
 #include "core/uuid.h"
 #include "core/metrics.h"
+#include "core/num.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -276,6 +277,37 @@ static void test_metrics_render_hook_off(void **state)
     chat_buf_dispose(&out);
 }
 
+/* chat_scan_u64 s over its whole length; -2 when it stopped early, -1 when it refused. */
+static int64_t scan(const char *s, int64_t max)
+{
+    int64_t v = -3;
+    const char *end = s + strlen(s);
+    const char *q = chat_scan_u64(s, end, max, &v);
+    return !q ? -1 : q != end ? -2 : v;
+}
+
+/*
+ * The bound holds for every max, also below 10 (found by tests/fuzz/fuzz_query:
+ * with max 0, "1" read as 1, since (0 - 1) / 10 rounds toward zero).
+ */
+static void test_scan_u64_bounds(void **state)
+{
+    assert_int_equal(scan("0", 0), 0);
+    assert_int_equal(scan("1", 0), -1);
+    assert_int_equal(scan("00", 0), 0);
+    assert_int_equal(scan("5", 5), 5);
+    assert_int_equal(scan("6", 5), -1);
+    assert_int_equal(scan("9", 8), -1);
+    assert_int_equal(scan("10", 9), -1);
+    assert_int_equal(scan("100", 100), 100);
+    assert_int_equal(scan("101", 100), -1);
+    assert_int_equal(scan("12x", 100), -2);
+    assert_int_equal(scan("", 100), -1);
+    assert_int_equal(scan("9223372036854775807", INT64_MAX), INT64_MAX);
+    assert_int_equal(scan("9223372036854775808", INT64_MAX), -1);
+    assert_int_equal(scan("99999999999999999999", INT64_MAX), -1);
+}
+
 static void test_uuid_shape(void **state)
 {
     unsigned char raw[16];
@@ -305,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_error_names),
         cmocka_unit_test(test_hash_spreads),
         cmocka_unit_test(test_uuid_shape),
+        cmocka_unit_test(test_scan_u64_bounds),
         cmocka_unit_test(test_metrics_render_hook_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
