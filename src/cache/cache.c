@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "redis/client.h"
+#include "redis/slot.h"
 
 #include <hiredis/hiredis.h>
 #include <openssl/rand.h>
@@ -61,6 +62,8 @@ struct chat_cache {
     chat_cache_local_t *local; /* NULL: no copies kept */
     char vprefix[VERSION_PREFIX_MAX];
     char gprefix[VERSION_PREFIX_MAX]; /* "": no guard versions */
+    char vsuffix[8];                  /* after the id in version and guard keys */
+    unsigned long map_gen;            /* the cluster map generation last seen */
     uint64_t token_prefix;
     uint64_t token_counter;
     unsigned long clean_gen; /* dirty generation this worker has cleaned */
@@ -149,6 +152,7 @@ chat_cache_t *chat_cache_create(uv_loop_t *loop, const chat_cache_config_t *cfg,
     c->redis = r;
     snprintf(c->vprefix, sizeof c->vprefix, "%s", cfg->version_prefix ? cfg->version_prefix : "");
     snprintf(c->gprefix, sizeof c->gprefix, "%s", cfg->guard_prefix ? cfg->guard_prefix : "");
+    snprintf(c->vsuffix, sizeof c->vsuffix, "%s", cfg->scope_suffix ? cfg->scope_suffix : "");
     c->flights = chat_flights_create();
     if (cfg->local_bytes > 0)
         c->local = chat_cache_local_create(LOCAL_SLOTS, cfg->local_bytes);
@@ -215,20 +219,70 @@ chat_flights_t *chat_cache_flights(chat_cache_t *c)
 
 /* ---- the epoch ---- */
 
+/*
+ * The epoch key a script beside anchor (a key of the entry's scope) reads:
+ * CHAT_CACHE_EPOCH_KEY on one Redis; on a cluster, where a script's keys
+ * must share a slot, one epoch key per slot, cache:epoch:{tag} with the tag
+ * of anchor's slot (redis/slot.h).
+ */
+static const char *epoch_key(const chat_cache_t *c, const char *anchor,
+                             char out[CHAT_CACHE_EPOCH_KEY_MAX])
+{
+    char tag[CHAT_REDIS_SLOT_TAG_MAX];
+    if (!chat_redis_is_cluster(c->redis))
+        return CHAT_CACHE_EPOCH_KEY;
+    chat_redis_slot_tag(chat_redis_key_slot(anchor, strlen(anchor)), tag);
+    snprintf(out, CHAT_CACHE_EPOCH_KEY_MAX, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
+    return out;
+}
+
+/* A new epoch: one SET, or on a cluster one per slot, all of them answered OK. */
 struct epoch_op {
     chat_cache_t *c;
     unsigned long gen;
+    unsigned left; /* SETs not answered yet */
+    int failed;
 };
 
 static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct epoch_op *op = arg;
+    if (status != CHAT_EOK)
+        op->failed = 1;
+    if (--op->left > 0)
+        return;
     op->c->epoch_bump_inflight = 0;
-    if (status == CHAT_EOK) {
+    if (!op->failed) {
         op->c->clean_gen = op->gen;
         chat_log_info("event=cache_epoch_changed");
     }
     free(op);
+}
+
+static void epoch_send(chat_cache_t *c, unsigned long gen)
+{
+    char token[40], key[CHAT_CACHE_EPOCH_KEY_MAX], tag[CHAT_REDIS_SLOT_TAG_MAX];
+    unsigned n = chat_redis_is_cluster(c->redis) ? CHAT_REDIS_SLOTS : 1;
+    struct epoch_op *op = chat_malloc(sizeof *op);
+    new_token(c, token);
+    op->c = c;
+    op->gen = gen;
+    op->left = 1; /* this function's own, so that no answer ends op under the loop */
+    op->failed = 0;
+    c->epoch_bump_inflight = 1;
+    for (unsigned s = 0; s < n; s++) {
+        if (n > 1) {
+            chat_redis_slot_tag(s, tag);
+            snprintf(key, sizeof key, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
+        }
+        const char *argv[] = {"SET", n > 1 ? key : CHAT_CACHE_EPOCH_KEY, token};
+        if (chat_redis_command(c->redis, epoch_cb, op, 3, argv, NULL) != 0) {
+            op->failed = 1;
+            break;
+        }
+        op->left++;
+    }
+    epoch_cb(op->failed ? CHAT_EDOWN : CHAT_EOK, NULL, op);
 }
 
 /*
@@ -240,21 +294,19 @@ static int usable(chat_cache_t *c)
 {
     if (atomic_load(&c->sh->bypass) || !last_healthy_state(c) || atomic_load(&c->sh->unsettled) > 0)
         return 0;
+    unsigned long map_gen = chat_redis_map_gen(c->redis);
+    if (map_gen != c->map_gen) {
+        /* A slot changed master: a replica that took over may lack the last
+         * bumps its master acknowledged (replication is asynchronous). */
+        if (c->map_gen != 0)
+            chat_cache_shared_mark_dirty(c->sh);
+        c->map_gen = map_gen;
+    }
     unsigned long gen = atomic_load(&c->sh->dirty_gen);
     if (gen == c->clean_gen)
         return 1;
-    if (!c->epoch_bump_inflight) {
-        char token[40];
-        new_token(c, token);
-        const char *argv[] = {"SET", CHAT_CACHE_EPOCH_KEY, token};
-        struct epoch_op *op = chat_malloc(sizeof *op);
-        op->c = c;
-        op->gen = gen;
-        if (chat_redis_command(c->redis, epoch_cb, op, 3, argv, NULL) == 0)
-            c->epoch_bump_inflight = 1;
-        else
-            free(op);
-    }
+    if (!c->epoch_bump_inflight)
+        epoch_send(c, gen);
     return 0;
 }
 
@@ -327,7 +379,7 @@ static void lookup_cb(chat_err_t status, redisReply *reply, void *arg)
 /* The version key of a scope: the configured prefix and the id. */
 static void version_key(const chat_cache_t *c, char out[CHAT_CACHE_KEY_MAX], int64_t scope_id)
 {
-    snprintf(out, CHAT_CACHE_KEY_MAX, "%s%lld", c->vprefix, (long long)scope_id);
+    snprintf(out, CHAT_CACHE_KEY_MAX, "%s%lld%s", c->vprefix, (long long)scope_id, c->vsuffix);
 }
 
 int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t scope_id,
@@ -341,6 +393,7 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
         return CHAT_EDOWN;
     }
     char vkey[CHAT_CACHE_KEY_MAX], gkey[CHAT_CACHE_KEY_MAX], t1[40], t2[40];
+    char ekey[CHAT_CACHE_EPOCH_KEY_MAX];
     new_token(c, t1);
     new_token(c, t2);
     int guarded = scope_id > 0 && c->gprefix[0];
@@ -348,14 +401,14 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
                             guarded        ? "3"
                             : scope_id > 0 ? "2"
                                            : "1",
-                            CHAT_CACHE_EPOCH_KEY};
+                            epoch_key(c, prefix, ekey)};
     int argc = 4;
     if (scope_id > 0) {
         version_key(c, vkey, scope_id);
         argv[argc++] = vkey;
     }
     if (guarded) {
-        snprintf(gkey, sizeof gkey, "%s%lld", c->gprefix, (long long)scope_id);
+        snprintf(gkey, sizeof gkey, "%s%lld%s", c->gprefix, (long long)scope_id, c->vsuffix);
         argv[argc++] = gkey;
     }
     chat_cache_local_entry_t le;
@@ -385,7 +438,8 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
 /*
  * KEYS[1] epoch key, KEYS[2] the entry's own version key; ARGV[1] key
  * prefix, ARGV[2]/ARGV[3] fresh tokens for a missing epoch/version, ARGV[4]
- * the version key prefix of the scopes an entry depends on. The stored value
+ * the version key prefix of the scopes an entry depends on, ARGV[5] what
+ * follows the id in their keys. The stored value
  * is "id=token id=token ...\n" and the bytes: the scopes and the versions it
  * was built under. Returns {full key, bytes} while every one still holds,
  * else {full key, false}.
@@ -401,7 +455,7 @@ static const char lookup_deps_script[] =
     "local nl = string.find(val, '\\n', 1, true) "
     "if not nl then return {k, false} end "
     "for id, tok in string.gmatch(string.sub(val, 1, nl - 1), '(%d+)=([^ ]+)') do "
-    "  if redis.call('GET', ARGV[4] .. id) ~= tok then return {k, false} end "
+    "  if redis.call('GET', ARGV[4] .. id .. ARGV[5]) ~= tok then return {k, false} end "
     "end "
     "return {k, string.sub(val, nl + 1)}";
 
@@ -424,7 +478,8 @@ int chat_cache_lookup_deps(chat_cache_t *c, int kind, const char *prefix, const 
 {
     if (!c)
         return CHAT_EDOWN;
-    if (!usable(c)) {
+    /* On a cluster the versions an entry depends on live on other slots. */
+    if (chat_redis_is_cluster(c->redis) || !usable(c)) {
         if (!atomic_load(&c->sh->bypass))
             count_kind(c->sh->misses, c, kind);
         return CHAT_EDOWN;
@@ -433,8 +488,9 @@ int chat_cache_lookup_deps(chat_cache_t *c, int kind, const char *prefix, const 
     new_token(c, t1);
     new_token(c, t2);
     /* No worker copy ("" held): the dependencies are checked on every lookup. */
-    const char *argv[] = {"EVAL", lookup_deps_script, "2", CHAT_CACHE_EPOCH_KEY, vkey, prefix, t1,
-                          t2,     c->vprefix};
+    const char *argv[] = {
+        "EVAL", lookup_deps_script, "2",       CHAT_CACHE_EPOCH_KEY, vkey, prefix, t1,
+        t2,     c->vprefix,         c->vsuffix};
     struct lookup_op *op = chat_malloc(sizeof *op);
     op->c = c;
     op->kind = kind;
@@ -501,7 +557,9 @@ void chat_cache_versions(chat_cache_t *c, const int64_t *ids, size_t n, chat_cac
     op->cb = cb;
     op->arg = arg;
     op->n = n;
-    int rc = usable(c) ? chat_redis_command(c->redis, versions_cb, op, (int)argc, argv, NULL) : -1;
+    int rc = usable(c) && !chat_redis_is_cluster(c->redis)
+                 ? chat_redis_command(c->redis, versions_cb, op, (int)argc, argv, NULL)
+                 : -1;
     free(argv);
     free(keys);
     if (rc != 0) {
@@ -658,6 +716,25 @@ static void send_bump(chat_cache_t *c, int argc, const char **argv, const size_t
     }
 }
 
+/* Several bumps answered as one: done runs after the last. */
+struct join {
+    size_t left;
+    void (*done)(void *);
+    void *arg;
+};
+
+static void join_done(void *arg)
+{
+    struct join *j = arg;
+    if (--j->left > 0)
+        return;
+    void (*done)(void *) = j->done;
+    void *done_arg = j->arg;
+    free(j);
+    if (done)
+        done(done_arg);
+}
+
 static void retry_fire_cb(uv_timer_t *t)
 {
     struct retry *r = t->data;
@@ -702,6 +779,18 @@ void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_
     /* One fresh token for every key: never used before by any of them. */
     char token[40];
     new_token(c, token);
+    if (n > 1 && chat_redis_is_cluster(c->redis)) {
+        /* The keys may sit on several slots: one SET each, done after the last. */
+        struct join *j = chat_malloc(sizeof *j);
+        j->left = n;
+        j->done = done;
+        j->arg = arg;
+        for (size_t i = 0; i < n; i++) {
+            const char *argv[] = {"SET", vkeys[i], token};
+            send_bump(c, 3, argv, NULL, join_done, j);
+        }
+        return;
+    }
     size_t argc = 1 + 2 * n;
     const char **argv = chat_malloc(argc * sizeof *argv);
     argv[0] = n == 1 ? "SET" : "MSET";
@@ -751,7 +840,7 @@ void chat_cache_invalidate_conv_rev(chat_cache_t *c, int64_t conv_id, int64_t re
         chat_cache_invalidate_conv(c, conv_id, done, arg);
         return;
     }
-    char vkey[CHAT_CACHE_KEY_MAX], token[40], revbuf[24];
+    char vkey[CHAT_CACHE_KEY_MAX], token[40], revbuf[24], ekey[CHAT_CACHE_EPOCH_KEY_MAX];
     char(*ttls)[16] = chat_malloc((n ? n : 1) * sizeof *ttls);
     version_key(c, vkey, conv_id);
     new_token(c, token);
@@ -762,7 +851,7 @@ void chat_cache_invalidate_conv_rev(chat_cache_t *c, int64_t conv_id, int64_t re
     argv[0] = "EVAL";
     argv[1] = bump_rev_script;
     argv[2] = "2";
-    argv[3] = CHAT_CACHE_EPOCH_KEY;
+    argv[3] = epoch_key(c, vkey, ekey);
     argv[4] = vkey;
     argv[5] = token;
     argv[6] = revbuf;
@@ -867,6 +956,11 @@ static void scan_step(struct scan_op *op)
 void chat_cache_delete_pattern(chat_cache_t *c, const char *pattern,
                                void (*cb)(long long deleted, void *arg), void *arg)
 {
+    if (chat_redis_is_cluster(c->redis)) {
+        /* SCAN walks one node, and UNLINK of its keys would span slots. */
+        cb(-1, arg);
+        return;
+    }
     struct scan_op *op = chat_calloc(1, sizeof *op);
     op->c = c;
     op->pattern = chat_strdup(pattern);
