@@ -8,6 +8,7 @@
 #include "redis/pubsub.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "redis/shardsub.h"
 #include "redis/url.h"
 
 #include <hiredis/hiredis.h>
@@ -27,6 +28,7 @@ typedef struct sconn {
 
 struct chat_pubsub {
     uv_loop_t *loop;
+    chat_shardsub_t *cluster; /* a redis+cluster:// URL: everything goes there */
     chat_redis_url_t url;
     chat_redis_resolve_t *resolving; /* the host lookup of this attempt, or NULL */
     chat_pubsub_handler_t h;
@@ -96,6 +98,10 @@ static void conn_lost(chat_pubsub_t *ps, const char *why)
 
 static void on_reply(chat_pubsub_t *ps, redisReply *r)
 {
+    if (r->type == REDIS_REPLY_ERROR && ps->h.error) {
+        ps->h.error(r->str, r->len, ps->arg);
+        return;
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
         return;
@@ -105,6 +111,8 @@ static void on_reply(chat_pubsub_t *ps, redisReply *r)
         ps->h.message(ch->str, ch->len, r->element[2]->str, r->element[2]->len, ps->arg);
     else if (!strcmp(kind, "ssubscribe") && ps->h.subscribed)
         ps->h.subscribed(ch->str, ch->len, ps->arg);
+    else if (!strcmp(kind, "sunsubscribe") && ps->h.unsubscribed)
+        ps->h.unsubscribed(ch->str, ch->len, ps->arg);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -191,12 +199,17 @@ static bool send_cmd(chat_pubsub_t *ps, const char *cmd, const char *channel, si
 
 bool chat_pubsub_subscribe(chat_pubsub_t *ps, const char *channel, size_t clen)
 {
+    if (ps->cluster)
+        return chat_shardsub_subscribe(ps->cluster, channel, clen);
     return send_cmd(ps, "SSUBSCRIBE", channel, clen);
 }
 
 void chat_pubsub_unsubscribe(chat_pubsub_t *ps, const char *channel, size_t clen)
 {
-    (void)send_cmd(ps, "SUNSUBSCRIBE", channel, clen);
+    if (ps->cluster)
+        chat_shardsub_unsubscribe(ps->cluster, channel, clen);
+    else
+        (void)send_cmd(ps, "SUNSUBSCRIBE", channel, clen);
 }
 
 static void connect_addr(chat_pubsub_t *ps, const struct sockaddr *addr)
@@ -252,6 +265,14 @@ chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const chat_p
                                   void *arg, char *err, size_t errlen)
 {
     chat_pubsub_t *ps = chat_calloc(1, sizeof *ps);
+    if (chat_redis_url_is_cluster(url)) {
+        ps->cluster = chat_shardsub_create(loop, url, h, arg, err, errlen);
+        if (!ps->cluster) {
+            free(ps);
+            return NULL;
+        }
+        return ps;
+    }
     if (chat_redis_url_parse(&ps->url, url, err, errlen) != 0) {
         free(ps);
         return NULL;
@@ -268,7 +289,19 @@ chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const chat_p
 
 bool chat_pubsub_connected(const chat_pubsub_t *ps)
 {
+    if (ps->cluster)
+        return chat_shardsub_connected(ps->cluster);
     return ps->connected;
+}
+
+static void cluster_closed(void *arg)
+{
+    chat_pubsub_t *ps = arg;
+    void (*done)(void *) = ps->done;
+    void *done_arg = ps->done_arg;
+    free(ps);
+    if (done)
+        done(done_arg);
 }
 
 static void timer_closed_cb(uv_handle_t *h)
@@ -283,6 +316,10 @@ void chat_pubsub_close(chat_pubsub_t *ps, void (*done)(void *arg), void *arg)
     ps->closing = true;
     ps->done = done;
     ps->done_arg = arg;
+    if (ps->cluster) {
+        chat_shardsub_close(ps->cluster, cluster_closed, ps);
+        return;
+    }
     if (ps->resolving) {
         chat_redis_resolve_cancel(ps->resolving);
         ps->resolving = NULL;

@@ -89,7 +89,7 @@ static void test_parse_bad(void **state)
 
 static void ignore_msg(const char *ch, size_t clen, const char *payload, size_t len, void *arg) {}
 
-static const chat_pubsub_handler_t no_handler = {ignore_msg, NULL, NULL};
+static const chat_pubsub_handler_t no_handler = {ignore_msg, NULL, NULL, NULL, NULL};
 
 /* The client and the subscriber refuse the same URLs, each with the message. */
 static void test_bad_url_refused_by_client_and_subscriber(void **state)
@@ -220,7 +220,8 @@ static void connected_cb(void *arg)
     assert_true(chat_pubsub_subscribe(g_ps, "t:byname", 8));
 }
 
-static const chat_pubsub_handler_t by_name_handler = {msg_cb, subscribed_cb, connected_cb};
+static const chat_pubsub_handler_t by_name_handler = {msg_cb, subscribed_cb, connected_cb, NULL,
+                                                      NULL};
 
 static void closed_cb(void *arg)
 {
