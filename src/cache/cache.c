@@ -883,10 +883,18 @@ void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(v
 
 /* ---- operator deletion by pattern ---- */
 
+/*
+ * SCAN walks one node: on a cluster every master in turn (chat_redis_masters),
+ * and there the keys of one SCAN page may sit on several slots, so each is
+ * unlinked by its own command; on one Redis a page is one UNLINK.
+ */
 struct scan_op {
     chat_cache_t *c;
     char *pattern;
     char cursor[32];
+    size_t node;    /* the master being walked */
+    size_t unlinks; /* UNLINKs of the page not answered yet */
+    int failed;
     long long deleted;
     void (*cb)(long long, void *);
     void *arg;
@@ -901,18 +909,32 @@ static void scan_finish(struct scan_op *op, long long n)
     free(op);
 }
 
+/* The page is done: the next one, the next master, or the end. */
+static void scan_next(struct scan_op *op)
+{
+    if (strcmp(op->cursor, "0") != 0) {
+        scan_step(op);
+    } else if (op->node + 1 < chat_redis_masters(op->c->redis)) {
+        op->node++;
+        scan_step(op);
+    } else {
+        scan_finish(op, op->deleted);
+    }
+}
+
 static void unlink_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct scan_op *op = arg;
-    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_INTEGER) {
-        scan_finish(op, -1);
-        return;
-    }
-    op->deleted += reply->integer;
-    if (!strcmp(op->cursor, "0"))
-        scan_finish(op, op->deleted);
+    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_INTEGER)
+        op->failed = 1;
     else
-        scan_step(op);
+        op->deleted += reply->integer;
+    if (--op->unlinks > 0)
+        return;
+    if (op->failed)
+        scan_finish(op, -1);
+    else
+        scan_next(op);
 }
 
 static void scan_cb(chat_err_t status, redisReply *reply, void *arg)
@@ -925,42 +947,42 @@ static void scan_cb(chat_err_t status, redisReply *reply, void *arg)
     snprintf(op->cursor, sizeof op->cursor, "%s", reply->element[0]->str);
     redisReply *keys = reply->element[1];
     if (keys->elements == 0) {
-        if (!strcmp(op->cursor, "0"))
-            scan_finish(op, op->deleted);
-        else
-            scan_step(op);
+        scan_next(op);
         return;
     }
-    int argc = 1 + (int)keys->elements;
-    const char **argv = chat_malloc(sizeof *argv * (size_t)argc);
-    size_t *lens = chat_malloc(sizeof *lens * (size_t)argc);
+    int one_each = chat_redis_is_cluster(op->c->redis);
+    size_t n = one_each ? keys->elements : 1, per = one_each ? 1 : keys->elements;
+    const char **argv = chat_malloc(sizeof *argv * (per + 1));
+    size_t *lens = chat_malloc(sizeof *lens * (per + 1));
     argv[0] = "UNLINK";
     lens[0] = 6;
-    for (size_t i = 0; i < keys->elements; i++) {
-        argv[1 + i] = keys->element[i]->str;
-        lens[1 + i] = keys->element[i]->len;
+    op->unlinks = 1; /* this function's own, so that no answer ends op under the loop */
+    for (size_t k = 0; k < n; k++) {
+        for (size_t i = 0; i < per; i++) {
+            argv[1 + i] = keys->element[k * per + i]->str;
+            lens[1 + i] = keys->element[k * per + i]->len;
+        }
+        if (chat_redis_command(op->c->redis, unlink_cb, op, (int)per + 1, argv, lens) != 0) {
+            op->failed = 1;
+            break;
+        }
+        op->unlinks++;
     }
-    if (chat_redis_command(op->c->redis, unlink_cb, op, argc, argv, lens) != 0)
-        scan_finish(op, -1);
     free(argv);
     free(lens);
+    unlink_cb(CHAT_EOK, &(redisReply){.type = REDIS_REPLY_INTEGER}, op);
 }
 
 static void scan_step(struct scan_op *op)
 {
     const char *argv[] = {"SCAN", op->cursor, "MATCH", op->pattern, "COUNT", "1000"};
-    if (chat_redis_command(op->c->redis, scan_cb, op, 6, argv, NULL) != 0)
+    if (chat_redis_command_master(op->c->redis, op->node, scan_cb, op, 6, argv, NULL) != 0)
         scan_finish(op, -1);
 }
 
 void chat_cache_delete_pattern(chat_cache_t *c, const char *pattern,
                                void (*cb)(long long deleted, void *arg), void *arg)
 {
-    if (chat_redis_is_cluster(c->redis)) {
-        /* SCAN walks one node, and UNLINK of its keys would span slots. */
-        cb(-1, arg);
-        return;
-    }
     struct scan_op *op = chat_calloc(1, sizeof *op);
     op->c = c;
     op->pattern = chat_strdup(pattern);

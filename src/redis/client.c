@@ -780,6 +780,19 @@ unsigned long chat_redis_map_gen(const chat_redis_t *r)
     return r->cluster ? chat_redis_cluster_map_gen(r->cluster) : 0;
 }
 
+size_t chat_redis_masters(const chat_redis_t *r)
+{
+    return r->cluster ? chat_redis_cluster_masters(r->cluster) : 1;
+}
+
+int chat_redis_command_master(chat_redis_t *r, size_t i, chat_redis_cb cb, void *arg, int argc,
+                              const char **argv, const size_t *argvlen)
+{
+    if (r->cluster)
+        return chat_redis_cluster_command_master(r->cluster, i, cb, arg, argc, argv, argvlen);
+    return i == 0 ? chat_redis_command(r, cb, arg, argc, argv, argvlen) : CHAT_EDOWN;
+}
+
 void chat_redis_map_refresh(chat_redis_t *r)
 {
     if (r->cluster)

@@ -141,6 +141,20 @@ const char *chat_redis_master_of(const chat_redis_t *r, const char *key, size_t 
 /** For a cluster: a number that changes whenever a slot changes master; 0 for a single Redis. */
 unsigned long chat_redis_map_gen(const chat_redis_t *r);
 
+/**
+ * The nodes a command without a key can be sent to one by one (a SCAN walks
+ * each): 1 for a single Redis; for a cluster, the masters of the current map
+ * (0 while it is unknown).
+ */
+size_t chat_redis_masters(const chat_redis_t *r);
+
+/**
+ * chat_redis_command sent to the i-th of chat_redis_masters (i = 0 for a
+ * single Redis); CHAT_EDOWN when there is no such master now.
+ */
+int chat_redis_command_master(chat_redis_t *r, size_t i, chat_redis_cb cb, void *arg, int argc,
+                              const char **argv, const size_t *argvlen);
+
 /** For a cluster: reads the slot map again soon; nothing for a single Redis. */
 void chat_redis_map_refresh(chat_redis_t *r);
 

@@ -417,7 +417,41 @@ int chat_redis_cluster_command(chat_redis_cluster_t *c, chat_redis_cb cb, chat_r
     return 0;
 }
 
-/* ---- life ---- */
+static node_t *nth_master(chat_redis_cluster_t *c, size_t i)
+{
+    for (size_t k = 0; c->have_map && k < c->nnodes; k++)
+        if (c->nodes[k].master && i-- == 0)
+            return &c->nodes[k];
+    return NULL;
+}
+
+size_t chat_redis_cluster_masters(const chat_redis_cluster_t *c)
+{
+    size_t n = 0;
+    for (size_t k = 0; c->have_map && k < c->nnodes; k++)
+        n += c->nodes[k].master;
+    return n;
+}
+
+int chat_redis_cluster_command_master(chat_redis_cluster_t *c, size_t i, chat_redis_cb cb,
+                                      void *arg, int argc, const char **argv, const size_t *argvlen)
+{
+    node_t *n = c->closing ? NULL : nth_master(c, i);
+    if (!n)
+        return CHAT_EDOWN;
+    op_t *op = op_new(c, argc, argv, argvlen);
+    op->cb = cb;
+    op->late = NULL;
+    op->arg = arg;
+    if (op_send(op, n) != 0) {
+        free(op);
+        return CHAT_EDOWN;
+    }
+    c->npending++;
+    return 0;
+}
+
+/* ---- life ---- */ /* ---- life ---- */
 
 chat_redis_cluster_t *chat_redis_cluster_create(uv_loop_t *loop, const chat_redis_config_t *cfg,
                                                 char *err, size_t errlen)

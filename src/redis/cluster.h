@@ -47,6 +47,18 @@ chat_redis_cluster_t *chat_redis_cluster_create(uv_loop_t *loop, const chat_redi
 int chat_redis_cluster_command(chat_redis_cluster_t *c, chat_redis_cb cb, chat_redis_late_cb late,
                                void *arg, int argc, const char **argv, const size_t *argvlen);
 
+/** Masters in the current map (0 while it is unknown). */
+size_t chat_redis_cluster_masters(const chat_redis_cluster_t *c);
+
+/**
+ * A command for the i-th master of the map (in the router's order), not
+ * routed by key (SCAN). CHAT_EDOWN when there is no such master or its
+ * client refuses.
+ */
+int chat_redis_cluster_command_master(chat_redis_cluster_t *c, size_t i, chat_redis_cb cb,
+                                      void *arg, int argc, const char **argv,
+                                      const size_t *argvlen);
+
 /** True when the map is known and at least one master's client is up. */
 bool chat_redis_cluster_healthy(const chat_redis_cluster_t *c);
 

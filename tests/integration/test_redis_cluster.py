@@ -128,6 +128,36 @@ def test_cached_reads_on_the_cluster(cluster, chatd_factory):
     assert redirects(inst, "moved") == 0 and redirects(inst, "ask") == 0
 
 
+def cluster_keys(pattern):
+    return [k for p in masters().values() for k in node(p).keys(pattern)]
+
+
+def test_delete_keys_by_pattern_on_every_master(cluster, chatd_factory):
+    admin = "admin-cluster-test-token"
+    inst = start(chatd_factory, CHATD_ADMIN_TOKEN=admin)
+    api = Api(inst.base_url)
+    a = api.signup()
+    convs = [api.create_conversation(a["token"]) for _ in range(8)]
+    for c in convs:
+        api.send(a["token"], c["id"], "x")
+    pattern = "msg:history:*"
+
+    def filled():
+        for c in convs:
+            api.history(a["token"], c["id"])
+        keys = [k.decode() for k in cluster_keys(pattern)]
+        return all(any(k.startswith(f"msg:history:{c['id']}:") for k in keys) for c in convs)
+
+    wait_for(filled, 10, what="fills on every conversation")
+    owners = {owner_port(f"c:{c['id']}")[0] for c in convs}
+    assert len(owners) >= 2, "the conversations should span masters"
+    r = requests.delete(inst.base_url + "/api/cache/keys", params={"pattern": pattern},
+                        headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["deleted"] >= len(convs)
+    assert cluster_keys(pattern) == []
+
+
 def test_fresh_after_writes_across_instances(cluster, chatd_factory):
     w, r = start(chatd_factory), start(chatd_factory)
     aw, ar = Api(w.base_url), Api(r.base_url)
