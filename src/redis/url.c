@@ -130,8 +130,9 @@ int chat_redis_cluster_url_parse(chat_redis_url_t *seeds, int max, int *n, const
             return fail(err, errlen, "redis cluster URL \"%s\": node longer than %zu bytes", url,
                         sizeof one - 9);
         snprintf(one, sizeof one, "redis://%.*s", (int)len, p);
-        if (chat_redis_url_parse(&seeds[*n], one, err, errlen) != 0)
-            return CHAT_EINVAL;
+        char why[CHAT_REDIS_HOST_MAX + 160];
+        if (chat_redis_url_parse(&seeds[*n], one, why, sizeof why) != 0)
+            return fail(err, errlen, "redis cluster URL \"%s\": node %d: %s", url, *n + 1, why);
         if (seeds[*n].db != 0)
             return fail(err, errlen, "redis cluster URL \"%s\": a cluster has no db but 0", url);
         (*n)++;
