@@ -473,13 +473,143 @@ static const char versions_script[] =
     "end "
     "return out";
 
+/*
+ * On a cluster the versions an entry depends on live on other slots: the
+ * entry is read first (the plain lookup script, on the owner's slot), then
+ * each version it names is read by its own GET, all sent at once; a hit
+ * only when every one still holds. A write acknowledged before the lookup
+ * moved its version before that, so the GETs, sent after, see it.
+ */
+struct deps_op {
+    chat_cache_t *c;
+    int kind;
+    chat_cache_lookup_cb cb;
+    void *arg;
+    char *key;        /* the versioned key */
+    char *val;        /* the stored value: header, then the bytes */
+    size_t len, body; /* the value's length, the offset of its bytes */
+    size_t left;      /* GETs not answered yet, and this op's own reference */
+    int stale, failed;
+};
+
+struct dep {
+    struct deps_op *op;
+    char tok[64];
+};
+
+static void deps_finish(struct deps_op *op)
+{
+    chat_cache_t *c = op->c;
+    chat_cache_lookup_t r = {.status = CHAT_CACHE_ERROR};
+    if (!op->failed && op->key) {
+        r.key = op->key;
+        r.status = op->val && !op->stale ? CHAT_CACHE_HIT : CHAT_CACHE_MISS;
+        if (r.status == CHAT_CACHE_HIT) {
+            r.value = op->val + op->body;
+            r.len = op->len - op->body;
+        }
+    }
+    count_kind(r.status == CHAT_CACHE_HIT ? c->sh->hits : c->sh->misses, c, op->kind);
+    op->cb(&r, op->arg);
+    free(op->key);
+    free(op->val);
+    free(op);
+}
+
+static void dep_cb(chat_err_t status, redisReply *reply, void *arg)
+{
+    struct dep *d = arg;
+    struct deps_op *op = d->op;
+    if (status != CHAT_EOK || !reply)
+        op->failed = 1;
+    else if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, d->tok) != 0)
+        op->stale = 1;
+    free(d);
+    if (--op->left == 0)
+        deps_finish(op);
+}
+
+static void deps_entry_cb(chat_err_t status, redisReply *reply, void *arg)
+{
+    struct deps_op *op = arg;
+    chat_cache_t *c = op->c;
+    op->left = 1; /* this function's own */
+    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        op->failed = 1;
+        deps_finish(op);
+        return;
+    }
+    op->key = chat_strdup(reply->element[0]->str);
+    redisReply *v = reply->element[1];
+    const char *nl = v->type == REDIS_REPLY_STRING ? memchr(v->str, '\n', v->len) : NULL;
+    if (!nl) { /* no entry (or not one of ours): a miss to fill */
+        deps_finish(op);
+        return;
+    }
+    op->val = chat_malloc(v->len + 1);
+    memcpy(op->val, v->str, v->len);
+    op->val[v->len] = '\0';
+    op->len = v->len;
+    op->body = (size_t)(nl - v->str) + 1;
+    /* "id=token id=token ...\n": one GET of each scope's version key. */
+    const char *p = op->val, *end = op->val + op->body - 1;
+    while (p < end) {
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+        const char *e = sp ? sp : end, *eq = memchr(p, '=', (size_t)(e - p));
+        char vkey[CHAT_CACHE_KEY_MAX];
+        if (!eq || eq == p || (size_t)(eq - p) > 20 || (size_t)(e - eq - 1) >= 64) {
+            op->stale = 1; /* not a header of ours: a miss */
+            break;
+        }
+        struct dep *d = chat_malloc(sizeof *d);
+        d->op = op;
+        memcpy(d->tok, eq + 1, (size_t)(e - eq - 1));
+        d->tok[e - eq - 1] = '\0';
+        snprintf(vkey, sizeof vkey, "%s%.*s%s", c->vprefix, (int)(eq - p), p, c->vsuffix);
+        const char *argv[] = {"GET", vkey};
+        if (chat_redis_command(c->redis, dep_cb, d, 2, argv, NULL) != 0) {
+            free(d);
+            op->failed = 1;
+            break;
+        }
+        op->left++;
+        p = sp ? sp + 1 : end;
+    }
+    if (--op->left == 0)
+        deps_finish(op);
+}
+
+static int lookup_deps_cluster(chat_cache_t *c, int kind, const char *prefix, const char *vkey,
+                               chat_cache_lookup_cb cb, void *arg)
+{
+    char t1[40], t2[40], ekey[CHAT_CACHE_EPOCH_KEY_MAX];
+    new_token(c, t1);
+    new_token(c, t2);
+    const char *argv[] = {
+        "EVAL", lookup_script, "2", epoch_key(c, prefix, ekey), vkey, prefix, t1, t2, ""};
+    struct deps_op *op = chat_calloc(1, sizeof *op);
+    op->c = c;
+    op->kind = kind;
+    op->cb = cb;
+    op->arg = arg;
+    if (chat_redis_command(c->redis, deps_entry_cb, op, (int)CHAT_ARRAY_LEN(argv), argv, NULL) !=
+        0) {
+        free(op);
+        count_kind(c->sh->misses, c, kind);
+        return CHAT_EDOWN;
+    }
+    return 0;
+}
+
 int chat_cache_lookup_deps(chat_cache_t *c, int kind, const char *prefix, const char *vkey,
                            chat_cache_lookup_cb cb, void *arg)
 {
     if (!c)
         return CHAT_EDOWN;
-    /* On a cluster the versions an entry depends on live on other slots. */
-    if (chat_redis_is_cluster(c->redis) || !usable(c)) {
+    if (chat_redis_is_cluster(c->redis) && usable(c))
+        return lookup_deps_cluster(c, kind, prefix, vkey, cb, arg);
+    if (!usable(c)) {
         if (!atomic_load(&c->sh->bypass))
             count_kind(c->sh->misses, c, kind);
         return CHAT_EDOWN;
@@ -536,9 +666,82 @@ static void versions_cb(chat_err_t status, redisReply *reply, void *arg)
     free(op);
 }
 
+/* chat_cache_versions on a cluster: the script once per key, all at once. */
+struct vers_op {
+    chat_cache_versions_cb cb;
+    void *arg;
+    size_t n, left;
+    int failed;
+    char **tokens;
+};
+
+struct ver {
+    struct vers_op *op;
+    size_t i;
+};
+
+static void vers_done(struct vers_op *op)
+{
+    op->cb(op->failed ? CHAT_EDOWN : CHAT_EOK, op->failed ? NULL : (const char *const *)op->tokens,
+           op->arg);
+    for (size_t i = 0; i < op->n; i++)
+        free(op->tokens[i]);
+    free(op->tokens);
+    free(op);
+}
+
+static void ver_cb(chat_err_t status, redisReply *reply, void *arg)
+{
+    struct ver *v = arg;
+    struct vers_op *op = v->op;
+    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        op->failed = 1;
+    else
+        op->tokens[v->i] = chat_strdup(reply->element[0]->str);
+    free(v);
+    if (--op->left == 0)
+        vers_done(op);
+}
+
+static void versions_cluster(chat_cache_t *c, const int64_t *ids, size_t n,
+                             chat_cache_versions_cb cb, void *arg)
+{
+    char token[40], vkey[CHAT_CACHE_KEY_MAX];
+    struct vers_op *op = chat_calloc(1, sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    op->n = n;
+    op->tokens = chat_calloc(n ? n : 1, sizeof *op->tokens);
+    op->left = 1; /* this function's own */
+    new_token(c, token);
+    for (size_t i = 0; i < n; i++) {
+        struct ver *v = chat_malloc(sizeof *v);
+        v->op = op;
+        v->i = i;
+        version_key(c, vkey, ids[i]);
+        const char *argv[] = {"EVAL", versions_script, "1", vkey, token};
+        if (chat_redis_command(c->redis, ver_cb, v, 5, argv, NULL) != 0) {
+            free(v);
+            op->failed = 1;
+            break;
+        }
+        op->left++;
+    }
+    if (--op->left == 0)
+        vers_done(op);
+}
+
 void chat_cache_versions(chat_cache_t *c, const int64_t *ids, size_t n, chat_cache_versions_cb cb,
                          void *arg)
 {
+    if (chat_redis_is_cluster(c->redis)) {
+        if (usable(c))
+            versions_cluster(c, ids, n, cb, arg);
+        else
+            cb(CHAT_EDOWN, NULL, arg);
+        return;
+    }
     size_t argc = 3 + n + 1;
     const char **argv = chat_malloc(argc * sizeof *argv);
     char(*keys)[CHAT_CACHE_KEY_MAX] = chat_malloc((n ? n : 1) * sizeof *keys);
@@ -557,9 +760,7 @@ void chat_cache_versions(chat_cache_t *c, const int64_t *ids, size_t n, chat_cac
     op->cb = cb;
     op->arg = arg;
     op->n = n;
-    int rc = usable(c) && !chat_redis_is_cluster(c->redis)
-                 ? chat_redis_command(c->redis, versions_cb, op, (int)argc, argv, NULL)
-                 : -1;
+    int rc = usable(c) ? chat_redis_command(c->redis, versions_cb, op, (int)argc, argv, NULL) : -1;
     free(argv);
     free(keys);
     if (rc != 0) {

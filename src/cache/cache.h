@@ -23,8 +23,9 @@
  * caller's prefixes and version keys of one scope carry one hash tag, the
  * epoch is one key per slot (cache:epoch:{tag of the prefix's slot}), a bump
  * of several keys is one SET each, a change of a slot's master marks the
- * cache dirty (a promoted replica may lack acknowledged bumps), and entries
- * that depend on other scopes (chat_cache_lookup_deps) are not cached.
+ * cache dirty (a promoted replica may lack acknowledged bumps), and an
+ * entry that depends on other scopes (chat_cache_lookup_deps) is read first,
+ * then each version it names by its own GET.
  */
 #ifndef CHAT_CACHE_CACHE_H
 #define CHAT_CACHE_CACHE_H
@@ -136,8 +137,8 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
  * user's), and the entry, stored by chat_cache_fill_deps, names the scopes
  * (ids under the configured version prefix) and their versions it was built
  * under; it is a hit only while every one of them is unchanged, all checked
- * in the same round trip. Returns and calls back as chat_cache_lookup; no
- * worker copies are kept for these entries.
+ * in the same round trip (on a cluster: in a second one, a GET each). Returns and calls back as
+ * chat_cache_lookup; no worker copies are kept for these entries.
  */
 int chat_cache_lookup_deps(chat_cache_t *c, int kind, const char *prefix, const char *vkey,
                            chat_cache_lookup_cb cb, void *arg);

@@ -175,6 +175,37 @@ def test_fresh_after_writes_across_instances(cluster, chatd_factory):
     assert cache_metrics(r)["hits"] > 0
 
 
+def inbox(api, token):
+    r = api.req("GET", "/api/v1/conversations", token=token)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_inbox_cached_and_fresh_across_slots(cluster, chatd_factory):
+    """An inbox page depends on versions of conversations on other masters."""
+    w, r = start(chatd_factory), start(chatd_factory)
+    aw, ar = Api(w.base_url), Api(r.base_url)
+    a, b = aw.signup(), aw.signup()
+    convs = [aw.create_conversation(a["token"], member_ids=[b["id"]]) for _ in range(6)]
+    assert len({owner_port(f"c:{c['id']}")[0] for c in convs}) >= 2
+    assert owner_port(f"u:{b['id']}")[0] is not None
+    hits = lambda: r.metric("chatd_cache_hits_total", {"kind": "inbox"})
+    stale = 0
+    for i, c in enumerate(convs * 2):
+        first = inbox(ar, b["token"])
+        h = hits()
+
+        def hit():  # the fill lands after the first answer: read until a hit
+            assert inbox(ar, b["token"]).content == first.content
+            return hits() > h
+
+        wait_for(hit, 5, what="a hit on the unchanged inbox")
+        m = aw.send(a["token"], c["id"], f"i{i}")
+        top = inbox(ar, b["token"]).json()["conversations"][0]
+        stale += top["last_message"]["id"] != m["id"]
+    assert stale == 0
+
+
 def test_rate_limits_shared_across_instances(cluster, chatd_factory):
     env = {"CHATD_RATE_SEND": "1/min:4"}
     x, y = start(chatd_factory, **env), start(chatd_factory, **env)
