@@ -37,7 +37,8 @@ struct chat_redis_cluster {
     chat_redis_config_t cfg; /* url unused: each node has its own */
     node_t *nodes;
     size_t nnodes;
-    uint16_t owner[CHAT_REDIS_SLOTS]; /* node index + 1; 0: no master known */
+    uint16_t owner[CHAT_REDIS_SLOTS];  /* node index + 1; 0: no master known */
+    uint16_t mapped[CHAT_REDIS_SLOTS]; /* owner as the last map read said (MOVED aside) */
     bool have_map;
     unsigned long gen;
     uv_timer_t timer;
@@ -186,12 +187,13 @@ static void apply_slots(chat_redis_cluster_t *c, const redisReply *r, const char
     for (size_t i = 0; i < c->nnodes; i++)
         c->nodes[i].master = false;
     for (unsigned s = 0; s < CHAT_REDIS_SLOTS; s++) {
-        if (owner[s] != c->owner[s])
+        if (owner[s] != c->mapped[s])
             changed = true;
         if (owner[s])
             c->nodes[owner[s] - 1].master = true;
     }
     memcpy(c->owner, owner, sizeof c->owner);
+    memcpy(c->mapped, owner, sizeof c->mapped);
     free(owner);
     c->have_map = true;
     if (changed) {
@@ -349,6 +351,7 @@ static int redirect(op_t *op, const redisReply *reply)
     op->redirects++;
     chat_metric_inc(ask ? m_ask : m_moved);
     if (!ask) {
+        /* The map read this asks for counts the change once (map_gen). */
         c->owner[slot] = (uint16_t)(n - c->nodes + 1);
         n->master = true;
         return op_send(op, n) == 0;

@@ -72,7 +72,9 @@ size_t chat_redis_cluster_pending(const chat_redis_cluster_t *c);
 const char *chat_redis_cluster_master_of(const chat_redis_cluster_t *c, const char *key,
                                          size_t len);
 
-/** A number that changes whenever a slot changes master (or the map is first read). */
+/** A number that changes whenever a map read finds a slot on another master
+ *  than the last map read said (and when the map is first read); a MOVED
+ *  reply moves its slot at once and asks for that read. */
 unsigned long chat_redis_cluster_map_gen(const chat_redis_cluster_t *c);
 
 /** Asks for the map to be read again soon (at most every 100 ms). */

@@ -210,13 +210,24 @@ def test_rate_limits_shared_across_instances(cluster, chatd_factory):
     env = {"CHATD_RATE_SEND": "1/min:4"}
     x, y = start(chatd_factory, **env), start(chatd_factory, **env)
     ax, ay = Api(x.base_url), Api(y.base_url)
-    a = ax.signup()
-    conv = ax.create_conversation(a["token"])
+    a, warm = ax.signup(), ax.signup()
+    conv, wconv = ax.create_conversation(a["token"]), ax.create_conversation(warm["token"])
+    local = lambda: sum(i.metric("chatd_rate_local_checks_total") for i in (x, y))
+
+    def on_redis():  # each connection's worker counts in Redis, not alone
+        before = local()
+        for api in (ax, ay):
+            api.send_raw(warm["token"], wconv["id"], "w")
+        return local() == before
+
+    wait_for(on_redis, 10, what="the rate limiters on the cluster")
+    before = local()
     codes = []
     for i in range(8):
         api = ax if i % 2 == 0 else ay
         codes.append(api.send_raw(a["token"], conv["id"], f"r{i}").status_code)
     assert codes.count(201) == 4 and codes[4:] == [429] * 4, codes
+    assert local() == before, "a check was decided without Redis"
 
 
 def push_of(ws, timeout=10):
@@ -338,6 +349,54 @@ def test_slot_migrated_under_traffic(cluster, chatd_factory):
                 break
         print(f"migration of slot {slot} {src}->{dst}: {took:.2f}s, {len(t.acked)} sends, "
               f"{t.reads} reads, redirects {moved:.0f}")
+    finally:
+        ws.close_socket()
+
+
+def replica_of(port):
+    """The port of a replica of the master on port."""
+    mid = node(port).execute_command("CLUSTER", "MYID").decode()
+    for line in node(port).execute_command("CLUSTER", "NODES").decode().splitlines():
+        f = line.split()
+        if f[3] == mid and "fail" not in f[2]:
+            return int(f[1].split("@")[0].rsplit(":", 1)[1])
+    raise AssertionError(f"no replica of {port}")
+
+
+def test_manual_failover_under_traffic(cluster, chatd_factory):
+    """CLUSTER FAILOVER: the old master lives on as a replica and answers MOVED."""
+    w, r = start(chatd_factory), start(chatd_factory)
+    api = Api(w.base_url)
+    a, b = api.signup(), api.signup()
+    conv = api.create_conversation(a["token"], member_ids=[b["id"]])
+    old, _ = owner_port(f"c:{conv['id']}")
+    new = replica_of(old)
+    ws = WS.open(r.host, r.port, b["token"])
+    try:
+        with Traffic(w, r, a["token"], b["token"], conv["id"]) as t:
+            wait_for(lambda: len(t.acked) >= 5, 10, what="traffic")
+            t0 = time.monotonic()
+            node(new).execute_command("CLUSTER", "FAILOVER")
+            wait_for(lambda: owner_port(f"c:{conv['id']}")[0] == new, 15, interval=0.1,
+                     what="the replica taking over")
+            took = time.monotonic() - t0
+            n = len(t.acked)
+            wait_for(lambda: len(t.acked) >= n + 10, 15, what="traffic after the failover")
+        assert t.bad == [], t.bad[:10]
+        assert set(t.acked) <= all_ids(api, a["token"], conv["id"])
+        hits = cache_metrics(r)["hits"]
+        wait_for(lambda: (Api(r.base_url).history(b["token"], conv["id"]) and
+                          cache_metrics(r)["hits"] > hits), 10, interval=0.1,
+                 what="hits after the failover")
+        back = time.monotonic() - t0
+        m = api.send(a["token"], conv["id"], "after the manual failover")
+        deadline = time.monotonic() + 10
+        while True:
+            got = push_of(ws, max(0.1, deadline - time.monotonic()))
+            if got["id"] == m["id"]:
+                break
+        print(f"manual failover {old}->{new}: {took:.2f}s, cache back after {back:.2f}s, "
+              f"{len(t.acked)} sends acked, {t.reads} reads, none lost")
     finally:
         ws.close_socket()
 
