@@ -44,7 +44,8 @@ struct chat_redis_cluster {
     uv_timer_t timer;
     bool refresh_inflight;
     bool refresh_wanted;
-    uint64_t last_refresh; /* loop time of the last map request */
+    bool map_failed_logged; /* since the last map read that worked */
+    uint64_t last_refresh;  /* loop time of the last map request */
     size_t npending;
     size_t next_any; /* rotation for commands without a key */
     bool closing;
@@ -214,10 +215,19 @@ static void slots_cb(chat_err_t status, redisReply *reply, void *arg)
     chat_redis_cluster_t *c = op->c;
     c->refresh_inflight = false;
     if (status == CHAT_EOK && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
-        !c->closing)
+        !c->closing) {
         apply_slots(c, reply, op->asked);
-    else if (!c->closing)
+        c->map_failed_logged = false;
+    } else if (!c->closing) {
         want_refresh(c);
+        if (!c->map_failed_logged) { /* e.g. a Redis without cluster support */
+            c->map_failed_logged = true;
+            chat_log_warn("event=redis_cluster_map_failed addr=%s reason=\"%.120s\"", op->asked,
+                          status == CHAT_EREPLY && reply && reply->str ? reply->str
+                          : status == CHAT_EOK                         ? "no slots"
+                                                                       : chat_strerror(status));
+        }
+    }
     free(op);
 }
 

@@ -448,3 +448,18 @@ def test_master_failover_under_traffic(cluster, chatd_factory):
               f"{back:.2f}s, {len(t.acked)} sends acked, {t.reads} reads, none lost")
     finally:
         ws.close_socket()
+
+
+def test_cluster_url_at_a_plain_redis_says_so(chatd_factory, stack):
+    """A redis+cluster:// URL naming a Redis without cluster support: chatd
+    serves from the database, says why in its log, and reports the cache down."""
+    inst = chatd_factory(env={"REDIS_URL": f"redis+cluster://127.0.0.1:{stack.redis_port}"})
+    inst.wait_log("event=redis_cluster_map_failed", timeout=10)
+    assert inst.log_contains("cluster support disabled")
+    api = Api(inst.base_url)
+    a = api.signup()
+    conv = api.create_conversation(a["token"])
+    m = api.send(a["token"], conv["id"], "db only")
+    assert api.history(a["token"], conv["id"])["messages"][0]["id"] == m["id"]
+    ready = requests.get(inst.base_url + "/readyz", timeout=5).json()
+    assert ready["cache"] == "down", ready
