@@ -68,9 +68,10 @@ struct chat_cache {
     uint64_t token_counter;
     unsigned long clean_gen; /* dirty generation this worker has cleaned */
     int epoch_bump_inflight;
-    int was_healthy;     /* last sampled Redis health, counted in sh->healthy_workers */
-    int ever_up;         /* Redis answered at least once since start */
-    uint64_t created_ms; /* loop time at creation */
+    uint64_t epoch_tried_ms; /* loop time of the last new epoch sent */
+    int was_healthy;         /* last sampled Redis health, counted in sh->healthy_workers */
+    int ever_up;             /* Redis answered at least once since start */
+    uint64_t created_ms;     /* loop time at creation */
     int closing;
     int poll_info;
     uv_timer_t info_timer;
@@ -236,6 +237,9 @@ static const char *epoch_key(const chat_cache_t *c, const char *anchor,
     return out;
 }
 
+/* On a cluster, how long after a try a new epoch is tried again. */
+#define EPOCH_RETRY_MS 100
+
 /* A new epoch: one SET, or on a cluster one per slot, all of them answered OK. */
 struct epoch_op {
     chat_cache_t *c;
@@ -305,8 +309,13 @@ static int usable(chat_cache_t *c)
     unsigned long gen = atomic_load(&c->sh->dirty_gen);
     if (gen == c->clean_gen)
         return 1;
-    if (!c->epoch_bump_inflight)
+    /* At most one try per EPOCH_RETRY_MS: on a cluster a try is 16384 SETs,
+     * and one fails for as long as a master is down with no replica. */
+    if (!c->epoch_bump_inflight && (!chat_redis_is_cluster(c->redis) || c->epoch_tried_ms == 0 ||
+                                    uv_now(c->loop) - c->epoch_tried_ms >= EPOCH_RETRY_MS)) {
+        c->epoch_tried_ms = uv_now(c->loop);
         epoch_send(c, gen);
+    }
     return 0;
 }
 
