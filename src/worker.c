@@ -133,6 +133,7 @@ static void wire(chat_worker_t *w)
             .local_bytes = (size_t)cfg->cache_local_mb * 1024 * 1024 / (size_t)nworkers,
             .version_prefix = CHAT_KEYS_VERSION_PREFIX,
             .guard_prefix = CHAT_KEYS_MEMBERS_VERSION_PREFIX,
+            .scope_suffix = CHAT_KEYS_SCOPE_SUFFIX,
         };
         char err[256];
         w->ctx.cache = chat_cache_create(&w->loop, &cc, err, sizeof err);

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "redis/client.h"
+#include "redis/slot.h"
 
 #include <hiredis/hiredis.h>
 #include <openssl/rand.h>
@@ -62,13 +63,16 @@ struct chat_cache {
     chat_cache_local_t *local; /* NULL: no copies kept */
     char vprefix[VERSION_PREFIX_MAX];
     char gprefix[VERSION_PREFIX_MAX]; /* "": no guard versions */
+    char vsuffix[8];                  /* after the id in version and guard keys */
+    unsigned long map_gen;            /* the cluster map generation last seen */
     uint64_t token_prefix;
     uint64_t token_counter;
     unsigned long clean_gen; /* dirty generation this worker has cleaned */
     int epoch_bump_inflight;
-    int was_healthy;     /* last sampled Redis health, counted in sh->healthy_workers */
-    int ever_up;         /* Redis answered at least once since start */
-    uint64_t created_ms; /* loop time at creation */
+    uint64_t epoch_tried_ms; /* loop time of the last new epoch sent */
+    int was_healthy;         /* last sampled Redis health, counted in sh->healthy_workers */
+    int ever_up;             /* Redis answered at least once since start */
+    uint64_t created_ms;     /* loop time at creation */
     int closing;
     int poll_info;
     uv_timer_t info_timer;
@@ -150,6 +154,7 @@ chat_cache_t *chat_cache_create(uv_loop_t *loop, const chat_cache_config_t *cfg,
     c->redis = r;
     snprintf(c->vprefix, sizeof c->vprefix, "%s", cfg->version_prefix ? cfg->version_prefix : "");
     snprintf(c->gprefix, sizeof c->gprefix, "%s", cfg->guard_prefix ? cfg->guard_prefix : "");
+    snprintf(c->vsuffix, sizeof c->vsuffix, "%s", cfg->scope_suffix ? cfg->scope_suffix : "");
     c->flights = chat_flights_create();
     if (cfg->local_bytes > 0)
         c->local = chat_cache_local_create(LOCAL_SLOTS, cfg->local_bytes);
@@ -216,20 +221,73 @@ chat_flights_t *chat_cache_flights(chat_cache_t *c)
 
 /* ---- the epoch ---- */
 
+/*
+ * The epoch key a script beside anchor (a key of the entry's scope) reads:
+ * CHAT_CACHE_EPOCH_KEY on one Redis; on a cluster, where a script's keys
+ * must share a slot, one epoch key per slot, cache:epoch:{tag} with the tag
+ * of anchor's slot (redis/slot.h).
+ */
+static const char *epoch_key(const chat_cache_t *c, const char *anchor,
+                             char out[CHAT_CACHE_EPOCH_KEY_MAX])
+{
+    char tag[CHAT_REDIS_SLOT_TAG_MAX];
+    if (!chat_redis_is_cluster(c->redis))
+        return CHAT_CACHE_EPOCH_KEY;
+    chat_redis_slot_tag(chat_redis_key_slot(anchor, strlen(anchor)), tag);
+    snprintf(out, CHAT_CACHE_EPOCH_KEY_MAX, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
+    return out;
+}
+
+/* On a cluster, how long after a try a new epoch is tried again. */
+#define EPOCH_RETRY_MS 100
+
+/* A new epoch: one SET, or on a cluster one per slot, all of them answered OK. */
 struct epoch_op {
     chat_cache_t *c;
     unsigned long gen;
+    unsigned left; /* SETs not answered yet */
+    int failed;
 };
 
 static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct epoch_op *op = arg;
+    if (status != CHAT_EOK)
+        op->failed = 1;
+    if (--op->left > 0)
+        return;
     op->c->epoch_bump_inflight = 0;
-    if (status == CHAT_EOK) {
+    if (!op->failed) {
         op->c->clean_gen = op->gen;
         chat_log_info("event=cache_epoch_changed");
     }
     free(op);
+}
+
+static void epoch_send(chat_cache_t *c, unsigned long gen)
+{
+    char token[40], key[CHAT_CACHE_EPOCH_KEY_MAX], tag[CHAT_REDIS_SLOT_TAG_MAX];
+    unsigned n = chat_redis_is_cluster(c->redis) ? CHAT_REDIS_SLOTS : 1;
+    struct epoch_op *op = chat_malloc(sizeof *op);
+    new_token(c, token);
+    op->c = c;
+    op->gen = gen;
+    op->left = 1; /* this function's own, so that no answer ends op under the loop */
+    op->failed = 0;
+    c->epoch_bump_inflight = 1;
+    for (unsigned s = 0; s < n; s++) {
+        if (n > 1) {
+            chat_redis_slot_tag(s, tag);
+            snprintf(key, sizeof key, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
+        }
+        const char *argv[] = {"SET", n > 1 ? key : CHAT_CACHE_EPOCH_KEY, token};
+        if (chat_redis_command(c->redis, epoch_cb, op, 3, argv, NULL) != 0) {
+            op->failed = 1;
+            break;
+        }
+        op->left++;
+    }
+    epoch_cb(op->failed ? CHAT_EDOWN : CHAT_EOK, NULL, op);
 }
 
 /*
@@ -241,20 +299,23 @@ static int usable(chat_cache_t *c)
 {
     if (atomic_load(&c->sh->bypass) || !last_healthy_state(c) || atomic_load(&c->sh->unsettled) > 0)
         return 0;
+    unsigned long map_gen = chat_redis_map_gen(c->redis);
+    if (map_gen != c->map_gen) {
+        /* A slot changed master: a replica that took over may lack the last
+         * bumps its master acknowledged (replication is asynchronous). */
+        if (c->map_gen != 0)
+            chat_cache_shared_mark_dirty(c->sh);
+        c->map_gen = map_gen;
+    }
     unsigned long gen = atomic_load(&c->sh->dirty_gen);
     if (gen == c->clean_gen)
         return 1;
-    if (!c->epoch_bump_inflight) {
-        char token[40];
-        new_token(c, token);
-        const char *argv[] = {"SET", CHAT_CACHE_EPOCH_KEY, token};
-        struct epoch_op *op = chat_malloc(sizeof *op);
-        op->c = c;
-        op->gen = gen;
-        if (chat_redis_command(c->redis, epoch_cb, op, 3, argv, NULL) == 0)
-            c->epoch_bump_inflight = 1;
-        else
-            free(op);
+    /* At most one try per EPOCH_RETRY_MS: on a cluster a try is 16384 SETs,
+     * and one fails for as long as a master is down with no replica. */
+    if (!c->epoch_bump_inflight && (!chat_redis_is_cluster(c->redis) || c->epoch_tried_ms == 0 ||
+                                    uv_now(c->loop) - c->epoch_tried_ms >= EPOCH_RETRY_MS)) {
+        c->epoch_tried_ms = uv_now(c->loop);
+        epoch_send(c, gen);
     }
     return 0;
 }
@@ -325,7 +386,7 @@ static void lookup_cb(chat_err_t status, redisReply *reply, void *arg)
 /* The version key of a scope: the configured prefix and the id. */
 static void version_key(const chat_cache_t *c, char out[CHAT_CACHE_KEY_MAX], int64_t scope_id)
 {
-    snprintf(out, CHAT_CACHE_KEY_MAX, "%s%lld", c->vprefix, (long long)scope_id);
+    snprintf(out, CHAT_CACHE_KEY_MAX, "%s%lld%s", c->vprefix, (long long)scope_id, c->vsuffix);
 }
 
 int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t scope_id,
@@ -339,6 +400,7 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
         return CHAT_EDOWN;
     }
     char vkey[CHAT_CACHE_KEY_MAX], gkey[CHAT_CACHE_KEY_MAX], t1[40], t2[40];
+    char ekey[CHAT_CACHE_EPOCH_KEY_MAX];
     new_token(c, t1);
     new_token(c, t2);
     int guarded = scope_id > 0 && c->gprefix[0];
@@ -346,14 +408,14 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
                             guarded        ? "3"
                             : scope_id > 0 ? "2"
                                            : "1",
-                            CHAT_CACHE_EPOCH_KEY};
+                            epoch_key(c, prefix, ekey)};
     int argc = 4;
     if (scope_id > 0) {
         version_key(c, vkey, scope_id);
         argv[argc++] = vkey;
     }
     if (guarded) {
-        snprintf(gkey, sizeof gkey, "%s%lld", c->gprefix, (long long)scope_id);
+        snprintf(gkey, sizeof gkey, "%s%lld%s", c->gprefix, (long long)scope_id, c->vsuffix);
         argv[argc++] = gkey;
     }
     chat_cache_local_entry_t le;
@@ -383,7 +445,8 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
 /*
  * KEYS[1] epoch key, KEYS[2] the entry's own version key; ARGV[1] key
  * prefix, ARGV[2]/ARGV[3] fresh tokens for a missing epoch/version, ARGV[4]
- * the version key prefix of the scopes an entry depends on. The stored value
+ * the version key prefix of the scopes an entry depends on, ARGV[5] what
+ * follows the id in their keys. The stored value
  * is "id=token id=token ...\n" and the bytes: the scopes and the versions it
  * was built under. Returns {full key, bytes} while every one still holds,
  * else {full key, false}.
@@ -399,7 +462,7 @@ static const char lookup_deps_script[] =
     "local nl = string.find(val, '\\n', 1, true) "
     "if not nl then return {k, false} end "
     "for id, tok in string.gmatch(string.sub(val, 1, nl - 1), '(%d+)=([^ ]+)') do "
-    "  if redis.call('GET', ARGV[4] .. id) ~= tok then return {k, false} end "
+    "  if redis.call('GET', ARGV[4] .. id .. ARGV[5]) ~= tok then return {k, false} end "
     "end "
     "return {k, string.sub(val, nl + 1)}";
 
@@ -417,11 +480,142 @@ static const char versions_script[] =
     "end "
     "return out";
 
+/*
+ * On a cluster the versions an entry depends on live on other slots: the
+ * entry is read first (the plain lookup script, on the owner's slot), then
+ * each version it names is read by its own GET, all sent at once; a hit
+ * only when every one still holds. A write acknowledged before the lookup
+ * moved its version before that, so the GETs, sent after, see it.
+ */
+struct deps_op {
+    chat_cache_t *c;
+    int kind;
+    chat_cache_lookup_cb cb;
+    void *arg;
+    char *key;        /* the versioned key */
+    char *val;        /* the stored value: header, then the bytes */
+    size_t len, body; /* the value's length, the offset of its bytes */
+    size_t left;      /* GETs not answered yet, and this op's own reference */
+    int stale, failed;
+};
+
+struct dep {
+    struct deps_op *op;
+    char tok[64];
+};
+
+static void deps_finish(struct deps_op *op)
+{
+    chat_cache_t *c = op->c;
+    chat_cache_lookup_t r = {.status = CHAT_CACHE_ERROR};
+    if (!op->failed && op->key) {
+        r.key = op->key;
+        r.status = op->val && !op->stale ? CHAT_CACHE_HIT : CHAT_CACHE_MISS;
+        if (r.status == CHAT_CACHE_HIT) {
+            r.value = op->val + op->body;
+            r.len = op->len - op->body;
+        }
+    }
+    count_kind(r.status == CHAT_CACHE_HIT ? c->sh->hits : c->sh->misses, c, op->kind);
+    op->cb(&r, op->arg);
+    free(op->key);
+    free(op->val);
+    free(op);
+}
+
+static void dep_cb(chat_err_t status, redisReply *reply, void *arg)
+{
+    struct dep *d = arg;
+    struct deps_op *op = d->op;
+    if (status != CHAT_EOK || !reply)
+        op->failed = 1;
+    else if (reply->type != REDIS_REPLY_STRING || strcmp(reply->str, d->tok) != 0)
+        op->stale = 1;
+    free(d);
+    if (--op->left == 0)
+        deps_finish(op);
+}
+
+static void deps_entry_cb(chat_err_t status, redisReply *reply, void *arg)
+{
+    struct deps_op *op = arg;
+    chat_cache_t *c = op->c;
+    op->left = 1; /* this function's own */
+    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        op->failed = 1;
+        deps_finish(op);
+        return;
+    }
+    op->key = chat_strdup(reply->element[0]->str);
+    redisReply *v = reply->element[1];
+    const char *nl = v->type == REDIS_REPLY_STRING ? memchr(v->str, '\n', v->len) : NULL;
+    if (!nl) { /* no entry (or not one of ours): a miss to fill */
+        deps_finish(op);
+        return;
+    }
+    op->val = chat_malloc(v->len + 1);
+    memcpy(op->val, v->str, v->len);
+    op->val[v->len] = '\0';
+    op->len = v->len;
+    op->body = (size_t)(nl - v->str) + 1;
+    /* "id=token id=token ...\n": one GET of each scope's version key. */
+    const char *p = op->val, *end = op->val + op->body - 1;
+    while (p < end) {
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+        const char *e = sp ? sp : end, *eq = memchr(p, '=', (size_t)(e - p));
+        char vkey[CHAT_CACHE_KEY_MAX];
+        if (!eq || eq == p || (size_t)(eq - p) > 20 || (size_t)(e - eq - 1) >= 64) {
+            op->stale = 1; /* not a header of ours: a miss */
+            break;
+        }
+        struct dep *d = chat_malloc(sizeof *d);
+        d->op = op;
+        memcpy(d->tok, eq + 1, (size_t)(e - eq - 1));
+        d->tok[e - eq - 1] = '\0';
+        snprintf(vkey, sizeof vkey, "%s%.*s%s", c->vprefix, (int)(eq - p), p, c->vsuffix);
+        const char *argv[] = {"GET", vkey};
+        if (chat_redis_command(c->redis, dep_cb, d, 2, argv, NULL) != 0) {
+            free(d);
+            op->failed = 1;
+            break;
+        }
+        op->left++;
+        p = sp ? sp + 1 : end;
+    }
+    if (--op->left == 0)
+        deps_finish(op);
+}
+
+static int lookup_deps_cluster(chat_cache_t *c, int kind, const char *prefix, const char *vkey,
+                               chat_cache_lookup_cb cb, void *arg)
+{
+    char t1[40], t2[40], ekey[CHAT_CACHE_EPOCH_KEY_MAX];
+    new_token(c, t1);
+    new_token(c, t2);
+    const char *argv[] = {
+        "EVAL", lookup_script, "2", epoch_key(c, prefix, ekey), vkey, prefix, t1, t2, ""};
+    struct deps_op *op = chat_calloc(1, sizeof *op);
+    op->c = c;
+    op->kind = kind;
+    op->cb = cb;
+    op->arg = arg;
+    if (chat_redis_command(c->redis, deps_entry_cb, op, (int)CHAT_ARRAY_LEN(argv), argv, NULL) !=
+        0) {
+        free(op);
+        count_kind(c->sh->misses, c, kind);
+        return CHAT_EDOWN;
+    }
+    return 0;
+}
+
 int chat_cache_lookup_deps(chat_cache_t *c, int kind, const char *prefix, const char *vkey,
                            chat_cache_lookup_cb cb, void *arg)
 {
     if (!c)
         return CHAT_EDOWN;
+    if (chat_redis_is_cluster(c->redis) && usable(c))
+        return lookup_deps_cluster(c, kind, prefix, vkey, cb, arg);
     if (!usable(c)) {
         if (!atomic_load(&c->sh->bypass))
             count_kind(c->sh->misses, c, kind);
@@ -431,8 +625,9 @@ int chat_cache_lookup_deps(chat_cache_t *c, int kind, const char *prefix, const 
     new_token(c, t1);
     new_token(c, t2);
     /* No worker copy ("" held): the dependencies are checked on every lookup. */
-    const char *argv[] = {"EVAL", lookup_deps_script, "2", CHAT_CACHE_EPOCH_KEY, vkey, prefix, t1,
-                          t2,     c->vprefix};
+    const char *argv[] = {
+        "EVAL", lookup_deps_script, "2",       CHAT_CACHE_EPOCH_KEY, vkey, prefix, t1,
+        t2,     c->vprefix,         c->vsuffix};
     struct lookup_op *op = chat_malloc(sizeof *op);
     op->c = c;
     op->kind = kind;
@@ -465,9 +660,82 @@ static void versions_cb(chat_err_t status, redisReply *reply, void *arg)
     free(op);
 }
 
+/* chat_cache_versions on a cluster: the script once per key, all at once. */
+struct vers_op {
+    chat_cache_versions_cb cb;
+    void *arg;
+    size_t n, left;
+    int failed;
+    char **tokens;
+};
+
+struct ver {
+    struct vers_op *op;
+    size_t i;
+};
+
+static void vers_done(struct vers_op *op)
+{
+    op->cb(op->failed ? CHAT_EDOWN : CHAT_EOK, op->failed ? NULL : (const char *const *)op->tokens,
+           op->arg);
+    for (size_t i = 0; i < op->n; i++)
+        free(op->tokens[i]);
+    free(op->tokens);
+    free(op);
+}
+
+static void ver_cb(chat_err_t status, redisReply *reply, void *arg)
+{
+    struct ver *v = arg;
+    struct vers_op *op = v->op;
+    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        op->failed = 1;
+    else
+        op->tokens[v->i] = chat_strdup(reply->element[0]->str);
+    free(v);
+    if (--op->left == 0)
+        vers_done(op);
+}
+
+static void versions_cluster(chat_cache_t *c, const int64_t *ids, size_t n,
+                             chat_cache_versions_cb cb, void *arg)
+{
+    char token[40], vkey[CHAT_CACHE_KEY_MAX];
+    struct vers_op *op = chat_calloc(1, sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    op->n = n;
+    op->tokens = chat_calloc(n ? n : 1, sizeof *op->tokens);
+    op->left = 1; /* this function's own */
+    new_token(c, token);
+    for (size_t i = 0; i < n; i++) {
+        struct ver *v = chat_malloc(sizeof *v);
+        v->op = op;
+        v->i = i;
+        version_key(c, vkey, ids[i]);
+        const char *argv[] = {"EVAL", versions_script, "1", vkey, token};
+        if (chat_redis_command(c->redis, ver_cb, v, 5, argv, NULL) != 0) {
+            free(v);
+            op->failed = 1;
+            break;
+        }
+        op->left++;
+    }
+    if (--op->left == 0)
+        vers_done(op);
+}
+
 void chat_cache_versions(chat_cache_t *c, const int64_t *ids, size_t n, chat_cache_versions_cb cb,
                          void *arg)
 {
+    if (chat_redis_is_cluster(c->redis)) {
+        if (usable(c))
+            versions_cluster(c, ids, n, cb, arg);
+        else
+            cb(CHAT_EDOWN, NULL, arg);
+        return;
+    }
     size_t argc = 3 + n + 1;
     const char **argv = chat_malloc(argc * sizeof *argv);
     char(*keys)[CHAT_CACHE_KEY_MAX] = chat_malloc((n ? n : 1) * sizeof *keys);
@@ -643,6 +911,25 @@ static void send_bump(chat_cache_t *c, int argc, const char **argv, const size_t
     }
 }
 
+/* Several bumps answered as one: done runs after the last. */
+struct join {
+    size_t left;
+    void (*done)(void *);
+    void *arg;
+};
+
+static void join_done(void *arg)
+{
+    struct join *j = arg;
+    if (--j->left > 0)
+        return;
+    void (*done)(void *) = j->done;
+    void *done_arg = j->arg;
+    free(j);
+    if (done)
+        done(done_arg);
+}
+
 static void retry_fire_cb(uv_timer_t *t)
 {
     struct retry *r = t->data;
@@ -687,6 +974,18 @@ void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_
     /* One fresh token for every key: never used before by any of them. */
     char token[40];
     new_token(c, token);
+    if (n > 1 && chat_redis_is_cluster(c->redis)) {
+        /* The keys may sit on several slots: one SET each, done after the last. */
+        struct join *j = chat_malloc(sizeof *j);
+        j->left = n;
+        j->done = done;
+        j->arg = arg;
+        for (size_t i = 0; i < n; i++) {
+            const char *argv[] = {"SET", vkeys[i], token};
+            send_bump(c, 3, argv, NULL, join_done, j);
+        }
+        return;
+    }
     size_t argc = 1 + 2 * n;
     const char **argv = chat_malloc(argc * sizeof *argv);
     argv[0] = n == 1 ? "SET" : "MSET";
@@ -736,7 +1035,7 @@ void chat_cache_invalidate_conv_rev(chat_cache_t *c, int64_t conv_id, int64_t re
         chat_cache_invalidate_conv(c, conv_id, done, arg);
         return;
     }
-    char vkey[CHAT_CACHE_KEY_MAX], token[40], revbuf[24];
+    char vkey[CHAT_CACHE_KEY_MAX], token[40], revbuf[24], ekey[CHAT_CACHE_EPOCH_KEY_MAX];
     char(*ttls)[16] = chat_malloc((n ? n : 1) * sizeof *ttls);
     version_key(c, vkey, conv_id);
     new_token(c, token);
@@ -747,7 +1046,7 @@ void chat_cache_invalidate_conv_rev(chat_cache_t *c, int64_t conv_id, int64_t re
     argv[0] = "EVAL";
     argv[1] = bump_rev_script;
     argv[2] = "2";
-    argv[3] = CHAT_CACHE_EPOCH_KEY;
+    argv[3] = epoch_key(c, vkey, ekey);
     argv[4] = vkey;
     argv[5] = token;
     argv[6] = revbuf;
@@ -779,10 +1078,18 @@ void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(v
 
 /* ---- operator deletion by pattern ---- */
 
+/*
+ * SCAN walks one node: on a cluster every master in turn (chat_redis_masters),
+ * and there the keys of one SCAN page may sit on several slots, so each is
+ * unlinked by its own command; on one Redis a page is one UNLINK.
+ */
 struct scan_op {
     chat_cache_t *c;
     char *pattern;
     char cursor[CHAT_CACHE_CURSOR_MAX];
+    size_t node;    /* the master being walked */
+    size_t unlinks; /* UNLINKs of the page not answered yet */
+    int failed;
     long long deleted;
     void (*cb)(long long, void *);
     void *arg;
@@ -797,18 +1104,32 @@ static void scan_finish(struct scan_op *op, long long n)
     free(op);
 }
 
+/* The page is done: the next one, the next master, or the end. */
+static void scan_next(struct scan_op *op)
+{
+    if (strcmp(op->cursor, "0") != 0) {
+        scan_step(op);
+    } else if (op->node + 1 < chat_redis_masters(op->c->redis)) {
+        op->node++;
+        scan_step(op);
+    } else {
+        scan_finish(op, op->deleted);
+    }
+}
+
 static void unlink_cb(chat_err_t status, redisReply *reply, void *arg)
 {
     struct scan_op *op = arg;
-    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_INTEGER) {
-        scan_finish(op, -1);
-        return;
-    }
-    op->deleted += reply->integer;
-    if (!strcmp(op->cursor, "0"))
-        scan_finish(op, op->deleted);
+    if (status != CHAT_EOK || !reply || reply->type != REDIS_REPLY_INTEGER)
+        op->failed = 1;
     else
-        scan_step(op);
+        op->deleted += reply->integer;
+    if (--op->unlinks > 0)
+        return;
+    if (op->failed)
+        scan_finish(op, -1);
+    else
+        scan_next(op);
 }
 
 static void scan_cb(chat_err_t status, redisReply *reply, void *arg)
@@ -822,31 +1143,36 @@ static void scan_cb(chat_err_t status, redisReply *reply, void *arg)
     }
     snprintf(op->cursor, sizeof op->cursor, "%s", cursor);
     if (keys->elements == 0) {
-        if (!strcmp(op->cursor, "0"))
-            scan_finish(op, op->deleted);
-        else
-            scan_step(op);
+        scan_next(op);
         return;
     }
-    int argc = 1 + (int)keys->elements;
-    const char **argv = chat_malloc(sizeof *argv * (size_t)argc);
-    size_t *lens = chat_malloc(sizeof *lens * (size_t)argc);
+    int one_each = chat_redis_is_cluster(op->c->redis);
+    size_t n = one_each ? keys->elements : 1, per = one_each ? 1 : keys->elements;
+    const char **argv = chat_malloc(sizeof *argv * (per + 1));
+    size_t *lens = chat_malloc(sizeof *lens * (per + 1));
     argv[0] = "UNLINK";
     lens[0] = 6;
-    for (size_t i = 0; i < keys->elements; i++) {
-        argv[1 + i] = keys->element[i]->str;
-        lens[1 + i] = keys->element[i]->len;
+    op->unlinks = 1; /* this function's own, so that no answer ends op under the loop */
+    for (size_t k = 0; k < n; k++) {
+        for (size_t i = 0; i < per; i++) {
+            argv[1 + i] = keys->element[k * per + i]->str;
+            lens[1 + i] = keys->element[k * per + i]->len;
+        }
+        if (chat_redis_command(op->c->redis, unlink_cb, op, (int)per + 1, argv, lens) != 0) {
+            op->failed = 1;
+            break;
+        }
+        op->unlinks++;
     }
-    if (chat_redis_command(op->c->redis, unlink_cb, op, argc, argv, lens) != 0)
-        scan_finish(op, -1);
     free(argv);
     free(lens);
+    unlink_cb(CHAT_EOK, &(redisReply){.type = REDIS_REPLY_INTEGER}, op);
 }
 
 static void scan_step(struct scan_op *op)
 {
     const char *argv[] = {"SCAN", op->cursor, "MATCH", op->pattern, "COUNT", "1000"};
-    if (chat_redis_command(op->c->redis, scan_cb, op, 6, argv, NULL) != 0)
+    if (chat_redis_command_master(op->c->redis, op->node, scan_cb, op, 6, argv, NULL) != 0)
         scan_finish(op, -1);
 }
 

@@ -18,6 +18,14 @@
  * cache again. One past its deadline stays unsettled, the cache unused
  * meanwhile, until its late reply (nothing to do) or the end of its
  * connection (dirty) says which.
+ *
+ * On a Redis Cluster (redis/client.h) a script's keys must share a slot: the
+ * caller's prefixes and version keys of one scope carry one hash tag, the
+ * epoch is one key per slot (cache:epoch:{tag of the prefix's slot}), a bump
+ * of several keys is one SET each, a change of a slot's master marks the
+ * cache dirty (a promoted replica may lack acknowledged bumps), and an
+ * entry that depends on other scopes (chat_cache_lookup_deps) is read first,
+ * then each version it names by its own GET.
  */
 #ifndef CHAT_CACHE_CACHE_H
 #define CHAT_CACHE_CACHE_H
@@ -37,6 +45,8 @@ typedef struct chat_cache chat_cache_t;
 #define CHAT_CACHE_KEY_MAX 128
 /** The key holding the process fleet's cache epoch. */
 #define CHAT_CACHE_EPOCH_KEY "cache:epoch"
+/** Longest epoch key, NUL included: on a Redis Cluster one per slot, cache:epoch:{tag}. */
+#define CHAT_CACHE_EPOCH_KEY_MAX 32
 
 typedef struct chat_cache_config {
     /** The process-wide state (not owned; outlives the cache). Required. */
@@ -55,6 +65,12 @@ typedef struct chat_cache_config {
      * at most 31 bytes.
      */
     const char *guard_prefix;
+    /**
+     * What follows the scope id in a version or guard key (e.g. "}" closing
+     * a hash tag the prefix opened); NULL or "": nothing. Copied; at most 7
+     * bytes.
+     */
+    const char *scope_suffix;
 } chat_cache_config_t;
 
 /**
@@ -121,8 +137,8 @@ int chat_cache_lookup(chat_cache_t *c, int kind, const char *prefix, int64_t sco
  * user's), and the entry, stored by chat_cache_fill_deps, names the scopes
  * (ids under the configured version prefix) and their versions it was built
  * under; it is a hit only while every one of them is unchanged, all checked
- * in the same round trip. Returns and calls back as chat_cache_lookup; no
- * worker copies are kept for these entries.
+ * in the same round trip (on a cluster: in a second one, a GET each). Returns and calls back as
+ * chat_cache_lookup; no worker copies are kept for these entries.
  */
 int chat_cache_lookup_deps(chat_cache_t *c, int kind, const char *prefix, const char *vkey,
                            chat_cache_lookup_cb cb, void *arg);

@@ -17,53 +17,72 @@ size_t chat_keys_history(char *out, int64_t conv, int limit, int offset, int64_t
 {
     int n;
     if (after_seq >= 0)
-        n = snprintf(out, CHAT_KEYS_MAX, "msg:history:%lld:%d:%d:a%lld", (long long)conv, limit,
-                     offset, (long long)after_seq);
+        n = snprintf(out, CHAT_KEYS_MAX, "msg:history:%lld:%d:%d:a%lld:{c:%lld}", (long long)conv,
+                     limit, offset, (long long)after_seq, (long long)conv);
     else if (before_id > 0)
-        n = snprintf(out, CHAT_KEYS_MAX, "msg:history:%lld:%d:%d:b%lld", (long long)conv, limit,
-                     offset, (long long)before_id);
+        n = snprintf(out, CHAT_KEYS_MAX, "msg:history:%lld:%d:%d:b%lld:{c:%lld}", (long long)conv,
+                     limit, offset, (long long)before_id, (long long)conv);
     else
-        n = snprintf(out, CHAT_KEYS_MAX, "msg:history:%lld:%d:%d", (long long)conv, limit, offset);
+        n = snprintf(out, CHAT_KEYS_MAX, "msg:history:%lld:%d:%d:{c:%lld}", (long long)conv, limit,
+                     offset, (long long)conv);
     return (size_t)n;
 }
 
 size_t chat_keys_count(char *out, int64_t conv)
 {
-    return (size_t)snprintf(out, CHAT_KEYS_MAX, "msg:count:%lld", (long long)conv);
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "msg:count:%lld:{c:%lld}", (long long)conv,
+                            (long long)conv);
 }
 
 size_t chat_keys_metadata(char *out, int64_t conv)
 {
-    return (size_t)snprintf(out, CHAT_KEYS_MAX, "conv:metadata:%lld", (long long)conv);
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "conv:metadata:%lld:{c:%lld}", (long long)conv,
+                            (long long)conv);
 }
 
 size_t chat_keys_profile(char *out, int64_t user)
 {
-    return (size_t)snprintf(out, CHAT_KEYS_MAX, "user:profile:%lld", (long long)user);
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "user:profile:%lld:{u:%lld}", (long long)user,
+                            (long long)user);
 }
 
 size_t chat_keys_events(char *out, int64_t conv, int64_t after_rev, int limit)
 {
-    return (size_t)snprintf(out, CHAT_KEYS_MAX, "conv:events:%lld:%lld:%d", (long long)conv,
-                            (long long)after_rev, limit);
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "conv:events:%lld:%lld:%d:{c:%lld}",
+                            (long long)conv, (long long)after_rev, limit, (long long)conv);
 }
 
 size_t chat_keys_members(char *out, int64_t conv, int64_t after_id, int limit)
 {
-    return (size_t)snprintf(out, CHAT_KEYS_MAX, "conv:members:%lld:%lld:%d", (long long)conv,
-                            (long long)after_id, limit);
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "conv:members:%lld:%lld:%d:{c:%lld}",
+                            (long long)conv, (long long)after_id, limit, (long long)conv);
 }
 
 size_t chat_keys_inbox(char *out, int64_t user, int limit, const char *cursor)
 {
-    return (size_t)snprintf(out, CHAT_KEYS_MAX, "user:inbox:%lld:%d:%s", (long long)user, limit,
-                            cursor);
+    return (size_t)snprintf(out, CHAT_KEYS_MAX, "user:inbox:%lld:%d:%s:{u:%lld}", (long long)user,
+                            limit, cursor, (long long)user);
 }
 
 size_t chat_keys_user_version(char *out, int64_t user)
 {
-    return (size_t)snprintf(out, CHAT_KEYS_MAX, CHAT_KEYS_USER_VERSION_PREFIX "%lld",
+    return (size_t)snprintf(out, CHAT_KEYS_MAX,
+                            CHAT_KEYS_USER_VERSION_PREFIX "%lld" CHAT_KEYS_SCOPE_SUFFIX,
                             (long long)user);
+}
+
+size_t chat_keys_conv_version(char *out, int64_t conv)
+{
+    return (size_t)snprintf(out, CHAT_KEYS_MAX,
+                            CHAT_KEYS_VERSION_PREFIX "%lld" CHAT_KEYS_SCOPE_SUFFIX,
+                            (long long)conv);
+}
+
+size_t chat_keys_members_version(char *out, int64_t conv)
+{
+    return (size_t)snprintf(out, CHAT_KEYS_MAX,
+                            CHAT_KEYS_MEMBERS_VERSION_PREFIX "%lld" CHAT_KEYS_SCOPE_SUFFIX,
+                            (long long)conv);
 }
 
 int chat_keys_ttl(enum chat_keys_kind kind, int offset, int64_t before_id)

@@ -3,7 +3,10 @@
  * contract (msg:history:{id}:{limit}:{offset}, msg:count:{id},
  * conv:metadata:{id}, user:profile:{id}, conv:events:{id}, user:inbox:{id},
  * conv:members:{id}), the keys of a conversation's and a user's version, the
- * TTL of each kind of data, and the kinds' metric labels.
+ * TTL of each kind of data, and the kinds' metric labels. Every key of a
+ * conversation carries the hash tag {c:ID} and every key of a user {u:ID}
+ * (the realtime channels' tags too), so that on a Redis Cluster the keys one
+ * script or one bump touches share a slot.
  */
 #ifndef CHAT_CHAT_KEYS_H
 #define CHAT_CHAT_KEYS_H
@@ -54,27 +57,33 @@ size_t chat_keys_inbox(char *out, int64_t user, int limit, const char *cursor);
 #define CHAT_KEYS_CURSOR_MAX 64
 
 /**
- * A user's version key is this prefix and the user's id (user:ver:{id}): it
+ * A user's version key is this prefix and the user's id (user:ver:{u:ID}): it
  * changes when the user's own read markers or memberships change, and every
  * cached inbox page of the user is read under it (docs/cache.md).
  */
-#define CHAT_KEYS_USER_VERSION_PREFIX "user:ver:"
-/** The user's version key into out (CHAT_KEYS_MAX bytes). */
+#define CHAT_KEYS_USER_VERSION_PREFIX "user:ver:{u:"
+/** What follows the id in a version key: the end of its hash tag. */
+#define CHAT_KEYS_SCOPE_SUFFIX "}"
+/** The user's version key into out (CHAT_KEYS_MAX bytes): user:ver:{u:ID}. */
 size_t chat_keys_user_version(char *out, int64_t user);
+/** The conversation's version key into out: conv:ver:{c:ID}. */
+size_t chat_keys_conv_version(char *out, int64_t conv);
+/** The conversation's membership version key into out: conv:mver:{c:ID}. */
+size_t chat_keys_members_version(char *out, int64_t conv);
 
 /**
- * A conversation's version key is this prefix and its id (conv:ver:{id}):
+ * A conversation's version key is this prefix and its id (conv:ver:{c:ID}):
  * every cached entry of the conversation is read under the current version.
  */
-#define CHAT_KEYS_VERSION_PREFIX "conv:ver:"
+#define CHAT_KEYS_VERSION_PREFIX "conv:ver:{c:"
 
 /**
  * A conversation's membership version key is this prefix and its id
- * (conv:mver:{id}): it changes only when a member is added or removed, and
+ * (conv:mver:{c:ID}): it changes only when a member is added or removed, and
  * proofs of membership are remembered under it (chat/read.c), so sends do
  * not cost readers a membership check.
  */
-#define CHAT_KEYS_MEMBERS_VERSION_PREFIX "conv:mver:"
+#define CHAT_KEYS_MEMBERS_VERSION_PREFIX "conv:mver:{c:"
 
 /**
  * TTL in seconds: history 30 s for the newest page (offset 0 without

@@ -583,9 +583,8 @@ void chat_after_write_users(chat_ctx_t *ctx, int64_t conv, const int64_t *users,
     const char **argv = chat_malloc((nkeys ? nkeys : 1) * sizeof *argv);
     size_t k = 0;
     if (conv > 0) {
-        snprintf(keys[k++], CHAT_KEYS_MAX, CHAT_KEYS_VERSION_PREFIX "%lld", (long long)conv);
-        snprintf(keys[k++], CHAT_KEYS_MAX, CHAT_KEYS_MEMBERS_VERSION_PREFIX "%lld",
-                 (long long)conv);
+        chat_keys_conv_version(keys[k++], conv);
+        chat_keys_members_version(keys[k++], conv);
     }
     for (size_t i = 0; i < n; i++)
         chat_keys_user_version(keys[k++], users[i]);

@@ -34,7 +34,8 @@ static const struct row rows[] = {
      OFF(database_url_direct),
      0,
      0},
-    {{"REDIS_URL", "redis://host:port[/db]", "redis://127.0.0.1:6379"},
+    {{"REDIS_URL", "redis://host:port[/db] or redis+cluster://host:port[,host:port...]",
+      "redis://127.0.0.1:6379"},
      T_STR,
      OFF(redis_url),
      0,
@@ -435,8 +436,11 @@ int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *),
             break;
         }
     }
-    if (cfg->redis_url && strncmp(cfg->redis_url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "REDIS_URL must look like redis://host:port[/db], got \"%s\"",
+    if (cfg->redis_url && strncmp(cfg->redis_url, "redis://", 8) != 0 &&
+        strncmp(cfg->redis_url, "redis+cluster://", 16) != 0) {
+        snprintf(err, errlen,
+                 "REDIS_URL must look like redis://host:port[/db] or "
+                 "redis+cluster://host:port[,host:port...], got \"%s\"",
                  cfg->redis_url);
         return -1;
     }

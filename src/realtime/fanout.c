@@ -126,7 +126,19 @@ static void subscribe(chat_fanout_t *f, uint64_t key)
     (void)chat_pubsub_subscribe(f->sub, ch, n);
 }
 
-/* A new subscriber connection: every watched channel again. */
+/* Redis ended a subscription; one still watched (its slot moved to another
+ * node of a cluster) is subscribed again, where the channel now lives. */
+static void unsubscribed_cb(const char *ch, size_t clen, void *arg)
+{
+    chat_fanout_t *f = arg;
+    int topic;
+    int64_t id = channel_id(ch, clen, &topic);
+    uint64_t key = (uint64_t)id << 1 | (uint64_t)topic;
+    if (id > 0 && chat_idtable_get(&f->watched, key))
+        subscribe(f, key);
+}
+
+/* A new subscriber connection (or a new cluster map): every watched channel again. */
 static void connected_cb(void *arg)
 {
     chat_fanout_t *f = arg;
@@ -271,7 +283,8 @@ chat_fanout_t *chat_fanout_create(uv_loop_t *loop, const chat_fanout_config_t *c
     chat_redis_config_t rc = {.url = cfg->redis_url, .cmd_timeout_ms = cfg->cmd_timeout_ms};
     f->pub = chat_redis_create(loop, &rc, err, sizeof err);
     if (f->pub) {
-        static const chat_pubsub_handler_t ph = {message_cb, subscribed_cb, connected_cb};
+        static const chat_pubsub_handler_t ph = {message_cb, subscribed_cb, connected_cb,
+                                                 unsubscribed_cb, NULL};
         f->sub = chat_pubsub_create(loop, cfg->redis_url, &ph, f, err, sizeof err);
     }
     if (!f->pub || !f->sub)

@@ -24,6 +24,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "redis/adapter.h"
+#include "redis/cluster.h"
 #include "redis/url.h"
 
 #include <assert.h>
@@ -77,6 +78,7 @@ typedef struct cmd {
 
 struct chat_redis {
     uv_loop_t *loop;
+    chat_redis_cluster_t *cluster; /* a redis+cluster:// URL: everything goes there */
     state_t state;
     redisAsyncContext *ac;           /* the current connection, NULL when DOWN */
     redisAsyncContext *dying;        /* dropped inside a hiredis callback, to free */
@@ -682,6 +684,15 @@ chat_redis_t *chat_redis_create(uv_loop_t *loop, const chat_redis_config_t *cfg,
                                 size_t errlen)
 {
     chat_redis_t *r = chat_calloc(1, sizeof *r);
+    if (chat_redis_url_is_cluster(cfg->url)) {
+        r->loop = loop;
+        r->cluster = chat_redis_cluster_create(loop, cfg, err, errlen);
+        if (!r->cluster) {
+            free(r);
+            return NULL;
+        }
+        return r;
+    }
     if (chat_redis_url_parse(&r->url, cfg->url, err, errlen) != 0) {
         free(r);
         return NULL;
@@ -717,6 +728,8 @@ int chat_redis_command_tracked(chat_redis_t *r, chat_redis_cb cb, chat_redis_lat
     cmd_t *c;
 
     assert(argc >= 1);
+    if (r->cluster)
+        return chat_redis_cluster_command(r->cluster, cb, late, arg, argc, argv, argvlen);
     if (r->state != ST_UP || r->ac == NULL || r->nlive >= r->max_pending) {
         count(r->errors);
         return CHAT_EDOWN;
@@ -740,12 +753,60 @@ int chat_redis_command_tracked(chat_redis_t *r, chat_redis_cb cb, chat_redis_lat
 
 int chat_redis_healthy(const chat_redis_t *r)
 {
+    if (r->cluster)
+        return chat_redis_cluster_healthy(r->cluster);
     return r->state == ST_UP;
 }
 
 size_t chat_redis_pending(const chat_redis_t *r)
 {
+    if (r->cluster)
+        return chat_redis_cluster_pending(r->cluster);
     return r->npending;
+}
+
+bool chat_redis_is_cluster(const chat_redis_t *r)
+{
+    return r->cluster != NULL;
+}
+
+const char *chat_redis_master_of(const chat_redis_t *r, const char *key, size_t len)
+{
+    return r->cluster ? chat_redis_cluster_master_of(r->cluster, key, len) : NULL;
+}
+
+unsigned long chat_redis_map_gen(const chat_redis_t *r)
+{
+    return r->cluster ? chat_redis_cluster_map_gen(r->cluster) : 0;
+}
+
+size_t chat_redis_masters(const chat_redis_t *r)
+{
+    return r->cluster ? chat_redis_cluster_masters(r->cluster) : 1;
+}
+
+int chat_redis_command_master(chat_redis_t *r, size_t i, chat_redis_cb cb, void *arg, int argc,
+                              const char **argv, const size_t *argvlen)
+{
+    if (r->cluster)
+        return chat_redis_cluster_command_master(r->cluster, i, cb, arg, argc, argv, argvlen);
+    return i == 0 ? chat_redis_command(r, cb, arg, argc, argv, argvlen) : CHAT_EDOWN;
+}
+
+void chat_redis_map_refresh(chat_redis_t *r)
+{
+    if (r->cluster)
+        chat_redis_cluster_refresh(r->cluster);
+}
+
+static void cluster_closed(void *arg)
+{
+    chat_redis_t *r = arg;
+    void (*cb)(void *) = r->close_cb;
+    void *cb_arg = r->close_arg;
+    free(r);
+    if (cb)
+        cb(cb_arg);
 }
 
 void chat_redis_close(chat_redis_t *r, void (*cb)(void *arg), void *arg)
@@ -753,6 +814,11 @@ void chat_redis_close(chat_redis_t *r, void (*cb)(void *arg), void *arg)
     assert(r->state != ST_CLOSING);
     r->close_cb = cb;
     r->close_arg = arg;
+    if (r->cluster) {
+        r->state = ST_CLOSING;
+        chat_redis_cluster_close(r->cluster, cluster_closed, r);
+        return;
+    }
     if (r->resolving) {
         chat_redis_resolve_cancel(r->resolving);
         r->resolving = NULL;

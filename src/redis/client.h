@@ -7,6 +7,7 @@
 #ifndef CHAT_REDIS_CLIENT_H
 #define CHAT_REDIS_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -19,7 +20,9 @@ struct redisReply;
 typedef struct chat_redis chat_redis_t;
 
 typedef struct chat_redis_config {
-    /** redis://host:port[/db]; port defaults to 6379, db to 0. Copied. */
+    /** redis://host:port[/db]; port defaults to 6379, db to 0. Or
+     *  redis+cluster://host:port[,host:port...]: a Redis Cluster, reached
+     *  through redis/cluster.h behind this same interface. Copied. */
     const char *url;
     /** Deadline of each command in ms; <= 0 means 50. */
     int cmd_timeout_ms;
@@ -120,8 +123,40 @@ int chat_redis_command(chat_redis_t *r, chat_redis_cb cb, void *arg, int argc, c
 int chat_redis_command_tracked(chat_redis_t *r, chat_redis_cb cb, chat_redis_late_cb late,
                                void *arg, int argc, const char **argv, const size_t *argvlen);
 
-/** 1 when connected, handshake done and the circuit closed; 0 otherwise. */
+/** 1 when connected, handshake done and the circuit closed; 0 otherwise.
+ *  For a cluster: the slot map is known and a master's client is up (each
+ *  node has its own circuit; a command for a node that is down is refused
+ *  with CHAT_EDOWN). */
 int chat_redis_healthy(const chat_redis_t *r);
+
+/** True when r routes over a Redis Cluster (a redis+cluster:// URL). */
+bool chat_redis_is_cluster(const chat_redis_t *r);
+
+/**
+ * For a cluster: the master of key's slot as "host:port" (valid until the
+ * map changes), or NULL while unknown. NULL for a single Redis.
+ */
+const char *chat_redis_master_of(const chat_redis_t *r, const char *key, size_t len);
+
+/** For a cluster: a number that changes whenever a slot changes master; 0 for a single Redis. */
+unsigned long chat_redis_map_gen(const chat_redis_t *r);
+
+/**
+ * The nodes a command without a key can be sent to one by one (a SCAN walks
+ * each): 1 for a single Redis; for a cluster, the masters of the current map
+ * (0 while it is unknown).
+ */
+size_t chat_redis_masters(const chat_redis_t *r);
+
+/**
+ * chat_redis_command sent to the i-th of chat_redis_masters (i = 0 for a
+ * single Redis); CHAT_EDOWN when there is no such master now.
+ */
+int chat_redis_command_master(chat_redis_t *r, size_t i, chat_redis_cb cb, void *arg, int argc,
+                              const char **argv, const size_t *argvlen);
+
+/** For a cluster: reads the slot map again soon; nothing for a single Redis. */
+void chat_redis_map_refresh(chat_redis_t *r);
 
 /** Number of queued commands whose callback has not run yet. */
 size_t chat_redis_pending(const chat_redis_t *r);

@@ -8,6 +8,7 @@
 #include "redis/pubsub.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "redis/shardsub.h"
 #include "redis/url.h"
 
 #include <hiredis/hiredis.h>
@@ -28,6 +29,7 @@ typedef struct sconn {
 
 struct chat_pubsub {
     uv_loop_t *loop;
+    chat_shardsub_t *cluster; /* a redis+cluster:// URL: everything goes there */
     chat_redis_url_t url;
     chat_redis_resolve_t *resolving; /* the host lookup of this attempt, or NULL */
     chat_pubsub_handler_t h;
@@ -115,6 +117,8 @@ void chat_pubsub_reply_parse(const redisReply *r, chat_pubsub_reply_t *out)
         out->len = r->element[2]->len;
     } else if (is_word(r->element[0], "ssubscribe")) {
         out->kind = CHAT_PUBSUB_REPLY_SUBSCRIBED;
+    } else if (is_word(r->element[0], "sunsubscribe")) {
+        out->kind = CHAT_PUBSUB_REPLY_UNSUBSCRIBED;
     } else {
         return;
     }
@@ -124,12 +128,18 @@ void chat_pubsub_reply_parse(const redisReply *r, chat_pubsub_reply_t *out)
 
 static void on_reply(chat_pubsub_t *ps, redisReply *r)
 {
+    if (r->type == REDIS_REPLY_ERROR && ps->h.error) {
+        ps->h.error(r->str, r->len, ps->arg);
+        return;
+    }
     chat_pubsub_reply_t m;
     chat_pubsub_reply_parse(r, &m);
     if (m.kind == CHAT_PUBSUB_REPLY_MESSAGE)
         ps->h.message(m.channel, m.clen, m.payload, m.len, ps->arg);
     else if (m.kind == CHAT_PUBSUB_REPLY_SUBSCRIBED && ps->h.subscribed)
         ps->h.subscribed(m.channel, m.clen, ps->arg);
+    else if (m.kind == CHAT_PUBSUB_REPLY_UNSUBSCRIBED && ps->h.unsubscribed)
+        ps->h.unsubscribed(m.channel, m.clen, ps->arg);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -216,12 +226,17 @@ static bool send_cmd(chat_pubsub_t *ps, const char *cmd, const char *channel, si
 
 bool chat_pubsub_subscribe(chat_pubsub_t *ps, const char *channel, size_t clen)
 {
+    if (ps->cluster)
+        return chat_shardsub_subscribe(ps->cluster, channel, clen);
     return send_cmd(ps, "SSUBSCRIBE", channel, clen);
 }
 
 void chat_pubsub_unsubscribe(chat_pubsub_t *ps, const char *channel, size_t clen)
 {
-    (void)send_cmd(ps, "SUNSUBSCRIBE", channel, clen);
+    if (ps->cluster)
+        chat_shardsub_unsubscribe(ps->cluster, channel, clen);
+    else
+        (void)send_cmd(ps, "SUNSUBSCRIBE", channel, clen);
 }
 
 static void connect_addr(chat_pubsub_t *ps, const struct sockaddr *addr)
@@ -277,6 +292,14 @@ chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const chat_p
                                   void *arg, char *err, size_t errlen)
 {
     chat_pubsub_t *ps = chat_calloc(1, sizeof *ps);
+    if (chat_redis_url_is_cluster(url)) {
+        ps->cluster = chat_shardsub_create(loop, url, h, arg, err, errlen);
+        if (!ps->cluster) {
+            free(ps);
+            return NULL;
+        }
+        return ps;
+    }
     if (chat_redis_url_parse(&ps->url, url, err, errlen) != 0) {
         free(ps);
         return NULL;
@@ -293,7 +316,19 @@ chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const chat_p
 
 bool chat_pubsub_connected(const chat_pubsub_t *ps)
 {
+    if (ps->cluster)
+        return chat_shardsub_connected(ps->cluster);
     return ps->connected;
+}
+
+static void cluster_closed(void *arg)
+{
+    chat_pubsub_t *ps = arg;
+    void (*done)(void *) = ps->done;
+    void *done_arg = ps->done_arg;
+    free(ps);
+    if (done)
+        done(done_arg);
 }
 
 static void timer_closed_cb(uv_handle_t *h)
@@ -308,6 +343,10 @@ void chat_pubsub_close(chat_pubsub_t *ps, void (*done)(void *arg), void *arg)
     ps->closing = true;
     ps->done = done;
     ps->done_arg = arg;
+    if (ps->cluster) {
+        chat_shardsub_close(ps->cluster, cluster_closed, ps);
+        return;
+    }
     if (ps->resolving) {
         chat_redis_resolve_cancel(ps->resolving);
         ps->resolving = NULL;

@@ -5,6 +5,7 @@
  * is away, asking its owner to subscribe again. Messages published
  * while it is disconnected are not seen: pub/sub keeps nothing. Separate from
  * redis/client.c because a subscribed connection can carry no other command.
+ * For a redis+cluster:// URL it is a front for redis/shardsub.c.
  */
 #ifndef CHAT_REDIS_PUBSUB_H
 #define CHAT_REDIS_PUBSUB_H
@@ -32,20 +33,32 @@ typedef struct chat_pubsub_handler {
      * subscribes to every channel it wants again. May be NULL.
      */
     void (*connected)(void *arg);
+    /**
+     * Redis ended the subscription of channel: after a SUNSUBSCRIBE, or by
+     * itself when the channel's slot moved to another node of a cluster.
+     * The owner subscribes again when it still wants the channel. May be NULL.
+     */
+    void (*unsubscribed)(const char *channel, size_t clen, void *arg);
+    /** Redis refused a command with an error (e.g. MOVED); may be NULL. */
+    void (*error)(const char *msg, size_t len, void *arg);
 } chat_pubsub_handler_t;
 
 /**
  * Creates the subscriber and starts connecting in the background. url is
  * redis://host:port[/db] under the rules of redis/url.h (the db does not
- * matter to pub/sub); a host name is looked up again on every connect
- * attempt, on libuv's thread pool, and a failed lookup is retried like a
+ * matter to pub/sub), or redis+cluster://host:port[,...]: then each channel
+ * is subscribed on the master of its slot, one connection per such node
+ * (redis/shardsub.h), and the connected callback also runs when the slot map
+ * changes, so that the owner subscribes again where the channels now live; a host name is looked up
+ * again on every connect attempt, on libuv's thread pool, and a failed lookup is retried like a
  * failed connect. Returns NULL with a message in err (may be NULL) for a bad
  * URL. h is copied.
  */
 chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const chat_pubsub_handler_t *h,
                                   void *arg, char *err, size_t errlen) CHAT_MUSTCHECK;
 
-/** True while a connection is up (its subscriptions may still be on their way). */
+/** True while a connection is up (its subscriptions may still be on their way);
+ *  on a cluster, while the map is known and no node's connection is down. */
 bool chat_pubsub_connected(const chat_pubsub_t *ps);
 
 /**
@@ -63,6 +76,7 @@ typedef enum chat_pubsub_reply_kind {
     CHAT_PUBSUB_REPLY_OTHER,      /* anything else: ignored */
     CHAT_PUBSUB_REPLY_MESSAGE,    /* ["smessage", channel, payload] */
     CHAT_PUBSUB_REPLY_SUBSCRIBED, /* ["ssubscribe", channel, count] */
+    CHAT_PUBSUB_REPLY_UNSUBSCRIBED, /* ["sunsubscribe", channel, count]: dropped, e.g. its slot moved */
 } chat_pubsub_reply_kind_t;
 
 typedef struct chat_pubsub_reply {

@@ -102,6 +102,47 @@ int chat_redis_url_parse(chat_redis_url_t *u, const char *url, char *err, size_t
     return 0;
 }
 
+bool chat_redis_url_is_cluster(const char *url)
+{
+    return url != NULL &&
+           strncmp(url, CHAT_REDIS_CLUSTER_SCHEME, strlen(CHAT_REDIS_CLUSTER_SCHEME)) == 0;
+}
+
+int chat_redis_cluster_url_parse(chat_redis_url_t *seeds, int max, int *n, const char *url,
+                                 char *err, size_t errlen)
+{
+    const char *p;
+    *n = 0;
+    if (!chat_redis_url_is_cluster(url))
+        return fail(err, errlen,
+                    "redis cluster URL must look like redis+cluster://host:port[,host:port...], "
+                    "got \"%s\"",
+                    url ? url : "(null)");
+    p = url + strlen(CHAT_REDIS_CLUSTER_SCHEME);
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char one[CHAT_REDIS_HOST_MAX + 32];
+        if (len == 0)
+            return fail(err, errlen, "redis cluster URL \"%s\": empty node", url);
+        if (*n >= max)
+            return fail(err, errlen, "redis cluster URL \"%s\": more than %d nodes", url, max);
+        if (len + 9 > sizeof one)
+            return fail(err, errlen, "redis cluster URL \"%s\": node longer than %zu bytes", url,
+                        sizeof one - 9);
+        snprintf(one, sizeof one, "redis://%.*s", (int)len, p);
+        char why[CHAT_REDIS_HOST_MAX + 160];
+        if (chat_redis_url_parse(&seeds[*n], one, why, sizeof why) != 0)
+            return fail(err, errlen, "redis cluster URL \"%s\": node %d: %s", url, *n + 1, why);
+        if (seeds[*n].db != 0)
+            return fail(err, errlen, "redis cluster URL \"%s\": a cluster has no db but 0", url);
+        (*n)++;
+        p += len;
+        if (*p == '\0')
+            return 0;
+        p++; /* the comma */
+    }
+}
+
 /* ---- resolution ---- */
 
 struct chat_redis_resolve {

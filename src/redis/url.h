@@ -1,6 +1,7 @@
 /*
  * Redis URLs and the address they name: the one parser of
- * redis://host:port[/db] in chatd, and the resolution of the host, which
+ * redis://host:port[/db] (and of redis+cluster://host:port,... for a
+ * cluster) in chatd, and the resolution of the host, which
  * never blocks the loop: a numeric address is used as written, a name is
  * looked up on libuv's thread pool (uv_getaddrinfo).
  */
@@ -41,6 +42,21 @@ typedef struct chat_redis_url {
  */
 int chat_redis_url_parse(chat_redis_url_t *out, const char *url, char *err,
                          size_t errlen) CHAT_MUSTCHECK;
+
+/** The scheme of a URL naming a Redis Cluster by some of its nodes. */
+#define CHAT_REDIS_CLUSTER_SCHEME "redis+cluster://"
+
+/** True when url starts with redis+cluster://. */
+bool chat_redis_url_is_cluster(const char *url);
+
+/**
+ * Parses redis+cluster://host:port[,host:port...]: each node under the rules
+ * of chat_redis_url_parse (the port defaults to 6379; no db, or db 0), at
+ * most max of them, into seeds[0..*n). Returns 0, or CHAT_EINVAL with a
+ * sentence in err (may be NULL).
+ */
+int chat_redis_cluster_url_parse(chat_redis_url_t *seeds, int max, int *n, const char *url,
+                                 char *err, size_t errlen) CHAT_MUSTCHECK;
 
 typedef struct chat_redis_resolve chat_redis_resolve_t;
 

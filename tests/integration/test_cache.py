@@ -168,7 +168,7 @@ def test_hit_after_miss_for_every_kind_with_ttls(chatd_factory, redis_client):
         first = c.call("GET", path, u["token"])
         assert first.status_code == 200
         def current():
-            ver = redis_client.get(f"conv:ver:{conv}")
+            ver = redis_client.get(f"conv:ver:{{c:{conv}}}")
             ks = find_keys(redis_client, pattern)
             # conversation keys: only those of its current version (a send's
             # write-through under an older one may still be there)

@@ -250,13 +250,13 @@ def test_send_in_a_big_conversation_writes_no_member_versions(api, redis_client)
     for p in people:
         for _ in range(2):
             inbox(api, p["token"])  # cached
-    keys = [f"user:ver:{p['id']}" for p in people]
+    keys = [f"user:ver:{{u:{p['id']}}}" for p in people]
     versions = redis_client.mget(keys)
     assert all(versions)
-    conv_ver = redis_client.get(f"conv:ver:{cid}")
+    conv_ver = redis_client.get(f"conv:ver:{{c:{cid}}}")
     m = api.send(owner["token"], cid, "to all")
     assert redis_client.mget(keys) == versions
-    assert redis_client.get(f"conv:ver:{cid}") != conv_ver
+    assert redis_client.get(f"conv:ver:{{c:{cid}}}") != conv_ver
     for p in people:
         e = inbox(api, p["token"])["conversations"][0]
         assert e["last_message"]["id"] == m["id"] and e["unread_count"] == 1

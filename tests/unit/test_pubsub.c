@@ -85,7 +85,7 @@ static void connected_cb(void *arg)
     subscribe_all(r);
 }
 
-static const chat_pubsub_handler_t handler = {msg_cb, subscribed_cb, connected_cb};
+static const chat_pubsub_handler_t handler = {msg_cb, subscribed_cb, connected_cb, NULL, NULL};
 
 static void on_tick(uv_timer_t *t) {}
 

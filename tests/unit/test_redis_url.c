@@ -33,6 +33,45 @@ static const char *bad[] = {
     "redis://h:1/1/2",    "redis://h:1/1234567",
 };
 
+/* redis+cluster://: each node under the single-node rules, no db but 0. */
+static void test_parse_cluster(void **state)
+{
+    chat_redis_url_t seeds[4];
+    int n = -1;
+    char err[256];
+    assert_true(chat_redis_url_is_cluster("redis+cluster://h:1"));
+    assert_false(chat_redis_url_is_cluster("redis://h:1"));
+    assert_int_equal(chat_redis_cluster_url_parse(seeds, 4, &n,
+                                                  "redis+cluster://127.0.0.1:7001,[::1]:7002,node",
+                                                  err, sizeof err),
+                     0);
+    assert_int_equal(n, 3);
+    assert_string_equal(seeds[0].text, "127.0.0.1:7001");
+    assert_true(seeds[0].numeric);
+    assert_string_equal(seeds[1].text, "[::1]:7002");
+    assert_string_equal(seeds[2].text, "node:6379");
+    assert_false(seeds[2].numeric);
+    static const char *const bad_cluster[] = {
+        "redis://h:1",          "redis+cluster://",         "redis+cluster://h:1,",
+        "redis+cluster://,h:1", "redis+cluster://h:1,,h:2", "redis+cluster://h:1/2",
+        "redis+cluster://h:0",  "redis+cluster://u:p@h:1",  "redis+cluster://a,b,c,d,e",
+    };
+    for (size_t i = 0; i < sizeof bad_cluster / sizeof bad_cluster[0]; i++) {
+        err[0] = '\0';
+        assert_int_equal(
+            chat_redis_cluster_url_parse(seeds, 4, &n, bad_cluster[i], err, sizeof err),
+            CHAT_EINVAL);
+        assert_non_null(strstr(err, bad_cluster[i]));
+    }
+    /* The client and the subscriber refuse a bad cluster URL like any other. */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    chat_redis_config_t rc = {.url = "redis+cluster://h:1,"};
+    assert_null(chat_redis_create(&loop, &rc, err, sizeof err));
+    assert_non_null(strstr(err, "empty node"));
+    uv_loop_close(&loop);
+}
+
 static void test_parse_good(void **state)
 {
     chat_redis_url_t u;
@@ -89,7 +128,7 @@ static void test_parse_bad(void **state)
 
 static void ignore_msg(const char *ch, size_t clen, const char *payload, size_t len, void *arg) {}
 
-static const chat_pubsub_handler_t no_handler = {ignore_msg, NULL, NULL};
+static const chat_pubsub_handler_t no_handler = {ignore_msg, NULL, NULL, NULL, NULL};
 
 /* The client and the subscriber refuse the same URLs, each with the message. */
 static void test_bad_url_refused_by_client_and_subscriber(void **state)
@@ -220,7 +259,8 @@ static void connected_cb(void *arg)
     assert_true(chat_pubsub_subscribe(g_ps, "t:byname", 8));
 }
 
-static const chat_pubsub_handler_t by_name_handler = {msg_cb, subscribed_cb, connected_cb};
+static const chat_pubsub_handler_t by_name_handler = {msg_cb, subscribed_cb, connected_cb, NULL,
+                                                      NULL};
 
 static void closed_cb(void *arg)
 {
@@ -291,6 +331,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_good),
+        cmocka_unit_test(test_parse_cluster),
         cmocka_unit_test(test_parse_bad),
         cmocka_unit_test(test_bad_url_refused_by_client_and_subscriber),
         cmocka_unit_test(test_localhost_resolves_while_the_loop_runs),
