@@ -7,9 +7,14 @@
 #                      foreground on 127.0.0.1:3000 (Ctrl-C stops chatd; the stack stays)
 #   make stop          stop chatd started by `make run`, and the dev stack
 #   make test          deps, format check, lint, both builds, unit tests in both, then the
-#                      integration suite on a private test stack (var/test-stack) twice
+#                      integration suite on a private test stack (var/test-stack) twice,
+#                      then the compose test once
 #   make unit          unit tests of both builds only
 #   make integration   the integration half of `make test` (builds must exist)
+#   make images        scripts/images.sh: chatd's container images with podman, from a Debian 12
+#                      base made by debootstrap (cached in var/images); prints their sizes
+#   make compose-test  scripts/test-compose.sh: the images, then deploy/docker-compose.yml
+#                      brought up, smoke-tested and taken down (part of make test, once)
 #   make bench         bench/run.sh: the validation run (~25 min; ARGS=--quick: ~3 min),
 #                      writes docs/performance.md and docs/perf/
 #   make format-check  clang-format --dry-run -Werror on src/, tests/unit and tools/chatload
@@ -28,7 +33,8 @@ STACK_DIR := var/stack
 LISTEN ?= 127.0.0.1:3000
 PIDFILE := var/chatd.pid
 
-.PHONY: all deps build build-asan run stop test unit integration bench format-check lint clean monitor
+.PHONY: all deps build build-asan run stop test unit integration bench format-check lint clean monitor \
+	images compose-test
 
 all: build
 
@@ -75,6 +81,7 @@ test:
 	@$(M) build-asan
 	@$(M) unit
 	@$(M) integration
+	@$(M) compose-test
 
 unit:
 	ctest --test-dir build --output-on-failure
@@ -82,6 +89,13 @@ unit:
 
 integration:
 	scripts/test-integration.sh
+
+images:
+	@scripts/deps.sh
+	@scripts/images.sh build
+
+compose-test:
+	scripts/test-compose.sh
 
 # Prometheus (127.0.0.1:19090), Alertmanager and exporters against the dev stack;
 # `scripts/monitor.sh stop` stops them
