@@ -67,9 +67,12 @@ remove_project() {
 cleanup() {
   local rc=$?
   if [[ -n $service_pid ]] && kill -0 "$service_pid" 2>/dev/null; then
-    docker-compose --no-ansi -f deploy/docker-compose.yml -p "$COMPOSE_PROJECT_NAME" \
-      --env-file "$COMPOSE_TEST_ENV_FILE" --profile monitoring down -v --remove-orphans \
-      --timeout 10 >>"$DIR/cleanup.log" 2>&1 || true
+    # twice: podman removes `net` only after the containers in its namespace
+    for _ in 1 2; do
+      docker-compose --ansi never -f deploy/docker-compose.yml -p "$COMPOSE_PROJECT_NAME" \
+        --env-file "$COMPOSE_TEST_ENV_FILE" --profile monitoring down -v --remove-orphans \
+        --timeout 10 >>"$DIR/cleanup.log" 2>&1 && break
+    done
   fi
   remove_project
   if [[ -n $service_pid ]]; then
