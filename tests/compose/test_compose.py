@@ -256,7 +256,10 @@ def test_restarts_of_redis_and_pgbouncer_lose_nothing(stack):
             for service in ("redis", "pgbouncer"):
                 n = len(s.acked)
                 wait_for(lambda n=n: len(s.acked) >= n + 3, 30, f"sends before restarting {service}")
+                started = podman("inspect", "--format", "{{.State.StartedAt}}", container(service))
                 compose("restart", "--timeout", "10", service)
+                again = podman("inspect", "--format", "{{.State.StartedAt}}", container(service))
+                assert again.stdout != started.stdout, f"{service} was not restarted"
                 n = len(s.acked)
                 # chatd recovers: sends are acknowledged again
                 wait_for(lambda n=n: len(s.acked) >= n + 5, 90,
