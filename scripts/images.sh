@@ -169,7 +169,18 @@ cmd_build() {
   need podman podman
   mkdir -p "$DIR"
   cmd_base
-  for n in "${names[@]}"; do build_one "$n"; done
+  # two lanes: chatd's compile is CPU, the others mostly download and unpack,
+  # so on two cores they overlap well
+  local lane=() pid=
+  for n in "${names[@]}"; do [[ $n == chatd ]] && pid=start || lane+=("$n"); done
+  if [[ -n $pid ]]; then
+    build_one chatd &
+    pid=$!
+  fi
+  local rc=0
+  for n in "${lane[@]}"; do build_one "$n" || { rc=1; break; }; done
+  if [[ -n $pid ]]; then wait "$pid" || rc=1; fi
+  ((rc == 0)) || die "some images failed to build"
   cmd_sizes
 }
 
