@@ -43,8 +43,9 @@ PROM = os.environ["PROMETHEUS_PUBLISH"]
 CHATD_HOST, CHATD_PORT = CHATD.rsplit(":", 1)[0], int(CHATD.rsplit(":", 1)[1])
 # the services the test brings up, and those whose image has a HEALTHCHECK
 CORE = ["postgres", "redis", "pgbouncer"]
-MONITORING = ["prometheus", "alertmanager"]
-HEALTHY = ["postgres", "redis", "pgbouncer", "chatd", "prometheus", "alertmanager"]
+MONITORING = ["prometheus", "alertmanager", "postgres-exporter", "redis-exporter",
+              "pgbouncer-exporter"]
+HEALTHY = ["postgres", "redis", "pgbouncer", "chatd"] + MONITORING
 
 
 def timing(step, seconds):
@@ -132,7 +133,8 @@ def stack():
         t0 = time.monotonic()
         # the monitoring profile without Grafana, whose image is not built here
         compose("--profile", "monitoring", "up", "-d", *MONITORING)
-        timing("--profile monitoring up -d prometheus alertmanager", time.monotonic() - t0)
+        timing("--profile monitoring up -d prometheus alertmanager exporters",
+               time.monotonic() - t0)
         t0 = time.monotonic()
         for s in HEALTHY:
             wait_for(lambda s=s: healthy(s), 120, f"{s} healthy; its log:\n{logs(s)}")
@@ -209,13 +211,26 @@ def test_prometheus_scrapes_chatd(stack):
         return res and res[0]["value"][1] == "1"
 
     wait_for(chatd_up, 60, 'up{job="chatd"} == 1 in Prometheus')
+    timing("Prometheus scrapes chatd (up == 1)", time.monotonic() - t0)
+
+    # and every other target of deploy/prometheus/prometheus.yml: the exporters' images
+    def all_up():
+        r = requests.get(f"http://{PROM}/api/v1/query", params={"query": "up"}, timeout=5)
+        return {x["metric"]["job"]: x["value"][1] for x in r.json()["data"]["result"]}
+
+    want = {"chatd", "pgbouncer", "redis", "postgres", "prometheus"}
+    wait_for(lambda: {j for j, v in all_up().items() if v == "1"} >= want, 60,
+             f"every target up; now {all_up()}")
     # and its metrics are there under their names
     r = requests.get(f"http://{PROM}/api/v1/query",
                      params={"query": "chatd_http_requests_total"}, timeout=5)
     assert r.json()["data"]["result"], r.text
     rules = requests.get(f"http://{PROM}/api/v1/rules", timeout=5).json()
     assert rules["data"]["groups"], "alerts.yml not loaded"
-    timing("Prometheus scrapes chatd (up == 1)", time.monotonic() - t0)
+    r = requests.get(f"http://{PROM}/api/v1/query",
+                     params={"query": "pgbouncer_pools_client_waiting_connections"}, timeout=5)
+    assert r.json()["data"]["result"], r.text
+    timing("Prometheus scrapes every target (up == 1)", time.monotonic() - t0)
 
 
 class Sender(threading.Thread):
