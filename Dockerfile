@@ -1,34 +1,37 @@
-# chatd on Debian 12: build in one stage, run as a non-root user in another.
-#   docker build -t chatd .        (deploy/docker-compose.yml builds it for you)
-# The runtime reads only its environment (see README.md, "Configuration").
+# chatd's image: built in one stage, run as a non-root user in another, so no
+# compiler ships. Both stages start from BASE, the Debian 12 base that
+# scripts/images.sh makes with debootstrap (`make images` builds every image);
+# on a host that reaches a registry, --build-arg BASE=debian:12-slim works too.
+#   podman build --pull=never --format docker -t localhost/chatd:local .
+# The runtime reads only its environment (README.md, "Configuration").
+ARG BASE=localhost/chatd-base:bookworm
 
-FROM debian:12-slim AS build
+FROM ${BASE} AS build
+# scripts/images.sh rm finds this stage's cached layers by it
+LABEL io.chatd.stage=build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      cmake gcc make pkg-config ca-certificates \
-      libuv1-dev libhttp-parser-dev libpq-dev libjansson-dev libssl-dev \
-      libhiredis-dev libwslay-dev python3 python3-yaml \
+      cmake gcc libc6-dev make pkg-config python3 python3-yaml \
+      libuv1-dev libhttp-parser-dev libpq-dev libjansson-dev libssl-dev libhiredis-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
 COPY cmake ./cmake
-COPY src ./src
-COPY sql ./sql
-COPY tests/unit ./tests/unit
 COPY tools ./tools
 # compiled into the binary: the web client and the OpenAPI document (as JSON)
 COPY web ./web
 COPY docs/openapi.yaml ./docs/openapi.yaml
 COPY scripts/openapi-json.py ./scripts/openapi-json.py
+COPY sql ./sql
+COPY src ./src
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
  && cmake --build build -j"$(nproc)" --target chatd \
  && strip --strip-debug build/chatd
 
-FROM debian:12-slim AS runtime
+FROM ${BASE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libuv1 libhttp-parser2.9 libpq5 libjansson4 libssl3 libhiredis0.14 libwslay1 \
-      ca-certificates \
+      libuv1 libhttp-parser2.9 libpq5 libjansson4 libssl3 libhiredis0.14 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 chatd \
  && useradd --system --uid 10001 --gid chatd --home-dir /nonexistent --no-create-home \

@@ -8,12 +8,17 @@
 #   make stop          stop chatd started by `make run`, and the dev stack
 #   make test          deps, format check, lint, both builds, unit tests in both, the fuzz
 #                      smoke (every harness of tests/fuzz for 20 s), then the integration
-#                      suite on a private test stack (var/test-stack) twice
+#                      suite on a private test stack (var/test-stack) twice, then the
+#                      compose test once
 #   make unit          unit tests of both builds only
 #   make fuzz          scripts/fuzz.sh: build the libFuzzer harnesses (clang-14, ASan + UBSan)
 #                      in build-fuzz/ and run each for FUZZ_SECONDS (default 300); prints
 #                      executions, coverage and crashes per harness, fails on a crash
 #   make integration   the integration half of `make test` (builds must exist)
+#   make images        scripts/images.sh: chatd's container images with podman, from a Debian 12
+#                      base made by debootstrap (cached in var/images); prints their sizes
+#   make compose-test  scripts/test-compose.sh: the images, then deploy/docker-compose.yml
+#                      brought up, smoke-tested and taken down (part of make test, once)
 #   make bench         bench/run.sh: the validation run (~25 min; ARGS=--quick: ~3 min),
 #                      writes docs/performance.md and docs/perf/
 #   make format-check  clang-format --dry-run -Werror on src/, tests/unit, tests/fuzz and
@@ -37,7 +42,7 @@ LISTEN ?= 127.0.0.1:3000
 PIDFILE := var/chatd.pid
 
 .PHONY: all deps build build-asan run stop test unit fuzz integration bench format-check lint clean monitor \
-	openapi-check
+	openapi-check images compose-test
 
 all: build
 
@@ -86,6 +91,7 @@ test:
 	@$(M) openapi-check
 	@$(M) fuzz FUZZ_SECONDS=20
 	@$(M) integration
+	@$(M) compose-test
 
 unit:
 	ctest --test-dir build --output-on-failure
@@ -96,6 +102,13 @@ fuzz:
 
 integration:
 	scripts/test-integration.sh
+
+images:
+	@scripts/deps.sh
+	@scripts/images.sh build
+
+compose-test:
+	scripts/test-compose.sh
 
 # Prometheus (127.0.0.1:19090), Alertmanager and exporters against the dev stack;
 # `scripts/monitor.sh stop` stops them

@@ -41,6 +41,10 @@ PKGS=(
   # make bench (bench/run.sh) and its smoke test: references (nginx, pgbench in
   # postgresql-15, redis-benchmark in redis-tools), wrk, and the plots
   nginx-light wrk gnuplot-nox
+  # make images and the compose test (scripts/images.sh, scripts/test-compose.sh):
+  # podman with runc, the Debian base made by debootstrap, compose through
+  # podman's Docker-compatible API
+  podman runc debootstrap docker-compose
 )
 # npm: Debian's package, unless an npm came with nodejs (NodeSource's does,
 # and conflicts with Debian's)

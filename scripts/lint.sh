@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/lint.sh — the static checks of `make lint` (part of `make test`):
 #
-#   - ShellCheck over scripts/*.sh, bench/*.sh and .ci/run
+#   - ShellCheck over scripts/*.sh, bench/*.sh, deploy/images/*/*.sh and .ci/run
 #   - Cppcheck over src/
 #
 # Both must report nothing. A finding that is wrong for its case is silenced
@@ -26,7 +26,7 @@ rc=0
 # --- shellcheck --------------------------------------------------------------
 # Every severity, style included: the scripts start and stop servers, and the
 # notes (quoting, A && B || C) are the ones that bite there.
-shell_files=(scripts/*.sh bench/*.sh .ci/run)
+shell_files=(scripts/*.sh bench/*.sh deploy/images/*/*.sh .ci/run)
 if shellcheck --severity=style --format=gcc "${shell_files[@]}"; then
   say "shellcheck: ${#shell_files[@]} files ok"
 else
