@@ -132,7 +132,7 @@ static void unsubscribed_cb(const char *ch, size_t clen, void *arg)
 {
     chat_fanout_t *f = arg;
     int topic;
-    int64_t id = channel_id(ch, clen, &topic);
+    int64_t id = chat_fanout_channel_parse(ch, clen, &topic);
     uint64_t key = (uint64_t)id << 1 | (uint64_t)topic;
     if (id > 0 && chat_idtable_get(&f->watched, key))
         subscribe(f, key);

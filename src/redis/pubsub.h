@@ -73,10 +73,11 @@ void chat_pubsub_unsubscribe(chat_pubsub_t *ps, const char *channel, size_t clen
 
 /** What one reply of a subscribed connection is (chat_pubsub_reply_parse). */
 typedef enum chat_pubsub_reply_kind {
-    CHAT_PUBSUB_REPLY_OTHER,      /* anything else: ignored */
-    CHAT_PUBSUB_REPLY_MESSAGE,    /* ["smessage", channel, payload] */
-    CHAT_PUBSUB_REPLY_SUBSCRIBED, /* ["ssubscribe", channel, count] */
-    CHAT_PUBSUB_REPLY_UNSUBSCRIBED, /* ["sunsubscribe", channel, count]: dropped, e.g. its slot moved */
+    CHAT_PUBSUB_REPLY_OTHER,        /* anything else: ignored */
+    CHAT_PUBSUB_REPLY_MESSAGE,      /* ["smessage", channel, payload] */
+    CHAT_PUBSUB_REPLY_SUBSCRIBED,   /* ["ssubscribe", channel, count] */
+    CHAT_PUBSUB_REPLY_UNSUBSCRIBED, /* ["sunsubscribe", channel, count]: dropped, e.g. its slot
+                                       moved */
 } chat_pubsub_reply_kind_t;
 
 typedef struct chat_pubsub_reply {
