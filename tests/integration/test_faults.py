@@ -43,7 +43,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -53,7 +52,7 @@ import psycopg2
 import pytest
 import requests
 
-from chatlib import Api, Metrics, wait_for
+from chatlib import Api, Metrics, TcpProxy, wait_for
 from conftest import _stack_answers, _stack_script, free_port, with_port
 from test_cache import PrivateRedis
 from test_rollback import PrivatePgBouncer
@@ -631,81 +630,23 @@ def test_redis_sigstop(chatd_factory, stack, tmp_path):
 
 
 class CutProxy:
-    """A TCP forwarder on loopback in front of PostgreSQL that can cut: drop
-    every connection it carries and refuse new ones (its listening socket
-    closed) until mend()."""
+    """chatlib's TcpProxy in front of PostgreSQL, cut (every connection it
+    carries dropped, new ones refused) and mended on the same port."""
 
     def __init__(self, target_port):
-        self.target = ("127.0.0.1", target_port)
-        self.port = free_port()
-        self.lock = threading.Lock()
-        self.conns = set()
-        self.lsock = None
-        self.closed = False
-        self.listen()
-
-    def listen(self):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.port))
-        s.listen(256)
-        self.lsock = s
-        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
-
-    def _accept(self, lsock):
-        while True:
-            try:
-                c, _ = lsock.accept()
-            except OSError:
-                return
-            try:
-                u = socket.create_connection(self.target, timeout=5)
-                u.settimeout(None)
-            except OSError:
-                c.close()
-                continue
-            with self.lock:
-                if lsock is not self.lsock:
-                    c.close()
-                    u.close()
-                    return
-                self.conns |= {c, u}
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src, dst):
-        try:
-            while True:
-                d = src.recv(65536)
-                if not d:
-                    break
-                dst.sendall(d)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        self.target_port = target_port
+        self.proxy = TcpProxy("127.0.0.1", target_port, port=free_port())
+        self.port = self.proxy.port
 
     def cut(self):
-        with self.lock:
-            lsock, self.lsock = self.lsock, None
-            conns, self.conns = self.conns, set()
-        lsock.close()
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+        self.proxy.stop()
+        self.proxy = None
 
     def mend(self):
-        self.listen()
+        self.proxy = TcpProxy("127.0.0.1", self.target_port, port=self.port)
 
     def stop(self):
-        if self.lsock is not None:
+        if self.proxy is not None:
             self.cut()
 
 
