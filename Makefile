@@ -83,6 +83,7 @@ stop:
 
 test:
 	@$(M) deps
+	@scripts/images.sh background
 	@$(M) format-check
 	@$(M) lint
 	@$(M) build

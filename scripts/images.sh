@@ -5,6 +5,12 @@
 #
 #   scripts/images.sh [build] [NAME...]  the base when missing, then the images
 #                                        (all, or those named); prints their sizes
+#   scripts/images.sh background [NAME...] the same build, started in the background
+#                                        (log: $CHATD_IMAGES_DIR/background.log); a
+#                                        later build waits for it, then finds every
+#                                        layer cached. `make test` starts it first
+#                                        thing, so the images are ready by the time
+#                                        its compose test runs
 #   scripts/images.sh base               only the base image
 #   scripts/images.sh sizes              the images' sizes
 #   scripts/images.sh list               the images' names, one a line
@@ -126,7 +132,7 @@ cmd_base() {
     say "base made in $((SECONDS - t0)) s: $DIR/base.tar ($(du -m "$DIR/base.tar" | cut -f1) MB)"
   fi
   podman import --quiet --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' \
-    "$DIR/base.tar" "$BASE" >/dev/null
+    "$DIR/base.tar" "$BASE" >/dev/null 9>&-
   say "imported $BASE"
 }
 
@@ -136,7 +142,7 @@ build_one() { # NAME
   old=$(podman image inspect --format '{{.Id}}' "$ref" 2>/dev/null || true)
   if ! nice -n 10 podman build --pull=never --format docker --layers \
     --build-arg BASE="$BASE" -t "$ref" -f "$(dockerfile_of "$name")" "$(context_of "$name")" \
-    >"$DIR/build-$name.log" 2>&1; then
+    >"$DIR/build-$name.log" 2>&1 9>&-; then
     tail -n 30 "$DIR/build-$name.log" >&2
     die "building $ref failed; see $DIR/build-$name.log"
   fi
@@ -168,6 +174,14 @@ cmd_build() {
   done
   need podman podman
   mkdir -p "$DIR"
+  # one build at a time on this machine: a second waits for the first
+  exec 9>"$DIR/build.lock"
+  if ! flock -n 9; then
+    local t0=$SECONDS
+    say "waiting for the build already running (see $DIR/background.log)"
+    flock 9
+    say "waited $((SECONDS - t0)) s"
+  fi
   cmd_base
   # two lanes: chatd's compile is CPU, the others mostly download and unpack,
   # so on two cores they overlap well
@@ -186,6 +200,14 @@ cmd_build() {
 
 case ${1:-build} in
   build) shift || true; cmd_build "$@" ;;
+  background)
+    shift
+    mkdir -p "$DIR"
+    # its own session, so that it outlives the command that started it; no
+    # output to the caller's terminal or pipe
+    setsid "$0" build "$@" </dev/null >"$DIR/background.log" 2>&1 &
+    say "building in the background (log: $DIR/background.log)"
+    ;;
   base) need podman podman; cmd_base ;;
   sizes) cmd_sizes ;;
   list) for n in "${ALL[@]}"; do image_of "$n"; done ;;
