@@ -2,7 +2,8 @@
 # scripts/fuzz.sh [NAME...] — build chatd's libFuzzer harnesses (tests/fuzz/fuzz_*.c,
 # clang-14 with ASan + UBSan, against the real sources) into build-fuzz/ and run each
 # for FUZZ_SECONDS (default 300; FUZZ_RUNS=N stops a harness after N executions
-# instead, when sooner). `make fuzz` runs it; `make test` with FUZZ_SECONDS=20.
+# instead, when sooner; FUZZ_FORK=N fuzzes in N processes, libFuzzer's -fork, with
+# FUZZ_RUNS counting them all). `make fuzz` runs it; `make test` with FUZZ_SECONDS=20.
 #
 # Each harness first replays its committed crash inputs (tests/fuzz/regress/NAME/,
 # which must all pass), then fuzzes from its committed seeds (tests/fuzz/corpus/NAME/)
@@ -17,6 +18,7 @@ cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-300}
 FUZZ_RUNS=${FUZZ_RUNS:-}
+FUZZ_FORK=${FUZZ_FORK:-}
 FUZZ_NICE=${FUZZ_NICE:-10}
 JOBS=${JOBS:-2}
 CC_FUZZ=${CC_FUZZ:-clang-14}
@@ -62,6 +64,7 @@ for n in "${names[@]}"; do
   args=(-max_total_time="$FUZZ_SECONDS" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1
     -artifact_prefix="$art/")
   [[ -n $FUZZ_RUNS ]] && args+=(-runs="$FUZZ_RUNS")
+  [[ -n $FUZZ_FORK ]] && args+=(-fork="$FUZZ_FORK")
   [[ -f tests/fuzz/$n.dict ]] && args+=(-dict="tests/fuzz/$n.dict")
   seeds=tests/fuzz/corpus/$n
   [[ -d $seeds ]] || seeds=
@@ -72,6 +75,8 @@ for n in "${names[@]}"; do
   secs=$(($(date +%s) - t0))
   execs=$(awk '/stat::number_of_executed_units:/ {print $2}' "$log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
+  # -fork prints no final statistics: its last status line counts every process
+  [[ -n $execs ]] || execs=$(sed -n 's/^#\([0-9]*\).*/\1/p' <<<"$last")
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   if ((rc != 0)) || grep -qE '^==[0-9]+==ERROR|^SUMMARY: |invariant broken' "$log"; then
@@ -86,6 +91,6 @@ for n in "${names[@]}"; do
     grep -E 'invariant broken|ERROR: |SUMMARY: |Test unit written' "$log" | head -5 | sed 's/^/fuzz:   /' >&2 || true
   fi
 done
-echo "fuzz: summary (FUZZ_SECONDS=$FUZZ_SECONDS${FUZZ_RUNS:+, FUZZ_RUNS=$FUZZ_RUNS})"
+echo "fuzz: summary (FUZZ_SECONDS=$FUZZ_SECONDS${FUZZ_RUNS:+, FUZZ_RUNS=$FUZZ_RUNS}${FUZZ_FORK:+, FUZZ_FORK=$FUZZ_FORK})"
 printf 'fuzz:   %s\n' "${summary[@]}"
 exit "$failed"
