@@ -145,8 +145,9 @@ openapi-check: $(OPENAPI_TOOL)
 # a stack directory may be a symlink to /tmp (see scripts/stack.sh): remove both
 clean:
 	-@CHATD_STACK_DIR=var/test-stack scripts/stack.sh stop 2>/dev/null
+	-@CHATD_STACK_DIR=var/test-stack-asan scripts/stack.sh stop 2>/dev/null
 	-@CHATD_STACK_DIR=$(STACK_DIR) scripts/stack.sh stop 2>/dev/null
-	@for d in var/test-stack $(STACK_DIR); do \
+	@for d in var/test-stack var/test-stack-asan $(STACK_DIR); do \
 	  if [ -L $$d ]; then t=$$(readlink $$d); case $$t in /tmp/chatd-stack-*) rm -rf "$$t";; esac; fi; \
 	done
 	rm -rf build build-asan build-fuzz var
