@@ -8,6 +8,8 @@
 #   scripts/stack.sh reset-db empty database `chat` (drop, recreate) and Redis (make test does)
 #   scripts/stack.sh replica-start  start only the streaming replica and its PgBouncer (made once)
 #   scripts/stack.sh replica-stop   stop only the replica and its PgBouncer (idempotent)
+#   scripts/stack.sh replica-stop server   stop only the replica's PostgreSQL: its
+#                                   PgBouncer keeps accepting (a server gone behind its pooler)
 #
 # Environment:
 #   CHATD_STACK_DIR  where the stack lives        (default var/stack, relative to the repo)
@@ -559,7 +561,7 @@ cmd_replica_start() {
 cmd_replica_stop() {
   resolve_dir check
   [[ -n $D ]] || return 0
-  replica_stop
+  if [[ ${1:-} == server ]]; then replica_stop_pg; else replica_stop; fi
 }
 
 cmd_stop() {
@@ -628,11 +630,11 @@ case ${1:-} in
   start | stop | status | reset-db | replica-start | replica-stop)
     exec 9>"$LOCK"
     flock -w 300 9 || die "another stack.sh holds $LOCK"
-    "cmd_${1//-/_}"
+    "cmd_${1//-/_}" "${@:2}"
     ;;
   env) cmd_env ;;
   *)
-    echo "usage: $0 start|stop|status|env|reset-db|replica-start|replica-stop" >&2
+    echo "usage: $0 start|stop|status|env|reset-db|replica-start|replica-stop [server]" >&2
     exit 2
     ;;
 esac

@@ -15,16 +15,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A poll unanswered this long leaves the replica out. */
+#define POLL_TIMEOUT_MS 1000
+
 struct replica {
     chat_db_replicas_t *rs;
     int index;
     chat_db_pool_t *pool;
-    uint64_t replay; /* last polled replay position; only grows */
-    double lag;      /* seconds, last polled */
-    int up;          /* last poll answered and no read failed since */
-    int polling;     /* a poll in flight */
-    uint64_t reads;  /* reads sent here (for round robin) */
-    char label[96];  /* replica="host:port" */
+    uint64_t replay;    /* last polled replay position; only grows */
+    double lag;         /* seconds, last polled */
+    int up;             /* last poll answered and no read failed since */
+    int polling;        /* a poll in flight */
+    uint64_t poll_sent; /* loop time it was sent */
+    uint64_t reads;     /* reads sent here (for round robin) */
+    char label[96];     /* replica="host:port" */
     chat_metric_t *m_up, *m_lag, *m_lsn;
 };
 
@@ -148,9 +152,14 @@ static void tick_cb(uv_timer_t *t)
     chat_db_replicas_t *rs = t->data;
     for (int i = 0; i < rs->n; i++) {
         struct replica *r = &rs->r[i];
-        if (r->polling)
+        if (r->polling) {
+            /* a replica that does not answer its poll is not read meanwhile */
+            if (uv_now(rs->loop) - r->poll_sent > POLL_TIMEOUT_MS)
+                set_up(r, 0, "poll_timeout");
             continue;
+        }
         r->polling = 1;
+        r->poll_sent = uv_now(rs->loop);
         chat_db_stmt_t st = {poll_sql, 0, NULL};
         chat_db_pool_exec(r->pool, &st, 1, CHAT_DB_RETRY_SENT, poll_cb, r);
     }
@@ -158,37 +167,82 @@ static void tick_cb(uv_timer_t *t)
 
 /* ---- reads ---- */
 
+/*
+ * A read on a replica. A replica that stops answering (its server gone
+ * behind a pooler that still accepts) must not hold reads: past
+ * READ_TIMEOUT_MS the primary answers, and the replica's late answer is
+ * dropped. The op lives until both the replica's callback and the timer's
+ * close have run.
+ */
+#define READ_TIMEOUT_MS 1000
+
 struct read_op {
     chat_db_replicas_t *rs;
     struct replica *r;
     chat_db_t *primary;
     chat_db_txn_t *txn;
-    chat_db_cb cb;
+    chat_db_cb cb; /* NULL once answered */
     void *arg;
+    uv_timer_t timer;
+    int live; /* the replica's callback and the timer's close still to come */
 };
+
+static void read_op_release(struct read_op *op)
+{
+    if (--op->live > 0)
+        return;
+    chat_db_txn_destroy(op->txn);
+    free(op);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    read_op_release(h->data);
+}
+
+/* The primary answers op instead; the replica is left out until a poll finds it well. */
+static void to_primary(struct read_op *op, const char *why, const chat_db_result_t *res)
+{
+    chat_db_replicas_t *rs = op->rs;
+    chat_log_info("event=db_replica_read_failed worker=%d replica=%d why=%s status=%s "
+                  "sqlstate=%s message=\"%s\"",
+                  rs->worker, op->r->index, why, res ? chat_strerror(res->status) : "-",
+                  res && res->sqlstate ? res->sqlstate : "-",
+                  res && res->message ? res->message : "");
+    set_up(op->r, 0, why);
+    chat_metric_inc(rs->m_fallback);
+    chat_metric_inc(rs->m_primary);
+    chat_db_cb cb = op->cb;
+    op->cb = NULL;
+    chat_db_exec(op->primary, op->txn->stmts, op->txn->n, op->txn->flags, cb, op->arg);
+}
+
+static void read_timeout_cb(uv_timer_t *t)
+{
+    struct read_op *op = t->data;
+    if (op->cb && !op->rs->closing)
+        to_primary(op, "read_timeout", NULL);
+}
 
 static void replica_read_cb(const chat_db_result_t *res, void *arg)
 {
     struct read_op *op = arg;
-    chat_db_replicas_t *rs = op->rs;
-    if (res->status == CHAT_EOK || res->status == CHAT_ECLOSED) {
-        op->cb(res, op->arg);
+    uv_timer_stop(&op->timer);
+    uv_close((uv_handle_t *)&op->timer, timer_closed);
+    if (!op->cb) {
+        /* answered by the primary already */
+    } else if (res->status == CHAT_EOK || res->status == CHAT_ECLOSED) {
+        chat_db_cb cb = op->cb;
+        op->cb = NULL;
+        cb(res, op->arg);
     } else {
         /*
          * Whatever failed here (the replica down, a statement cancelled by
          * recovery, a timeout) is the replica's: the primary answers.
          */
-        chat_log_info("event=db_replica_read_failed worker=%d replica=%d status=%s "
-                      "sqlstate=%s message=\"%s\"",
-                      rs->worker, op->r->index, chat_strerror(res->status),
-                      res->sqlstate ? res->sqlstate : "-", res->message ? res->message : "");
-        set_up(op->r, 0, "read_failed");
-        chat_metric_inc(rs->m_fallback);
-        chat_metric_inc(rs->m_primary);
-        chat_db_exec(op->primary, op->txn->stmts, op->txn->n, op->txn->flags, op->cb, op->arg);
+        to_primary(op, "read_failed", res);
     }
-    chat_db_txn_destroy(op->txn);
-    free(op);
+    read_op_release(op);
 }
 
 static struct replica *choose(chat_db_replicas_t *rs, uint64_t lsn)
@@ -222,6 +276,10 @@ void chat_db_replicas_exec(chat_db_replicas_t *rs, chat_db_t *primary, uint64_t 
     op->txn = chat_db_txn_create(stmts, n, CHAT_DB_RETRY_SENT);
     op->cb = cb;
     op->arg = arg;
+    op->live = 2;
+    uv_timer_init(rs->loop, &op->timer);
+    op->timer.data = op;
+    uv_timer_start(&op->timer, read_timeout_cb, READ_TIMEOUT_MS, 0);
     r->reads++;
     chat_metric_inc(rs->m_replica);
     chat_db_pool_send(r->pool, op->txn, replica_read_cb, op);
