@@ -408,37 +408,40 @@ static int parse_origins(const char *list, char *err, size_t errlen)
  * DATABASE_URL_REPLICAS: 1..CHAT_CONFIG_REPLICAS_MAX libpq URLs
  * (postgresql:// or postgres://), comma-separated; no empty item.
  */
+static bool replica_url_ok(const char *s, size_t len)
+{
+    while (len > 0 && *s == ' ') {
+        s++;
+        len--;
+    }
+    if (len > 13 && strncmp(s, "postgresql://", 13) == 0)
+        return true;
+    return len > 11 && strncmp(s, "postgres://", 11) == 0;
+}
+
 static int parse_replicas(const char *list, char *err, size_t errlen)
 {
+    if (!list)
+        return 0;
     int n = 0;
-    for (const char *p = list; p && *p;) {
+    const char *p = list;
+    for (;;) {
         const char *end = strchr(p, ',');
-        if (!end)
-            end = p + strlen(p);
-        const char *s = p;
-        while (s < end && *s == ' ')
-            s++;
-        size_t len = (size_t)(end - s);
-        bool url = (len > 13 && strncmp(s, "postgresql://", 13) == 0) ||
-                   (len > 11 && strncmp(s, "postgres://", 11) == 0);
-        if (!url || ++n > CHAT_CONFIG_REPLICAS_MAX) {
-            /* the URLs hold passwords: named by position only */
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        n++;
+        if (!replica_url_ok(p, len) || n > CHAT_CONFIG_REPLICAS_MAX) {
+            /* the URLs hold passwords: an item is named by its position only */
             snprintf(
                 err, errlen,
                 "DATABASE_URL_REPLICAS must list 1..%d URLs postgresql://user:pass@host:port/db "
                 "separated by commas; item %d is not one",
-                CHAT_CONFIG_REPLICAS_MAX, n + (url ? 0 : 1));
+                CHAT_CONFIG_REPLICAS_MAX, n);
             return -1;
         }
-        if (!*end)
-            break;
+        if (!end)
+            return 0;
         p = end + 1;
-        if (!*p) {
-            snprintf(err, errlen, "DATABASE_URL_REPLICAS ends with a comma");
-            return -1;
-        }
     }
-    return 0;
 }
 
 int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *), char *err,

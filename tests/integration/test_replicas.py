@@ -223,11 +223,16 @@ def test_replica_stopped_and_restarted_under_load(chatd_factory, replica):
     with Load(a, b, u, v, convs) as load:
         base = reads(b, "replica")
         wait_for(lambda: reads(b, "replica") > base + 20, 15, "reads reaching the replica")
-        stop_took = replica.stop()
+        # the stop runs beside the load; the clock starts with it
+        took = {}
+        stopper = threading.Thread(target=lambda: took.setdefault("stop", replica.stop()))
+        stopper.start()
         # every read is answered by the primary: the replica is marked down
         # (a failed read or poll) and its counter stops moving
         left_out = wait_for(lambda: b.metric("chatd_db_replica_up") == 0, 15,
                             "the replica left out")
+        stopper.join(60)
+        stop_took = took["stop"]
         frozen = reads(b, "replica")
         pri = reads(b, "primary")
         wait_for(lambda: reads(b, "primary") > pri + 50, 15, "reads on the primary")
@@ -237,8 +242,8 @@ def test_replica_stopped_and_restarted_under_load(chatd_factory, replica):
         back = wait_for(lambda: reads(b, "replica") > frozen + 20, 20, "reads back on the replica")
         returned = time.monotonic() - t_start
         time.sleep(0.5)  # a little load after the return, still counted below
-    print(f"\nreplica stopped under load (the stop took {stop_took:.1f} s): left out "
-          f"{left_out:.2f} s after it returned; restarted in {took:.1f} s, reads back on it {returned:.2f} s after "
+    print(f"\nreplica stopped under load (stack.sh took {stop_took:.1f} s): left out "
+          f"{left_out:.2f} s after the stop began; restarted in {took:.1f} s, reads back on it {returned:.2f} s after "
           f"the restart began ({back:.2f} s after it was ready); {load.ok} answers, "
           f"{len(load.bad)} non-2xx")
     assert not load.bad, f"non-2xx answers: {load.bad[:5]}"
