@@ -255,54 +255,75 @@ static const char epoch_script[] = "local old = redis.call('GET', KEYS[1]) "
 #define EPOCH_RETRY_MS 100
 
 /* A new epoch: one SET, or on a cluster one per slot, all of them answered OK. */
+/*
+ * On a cluster the 16,384 scripts go out EPOCH_WINDOW at a time: a script
+ * costs Redis several times a SET, and all of them at once would outlast
+ * their deadlines and trip the nodes' breakers.
+ */
+#define EPOCH_WINDOW 256
+
 struct epoch_op {
     chat_cache_t *c;
     unsigned long gen;
-    unsigned left; /* SETs not answered yet */
+    unsigned n;        /* epoch keys: 1, or one per slot */
+    unsigned next;     /* the next slot to send */
+    unsigned inflight; /* scripts not answered yet */
     int failed;
+    char token[40], lsn[24];
 };
 
-static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
+static void epoch_cb(chat_err_t status, redisReply *reply, void *arg);
+
+/* Sends scripts up to the window; ends op once every one is answered (or a send failed). */
+static void epoch_pump(struct epoch_op *op)
 {
-    struct epoch_op *op = arg;
-    if (status != CHAT_EOK)
-        op->failed = 1;
-    if (--op->left > 0)
+    chat_cache_t *c = op->c;
+    char key[CHAT_CACHE_EPOCH_KEY_MAX], tag[CHAT_REDIS_SLOT_TAG_MAX];
+    op->inflight++; /* this function's own, so that no answer ends op under the loop */
+    while (!op->failed && op->next < op->n && op->inflight <= EPOCH_WINDOW) {
+        unsigned s = op->next++;
+        if (op->n > 1) {
+            chat_redis_slot_tag(s, tag);
+            snprintf(key, sizeof key, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
+        }
+        const char *argv[] = {"EVAL",    epoch_script, "1", op->n > 1 ? key : CHAT_CACHE_EPOCH_KEY,
+                              op->token, op->lsn};
+        if (chat_redis_command(c->redis, epoch_cb, op, 6, argv, NULL) != 0) {
+            op->failed = 1;
+            break;
+        }
+        op->inflight++;
+    }
+    if (--op->inflight > 0)
         return;
-    op->c->epoch_bump_inflight = 0;
+    c->epoch_bump_inflight = 0;
     if (!op->failed) {
-        op->c->clean_gen = op->gen;
+        c->clean_gen = op->gen;
         chat_log_info("event=cache_epoch_changed");
     }
     free(op);
 }
 
+static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
+{
+    (void)reply;
+    struct epoch_op *op = arg;
+    if (status != CHAT_EOK)
+        op->failed = 1;
+    op->inflight--;
+    epoch_pump(op);
+}
+
 static void epoch_send(chat_cache_t *c, unsigned long gen)
 {
-    char token[40], key[CHAT_CACHE_EPOCH_KEY_MAX], tag[CHAT_REDIS_SLOT_TAG_MAX], lsn[24];
-    unsigned n = chat_redis_is_cluster(c->redis) ? CHAT_REDIS_SLOTS : 1;
-    struct epoch_op *op = chat_malloc(sizeof *op);
-    new_token(c, token);
-    chat_cache_lsn_str(lsn, atomic_load(&c->sh->max_lsn));
+    struct epoch_op *op = chat_calloc(1, sizeof *op);
+    new_token(c, op->token);
+    chat_cache_lsn_str(op->lsn, atomic_load(&c->sh->max_lsn));
     op->c = c;
     op->gen = gen;
-    op->left = 1; /* this function's own, so that no answer ends op under the loop */
-    op->failed = 0;
+    op->n = chat_redis_is_cluster(c->redis) ? CHAT_REDIS_SLOTS : 1;
     c->epoch_bump_inflight = 1;
-    for (unsigned s = 0; s < n; s++) {
-        if (n > 1) {
-            chat_redis_slot_tag(s, tag);
-            snprintf(key, sizeof key, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
-        }
-        const char *argv[] = {"EVAL", epoch_script, "1", n > 1 ? key : CHAT_CACHE_EPOCH_KEY,
-                              token,  lsn};
-        if (chat_redis_command(c->redis, epoch_cb, op, 6, argv, NULL) != 0) {
-            op->failed = 1;
-            break;
-        }
-        op->left++;
-    }
-    epoch_cb(op->failed ? CHAT_EDOWN : CHAT_EOK, NULL, op);
+    epoch_pump(op);
 }
 
 /*
