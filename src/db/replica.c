@@ -104,8 +104,9 @@ static void set_up(struct replica *r, int up, const char *why)
     if (r->up != up)
         chat_log_info("event=db_replica_%s worker=%d replica=%d%s%s", up ? "up" : "down",
                       r->rs->worker, r->index, why ? " why=" : "", why ? why : "");
+    if (r->up != up)
+        chat_metric_add(r->m_up, up ? 1 : -1); /* the workers using it */
     r->up = up;
-    chat_metric_set(r->m_up, up);
 }
 
 /* ---- the poll ---- */
@@ -308,7 +309,7 @@ chat_db_replicas_t *chat_db_replicas_create(uv_loop_t *loop, chat_db_t *primary,
     rs->m_fallback = chat_metric_counter("chatd_db_replica_fallbacks_total",
                                          "Reads that failed on a replica and went to the primary");
     chat_metric_family_t *f_up =
-        chat_metrics_gauge("chatd_db_replica_up", "1 while a replica is used for reads");
+        chat_metrics_gauge("chatd_db_replica_up", "Workers reading a replica (0: left out)");
     chat_metric_family_t *f_lag =
         chat_metrics_gauge("chatd_db_replica_lag_seconds",
                            "Replica lag: time since its last replayed commit while WAL waits");
@@ -363,6 +364,8 @@ void chat_db_replicas_close(chat_db_replicas_t *rs, void (*cb)(void *arg), void 
         return;
     }
     rs->closing = 1;
+    for (int i = 0; i < rs->n; i++)
+        set_up(&rs->r[i], 0, "closing");
     rs->close_cb = cb;
     rs->close_arg = arg;
     rs->pending = rs->n + 1;

@@ -241,7 +241,9 @@ def test_replica_stopped_and_restarted_under_load(chatd_factory, replica):
         took = replica.start()
         back = wait_for(lambda: reads(b, "replica") > frozen + 20, 20, "reads back on the replica")
         returned = time.monotonic() - t_start
-        time.sleep(0.5)  # a little load after the return, still counted below
+        # more load after the return, still counted below
+        n = load.ok
+        wait_for(lambda: load.ok > n + 100, 15, "answers after the return")
     print(f"\nreplica stopped under load (stack.sh took {stop_took:.1f} s): left out "
           f"{left_out:.2f} s after the stop began; restarted in {took:.1f} s, reads back on it {returned:.2f} s after "
           f"the restart began ({back:.2f} s after it was ready); {load.ok} answers, "
@@ -274,9 +276,12 @@ def test_replica_server_gone_behind_its_pooler(chatd_factory, replica):
 
 
 def test_lagging_replica_is_not_read_for_newer_writes(chatd_factory, replica):
-    # a bound far above the test's length: lag alone does not leave it out here
-    a, b = start_pair(chatd_factory, replica, {"CHATD_REPLICA_MAX_LAG_MS": "600000"})
-    # one with a short bound, to see the lag leave the replica out
+    # b: a bound far above the test's length, lag alone does not leave it out;
+    # c: a short one, to see the lag leave the replica out. One worker each:
+    # their gauges are their one poller's.
+    a = chatd_factory(env={"DATABASE_URL_REPLICAS": replica.url}, workers=2)
+    b = chatd_factory(env={"DATABASE_URL_REPLICAS": replica.url,
+                           "CHATD_REPLICA_MAX_LAG_MS": "600000"}, workers=1)
     c = chatd_factory(env={"DATABASE_URL_REPLICAS": replica.url,
                            "CHATD_REPLICA_MAX_LAG_MS": "300"}, workers=1)
     wa, rb, rc = Api(a.base_url), Api(b.base_url), Api(c.base_url)
@@ -284,10 +289,17 @@ def test_lagging_replica_is_not_read_for_newer_writes(chatd_factory, replica):
     x, y = convs
     mx = wa.send(u["token"], x, "before")
     my = wa.send(u["token"], y, "before")
-    # the replica has replayed both: each instance's poll sees it up
-    wait_for(lambda: all(i.metric("chatd_db_replica_up") == 1 for i in (b, c)), 10,
-             "replica up")
-    time.sleep(0.2)  # two polls after the writes: their positions are known replayed
+    # both writes are replayed, and b's and c's polls have seen it
+    conn = psycopg2.connect(replica.stack.pg_admin_dsn, connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_current_wal_insert_lsn() - '0/0'")
+            after_writes = float(cur.fetchone()[0])
+    finally:
+        conn.close()
+    wait_for(lambda: all(i.metric("chatd_db_replica_up") == 1
+                         and i.metric("chatd_db_replica_replay_lsn") >= after_writes
+                         for i in (b, c)), 10, "replica up, past both writes")
     replica.sql("SELECT pg_wal_replay_pause()")
     try:
         wait_for(lambda: replica.sql("SELECT pg_get_wal_replay_pause_state()")[0] == "paused",
