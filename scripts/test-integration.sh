@@ -15,10 +15,11 @@
 #
 # Ports: the release pass uses CHATD_TEST_PG_PORT (15432), CHATD_TEST_PGBOUNCER_PORT
 # (16432), CHATD_TEST_REDIS_PORT (16379), CHATD_TEST_REDIS_CLUSTER_PORT (17001, the
-# first of six) and the stack directory CHATD_TEST_STACK_DIR (var/test-stack); the
-# sanitizer pass the same ports + 1 (the cluster's + 10) and that directory's
-# name + "-asan". Another checkout testing at the same time moves them all by
-# setting those variables.
+# first of six; test_redis_cluster.py), the PostgreSQL and PgBouncer ports + 1 for
+# the stack's streaming replica (test_replicas.py) and the stack directory
+# CHATD_TEST_STACK_DIR (var/test-stack); the sanitizer pass every port + 10 and
+# that directory's name + "-asan". Another checkout testing at the same time
+# moves them all by setting those variables.
 #
 # Environment: PYTEST_ARGS (extra pytest arguments), INTEGRATION_TIMEOUT
 # (seconds per pytest run, default 900), INTEGRATION_PARALLEL (1).
@@ -50,6 +51,8 @@ pass() {
   local name=$1 dir=$2 db=$3
   export CHATD_TEST_STACK_DIR=$4 CHATD_TEST_PG_PORT=$5 CHATD_TEST_PGBOUNCER_PORT=$6 \
     CHATD_TEST_REDIS_PORT=$7 CHATD_TEST_REDIS_CLUSTER_PORT=$8
+  # test_replicas.py's streaming replica of the stack and its PgBouncer (stack.sh replica-start)
+  export CHATD_TEST_PG_REPLICA_PORT=$(($5 + 1)) CHATD_TEST_PGBOUNCER_REPLICA_PORT=$(($6 + 1))
   shift 8
   export CHATD_STACK_DIR=$CHATD_TEST_STACK_DIR PG_PORT=$CHATD_TEST_PG_PORT \
     PGBOUNCER_PORT=$CHATD_TEST_PGBOUNCER_PORT REDIS_PORT=$CHATD_TEST_REDIS_PORT
@@ -95,7 +98,7 @@ pass() {
 # starts, and rate limits are then decided locally and a pattern delete misses
 # keys; test_redis_cluster.py runs in the release pass only until that is fixed.
 release=(release build pooler "$STACK" "$PG" "$PGB" "$REDIS" "$CLUSTER")
-sanitizers=(sanitizers build-asan direct "$STACK-asan" $((PG + 1)) $((PGB + 1)) $((REDIS + 1))
+sanitizers=(sanitizers build-asan direct "$STACK-asan" $((PG + 10)) $((PGB + 10)) $((REDIS + 10))
   $((CLUSTER + 10)) --ignore=tests/integration/test_redis_cluster.py)
 
 rc=0
