@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 /*
  * Above this many conversations an inbox page is not stored: every lookup
@@ -85,6 +86,7 @@ struct inbox_op {
     size_t nids;
     char **tokens;     /* and their versions, read before the page */
     uint64_t need_lsn; /* a replica may answer the next statement from here (0: the primary) */
+    uint64_t since;    /* uv_hrtime() when the read began */
     chat_reply_cb cb;  /* the page loaded: to the caller, or to the flight */
     void *arg;
     chat_reply_cb final_cb; /* the caller's */
@@ -297,6 +299,13 @@ static void lead(struct inbox_op *op)
     chat_db_replicas_exec(op->ctx->replicas, op->ctx->db, op->need_lsn, &st, 1, ids_cb, op);
 }
 
+/* The load before this one landed: op leads the next. */
+static void start_cb(chat_flight_t *fl, void *arg)
+{
+    (void)fl;
+    lead(arg);
+}
+
 static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
 {
     struct inbox_op *op = arg;
@@ -313,7 +322,16 @@ static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
     }
     op->fill_key = chat_strdup(l->key);
     chat_flights_t *flights = chat_cache_flights(op->ctx->cache);
-    if (chat_flight_join(flights, op->fill_key, flight_answer_cb, op) == CHAT_FLIGHT_LEADER)
+    /*
+     * A page also shows its conversations' last messages and counts, which
+     * its key does not name: the same key is not the same data. So a miss
+     * joins only a load that began after this read did (it cannot miss a
+     * write acknowledged before the read), and waits for the next load
+     * otherwise — never a load of the same key that began earlier.
+     */
+    int role = chat_flight_join_at(flights, op->fill_key, NULL, op->since, false, flight_answer_cb,
+                                   op, start_cb, NULL);
+    if (role == CHAT_FLIGHT_LEADER)
         lead(op);
 }
 
@@ -326,6 +344,7 @@ void chat_inbox_list(chat_ctx_t *ctx, int64_t caller, int limit, const char *cur
     op->limit = limit;
     op->final_cb = cb;
     op->final_arg = arg;
+    op->since = uv_hrtime();
     char canon[CHAT_KEYS_CURSOR_MAX] = "";
     if (cursor) {
         if (cursor_decode(cursor, &op->cur_act, &op->cur_id) < 0) {
