@@ -6,6 +6,7 @@ on a send (docs/api.md "Conversations", docs/cache.md)."""
 
 import base64
 import concurrent.futures
+import threading
 import time
 
 import pytest
@@ -302,6 +303,51 @@ def test_freshness_two_instances(chatd_factory):
     assert all(c > 20 for _, c in results), results
     hits = sum(i.metric("chatd_cache_hits_total", {"kind": "inbox"}) or 0 for i in insts)
     assert hits > 0, "the inbox was never served from the cache"
+
+
+def test_read_after_a_send_never_joins_an_older_load(chatd_factory):
+    """One worker, readers that keep loads of one user's inbox page in flight
+    all the time, and a writer that sends and then reads that page right
+    after each acknowledgement: the read must show the send. A miss that
+    joined a load of the same key begun before the send committed would
+    answer the page without it (the key names the user's version only). The
+    window is narrow: before the fix this loop did not catch it in 5 runs, so
+    it guards the rule rather than proving the race."""
+    d = chatd_factory(workers=1)
+    a = Api(d.base_url)
+    me, peer = a.signup(), a.signup()
+    cid = a.create_conversation(peer["token"], member_ids=[me["id"]])["id"]
+    stop = threading.Event()
+
+    def churn():
+        c = Api(d.base_url)
+        n = 0
+        try:
+            while not stop.is_set():
+                assert inbox_raw(c, me["token"]).status_code == 200
+                n += 1
+        finally:
+            c.close()
+        return n
+
+    stale = checks = 0
+    with concurrent.futures.ThreadPoolExecutor(6) as ex:
+        churners = [ex.submit(churn) for _ in range(6)]
+        try:
+            deadline = time.monotonic() + 2
+            k = 0
+            while time.monotonic() < deadline:
+                k += 1
+                m = a.send(peer["token"], cid, f"n{k}")
+                e = inbox(a, me["token"])["conversations"][0]
+                checks += 1
+                stale += e["last_message"]["id"] != m["id"]
+        finally:
+            stop.set()
+        loads = [f.result() for f in churners]
+    a.close()
+    assert checks > 20 and sum(loads) > 100, (checks, loads)
+    assert stale == 0, f"{stale} of {checks} reads after a send did not show it"
 
 
 def test_bypass_and_disabled_serve_the_same(chatd_factory):
