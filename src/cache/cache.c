@@ -906,7 +906,11 @@ static void retry_closed_cb(uv_handle_t *h)
  * The version bump of a write. Only a bump that did not reach Redis, or may
  * not have, makes the cache dirty: a refused command, an error reply, a
  * connection lost with the command on it. A bump past its deadline is
- * unsettled until its late reply or the end of its connection says which.
+ * unsettled until its late reply or the end of its connection says which,
+ * and the write waits for that: another instance's lookup could otherwise
+ * overtake the bump in Redis after the write was acknowledged (a Redis late
+ * by one deadline serves its ready clients in any order). Meanwhile no worker
+ * of this process uses the cache either.
  */
 static void bump_cb(chat_err_t status, redisReply *reply, void *arg)
 {
@@ -914,12 +918,12 @@ static void bump_cb(chat_err_t status, redisReply *reply, void *arg)
     void (*done)(void *) = op->done;
     void *done_arg = op->arg;
     if (status == CHAT_ETIMEDOUT) {
-        atomic_fetch_add(&op->sh->unsettled, 1); /* before the write is acknowledged */
-    } else {
-        if (status != CHAT_EOK)
-            chat_cache_shared_mark_dirty(op->sh);
-        free(op);
+        atomic_fetch_add(&op->sh->unsettled, 1);
+        return; /* bump_late_cb acknowledges the write */
     }
+    if (status != CHAT_EOK)
+        chat_cache_shared_mark_dirty(op->sh);
+    free(op);
     if (done)
         done(done_arg);
 }
@@ -927,10 +931,14 @@ static void bump_cb(chat_err_t status, redisReply *reply, void *arg)
 static void bump_late_cb(chat_err_t status, void *arg)
 {
     struct done_op *op = arg;
+    void (*done)(void *) = op->done;
+    void *done_arg = op->arg;
     if (status != CHAT_EOK)
         chat_cache_shared_mark_dirty(op->sh); /* before the lookups may resume */
     atomic_fetch_sub(&op->sh->unsettled, 1);
     free(op);
+    if (done)
+        done(done_arg);
 }
 
 /* Sends a version bump; one that cannot even be sent makes the cache dirty. */
