@@ -22,7 +22,7 @@
 # moves them all by setting those variables.
 #
 # Environment: PYTEST_ARGS (extra pytest arguments), INTEGRATION_TIMEOUT
-# (seconds per pytest run, default 900), INTEGRATION_PARALLEL (1).
+# (seconds per pytest run, default 1200), INTEGRATION_PARALLEL (1).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,7 +34,7 @@ REDIS=${CHATD_TEST_REDIS_PORT:-16379}
 CLUSTER=${CHATD_TEST_REDIS_CLUSTER_PORT:-17001}
 STACK=${CHATD_TEST_STACK_DIR:-$REPO/var/test-stack}
 PY=/usr/bin/python3
-TIMEOUT=${INTEGRATION_TIMEOUT:-900}
+TIMEOUT=${INTEGRATION_TIMEOUT:-1200}
 LOGS=$REPO/var/test-logs
 
 for bin in build/chatd build-asan/chatd; do
