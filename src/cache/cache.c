@@ -69,10 +69,11 @@ struct chat_cache {
     uint64_t token_counter;
     unsigned long clean_gen; /* dirty generation this worker has cleaned */
     int epoch_bump_inflight;
-    uint64_t epoch_tried_ms; /* loop time of the last new epoch sent */
-    int was_healthy;         /* last sampled Redis health, counted in sh->healthy_workers */
-    int ever_up;             /* Redis answered at least once since start */
-    uint64_t created_ms;     /* loop time at creation */
+    uint64_t epoch_tried_ms;   /* loop time of the last new epoch sent */
+    struct epoch_op *epoch_op; /* a new epoch whose SETs are still being sent */
+    int was_healthy;           /* last sampled Redis health, counted in sh->healthy_workers */
+    int ever_up;               /* Redis answered at least once since start */
+    uint64_t created_ms;       /* loop time at creation */
     int closing;
     int poll_info;
     uv_timer_t info_timer;
@@ -189,6 +190,9 @@ static void timer_closed_cb(uv_handle_t *h)
     chat_redis_close(c->redis, redis_closed_cb, c);
 }
 
+static void epoch_abandon(chat_cache_t *c);
+static void epoch_cb(chat_err_t status, redisReply *reply, void *arg);
+
 void chat_cache_close(chat_cache_t *c, void (*cb)(void *arg), void *arg)
 {
     c->closing = 1;
@@ -199,6 +203,7 @@ void chat_cache_close(chat_cache_t *c, void (*cb)(void *arg), void *arg)
         chat_metric_set(c->sh->healthy, atomic_load(&c->sh->healthy_workers));
         c->was_healthy = 0;
     }
+    epoch_abandon(c);
     uv_close((uv_handle_t *)&c->info_timer, timer_closed_cb);
 }
 
@@ -241,20 +246,28 @@ static const char *epoch_key(const chat_cache_t *c, const char *anchor,
 /* On a cluster, how long after a try a new epoch is tried again. */
 #define EPOCH_RETRY_MS 100
 
-/* A new epoch: one SET, or on a cluster one per slot, all of them answered OK. */
+/*
+ * A new epoch: one SET, or on a cluster one per slot (16,384), all of them
+ * answered OK. A cluster's SETs are paced: at most EPOCH_WINDOW unanswered
+ * at once, more sent as answers come, so that neither the worker's loop
+ * nor a node's connection ever holds thousands at once (their deadlines
+ * are those of every other command on that connection).
+ */
+#define EPOCH_WINDOW 256
+
 struct epoch_op {
     chat_cache_t *c;
     unsigned long gen;
-    unsigned left; /* SETs not answered yet */
+    unsigned next, n; /* the next slot to send, and how many */
+    unsigned inflight;
+    int sending; /* SETs are still to be sent */
     int failed;
+    char token[40];
 };
 
-static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
+static void epoch_end_maybe(struct epoch_op *op)
 {
-    struct epoch_op *op = arg;
-    if (status != CHAT_EOK)
-        op->failed = 1;
-    if (--op->left > 0)
+    if (op->sending || op->inflight > 0)
         return;
     op->c->epoch_bump_inflight = 0;
     if (!op->failed) {
@@ -264,30 +277,63 @@ static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
     free(op);
 }
 
-static void epoch_send(chat_cache_t *c, unsigned long gen)
+/* Sends SETs until the window is full; a refusal ends the try (failed). */
+static void epoch_fill(chat_cache_t *c, struct epoch_op *op)
 {
-    char token[40], key[CHAT_CACHE_EPOCH_KEY_MAX], tag[CHAT_REDIS_SLOT_TAG_MAX];
-    unsigned n = chat_redis_is_cluster(c->redis) ? CHAT_REDIS_SLOTS : 1;
-    struct epoch_op *op = chat_malloc(sizeof *op);
-    new_token(c, token);
-    op->c = c;
-    op->gen = gen;
-    op->left = 1; /* this function's own, so that no answer ends op under the loop */
-    op->failed = 0;
-    c->epoch_bump_inflight = 1;
-    for (unsigned s = 0; s < n; s++) {
-        if (n > 1) {
-            chat_redis_slot_tag(s, tag);
+    char key[CHAT_CACHE_EPOCH_KEY_MAX], tag[CHAT_REDIS_SLOT_TAG_MAX];
+    while (op->inflight < EPOCH_WINDOW && op->next < op->n && !op->failed) {
+        if (op->n > 1) {
+            chat_redis_slot_tag(op->next, tag);
             snprintf(key, sizeof key, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
         }
-        const char *argv[] = {"SET", n > 1 ? key : CHAT_CACHE_EPOCH_KEY, token};
-        if (chat_redis_command(c->redis, epoch_cb, op, 3, argv, NULL) != 0) {
-            op->failed = 1;
-            break;
-        }
-        op->left++;
+        const char *argv[] = {"SET", op->n > 1 ? key : CHAT_CACHE_EPOCH_KEY, op->token};
+        if (chat_redis_command(c->redis, epoch_cb, op, 3, argv, NULL) != 0)
+            op->failed = 1; /* the rest need not go: this try has failed */
+        else
+            op->inflight++;
+        op->next++;
     }
-    epoch_cb(op->failed ? CHAT_EDOWN : CHAT_EOK, NULL, op);
+    if (op->next >= op->n || op->failed) {
+        op->sending = 0;
+        c->epoch_op = NULL;
+    }
+}
+
+static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
+{
+    struct epoch_op *op = arg;
+    op->inflight--;
+    if (status != CHAT_EOK)
+        op->failed = 1;
+    if (op->sending && !op->c->closing && op->inflight <= EPOCH_WINDOW / 2)
+        epoch_fill(op->c, op);
+    epoch_end_maybe(op);
+}
+
+/* Closing: no more SETs; the answers still owed end the try (as failed). */
+static void epoch_abandon(chat_cache_t *c)
+{
+    struct epoch_op *op = c->epoch_op;
+    if (!op)
+        return;
+    op->failed = 1;
+    op->sending = 0;
+    c->epoch_op = NULL;
+    epoch_end_maybe(op);
+}
+
+static void epoch_send(chat_cache_t *c, unsigned long gen)
+{
+    struct epoch_op *op = chat_calloc(1, sizeof *op);
+    new_token(c, op->token);
+    op->c = c;
+    op->gen = gen;
+    op->n = chat_redis_is_cluster(c->redis) ? CHAT_REDIS_SLOTS : 1;
+    op->sending = 1;
+    c->epoch_bump_inflight = 1;
+    c->epoch_op = op;
+    epoch_fill(c, op);
+    epoch_end_maybe(op);
 }
 
 /*
@@ -311,9 +357,11 @@ static int usable(chat_cache_t *c)
     if (gen == c->clean_gen)
         return 1;
     /* At most one try per EPOCH_RETRY_MS: on a cluster a try is 16384 SETs,
-     * and one fails for as long as a master is down with no replica. */
-    if (!c->epoch_bump_inflight && (!chat_redis_is_cluster(c->redis) || c->epoch_tried_ms == 0 ||
-                                    uv_now(c->loop) - c->epoch_tried_ms >= EPOCH_RETRY_MS)) {
+     * and none while a slot has no master that is up (its SETs would be
+     * refused: a try would fail, having cost the others for nothing). */
+    if (!c->epoch_bump_inflight && chat_redis_all_up(c->redis) &&
+        (!chat_redis_is_cluster(c->redis) || c->epoch_tried_ms == 0 ||
+         uv_now(c->loop) - c->epoch_tried_ms >= EPOCH_RETRY_MS)) {
         c->epoch_tried_ms = uv_now(c->loop);
         epoch_send(c, gen);
     }
