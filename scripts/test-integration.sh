@@ -76,10 +76,6 @@ run() { # NAME BIN DB_PATH [PYTEST-ARG...]
   }
 }
 run release build/chatd pooler
-# KNOWN DEFECT, left open on issue 14: under the sanitizer build's slower loop
-# the Redis Cluster client's node handshakes (200 ms) time out while a worker
-# starts, and rate limits are then decided locally and a pattern delete misses
-# keys; test_redis_cluster.py runs in the release pass only until that is fixed.
-run sanitizers build-asan/chatd direct --ignore=tests/integration/test_redis_cluster.py
+run sanitizers build-asan/chatd direct
 [[ $unit_rc -eq 0 ]] || { echo "=== unit tests with PostgreSQL FAILED ===" >&2; rc=1; }
 exit $rc
