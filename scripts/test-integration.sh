@@ -93,13 +93,9 @@ pass() {
   return $rc
 }
 
-# KNOWN DEFECT, left open on issue 14: under the sanitizer build's slower loop
-# the Redis Cluster client's node handshakes (200 ms) time out while a worker
-# starts, and rate limits are then decided locally and a pattern delete misses
-# keys; test_redis_cluster.py runs in the release pass only until that is fixed.
 release=(release build pooler "$STACK" "$PG" "$PGB" "$REDIS" "$CLUSTER")
 sanitizers=(sanitizers build-asan direct "$STACK-asan" $((PG + 10)) $((PGB + 10)) $((REDIS + 10))
-  $((CLUSTER + 10)) --ignore=tests/integration/test_redis_cluster.py)
+  $((CLUSTER + 10)))
 
 rc=0
 if [[ ${INTEGRATION_PARALLEL:-1} == 0 ]]; then

@@ -69,10 +69,11 @@ struct chat_cache {
     uint64_t token_counter;
     unsigned long clean_gen; /* dirty generation this worker has cleaned */
     int epoch_bump_inflight;
-    uint64_t epoch_tried_ms; /* loop time of the last new epoch sent */
-    int was_healthy;         /* last sampled Redis health, counted in sh->healthy_workers */
-    int ever_up;             /* Redis answered at least once since start */
-    uint64_t created_ms;     /* loop time at creation */
+    uint64_t epoch_tried_ms;   /* loop time of the last new epoch sent */
+    struct epoch_op *epoch_op; /* a new epoch whose SETs are still being sent */
+    int was_healthy;           /* last sampled Redis health, counted in sh->healthy_workers */
+    int ever_up;               /* Redis answered at least once since start */
+    uint64_t created_ms;       /* loop time at creation */
     int closing;
     int poll_info;
     uv_timer_t info_timer;
@@ -189,6 +190,9 @@ static void timer_closed_cb(uv_handle_t *h)
     chat_redis_close(c->redis, redis_closed_cb, c);
 }
 
+static void epoch_abandon(chat_cache_t *c);
+static void epoch_cb(chat_err_t status, redisReply *reply, void *arg);
+
 void chat_cache_close(chat_cache_t *c, void (*cb)(void *arg), void *arg)
 {
     c->closing = 1;
@@ -199,6 +203,7 @@ void chat_cache_close(chat_cache_t *c, void (*cb)(void *arg), void *arg)
         chat_metric_set(c->sh->healthy, atomic_load(&c->sh->healthy_workers));
         c->was_healthy = 0;
     }
+    epoch_abandon(c);
     uv_close((uv_handle_t *)&c->info_timer, timer_closed_cb);
 }
 
@@ -254,64 +259,84 @@ static const char epoch_script[] = "local old = redis.call('GET', KEYS[1]) "
 /* On a cluster, how long after a try a new epoch is tried again. */
 #define EPOCH_RETRY_MS 100
 
-/* A new epoch: one SET, or on a cluster one per slot, all of them answered OK. */
 /*
- * On a cluster the 16,384 scripts go out EPOCH_WINDOW at a time: a script
- * costs Redis several times a SET, and all of them at once would outlast
- * their deadlines and trip the nodes' breakers.
+ * A new epoch: one script (epoch_script), or on a cluster one per slot
+ * (16,384), all of them answered OK. A cluster's scripts are paced: at most
+ * EPOCH_WINDOW unanswered at once, more sent as answers come, so that
+ * neither the worker's loop nor a node's connection ever holds thousands at
+ * once (their deadlines are those of every other command on that
+ * connection).
  */
 #define EPOCH_WINDOW 256
 
 struct epoch_op {
     chat_cache_t *c;
     unsigned long gen;
-    unsigned n;        /* epoch keys: 1, or one per slot */
-    unsigned next;     /* the next slot to send */
-    unsigned inflight; /* scripts not answered yet */
+    unsigned next, n; /* the next slot to send, and how many */
+    unsigned inflight;
+    int sending; /* scripts are still to be sent */
     int failed;
     char token[40], lsn[24];
 };
 
-static void epoch_cb(chat_err_t status, redisReply *reply, void *arg);
-
-/* Sends scripts up to the window; ends op once every one is answered (or a send failed). */
-static void epoch_pump(struct epoch_op *op)
+static void epoch_end_maybe(struct epoch_op *op)
 {
-    chat_cache_t *c = op->c;
-    char key[CHAT_CACHE_EPOCH_KEY_MAX], tag[CHAT_REDIS_SLOT_TAG_MAX];
-    op->inflight++; /* this function's own, so that no answer ends op under the loop */
-    while (!op->failed && op->next < op->n && op->inflight <= EPOCH_WINDOW) {
-        unsigned s = op->next++;
-        if (op->n > 1) {
-            chat_redis_slot_tag(s, tag);
-            snprintf(key, sizeof key, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
-        }
-        const char *argv[] = {"EVAL",    epoch_script, "1", op->n > 1 ? key : CHAT_CACHE_EPOCH_KEY,
-                              op->token, op->lsn};
-        if (chat_redis_command(c->redis, epoch_cb, op, 6, argv, NULL) != 0) {
-            op->failed = 1;
-            break;
-        }
-        op->inflight++;
-    }
-    if (--op->inflight > 0)
+    if (op->sending || op->inflight > 0)
         return;
-    c->epoch_bump_inflight = 0;
+    op->c->epoch_bump_inflight = 0;
     if (!op->failed) {
-        c->clean_gen = op->gen;
+        op->c->clean_gen = op->gen;
         chat_log_info("event=cache_epoch_changed");
     }
     free(op);
 }
 
+static void epoch_cb(chat_err_t status, redisReply *reply, void *arg);
+
+/* Sends scripts until the window is full; a refusal ends the try (failed). */
+static void epoch_fill(chat_cache_t *c, struct epoch_op *op)
+{
+    char key[CHAT_CACHE_EPOCH_KEY_MAX], tag[CHAT_REDIS_SLOT_TAG_MAX];
+    while (op->inflight < EPOCH_WINDOW && op->next < op->n && !op->failed) {
+        if (op->n > 1) {
+            chat_redis_slot_tag(op->next, tag);
+            snprintf(key, sizeof key, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
+        }
+        const char *argv[] = {"EVAL",    epoch_script, "1", op->n > 1 ? key : CHAT_CACHE_EPOCH_KEY,
+                              op->token, op->lsn};
+        if (chat_redis_command(c->redis, epoch_cb, op, 6, argv, NULL) != 0)
+            op->failed = 1; /* the rest need not go: this try has failed */
+        else
+            op->inflight++;
+        op->next++;
+    }
+    if (op->next >= op->n || op->failed) {
+        op->sending = 0;
+        c->epoch_op = NULL;
+    }
+}
+
 static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
 {
-    (void)reply;
     struct epoch_op *op = arg;
+    op->inflight--;
     if (status != CHAT_EOK)
         op->failed = 1;
-    op->inflight--;
-    epoch_pump(op);
+    if (op->sending && !op->c->closing && op->inflight <= EPOCH_WINDOW / 2)
+        epoch_fill(op->c, op);
+    epoch_end_maybe(op);
+}
+
+/* Closing: no more scripts; the answers still owed end the try (as failed). */
+static void epoch_abandon(chat_cache_t *c)
+{
+    struct epoch_op *op = c->epoch_op;
+    if (!op)
+        return;
+    op->failed = 1;
+    op->sending = 0;
+    c->epoch_op = NULL;
+    epoch_end_maybe(op);
 }
 
 static void epoch_send(chat_cache_t *c, unsigned long gen)
@@ -322,8 +347,11 @@ static void epoch_send(chat_cache_t *c, unsigned long gen)
     op->c = c;
     op->gen = gen;
     op->n = chat_redis_is_cluster(c->redis) ? CHAT_REDIS_SLOTS : 1;
+    op->sending = 1;
     c->epoch_bump_inflight = 1;
-    epoch_pump(op);
+    c->epoch_op = op;
+    epoch_fill(c, op);
+    epoch_end_maybe(op);
 }
 
 /*
@@ -347,9 +375,11 @@ static int usable(chat_cache_t *c)
     if (gen == c->clean_gen)
         return 1;
     /* At most one try per EPOCH_RETRY_MS: on a cluster a try is 16384 SETs,
-     * and one fails for as long as a master is down with no replica. */
-    if (!c->epoch_bump_inflight && (!chat_redis_is_cluster(c->redis) || c->epoch_tried_ms == 0 ||
-                                    uv_now(c->loop) - c->epoch_tried_ms >= EPOCH_RETRY_MS)) {
+     * and none while a slot has no master that is up (its SETs would be
+     * refused: a try would fail, having cost the others for nothing). */
+    if (!c->epoch_bump_inflight && chat_redis_all_up(c->redis) &&
+        (!chat_redis_is_cluster(c->redis) || c->epoch_tried_ms == 0 ||
+         uv_now(c->loop) - c->epoch_tried_ms >= EPOCH_RETRY_MS)) {
         c->epoch_tried_ms = uv_now(c->loop);
         epoch_send(c, gen);
     }

@@ -93,12 +93,15 @@ struct chat_redis {
     int nhandles;                    /* timers and attached contexts not closed yet */
     int in_cb;                       /* depth of hiredis callbacks on the stack */
     int consecutive_timeouts;
-    int down_logged; /* redis_down logged since the last redis_up */
+    int down_logged;        /* redis_down logged since the last redis_up */
+    int ever_up;            /* the handshake has succeeded at least once */
+    uint64_t conn_deadline; /* CONNECTING, HANDSHAKE: ms on the clock of now_ms() */
     uint64_t probe_at;
 
     chat_redis_url_t url;
     int cmd_timeout_ms;
     int connect_timeout_ms;
+    int first_connect_timeout_ms;
     int retry_interval_ms;
     size_t max_pending;
 
@@ -268,12 +271,18 @@ static void set_state(chat_redis_t *r, state_t to, const char *reason)
     case ST_RESOLVING:
         break; /* bounded by the system resolver; the probe timer has fired */
     case ST_CONNECTING:
-        uv_timer_start(&r->conn_timer, on_conn_timer, (uint64_t)r->connect_timeout_ms, 0);
+    case ST_HANDSHAKE: {
+        /* Connect and handshake have a window each; before the first
+         * success a longer one: a process that is starting (many
+         * connections at once, a slow build) is not a slow Redis. */
+        int ms = r->ever_up ? r->connect_timeout_ms : r->first_connect_timeout_ms;
+        r->conn_deadline = now_ms() + (uint64_t)ms;
+        uv_timer_start(&r->conn_timer, on_conn_timer, (uint64_t)ms, 0);
         break;
-    case ST_HANDSHAKE:
-        break; /* the connect deadline keeps running */
+    }
     case ST_UP:
         uv_timer_stop(&r->conn_timer);
+        r->ever_up = 1;
         r->consecutive_timeouts = 0;
         r->down_logged = 0;
         chat_log_info("event=redis_up addr=%s db=%d", r->url.text, r->url.db);
@@ -582,6 +591,34 @@ static void finish_close(chat_redis_t *r)
 
 /* ---- timers ---- */
 
+static void flush(chat_redis_t *r);
+static int readable(int fd);
+
+/*
+ * The connect or handshake deadline's timer fired. As for commands, libuv
+ * runs timers before it polls: after a long iteration the connection may
+ * already be established and PONG waiting in the socket, which is not Redis
+ * being late. So the timer is first checked against the clock (the loop's
+ * time may lag), then what is ready is handled (the connect completed and
+ * the handshake written, its reply read), and only a connection still not
+ * through its current step is dropped.
+ */
+static void conn_deadline_passed(chat_redis_t *r)
+{
+    uint64_t now = now_ms();
+    state_t before = r->state;
+    if (now < r->conn_deadline) {
+        uv_timer_start(&r->conn_timer, on_conn_timer, r->conn_deadline - now, 0);
+        return;
+    }
+    flush(r); /* completes a connect that is done, writes the handshake */
+    if (r->state == before && r->state == ST_HANDSHAKE && r->ac && readable(r->ac->c.fd))
+        redisAsyncHandleRead(r->ac);
+    if (r->state != before)
+        return; /* up, or the next step with its own window, or down */
+    conn_drop(r, before == ST_CONNECTING ? "connect timeout" : "handshake timeout");
+}
+
 static void on_conn_timer(uv_timer_t *t)
 {
     chat_redis_t *r = t->data;
@@ -603,10 +640,8 @@ static void on_conn_timer(uv_timer_t *t)
         reap(r); /* the deferred free of a context dropped before */
         break;
     case ST_CONNECTING:
-        conn_drop(r, "connect timeout");
-        break;
     case ST_HANDSHAKE:
-        conn_drop(r, "handshake timeout");
+        conn_deadline_passed(r);
         break;
     case ST_UP:
         break;
@@ -703,6 +738,9 @@ chat_redis_t *chat_redis_create(uv_loop_t *loop, const chat_redis_config_t *cfg,
     chat_list_init(&r->overdue);
     r->cmd_timeout_ms = cfg->cmd_timeout_ms > 0 ? cfg->cmd_timeout_ms : 50;
     r->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 200;
+    r->first_connect_timeout_ms = cfg->first_connect_timeout_ms > 0
+                                      ? cfg->first_connect_timeout_ms
+                                      : CHAT_REDIS_FIRST_CONNECT_FACTOR * r->connect_timeout_ms;
     r->retry_interval_ms = cfg->retry_interval_ms > 0 ? cfg->retry_interval_ms : 500;
     r->max_pending = cfg->max_pending > 0 ? (size_t)cfg->max_pending : 20000;
     r->errors = cfg->errors;
@@ -755,6 +793,13 @@ int chat_redis_healthy(const chat_redis_t *r)
 {
     if (r->cluster)
         return chat_redis_cluster_healthy(r->cluster);
+    return r->state == ST_UP;
+}
+
+int chat_redis_all_up(const chat_redis_t *r)
+{
+    if (r->cluster)
+        return chat_redis_cluster_all_up(r->cluster);
     return r->state == ST_UP;
 }
 

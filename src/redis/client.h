@@ -26,8 +26,13 @@ typedef struct chat_redis_config {
     const char *url;
     /** Deadline of each command in ms; <= 0 means 50. */
     int cmd_timeout_ms;
-    /** Deadline of connect plus handshake (SELECT, PING) in ms; <= 0 means 200. */
+    /** Deadline of the connect, and again of the handshake (SELECT, PING)
+     *  once connected, in ms; <= 0 means 200. */
     int connect_timeout_ms;
+    /** The same deadlines until the first handshake has succeeded (a
+     *  process starting is busier than one running); <= 0 means
+     *  CHAT_REDIS_FIRST_CONNECT_FACTOR times connect_timeout_ms. */
+    int first_connect_timeout_ms;
     /** Interval between reconnect probes while down, in ms; <= 0 means 500. */
     int retry_interval_ms;
     /** Most commands outstanding at once (callbacks not yet run and late
@@ -55,6 +60,9 @@ typedef struct chat_redis_config {
  *  CHAT_ECONNLOST  the connection was lost (or dropped as wedged) before the
  *                  reply.
  */
+
+/** First connect deadline over the later ones when none is configured. */
+#define CHAT_REDIS_FIRST_CONNECT_FACTOR 10
 
 /** Consecutive command timeouts after which the connection is judged wedged,
  *  dropped, and the circuit opened until a probe succeeds. A command whose
@@ -128,6 +136,11 @@ int chat_redis_command_tracked(chat_redis_t *r, chat_redis_cb cb, chat_redis_lat
  *  node has its own circuit; a command for a node that is down is refused
  *  with CHAT_EDOWN). */
 int chat_redis_healthy(const chat_redis_t *r);
+
+/** chat_redis_healthy, and for a cluster more: every slot has a master in
+ *  the map and every master's client is up (a command for any key would
+ *  be sent). */
+int chat_redis_all_up(const chat_redis_t *r);
 
 /** True when r routes over a Redis Cluster (a redis+cluster:// URL). */
 bool chat_redis_is_cluster(const chat_redis_t *r);

@@ -40,6 +40,7 @@ struct chat_redis_cluster {
     uint16_t owner[CHAT_REDIS_SLOTS];  /* node index + 1; 0: no master known */
     uint16_t mapped[CHAT_REDIS_SLOTS]; /* owner as the last map read said (MOVED aside) */
     bool have_map;
+    bool all_slots; /* the last map read named a master for every slot */
     unsigned long gen;
     uv_timer_t timer;
     bool refresh_inflight;
@@ -187,7 +188,10 @@ static void apply_slots(chat_redis_cluster_t *c, const redisReply *r, const char
     }
     for (size_t i = 0; i < c->nnodes; i++)
         c->nodes[i].master = false;
+    c->all_slots = true;
     for (unsigned s = 0; s < CHAT_REDIS_SLOTS; s++) {
+        if (!owner[s])
+            c->all_slots = false;
         if (owner[s] != c->mapped[s])
             changed = true;
         if (owner[s])
@@ -496,6 +500,16 @@ bool chat_redis_cluster_healthy(const chat_redis_cluster_t *c)
         if (c->nodes[i].master && chat_redis_healthy(c->nodes[i].client))
             return true;
     return false;
+}
+
+bool chat_redis_cluster_all_up(const chat_redis_cluster_t *c)
+{
+    if (!c->have_map || c->closing || !c->all_slots)
+        return false;
+    for (size_t i = 0; i < c->nnodes; i++)
+        if (c->nodes[i].master && !chat_redis_healthy(c->nodes[i].client))
+            return false;
+    return true;
 }
 
 size_t chat_redis_cluster_pending(const chat_redis_cluster_t *c)

@@ -62,6 +62,9 @@ int chat_redis_cluster_command_master(chat_redis_cluster_t *c, size_t i, chat_re
 /** True when the map is known and at least one master's client is up. */
 bool chat_redis_cluster_healthy(const chat_redis_cluster_t *c);
 
+/** True when every slot has a master in the map and every master's client is up. */
+bool chat_redis_cluster_all_up(const chat_redis_cluster_t *c);
+
 /** Commands whose callback has not run yet. */
 size_t chat_redis_cluster_pending(const chat_redis_cluster_t *c);
 

@@ -22,7 +22,7 @@ import redis
 import requests
 
 from chatlib import Api, wait_for
-from conftest import REPO
+from conftest import REPO, chatd_bin
 from wsclient import WS
 
 BASE = int(os.environ.get("CHATD_TEST_REDIS_CLUSTER_PORT", "17001"))
@@ -105,6 +105,12 @@ def start(chatd_factory, **env):
 
     wait_for(hits_now, 15, interval=0.1, what="cache hits on the cluster")
     return inst
+
+
+# The bound: the cache serves hits again within 5 s of a replica
+# taking over. The sanitizer build's loop runs several times slower (its
+# new epoch's 16,384 SETs take longer), so it gets twice the bound.
+RECOVERY_S = 10 if "asan" in str(chatd_bin()) else 5
 
 
 def redirects(inst, kind):
@@ -403,20 +409,22 @@ def test_manual_failover_under_traffic(cluster, chatd_factory):
             took = time.monotonic() - t0
             n = len(t.acked)
             wait_for(lambda: len(t.acked) >= n + 10, 15, what="traffic after the failover")
+            # the cache comes back on the new master while the load goes on
+            hits = cache_metrics(r)["hits"]
+            wait_for(lambda: (Api(r.base_url).history(b["token"], conv["id"]) and
+                              cache_metrics(r)["hits"] > hits), 10, interval=0.1,
+                     what="hits after the failover")
+            back = time.monotonic() - t0
         assert t.bad == [], t.bad[:10]
         assert set(t.acked) <= all_ids(api, a["token"], conv["id"])
-        hits = cache_metrics(r)["hits"]
-        wait_for(lambda: (Api(r.base_url).history(b["token"], conv["id"]) and
-                          cache_metrics(r)["hits"] > hits), 10, interval=0.1,
-                 what="hits after the failover")
-        back = time.monotonic() - t0
+        assert back - took < RECOVERY_S, f"cache back {back - took:.2f}s after the takeover"
         m = api.send(a["token"], conv["id"], "after the manual failover")
         deadline = time.monotonic() + 10
         while True:
             got = push_of(ws, max(0.1, deadline - time.monotonic()))
             if got["id"] == m["id"]:
                 break
-        print(f"manual failover {old}->{new}: {took:.2f}s, cache back after {back:.2f}s, "
+        print(f"\nmanual failover {old}->{new}: {took:.2f}s, cache back after {back:.2f}s, "
               f"{len(t.acked)} sends acked, {t.reads} reads, none lost")
     finally:
         ws.close_socket()
@@ -465,13 +473,14 @@ def test_master_failover_under_traffic(cluster, chatd_factory):
         assert t.bad == [], t.bad[:10]
         assert other_hits >= 1, "a live master's keys stopped hitting while another was down"
         assert set(t.acked) <= all_ids(api, a["token"], conv["id"])
+        assert back - took < RECOVERY_S, f"cache back {back - took:.2f}s after the takeover"
         m = api.send(a["token"], conv["id"], "after the failover")
         deadline = time.monotonic() + 10
         while True:
             got = push_of(ws, max(0.1, deadline - time.monotonic()))
             if got["id"] == m["id"]:
                 break
-        print(f"failover {victim}->{promoted}: promoted after {took:.2f}s, cache back after "
+        print(f"\nkill -9 failover {victim}->{promoted}: promoted after {took:.2f}s, cache back after "
               f"{back:.2f}s, {len(t.acked)} sends acked, {t.reads} reads, none lost")
     finally:
         ws.close_socket()

@@ -677,6 +677,50 @@ static void test_busy_loop_replies_waiting(void **state)
     env_done(&e);
 }
 
+static int socket_readable(void *arg)
+{
+    chat_redis_t *r = arg;
+    return r->ac && readable(r->ac->c.fd);
+}
+
+/* Brings the connect or handshake deadline to within ms from now. */
+static void conn_deadline_in(chat_redis_t *r, int ms)
+{
+    r->conn_deadline = now_ms() + (uint64_t)ms;
+    uv_timer_start(&r->conn_timer, on_conn_timer, (uint64_t)ms, 0);
+}
+
+/* A loop busy past the connect deadline, then one busy past the handshake
+ * deadline, while Redis had answered each in time: neither is judged late
+ * (no redis_down, no reconnect, which would wait retry_interval_ms = 200),
+ * and a first connect has the longer window. */
+static void test_busy_loop_at_connect(void **state)
+{
+    env_t e;
+    env_init(&e);
+    mkclient(&e, g_port, 0, 50, 0);
+    assert_int_equal(e.r->first_connect_timeout_ms, CHAT_REDIS_FIRST_CONNECT_FACTOR * 200);
+    assert_int_equal(e.r->state, ST_CONNECTING);
+    conn_deadline_in(e.r, 20);
+    block_loop(300, NULL, NULL); /* the connect completes meanwhile, unseen */
+    assert_true(run_until(&e, is_healthy, e.r, 100));
+    assert_int_equal(e.r->down_logged, 0);
+    assert_true(e.r->ever_up);
+    env_done(&e);
+
+    env_init(&e);
+    mkclient(&e, g_port, 0, 50, 0);
+    block_loop(300, NULL, NULL);
+    flush(e.r); /* the connect seen done, PING written: as the loop would */
+    assert_int_equal(e.r->state, ST_HANDSHAKE);
+    block_loop(50, socket_readable, e.r); /* PONG comes while the loop is busy */
+    conn_deadline_in(e.r, 1);
+    block_loop(300, NULL, NULL);
+    assert_true(run_until(&e, is_healthy, e.r, 100));
+    assert_int_equal(e.r->down_logged, 0);
+    env_done(&e);
+}
+
 /* Redis really late (paused) while the loop is busy as well: the commands
  * still time out, after one chance to be written and answered. */
 static void test_busy_loop_and_redis_paused(void **state)
@@ -836,6 +880,7 @@ int main(void)
         cmocka_unit_test(test_tracked_late_outcome),
         cmocka_unit_test(test_lone_overdue_command_drops_wedged_connection),
         cmocka_unit_test(test_handshake_error),
+        cmocka_unit_test(test_busy_loop_at_connect),
         cmocka_unit_test(test_close_pending),
         cmocka_unit_test(test_close_in_callback),
         cmocka_unit_test(test_kill_and_restart),
