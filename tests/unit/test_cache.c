@@ -149,6 +149,20 @@ static void invalidate(env_t *e, int64_t scope)
     run_until_calls(e, &calls);
 }
 
+/*
+ * Starts a bump of scope and runs the loop until it is past its deadline
+ * (unsettled), checking that the write is not acknowledged yet.
+ */
+static void start_unsettled(env_t *e, int64_t scope, int *calls)
+{
+    chat_cache_invalidate_conv(e->c, scope, op_done, calls);
+    uint64_t t0 = uv_hrtime();
+    while (atomic_load(&e->sh->unsettled) == 0 && *calls == 0 && ms_since(t0) < 3000)
+        uv_run(&e->loop, UV_RUN_ONCE);
+    assert_int_equal(atomic_load(&e->sh->unsettled), 1);
+    assert_int_equal(*calls, 0);
+}
+
 /* Caches val for prefix in scope: a miss, a fill, then a hit. Returns the key in key. */
 static void cache_value(env_t *e, const char *prefix, int64_t scope, const char *val, char *key)
 {
@@ -405,13 +419,13 @@ static void test_unsettled_invalidation_holds_the_cache(void **state)
     snprintf(epoch, sizeof epoch, "%s", redis_get(CHAT_CACHE_EPOCH_KEY));
     unsigned long gen = atomic_load(&e.sh->dirty_gen);
     pause_server(400);
-    invalidate(&e, 7); /* answered at its deadline */
-    assert_int_equal(atomic_load(&e.sh->unsettled), 1);
+    int calls = 0;
+    uint64_t t0 = uv_hrtime();
+    start_unsettled(&e, 7, &calls); /* past its deadline, not acknowledged */
     assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), CHAT_EDOWN);
     assert_int_equal(lookup(&e, K_PAGE, "t:page:8", 8, &r), CHAT_EDOWN);
-    uint64_t t0 = uv_hrtime();
-    while (atomic_load(&e.sh->unsettled) > 0 && ms_since(t0) < 3000)
-        uv_run(&e.loop, UV_RUN_ONCE);
+    run_until_calls(&e, &calls); /* acknowledged once Redis ran it */
+    assert_true(ms_since(t0) >= 300);
     assert_int_equal(atomic_load(&e.sh->unsettled), 0);
     assert_int_equal(atomic_load(&e.sh->dirty_gen), gen); /* it landed */
     assert_int_equal(lookup(&e, K_PAGE, "t:page:7", 7, &r), 0);
@@ -434,11 +448,10 @@ static void test_unsettled_then_lost_marks_dirty(void **state)
     snprintf(epoch, sizeof epoch, "%s", redis_get(CHAT_CACHE_EPOCH_KEY));
     unsigned long gen = atomic_load(&e.sh->dirty_gen);
     pause_server(1500);
-    invalidate(&e, 7);
-    assert_int_equal(atomic_load(&e.sh->unsettled), 1);
+    int calls = 0;
     uint64_t t0 = uv_hrtime();
-    while (atomic_load(&e.sh->unsettled) > 0 && ms_since(t0) < 3000)
-        uv_run(&e.loop, UV_RUN_ONCE);
+    start_unsettled(&e, 7, &calls);
+    run_until_calls(&e, &calls); /* acknowledged once its connection was dropped */
     assert_int_equal(atomic_load(&e.sh->unsettled), 0);
     assert_int_equal(atomic_load(&e.sh->dirty_gen), gen + 1);
     assert_true(ms_since(t0) < 1500); /* dropped as wedged, before the pause ended */
