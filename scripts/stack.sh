@@ -6,12 +6,21 @@
 #   scripts/stack.sh status   say what runs (exit 0 when all three answer, 3 otherwise)
 #   scripts/stack.sh env      print shell lines: export DATABASE_URL=... (eval "$(...)")
 #   scripts/stack.sh reset-db empty database `chat` (drop, recreate) and Redis (make test does)
+#   scripts/stack.sh replica-start  start only the streaming replica and its PgBouncer (made once)
+#   scripts/stack.sh replica-stop   stop only the replica and its PgBouncer (idempotent)
+#   scripts/stack.sh replica-stop server   stop only the replica's PostgreSQL: its
+#                                   PgBouncer keeps accepting (a server gone behind its pooler)
 #
 # Environment:
 #   CHATD_STACK_DIR  where the stack lives        (default var/stack, relative to the repo)
 #   PG_PORT          PostgreSQL port              (default 5432)
 #   PGBOUNCER_PORT   PgBouncer port               (default 6432)
 #   REDIS_PORT       Redis port                   (default 6379)
+#   PG_REPLICA_PORT  with PGBOUNCER_REPLICA_PORT: the stack also runs a hot-standby
+#   PGBOUNCER_REPLICA_PORT   streaming replica of its PostgreSQL on PG_REPLICA_PORT,
+#                    behind its own PgBouncer on PGBOUNCER_REPLICA_PORT (same config
+#                    shape as the primary's). Unset (and not in `ports`): no replica.
+#                    `none` for both forgets a recorded replica.
 #   PG_BIN           PostgreSQL binaries          (default /usr/lib/postgresql/15/bin)
 #   STACK_TIMEOUT    seconds to wait for a server (default 60)
 #
@@ -19,13 +28,24 @@
 #   pg/                     the cluster (initdb once, reused afterwards)
 #   pgbouncer/pgbouncer.ini generated from deploy/pgbouncer/pgbouncer.ini at each start
 #   pgbouncer/userlist.txt  SCRAM verifiers copied from pg_authid (mode 600)
+#   pg-replica/             the replica (pg_basebackup -R of pg/, once; made again
+#                           when pg/ is a different cluster), when one is configured
+#   pgbouncer-replica/      the replica's PgBouncer, generated the same way
 #   redis/redis.conf        copy of deploy/redis/redis.conf; Redis' working dir
 #   run/                    pid files and unix sockets
-#   log/                    postgres.log, pgbouncer.log, redis.log
+#   log/                    postgres.log, pgbouncer.log, redis.log (+ postgres-replica.log,
+#                           pgbouncer-replica.log)
 #   secrets/                chat.password, chat_admin.password (mode 600, generated once)
-#   env                     what `env` prints (written by start)
+#   env                     what `env` prints (written by start); with a replica it also
+#                           holds DATABASE_URL_REPLICAS (its PgBouncer; a comma-separated
+#                           list in general), DATABASE_URL_REPLICAS_DIRECT (the replica
+#                           itself) and CHATD_TEST_PG_REPLICA_ADMIN (superuser on it)
 #   ports                   the ports of the last start: stop/status/env and a
 #                           later start use them unless the environment says otherwise
+#
+# The replica streams as chat_admin (pg_hba allows replication to it over TCP),
+# with hot_standby_feedback on so that vacuum on the primary does not cancel its
+# reads. `start` waits until it is streaming.
 #
 # Roles: `chat` (LOGIN, owns database `chat`; what chatd uses) and `chat_admin`
 # (the cluster's superuser, also PgBouncer's admin user; for tests and operators).
@@ -53,12 +73,20 @@ STACK_DIR=${STACK_DIR%/}
 # ports: the environment, else those of the last start of this stack, else the defaults
 if [[ -r $STACK_DIR/ports ]]; then
   while IFS='=' read -r k v; do
-    case $k in PG_PORT | PGBOUNCER_PORT | REDIS_PORT) [[ -n ${!k:-} ]] || printf -v "$k" '%s' "$v" ;; esac
+    case $k in
+      PG_PORT | PGBOUNCER_PORT | REDIS_PORT | PG_REPLICA_PORT | PGBOUNCER_REPLICA_PORT)
+        [[ -n ${!k:-} ]] || printf -v "$k" '%s' "$v"
+        ;;
+    esac
   done <"$STACK_DIR/ports"
 fi
 PG_PORT=${PG_PORT:-5432}
 PGBOUNCER_PORT=${PGBOUNCER_PORT:-6432}
 REDIS_PORT=${REDIS_PORT:-6379}
+PG_REPLICA_PORT=${PG_REPLICA_PORT:-}
+PGBOUNCER_REPLICA_PORT=${PGBOUNCER_REPLICA_PORT:-}
+[[ $PG_REPLICA_PORT != none ]] || PG_REPLICA_PORT=
+[[ $PGBOUNCER_REPLICA_PORT != none ]] || PGBOUNCER_REPLICA_PORT=
 
 DB_NAME=chat
 APP_USER=chat
@@ -67,7 +95,12 @@ ADMIN_USER=chat_admin
 say() { printf 'stack: %s\n' "$*"; }
 die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
 
-for p in "$PG_PORT" "$PGBOUNCER_PORT" "$REDIS_PORT"; do
+if [[ -n $PG_REPLICA_PORT$PGBOUNCER_REPLICA_PORT && (-z $PG_REPLICA_PORT || -z $PGBOUNCER_REPLICA_PORT) ]]; then
+  die "a replica needs both PG_REPLICA_PORT and PGBOUNCER_REPLICA_PORT"
+fi
+has_replica() { [[ -n $PG_REPLICA_PORT ]]; }
+
+for p in "$PG_PORT" "$PGBOUNCER_PORT" "$REDIS_PORT" $PG_REPLICA_PORT $PGBOUNCER_REPLICA_PORT; do
   if [[ ! $p =~ ^[0-9]+$ ]] || ((p <= 0 || p >= 32768)); then
     die "port $p: use a port below 32768 (above is the kernel's ephemeral range)"
   fi
@@ -255,21 +288,21 @@ pg_stop() {
 }
 
 # ---------------------------------------------------------------------------
-# PgBouncer
-PGB_INI() { echo "$D/pgbouncer/pgbouncer.ini"; }
+# PgBouncer — NAME is `pgbouncer` (in front of the primary) or `pgbouncer-replica`:
+# its files are $D/NAME/, $D/run/NAME.pid|.port, $D/log/NAME.log.
 
 # Generate the runtime ini from the deploy file: only the values of these keys
 # change; everything else is copied line for line.
-pgb_config() {
-  local sd
+pgb_config() { # NAME PG-PORT LISTEN-PORT
+  local name=$1 pgport=$2 port=$3 sd
   sd=$(sock_dir)
-  install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D/pgbouncer"
-  local tmp=$D/pgbouncer/pgbouncer.ini.tmp
+  install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D/$name"
+  local tmp=$D/$name/pgbouncer.ini.tmp
   {
     printf ';; GENERATED by scripts/stack.sh from deploy/pgbouncer/pgbouncer.ini — do not edit.\n'
     printf ';; sha256 of the source: %s\n' "$(sha256sum <"$REPO/deploy/pgbouncer/pgbouncer.ini" | cut -d' ' -f1)"
-    awk -v pgport="$PG_PORT" -v port="$PGBOUNCER_PORT" -v sock="$sd" \
-      -v logf="$D/log/pgbouncer.log" -v pid="$D/run/pgbouncer.pid" -v auth="$D/pgbouncer/userlist.txt" '
+    awk -v pgport="$pgport" -v port="$port" -v sock="$sd" \
+      -v logf="$D/log/$name.log" -v pid="$D/run/$name.pid" -v auth="$D/$name/userlist.txt" '
       /^[ \t]*\[/ { sec = $0; gsub(/[][ \t]/, "", sec); print; next }
       sec == "databases" && /^[ \t]*[^;#[ \t]/ {
         line = $0; sub(/port=[0-9]+/, "port=" pgport, line); print line; n["db"]++; next }
@@ -290,60 +323,142 @@ pgb_config() {
   } >"$tmp" || die "cannot generate pgbouncer.ini"
   chown "$RUN_USER:" "$tmp"
   chmod 600 "$tmp"
-  mv "$tmp" "$(PGB_INI)"
+  mv "$tmp" "$D/$name/pgbouncer.ini"
 
-  # auth_file: the SCRAM verifiers, exactly as PostgreSQL stores them
-  local users=$D/pgbouncer/userlist.txt.tmp
+  # auth_file: the SCRAM verifiers, exactly as PostgreSQL stores them (a
+  # physical replica has the same ones; they are read from the primary)
+  local users=$D/$name/userlist.txt.tmp
   (umask 077 && admin_psql -d postgres -At -c "
       SELECT format('\"%s\" \"%s\"', rolname, rolpassword) FROM pg_authid
        WHERE rolname IN ('$APP_USER', '$ADMIN_USER') AND rolpassword LIKE 'SCRAM-SHA-256\$%'
        ORDER BY rolname" >"$users") || die "cannot read verifiers from pg_authid"
   [[ $(wc -l <"$users") -eq 2 ]] || die "expected SCRAM verifiers for $APP_USER and $ADMIN_USER"
   chown "$RUN_USER:" "$users"
-  mv "$users" "$D/pgbouncer/userlist.txt"
+  mv "$users" "$D/$name/userlist.txt"
 }
 
-pgb_pid() { local p; p=$(pid_from "$D/run/pgbouncer.pid"); proc_is "$p" pgbouncer && echo "$p"; }
+pgb_pid() { local p; p=$(pid_from "$D/run/$1.pid"); proc_is "$p" pgbouncer && echo "$p"; }
 
 # the port a running PgBouncer was started with (recorded next to its pid file)
-pgb_listen_port() { cat "$D/run/pgbouncer.port" 2>/dev/null || true; }
+pgb_listen_port() { cat "$D/run/$1.port" 2>/dev/null || true; }
 
-pgb_ready() {
+pgb_ready() { # PORT
   PGPASSWORD=$(cat "$D/secrets/$APP_USER.password") PGCONNECT_TIMEOUT=3 \
-    "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U "$APP_USER" -d "$DB_NAME" -c 'SELECT 1' 2>/dev/null | grep -qx 1
+    "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$1" -U "$APP_USER" -d "$DB_NAME" -c 'SELECT 1' 2>/dev/null | grep -qx 1
 }
 
-pgb_start() {
-  pgb_config
-  local pid
-  if pid=$(pgb_pid) && [[ $(pgb_listen_port) != "$PGBOUNCER_PORT" ]]; then
-    say "PgBouncer listens on another port; restarting on $PGBOUNCER_PORT"
-    pgb_stop
+pgb_start() { # NAME PG-PORT LISTEN-PORT
+  local name=$1 pgport=$2 port=$3 pid
+  pgb_config "$name" "$pgport" "$port"
+  if pid=$(pgb_pid "$name") && [[ $(pgb_listen_port "$name") != "$port" ]]; then
+    say "PgBouncer ($name) listens on another port; restarting on $port"
+    pgb_stop "$name"
   fi
-  if pid=$(pgb_pid); then
+  if pid=$(pgb_pid "$name"); then
     # reload picks up a changed ini or userlist
     kill -HUP "$pid"
-    say "PgBouncer already running (pid $pid), reloaded"
+    say "PgBouncer ($name) already running (pid $pid), reloaded"
   else
-    rm -f "$D/run/pgbouncer.pid"
-    port_busy "$PGBOUNCER_PORT" && die "port $PGBOUNCER_PORT is taken by another process (distro pgbouncer? run scripts/deps.sh, or set PGBOUNCER_PORT)"
-    as_server /usr/sbin/pgbouncer -q -d "$(PGB_INI)" ||
-      { tail -n 20 "$D/log/pgbouncer.log" >&2 2>/dev/null; die "PgBouncer did not start"; }
-    echo "$PGBOUNCER_PORT" >"$D/run/pgbouncer.port"
+    rm -f "$D/run/$name.pid"
+    port_busy "$port" && die "port $port is taken by another process (distro pgbouncer? run scripts/deps.sh, or set PGBOUNCER_PORT)"
+    as_server /usr/sbin/pgbouncer -q -d "$D/$name/pgbouncer.ini" ||
+      { tail -n 20 "$D/log/$name.log" >&2 2>/dev/null; die "PgBouncer ($name) did not start"; }
+    echo "$port" >"$D/run/$name.port"
   fi
-  wait_until "PgBouncer" pgb_ready ||
-    { tail -n 20 "$D/log/pgbouncer.log" >&2 2>/dev/null; die "PgBouncer not ready after ${STACK_TIMEOUT}s"; }
-  say "PgBouncer on 127.0.0.1:$PGBOUNCER_PORT (pid $(pgb_pid))"
+  wait_until "PgBouncer" pgb_ready "$port" ||
+    { tail -n 20 "$D/log/$name.log" >&2 2>/dev/null; die "PgBouncer ($name) not ready after ${STACK_TIMEOUT}s"; }
+  say "PgBouncer ($name) on 127.0.0.1:$port (pid $(pgb_pid "$name"))"
 }
 
-pgb_stop() {
+pgb_stop() { # NAME
   local pid
-  if pid=$(pgb_pid); then
+  if pid=$(pgb_pid "$1"); then
     kill -TERM "$pid"
     wait_until "PgBouncer exit" eval "! kill -0 $pid" || kill -KILL "$pid" 2>/dev/null || true
-    say "PgBouncer stopped"
+    say "PgBouncer ($1) stopped"
   fi
-  rm -f "$D/run/pgbouncer.pid" "$D/run/pgbouncer.port"
+  rm -f "$D/run/$1.pid" "$D/run/$1.port"
+}
+
+# ---------------------------------------------------------------------------
+# The streaming replica (PG_REPLICA_PORT) — see the header.
+R() { echo "$D/pg-replica"; }
+replica_running() { as_server "$PG_BIN/pg_ctl" -D "$(R)" status >/dev/null 2>&1; }
+sysid() { as_server "$PG_BIN/pg_controldata" "$1" 2>/dev/null | sed -n 's/^Database system identifier: *//p'; }
+
+replica_streaming() {
+  PGPASSWORD=$(cat "$D/secrets/$ADMIN_USER.password") PGCONNECT_TIMEOUT=3 \
+    "$PG_BIN/psql" -X -At -h 127.0.0.1 -p "$PG_REPLICA_PORT" -U "$ADMIN_USER" -d postgres \
+    -c "SELECT status FROM pg_stat_wal_receiver" 2>/dev/null | grep -qx streaming
+}
+
+replica_make() {
+  # a replica of another cluster (pg/ made afresh) is made again
+  if [[ -f $(R)/PG_VERSION ]]; then
+    [[ $(sysid "$(R)") == "$(sysid "$D/pg")" ]] && return
+    say "the replica in $(R) belongs to another cluster; making it again"
+    replica_stop_pg
+    rm -rf "$(R)"
+  fi
+  say "making the replica in $(R) (pg_basebackup)"
+  rm -rf "$D/pg-replica.init"
+  install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D/pg-replica.init"
+  # -R writes primary_conninfo (with the password, in the replica's
+  # postgresql.auto.conf, mode 600) and standby.signal
+  PGPASSWORD=$(cat "$D/secrets/$ADMIN_USER.password") as_server "$PG_BIN/pg_basebackup" \
+    -D "$D/pg-replica.init" -h 127.0.0.1 -p "$PG_PORT" -U "$ADMIN_USER" -X stream -R -c fast \
+    >"$D/log/basebackup.log" 2>&1 ||
+    { cat "$D/log/basebackup.log" >&2; die "pg_basebackup failed"; }
+  mv "$D/pg-replica.init" "$(R)"
+}
+
+replica_start_pg() {
+  install -m 600 -o "$RUN_USER" -g "$RUN_GROUP" "$REPO/deploy/postgres/postgresql.conf" "$(R)/chatd.conf"
+  install -m 600 -o "$RUN_USER" -g "$RUN_GROUP" "$REPO/deploy/postgres/pg_hba.conf" "$(R)/pg_hba.conf"
+  if replica_running; then
+    if [[ $(sed -n 4p "$(R)/postmaster.pid" 2>/dev/null) == "$PG_REPLICA_PORT" ]]; then
+      say "replica already running on port $PG_REPLICA_PORT"
+      return
+    fi
+    say "the replica runs on another port; restarting on $PG_REPLICA_PORT"
+    replica_stop_pg
+  fi
+  local pid sd
+  pid=$(pid_from "$(R)/postmaster.pid")
+  if [[ -n $pid ]] && ! proc_is "$pid" postgres; then rm -f "$(R)/postmaster.pid"; fi
+  port_busy "$PG_REPLICA_PORT" && die "port $PG_REPLICA_PORT is taken by another process (set PG_REPLICA_PORT)"
+  sd=$(sock_dir)
+  install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$sd"
+  as_server "$PG_BIN/pg_ctl" -D "$(R)" -l "$D/log/postgres-replica.log" -s -w -t "$STACK_TIMEOUT" \
+    -o "-p $PG_REPLICA_PORT -k $sd -c listen_addresses=127.0.0.1 -c hot_standby=on -c hot_standby_feedback=on" start ||
+    { tail -n 30 "$D/log/postgres-replica.log" >&2; die "the replica did not start"; }
+  wait_until "replica streaming" replica_streaming ||
+    { tail -n 30 "$D/log/postgres-replica.log" >&2; die "the replica is not streaming after ${STACK_TIMEOUT}s"; }
+  say "replica on 127.0.0.1:$PG_REPLICA_PORT, streaming"
+}
+
+replica_stop_pg() {
+  [[ -f $(R)/PG_VERSION ]] || return 0
+  if replica_running; then
+    as_server "$PG_BIN/pg_ctl" -D "$(R)" -s -w -t "$STACK_TIMEOUT" -m fast stop ||
+      die "the replica did not stop"
+    say "replica stopped"
+  fi
+}
+
+replica_start() {
+  has_replica || die "no replica configured: set PG_REPLICA_PORT and PGBOUNCER_REPLICA_PORT"
+  pg_running || die "PostgreSQL (the primary) is not running: scripts/stack.sh start"
+  # pg_hba.conf (replication lines) may be newer than the running primary's
+  admin_psql -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
+  replica_make
+  replica_start_pg
+  pgb_start pgbouncer-replica "$PG_REPLICA_PORT" "$PGBOUNCER_REPLICA_PORT"
+}
+
+replica_stop() {
+  pgb_stop pgbouncer-replica
+  replica_stop_pg
 }
 
 # ---------------------------------------------------------------------------
@@ -398,6 +513,13 @@ export REDIS_URL='redis://127.0.0.1:$REDIS_PORT'
 export CHATD_TEST_PG_ADMIN='postgresql://$ADMIN_USER:$admin@127.0.0.1:$PG_PORT/$DB_NAME'
 export CHATD_TEST_PGBOUNCER_ADMIN='postgresql://$ADMIN_USER:$admin@127.0.0.1:$PGBOUNCER_PORT/pgbouncer'
 EOF
+    if has_replica; then
+      cat >>"$D/env.tmp" <<EOF
+export DATABASE_URL_REPLICAS='postgresql://$APP_USER:$app@127.0.0.1:$PGBOUNCER_REPLICA_PORT/$DB_NAME'
+export DATABASE_URL_REPLICAS_DIRECT='postgresql://$APP_USER:$app@127.0.0.1:$PG_REPLICA_PORT/$DB_NAME'
+export CHATD_TEST_PG_REPLICA_ADMIN='postgresql://$ADMIN_USER:$admin@127.0.0.1:$PG_REPLICA_PORT/$DB_NAME'
+EOF
+    fi
   )
   mv "$D/env.tmp" "$D/env"
 }
@@ -407,22 +529,46 @@ cmd_start() {
   install -d -m 700 -o "$RUN_USER" -g "$RUN_GROUP" "$D/run" "$D/log"
   install -d -m 700 "$D/secrets"
   [[ $(id -u) -ne 0 ]] || chown "$RUN_USER:" "$D/log" "$D/run"
-  printf 'PG_PORT=%s\nPGBOUNCER_PORT=%s\nREDIS_PORT=%s\n' "$PG_PORT" "$PGBOUNCER_PORT" "$REDIS_PORT" >"$D/ports"
+  write_ports
   gen_secret "$D/secrets/$APP_USER.password"
   gen_secret "$D/secrets/$ADMIN_USER.password"
   pg_init
   pg_start
   pg_roles
   redis_start
-  pgb_start
+  pgb_start pgbouncer "$PG_PORT" "$PGBOUNCER_PORT"
+  if has_replica; then replica_start; fi
   write_env
   say "ready; environment in $STACK_DIR/env"
+}
+
+write_ports() {
+  printf 'PG_PORT=%s\nPGBOUNCER_PORT=%s\nREDIS_PORT=%s\n' "$PG_PORT" "$PGBOUNCER_PORT" "$REDIS_PORT" >"$D/ports.tmp"
+  if has_replica; then
+    printf 'PG_REPLICA_PORT=%s\nPGBOUNCER_REPLICA_PORT=%s\n' "$PG_REPLICA_PORT" "$PGBOUNCER_REPLICA_PORT" >>"$D/ports.tmp"
+  fi
+  mv "$D/ports.tmp" "$D/ports"
+}
+
+cmd_replica_start() {
+  resolve_dir check
+  [[ -n $D && -r $D/env ]] || die "stack not started ($STACK_DIR): run scripts/stack.sh start"
+  write_ports
+  replica_start
+  write_env
+}
+
+cmd_replica_stop() {
+  resolve_dir check
+  [[ -n $D ]] || return 0
+  if [[ ${1:-} == server ]]; then replica_stop_pg; else replica_stop; fi
 }
 
 cmd_stop() {
   resolve_dir check
   [[ -n $D ]] || return 0
-  pgb_stop
+  replica_stop
+  pgb_stop pgbouncer
   redis_stop
   pg_stop
 }
@@ -434,8 +580,16 @@ cmd_status() {
   if pg_running && "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
     say "PostgreSQL running (pid $(pid_from "$D/pg/postmaster.pid"), port $PG_PORT)"
   else say "PostgreSQL down"; rc=3; fi
-  if pid=$(pgb_pid) && pgb_ready; then say "PgBouncer running (pid $pid, port $PGBOUNCER_PORT)"
+  if pid=$(pgb_pid pgbouncer) && pgb_ready "$PGBOUNCER_PORT"; then say "PgBouncer running (pid $pid, port $PGBOUNCER_PORT)"
   else say "PgBouncer down"; rc=3; fi
+  if has_replica; then
+    if replica_running && replica_streaming; then
+      say "replica running, streaming (pid $(pid_from "$(R)/postmaster.pid"), port $PG_REPLICA_PORT)"
+    else say "replica down or not streaming"; rc=3; fi
+    if pid=$(pgb_pid pgbouncer-replica) && pgb_ready "$PGBOUNCER_REPLICA_PORT"; then
+      say "replica's PgBouncer running (pid $pid, port $PGBOUNCER_REPLICA_PORT)"
+    else say "replica's PgBouncer down"; rc=3; fi
+  fi
   if pid=$(redis_pid) && redis_ready; then say "Redis running (pid $pid, port $REDIS_PORT)"
   else say "Redis down"; rc=3; fi
   say "data in $D"
@@ -456,7 +610,7 @@ cmd_reset_db() {
   [[ -n $D && -r $D/env ]] || die "stack not started ($STACK_DIR)"
   pg_running || die "PostgreSQL is not running"
   local pgb=
-  if pgb_pid >/dev/null; then pgb=1; fi
+  if pgb_pid pgbouncer >/dev/null; then pgb=1; fi
   pgb_admin() {
     PGPASSWORD=$(cat "$D/secrets/$ADMIN_USER.password") PGCONNECT_TIMEOUT=5 \
       "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U "$ADMIN_USER" -d pgbouncer -c "$1" >/dev/null
@@ -473,14 +627,14 @@ cmd_reset_db() {
 # one stack command at a time per stack directory
 LOCK=/tmp/chatd-stack-$(path_hash "$STACK_DIR").lock
 case ${1:-} in
-  start | stop | status | reset-db)
+  start | stop | status | reset-db | replica-start | replica-stop)
     exec 9>"$LOCK"
     flock -w 300 9 || die "another stack.sh holds $LOCK"
-    "cmd_${1//-/_}"
+    "cmd_${1//-/_}" "${@:2}"
     ;;
   env) cmd_env ;;
   *)
-    echo "usage: $0 start|stop|status|env|reset-db" >&2
+    echo "usage: $0 start|stop|status|env|reset-db|replica-start|replica-stop [server]" >&2
     exit 2
     ;;
 esac

@@ -3,7 +3,7 @@
  * creates lives on its loop and is closed, in reverse order of need, from
  * that loop: the HTTP server first (no new requests, WebSockets closed), then
  * the rate limiter (no check is left), the stream (no subscriber is left),
- * the cache, the database path, and the stop handle, after which the loop
+ * the cache, the read replicas, the database path, and the stop handle, after which the loop
  * ends by itself.
  */
 #include "worker.h"
@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "db/path.h"
+#include "db/replica.h"
 #include "net/http.h"
 #include "realtime/stream.h"
 
@@ -41,11 +42,18 @@ static void pool_closed(void *arg)
     uv_close((uv_handle_t *)&w->stop, NULL);
 }
 
+static void replicas_closed(void *arg)
+{
+    chat_worker_t *w = arg;
+    w->ctx.replicas = NULL;
+    chat_db_close(w->ctx.db, pool_closed, w);
+}
+
 static void cache_closed(void *arg)
 {
     chat_worker_t *w = arg;
     w->ctx.cache = NULL;
-    chat_db_close(w->ctx.db, pool_closed, w);
+    chat_db_replicas_close(w->ctx.replicas, replicas_closed, w);
 }
 
 static void stream_closed(void *arg)
@@ -117,6 +125,16 @@ static void wire(chat_worker_t *w)
     };
     w->ctx.loop = &w->loop;
     w->ctx.db = chat_db_create(&w->loop, &pc);
+    chat_db_replicas_config_t rpc = {
+        .urls = cfg->database_url_replicas,
+        .size = share_of(cfg->db_pool_size_replica, nworkers, w->index),
+        .max_lag_ms = cfg->replica_max_lag_ms,
+        .poll_ms = cfg->replica_poll_ms,
+        .queue_timeout_ms = cfg->db_queue_timeout_ms,
+        .connect_timeout_ms = cfg->db_connect_timeout_ms,
+        .worker = w->index,
+    };
+    w->ctx.replicas = chat_db_replicas_create(&w->loop, w->ctx.db, &rpc);
     w->ctx.tokens = chat_auth_memo_create();
     w->ctx.members = chat_members_memo_create();
     w->ctx.unknown_tokens = chat_auth_unknown_memo_create();

@@ -238,56 +238,92 @@ static const char *epoch_key(const chat_cache_t *c, const char *anchor,
     return out;
 }
 
+/*
+ * A new epoch. KEYS[1] the epoch key; ARGV[1] a fresh token, ARGV[2] a WAL
+ * position (16 hex digits). The epoch becomes "<token>L<position>", the
+ * position the higher of ARGV[2] and the one the old epoch carried: every
+ * instance's new epoch covers the writes whose bumps it lost.
+ */
+static const char epoch_script[] = "local old = redis.call('GET', KEYS[1]) "
+                                   "local m = old and string.match(old, 'L(%x+)$') "
+                                   "local keep = ARGV[2] "
+                                   "if m and m > keep then keep = m end "
+                                   "redis.call('SET', KEYS[1], ARGV[1] .. 'L' .. keep) "
+                                   "return 1";
+
 /* On a cluster, how long after a try a new epoch is tried again. */
 #define EPOCH_RETRY_MS 100
 
 /* A new epoch: one SET, or on a cluster one per slot, all of them answered OK. */
+/*
+ * On a cluster the 16,384 scripts go out EPOCH_WINDOW at a time: a script
+ * costs Redis several times a SET, and all of them at once would outlast
+ * their deadlines and trip the nodes' breakers.
+ */
+#define EPOCH_WINDOW 256
+
 struct epoch_op {
     chat_cache_t *c;
     unsigned long gen;
-    unsigned left; /* SETs not answered yet */
+    unsigned n;        /* epoch keys: 1, or one per slot */
+    unsigned next;     /* the next slot to send */
+    unsigned inflight; /* scripts not answered yet */
     int failed;
+    char token[40], lsn[24];
 };
 
-static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
+static void epoch_cb(chat_err_t status, redisReply *reply, void *arg);
+
+/* Sends scripts up to the window; ends op once every one is answered (or a send failed). */
+static void epoch_pump(struct epoch_op *op)
 {
-    struct epoch_op *op = arg;
-    if (status != CHAT_EOK)
-        op->failed = 1;
-    if (--op->left > 0)
+    chat_cache_t *c = op->c;
+    char key[CHAT_CACHE_EPOCH_KEY_MAX], tag[CHAT_REDIS_SLOT_TAG_MAX];
+    op->inflight++; /* this function's own, so that no answer ends op under the loop */
+    while (!op->failed && op->next < op->n && op->inflight <= EPOCH_WINDOW) {
+        unsigned s = op->next++;
+        if (op->n > 1) {
+            chat_redis_slot_tag(s, tag);
+            snprintf(key, sizeof key, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
+        }
+        const char *argv[] = {"EVAL",    epoch_script, "1", op->n > 1 ? key : CHAT_CACHE_EPOCH_KEY,
+                              op->token, op->lsn};
+        if (chat_redis_command(c->redis, epoch_cb, op, 6, argv, NULL) != 0) {
+            op->failed = 1;
+            break;
+        }
+        op->inflight++;
+    }
+    if (--op->inflight > 0)
         return;
-    op->c->epoch_bump_inflight = 0;
+    c->epoch_bump_inflight = 0;
     if (!op->failed) {
-        op->c->clean_gen = op->gen;
+        c->clean_gen = op->gen;
         chat_log_info("event=cache_epoch_changed");
     }
     free(op);
 }
 
+static void epoch_cb(chat_err_t status, redisReply *reply, void *arg)
+{
+    (void)reply;
+    struct epoch_op *op = arg;
+    if (status != CHAT_EOK)
+        op->failed = 1;
+    op->inflight--;
+    epoch_pump(op);
+}
+
 static void epoch_send(chat_cache_t *c, unsigned long gen)
 {
-    char token[40], key[CHAT_CACHE_EPOCH_KEY_MAX], tag[CHAT_REDIS_SLOT_TAG_MAX];
-    unsigned n = chat_redis_is_cluster(c->redis) ? CHAT_REDIS_SLOTS : 1;
-    struct epoch_op *op = chat_malloc(sizeof *op);
-    new_token(c, token);
+    struct epoch_op *op = chat_calloc(1, sizeof *op);
+    new_token(c, op->token);
+    chat_cache_lsn_str(op->lsn, atomic_load(&c->sh->max_lsn));
     op->c = c;
     op->gen = gen;
-    op->left = 1; /* this function's own, so that no answer ends op under the loop */
-    op->failed = 0;
+    op->n = chat_redis_is_cluster(c->redis) ? CHAT_REDIS_SLOTS : 1;
     c->epoch_bump_inflight = 1;
-    for (unsigned s = 0; s < n; s++) {
-        if (n > 1) {
-            chat_redis_slot_tag(s, tag);
-            snprintf(key, sizeof key, CHAT_CACHE_EPOCH_KEY ":{%s}", tag);
-        }
-        const char *argv[] = {"SET", n > 1 ? key : CHAT_CACHE_EPOCH_KEY, token};
-        if (chat_redis_command(c->redis, epoch_cb, op, 3, argv, NULL) != 0) {
-            op->failed = 1;
-            break;
-        }
-        op->left++;
-    }
-    epoch_cb(op->failed ? CHAT_EDOWN : CHAT_EOK, NULL, op);
+    epoch_pump(op);
 }
 
 /*
@@ -852,6 +888,7 @@ struct retry {
     chat_cache_t *c;
     char **vkeys; /* owned copies */
     size_t n;
+    uint64_t lsn;
     void (*done)(void *);
     void *arg;
 };
@@ -933,13 +970,102 @@ static void join_done(void *arg)
 static void retry_fire_cb(uv_timer_t *t)
 {
     struct retry *r = t->data;
-    chat_cache_invalidate_keys(r->c, (const char *const *)r->vkeys, r->n, r->done, r->arg);
+    chat_cache_invalidate_keys_lsn(r->c, (const char *const *)r->vkeys, r->n, r->lsn, r->done,
+                                   r->arg);
     uv_close((uv_handle_t *)&r->timer, retry_closed_cb);
+}
+
+/*
+ * A bump that records a write's WAL position. KEYS: version keys; ARGV[1] a
+ * fresh token, ARGV[2] the position (16 hex digits). Each version becomes
+ * "<token>L<position>", the position the higher of ARGV[2] and the one its
+ * old version carried, so that it covers every write acknowledged under any
+ * earlier version too.
+ */
+static const char bump_lsn_script[] = "for i = 1, #KEYS do "
+                                      "  local old = redis.call('GET', KEYS[i]) "
+                                      "  local m = old and string.match(old, 'L(%x+)$') "
+                                      "  local keep = ARGV[2] "
+                                      "  if m and m > keep then keep = m end "
+                                      "  redis.call('SET', KEYS[i], ARGV[1] .. 'L' .. keep) "
+                                      "end "
+                                      "return 1";
+
+void chat_cache_lsn_str(char out[24], uint64_t lsn)
+{
+    snprintf(out, 24, "%016llX", (unsigned long long)lsn);
+}
+
+/* The WAL position after the L of the token that starts at p and ends at end; 0: none. */
+static uint64_t token_lsn(const char *p, const char *end)
+{
+    uint64_t best = 0;
+    for (const char *q = p; q + 17 <= end; q++) {
+        if (*q != 'L')
+            continue;
+        uint64_t v = 0;
+        int i = 1;
+        for (; i <= 16; i++) {
+            char ch = q[i];
+            int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+            if (d < 0)
+                break;
+            v = v << 4 | (uint64_t)d;
+        }
+        if (i == 17 && q + 17 == end)
+            best = v;
+    }
+    return best;
+}
+
+uint64_t chat_cache_key_lsn(const char *key)
+{
+    if (!key)
+        return 0;
+    const char *v = strstr(key, ":v"), *next;
+    while (v && (next = strstr(v + 2, ":v")) != NULL)
+        v = next;
+    if (!v)
+        return 0;
+    uint64_t need = chat_cache_token_lsn(v + 2);
+    if (!need)
+        return 0; /* the version records no write: unknown */
+    /* the epoch: the last ":e" before the version */
+    const char *e = NULL;
+    for (const char *q = key; q + 1 < v; q++)
+        if (q[0] == ':' && q[1] == 'e')
+            e = q;
+    if (e) {
+        uint64_t el = token_lsn(e + 2, v);
+        if (el > need)
+            need = el;
+    }
+    return need;
+}
+
+uint64_t chat_cache_token_lsn(const char *token)
+{
+    return token ? token_lsn(token, token + strlen(token)) : 0;
+}
+
+static void note_lsn(chat_cache_t *c, uint64_t lsn)
+{
+    unsigned long long cur = atomic_load(&c->sh->max_lsn);
+    while (cur < lsn && !atomic_compare_exchange_weak(&c->sh->max_lsn, &cur, lsn))
+        ;
 }
 
 void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_t n,
                                 void (*done)(void *arg), void *arg)
 {
+    chat_cache_invalidate_keys_lsn(c, vkeys, n, 0, done, arg);
+}
+
+void chat_cache_invalidate_keys_lsn(chat_cache_t *c, const char *const *vkeys, size_t n,
+                                    uint64_t lsn, void (*done)(void *arg), void *arg)
+{
+    if (lsn)
+        note_lsn(c, lsn);
     bool bypass = atomic_load(&c->sh->bypass);
     if (n == 0) {
         defer(c->loop, done, arg);
@@ -958,6 +1084,7 @@ void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_
         for (size_t i = 0; i < n; i++)
             r->vkeys[i] = chat_strdup(vkeys[i]);
         r->n = n;
+        r->lsn = lsn;
         r->done = done;
         r->arg = arg;
         uv_timer_init(c->loop, &r->timer);
@@ -974,6 +1101,36 @@ void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_
     /* One fresh token for every key: never used before by any of them. */
     char token[40];
     new_token(c, token);
+    if (lsn) {
+        char lsnbuf[24], nk[24];
+        chat_cache_lsn_str(lsnbuf, lsn);
+        bool each = n > 1 && chat_redis_is_cluster(c->redis);
+        struct join *j = NULL;
+        if (each) {
+            j = chat_malloc(sizeof *j);
+            j->left = n;
+            j->done = done;
+            j->arg = arg;
+        }
+        size_t per = each ? 1 : n;
+        const char **argv = chat_malloc((5 + per) * sizeof *argv);
+        for (size_t i = 0; i < n; i += per) {
+            snprintf(nk, sizeof nk, "%zu", per);
+            argv[0] = "EVAL";
+            argv[1] = bump_lsn_script;
+            argv[2] = nk;
+            for (size_t k = 0; k < per; k++)
+                argv[3 + k] = vkeys[i + k];
+            argv[3 + per] = token;
+            argv[4 + per] = lsnbuf;
+            if (each)
+                send_bump(c, (int)(5 + per), argv, NULL, join_done, j);
+            else
+                send_bump(c, (int)(5 + per), argv, NULL, done, arg);
+        }
+        free(argv);
+        return;
+    }
     if (n > 1 && chat_redis_is_cluster(c->redis)) {
         /* The keys may sit on several slots: one SET each, done after the last. */
         struct join *j = chat_malloc(sizeof *j);
@@ -999,9 +1156,10 @@ void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_
 
 /*
  * The bump of a write that took rev (write-through). KEYS[1] epoch key,
- * KEYS[2] version key; ARGV[1] a fresh token, ARGV[2] the write's rev, then
- * (prefix, value, TTL) triples. The version becomes "<rev>.<token>", rev
- * being the highest rev any bump has recorded there; the values are stored
+ * KEYS[2] version key; ARGV[1] a fresh token, ARGV[2] the write's rev,
+ * ARGV[3] its WAL position (16 hex digits; "" for none, as in
+ * bump_lsn_script otherwise), then (prefix, value, TTL) triples. The version becomes
+ * "<rev>.<token>", rev being the highest rev any bump has recorded there; the values are stored
  * under the new version only when this write's rev is above the recorded
  * one — they were read in the write's own transaction, so they hold every
  * write of a lower rev, while a higher recorded rev means a later write was
@@ -1016,11 +1174,17 @@ static const char bump_rev_script[] =
     "local keep = rev "
     "if seen and seen > rev then keep = seen end "
     "local v = string.format('%d', keep) .. '.' .. ARGV[1] "
+    "if ARGV[3] ~= '' then "
+    "  local m = old and string.match(old, 'L(%x+)$') "
+    "  local l = ARGV[3] "
+    "  if m and m > l then l = m end "
+    "  v = v .. 'L' .. l "
+    "end "
     "redis.call('SET', KEYS[2], v) "
     "if seen and rev > seen then "
     "  local e = redis.call('GET', KEYS[1]) "
     "  if not e then e = ARGV[1] .. 'e' redis.call('SET', KEYS[1], e) end "
-    "  for i = 3, #ARGV, 3 do "
+    "  for i = 4, #ARGV, 3 do "
     "    redis.call('SET', ARGV[i] .. ':e' .. e .. ':v' .. v, ARGV[i + 1], 'EX', ARGV[i + 2]) "
     "  end "
     "end "
@@ -1030,17 +1194,29 @@ void chat_cache_invalidate_conv_rev(chat_cache_t *c, int64_t conv_id, int64_t re
                                     const chat_cache_put_t *puts, size_t n, void (*done)(void *arg),
                                     void *arg)
 {
+    chat_cache_invalidate_conv_rev_lsn(c, conv_id, rev, 0, puts, n, done, arg);
+}
+
+void chat_cache_invalidate_conv_rev_lsn(chat_cache_t *c, int64_t conv_id, int64_t rev, uint64_t lsn,
+                                        const chat_cache_put_t *puts, size_t n,
+                                        void (*done)(void *arg), void *arg)
+{
     if (rev <= 0 || !usable(c)) {
         /* Not now (bypassed, down, dirty, unsettled): the plain bump decides. */
-        chat_cache_invalidate_conv(c, conv_id, done, arg);
+        chat_cache_invalidate_conv_lsn(c, conv_id, lsn, done, arg);
         return;
     }
+    if (lsn)
+        note_lsn(c, lsn);
     char vkey[CHAT_CACHE_KEY_MAX], token[40], revbuf[24], ekey[CHAT_CACHE_EPOCH_KEY_MAX];
+    char lsnbuf[24] = "";
+    if (lsn)
+        chat_cache_lsn_str(lsnbuf, lsn);
     char(*ttls)[16] = chat_malloc((n ? n : 1) * sizeof *ttls);
     version_key(c, vkey, conv_id);
     new_token(c, token);
     snprintf(revbuf, sizeof revbuf, "%lld", (long long)rev);
-    size_t argc = 7 + 3 * n;
+    size_t argc = 8 + 3 * n;
     const char **argv = chat_malloc(argc * sizeof *argv);
     size_t *argvlen = chat_malloc(argc * sizeof *argvlen);
     argv[0] = "EVAL";
@@ -1050,16 +1226,17 @@ void chat_cache_invalidate_conv_rev(chat_cache_t *c, int64_t conv_id, int64_t re
     argv[4] = vkey;
     argv[5] = token;
     argv[6] = revbuf;
-    for (size_t i = 0; i < 7; i++)
+    argv[7] = lsnbuf;
+    for (size_t i = 0; i < 8; i++)
         argvlen[i] = strlen(argv[i]);
     for (size_t i = 0; i < n; i++) {
         snprintf(ttls[i], sizeof ttls[i], "%d", puts[i].ttl);
-        argv[7 + 3 * i] = puts[i].prefix;
-        argvlen[7 + 3 * i] = strlen(puts[i].prefix);
-        argv[8 + 3 * i] = puts[i].val;
-        argvlen[8 + 3 * i] = puts[i].len;
-        argv[9 + 3 * i] = ttls[i];
-        argvlen[9 + 3 * i] = strlen(ttls[i]);
+        argv[8 + 3 * i] = puts[i].prefix;
+        argvlen[8 + 3 * i] = strlen(puts[i].prefix);
+        argv[9 + 3 * i] = puts[i].val;
+        argvlen[9 + 3 * i] = puts[i].len;
+        argv[10 + 3 * i] = ttls[i];
+        argvlen[10 + 3 * i] = strlen(ttls[i]);
     }
     send_bump(c, (int)argc, argv, argvlen, done, arg);
     free(argv);
@@ -1070,10 +1247,16 @@ void chat_cache_invalidate_conv_rev(chat_cache_t *c, int64_t conv_id, int64_t re
 void chat_cache_invalidate_conv(chat_cache_t *c, int64_t conv_id, void (*done)(void *arg),
                                 void *arg)
 {
+    chat_cache_invalidate_conv_lsn(c, conv_id, 0, done, arg);
+}
+
+void chat_cache_invalidate_conv_lsn(chat_cache_t *c, int64_t conv_id, uint64_t lsn,
+                                    void (*done)(void *arg), void *arg)
+{
     char vkey[CHAT_CACHE_KEY_MAX];
     version_key(c, vkey, conv_id);
     const char *keys[] = {vkey};
-    chat_cache_invalidate_keys(c, keys, 1, done, arg);
+    chat_cache_invalidate_keys_lsn(c, keys, 1, lsn, done, arg);
 }
 
 /* ---- operator deletion by pattern ---- */

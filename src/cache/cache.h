@@ -207,6 +207,38 @@ void chat_cache_invalidate_conv(chat_cache_t *c, int64_t scope_id, void (*done)(
 void chat_cache_invalidate_keys(chat_cache_t *c, const char *const *vkeys, size_t n,
                                 void (*done)(void *arg), void *arg);
 
+/*
+ * WAL positions (docs/architecture.md, "Read replicas"). A bump may record
+ * the position a write's transaction returned after its commit: the version
+ * becomes "<token>L<16 hex digits>", the higher of that position and the one
+ * the old version carried, so a version's position is at or past the commit
+ * of every write acknowledged before it was read. A new epoch carries the
+ * highest position of any bump of the process (also max-merged), so the
+ * writes whose bumps were lost are covered once it lands.
+ */
+
+/** The _lsn variants: as without, recording lsn (0: none, as without). */
+void chat_cache_invalidate_conv_lsn(chat_cache_t *c, int64_t scope_id, uint64_t lsn,
+                                    void (*done)(void *arg), void *arg);
+void chat_cache_invalidate_conv_rev_lsn(chat_cache_t *c, int64_t conv_id, int64_t rev, uint64_t lsn,
+                                        const chat_cache_put_t *puts, size_t n,
+                                        void (*done)(void *arg), void *arg);
+void chat_cache_invalidate_keys_lsn(chat_cache_t *c, const char *const *vkeys, size_t n,
+                                    uint64_t lsn, void (*done)(void *arg), void *arg);
+
+/**
+ * The WAL position a read of the full key (a lookup's MISS key) must see:
+ * the one its version records, or the epoch's when higher; 0 when the
+ * version records none (unknown: read the primary).
+ */
+uint64_t chat_cache_key_lsn(const char *key);
+
+/** The position a version token (e.g. of chat_cache_versions) records; 0: none. */
+uint64_t chat_cache_token_lsn(const char *token);
+
+/** lsn as the 16 upper-case hex digits the scripts compare. */
+void chat_cache_lsn_str(char out[24], uint64_t lsn);
+
 /**
  * Deletes keys matching pattern with incremental SCAN + UNLINK, never
  * blocking Redis. cb gets the number deleted, or -1 if Redis failed.

@@ -28,6 +28,7 @@ struct chat_flight {
     group_t *group;   /* NULL once landed */
     char *tag;
     uint64_t started; /* uv_hrtime() when its load began; 0: not yet */
+    bool tag_only;    /* joined only by reads of its tag (chat_flight_restrict) */
     chat_list_t waiters;
     chat_flight_start_cb start; /* a queued flight's leader */
     void *start_arg;
@@ -161,7 +162,7 @@ static bool joins_loading(const chat_flight_t *fl, const char *tag, uint64_t sin
 {
     if (tag && fl->tag && strcmp(tag, fl->tag) == 0)
         return true; /* the same version: the data the read asked for */
-    return since <= fl->started;
+    return !fl->tag_only && since <= fl->started;
 }
 
 int chat_flight_join_at(chat_flights_t *f, const char *key, const char *tag, uint64_t since,
@@ -291,4 +292,9 @@ void chat_flight_each_waiter(chat_flight_t *fl, void (*fn)(void *arg, void *ud),
 size_t chat_flights_count(const chat_flights_t *f)
 {
     return f->count;
+}
+
+void chat_flight_restrict(chat_flight_t *fl)
+{
+    fl->tag_only = true;
 }

@@ -80,6 +80,14 @@ void chat_flight_remove(chat_flights_t *f, const char *tag);
 /** The tag of fl (the key its value may be stored under), or NULL. */
 const char *chat_flight_tag(const chat_flight_t *fl);
 
+/**
+ * From now on fl, loading, is joined only by reads of its own tag, not by
+ * reads that began before it started (its load may then answer for its tag
+ * only: e.g. a load from a database replica that is known to hold what that
+ * version needs, and no more).
+ */
+void chat_flight_restrict(chat_flight_t *fl);
+
 /** Calls fn(arg of each waiter, ud) in join order; fn must not join or land. */
 void chat_flight_each_waiter(chat_flight_t *fl, void (*fn)(void *arg, void *ud), void *ud);
 

@@ -24,6 +24,12 @@ struct chat_cache_shared {
      */
     atomic_int unsettled;
     atomic_int healthy_workers;
+    /*
+     * The highest WAL position of a write this process bumped a version
+     * for: a new epoch carries it (cache.c), so that a read after a bump
+     * that did not land never trusts a replica behind that write.
+     */
+    _Atomic unsigned long long max_lsn;
 
     const char *const *kind_labels;
     int nkinds;

@@ -25,9 +25,10 @@ struct chat_stream;
 /** Per-worker context: everything an operation needs, owned by the worker. */
 typedef struct chat_ctx {
     uv_loop_t *loop;
-    chat_db_t *db;               /* the database path: pooler or direct */
-    chat_memo_t *tokens;         /* token hash -> user id (chat_auth_memo_create) */
-    chat_memo_t *members;        /* (conversation, user, version) -> 1, proven (read.c) */
+    chat_db_t *db;                     /* the database path: pooler or direct */
+    struct chat_db_replicas *replicas; /* read replicas (db/replica.h); NULL: none */
+    chat_memo_t *tokens;               /* token hash -> user id (chat_auth_memo_create) */
+    chat_memo_t *members;              /* (conversation, user, version) -> 1, proven (read.c) */
     chat_memo_t *unknown_tokens; /* token hash -> until when "unknown" holds (auth.c); NULL: none */
     chat_memo_t *non_members;    /* (conversation, user, version) -> until when "not a member"
                                     holds (read.c); NULL: none */

@@ -25,6 +25,7 @@ struct conv_op {
     int64_t *members;           /* create: the members (the caller first), owned */
     size_t nmembers;
     chat_buf_t body; /* create: the answer */
+    uint64_t lsn;    /* writes: the WAL position after the commit */
 };
 
 static struct conv_op *op_new(chat_reply_cb cb, void *arg)
@@ -114,7 +115,7 @@ static void created_reply(struct conv_op *op, const PGresult *res, int col)
      * its id up before it existed (ids are sequential) and been told "not a
      * member" under the versions of then (read.c).
      */
-    chat_after_write_users(op->ctx, op->conv, op->members, op->nmembers, created_done, op);
+    chat_after_write_users(op->ctx, op->conv, op->members, op->nmembers, op->lsn, created_done, op);
 }
 
 static void created_cb(const chat_db_result_t *r, void *arg)
@@ -126,6 +127,7 @@ static void created_cb(const chat_db_result_t *r, void *arg)
         /* The row that made our insert a no-op is committed, so this cannot happen. */
         chat_reply_err(op->cb, op->arg, CHAT_EUNAVAILABLE, "the conversation could not be stored");
     else {
+        op->lsn = r->lsn;
         created_reply(op, r->res[0], 0);
         return;
     }
@@ -148,9 +150,10 @@ static void create_cb(const chat_db_result_t *r, void *arg)
         const char *params[] = {op->op_id};
         chat_db_stmt_t st = {
             "SELECT " CONV_COLUMNS " FROM conversations c WHERE c.op_id = $1::uuid", 1, params};
-        chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, created_cb, op);
+        chat_db_exec_lsn(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, created_cb, op);
         return;
     } else {
+        op->lsn = r->lsn;
         created_reply(op, r->res[0], 1);
         return;
     }
@@ -201,7 +204,7 @@ void chat_conv_create(chat_ctx_t *ctx, int64_t caller, const char *title, size_t
         "m AS (INSERT INTO members (conversation_id, user_id) SELECT c.id, ids.id FROM c, ids) "
         "SELECT (SELECT n FROM bad), " CONV_COLUMNS " FROM (SELECT 1) one LEFT JOIN c ON true",
         4, params};
-    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, create_cb, op);
+    chat_db_exec_lsn(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, create_cb, op);
     free(title_z);
     chat_buf_dispose(&ids);
 }
@@ -271,7 +274,7 @@ static void add_member_cb(const chat_db_result_t *r, void *arg)
          */
         op->added = chat_pg_i64(r->res[0], 0, 2) > 0;
         op->rev = op->added ? chat_pg_i64(r->res[0], 0, 3) : 0;
-        chat_after_write_users(op->ctx, op->conv, &op->user, 1, add_member_done, op);
+        chat_after_write_users(op->ctx, op->conv, &op->user, 1, r->lsn, add_member_done, op);
         return;
     }
     op_free(op);
@@ -303,5 +306,5 @@ void chat_conv_add_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int6
     op->conv = conv_id;
     op->caller = caller;
     op->user = user_id;
-    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, add_member_cb, op);
+    chat_db_exec_lsn(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, add_member_cb, op);
 }

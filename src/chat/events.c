@@ -112,7 +112,7 @@ static void events_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, ch
                   "true "
                   "WHERE c.id = $1 ORDER BY e.rev",
         4, params};
-    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, events_cb, op);
+    chat_read_exec(ctx, rd, &st, 1, events_cb, op);
 }
 
 void chat_events_list(chat_ctx_t *ctx, int64_t caller, const chat_events_query_t *q,

@@ -19,6 +19,7 @@
 #include "cache/cache.h"
 #include "core/alloc.h"
 #include "core/base64.h"
+#include "db/replica.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,8 +83,9 @@ struct inbox_op {
     char *fill_key; /* a miss: the key to fill */
     int64_t *ids;   /* the leader of a miss: the user's conversations */
     size_t nids;
-    char **tokens;    /* and their versions, read before the page */
-    chat_reply_cb cb; /* the page loaded: to the caller, or to the flight */
+    char **tokens;     /* and their versions, read before the page */
+    uint64_t need_lsn; /* a replica may answer the next statement from here (0: the primary) */
+    chat_reply_cb cb;  /* the page loaded: to the caller, or to the flight */
     void *arg;
     chat_reply_cb final_cb; /* the caller's */
     void *final_arg;
@@ -176,7 +178,7 @@ static void page_db(struct inbox_op *op)
                    "LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = c.last_seq "
                    "ORDER BY c.act DESC, c.id DESC",
         4, params};
-    chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, page_cb, op);
+    chat_db_replicas_exec(op->ctx->replicas, op->ctx->db, op->need_lsn, &st, 1, page_cb, op);
 }
 
 /* ---- without the cache ---- */
@@ -190,6 +192,7 @@ static void direct_cb(chat_reply_t *r, void *arg)
 
 static void load_direct(struct inbox_op *op)
 {
+    op->need_lsn = 0; /* nothing says what the page needs: the primary */
     op->cb = direct_cb;
     op->arg = op;
     page_db(op);
@@ -240,6 +243,17 @@ static void versions_cb(int status, const char *const *tokens, void *arg)
         op->tokens = chat_calloc(op->nids ? op->nids : 1, sizeof *op->tokens);
         for (size_t i = 0; i < op->nids; i++)
             op->tokens[i] = chat_strdup(tokens[i]);
+        /*
+         * The page shows every conversation's data: a replica must have
+         * replayed the position of each version (and of the user's and the
+         * epoch's, read in the lookup); one without a position: the primary.
+         */
+        for (size_t i = 0; i < op->nids && op->need_lsn; i++) {
+            uint64_t t = chat_cache_token_lsn(tokens[i]);
+            op->need_lsn = t > op->need_lsn ? t : t ? op->need_lsn : 0;
+        }
+    } else {
+        op->need_lsn = 0;
     }
     op->cb = leader_loaded_cb;
     op->arg = op;
@@ -255,6 +269,7 @@ static void ids_cb(const chat_db_result_t *r, void *arg)
     }
     op->ids = chat_i64_list_parse(chat_pg_str(r->res[0], 0, 0), &op->nids);
     if (op->nids > INBOX_DEPS_MAX) {
+        op->need_lsn = 0;
         op->cb = leader_loaded_cb; /* no tokens: answered, not stored */
         op->arg = op;
         page_db(op);
@@ -277,7 +292,9 @@ static void lead(struct inbox_op *op)
     chat_db_stmt_t st = {"SELECT array_agg(conversation_id ORDER BY conversation_id) "
                          "FROM members WHERE user_id = $1",
                          1, params};
-    chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, ids_cb, op);
+    /* the user's conversations: the user's version (and the epoch) record what they need */
+    op->need_lsn = op->ctx->replicas ? chat_cache_key_lsn(op->fill_key) : 0;
+    chat_db_replicas_exec(op->ctx->replicas, op->ctx->db, op->need_lsn, &st, 1, ids_cb, op);
 }
 
 static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
@@ -366,7 +383,7 @@ static void mark_cb(const chat_db_result_t *r, void *arg)
          * attempt that died between its commit and its invalidation.
          */
         op->moved = chat_pg_i64(r->res[0], 0, 2) > 0;
-        chat_after_write_users(op->ctx, 0, &op->caller, 1, mark_done, op);
+        chat_after_write_users(op->ctx, 0, &op->caller, 1, r->lsn, mark_done, op);
         return;
     }
     free(op);
@@ -399,5 +416,5 @@ void chat_conv_mark_read(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64
         "  AND $3::bigint <= (SELECT last_seq FROM me) RETURNING 1) "
         "SELECT (SELECT count(*) FROM me), (SELECT last_seq FROM me), (SELECT count(*) FROM upd)",
         3, params};
-    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, mark_cb, op);
+    chat_db_exec_lsn(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, mark_cb, op);
 }

@@ -11,6 +11,7 @@
 #include "chat/keys.h"
 #include "chat/chat.h"
 #include "core/buf.h"
+#include "db/walpos.h"
 
 #include <libpq-fe.h>
 #include "realtime/msg.h"
@@ -134,6 +135,10 @@ struct chat_read {
 
     int64_t after_id; /* members reads: the page starts after this user id */
     int limit;        /* members reads: the page's size */
+
+    /* set by the read path for its load: the WAL position a replica must
+     * have replayed to answer it (0: the primary answers; read.c) */
+    uint64_t need_lsn;
 };
 
 /**
@@ -149,18 +154,30 @@ struct chat_read {
 void chat_read(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_reply_cb cb, void *arg);
 
 /**
- * After a committed write to conv: invalidates its cached data, then calls
- * done. Without a cache, done is called at once.
+ * A load's statements (read-only): on a replica when rd->need_lsn allows
+ * (db/replica.h), else on the primary's path; cb as chat_db_exec().
  */
-void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), void *arg);
+void chat_read_exec(chat_ctx_t *ctx, const chat_read_t *rd, const chat_db_stmt_t *stmts, int n,
+                    chat_db_cb cb, void *arg);
+
+/**
+ * After a committed write to conv: invalidates its cached data, recording
+ * lsn, the WAL position after the write's commit (chat_db_exec_lsn; the
+ * replicas' rule, docs/architecture.md), then calls done. Without a cache,
+ * done is called at once. Every write that moves a version passes its
+ * position: a version moved without one sends reads to the primary.
+ */
+void chat_after_write(chat_ctx_t *ctx, int64_t conv, uint64_t lsn, void (*done)(void *arg),
+                      void *arg);
 /**
  * chat_after_write() for a change of the conversation's messages that took
  * rev: also stores puts (read in the change's own transaction) under the new
  * version when no later change was recorded before it (write-through; see
  * chat_cache_invalidate_conv_rev and docs/cache.md).
  */
-void chat_after_write_rev(chat_ctx_t *ctx, int64_t conv, int64_t rev, const chat_cache_put_t *puts,
-                          size_t n, void (*done)(void *arg), void *arg);
+void chat_after_write_rev(chat_ctx_t *ctx, int64_t conv, int64_t rev, uint64_t lsn,
+                          const chat_cache_put_t *puts, size_t n, void (*done)(void *arg),
+                          void *arg);
 
 /**
  * After a committed write that changes what the inboxes of users[0..n) show
@@ -171,6 +188,6 @@ void chat_after_write_rev(chat_ctx_t *ctx, int64_t conv, int64_t rev, const chat
  * once.
  */
 void chat_after_write_users(chat_ctx_t *ctx, int64_t conv, const int64_t *users, size_t n,
-                            void (*done)(void *arg), void *arg);
+                            uint64_t lsn, void (*done)(void *arg), void *arg);
 
 #endif

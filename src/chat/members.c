@@ -99,7 +99,7 @@ static void list_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat
                             "  ORDER BY m.user_id LIMIT $4::int) p ON true "
                             "WHERE me.conversation_id = $1 AND me.user_id = $2 ORDER BY p.id",
         4, params};
-    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, list_cb, op);
+    chat_read_exec(ctx, rd, &st, 1, list_cb, op);
 }
 
 void chat_conv_members(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t after_id,
@@ -147,7 +147,7 @@ static void remove_cb(const chat_db_result_t *r, void *arg)
          * an attempt that died between its commit and its invalidation.
          */
         op->removed = chat_pg_i64(r->res[0], 0, 2) > 0;
-        chat_after_write_users(op->ctx, op->conv, &op->user, 1, removed_done, op);
+        chat_after_write_users(op->ctx, op->conv, &op->user, 1, r->lsn, removed_done, op);
         return;
     }
     free(op);
@@ -180,5 +180,5 @@ void chat_conv_remove_member(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, i
         "SELECT (SELECT count(*) FROM me), (SELECT count(*) FROM allowed), "
         "(SELECT count(*) FROM upd)",
         3, params};
-    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, remove_cb, op);
+    chat_db_exec_lsn(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, remove_cb, op);
 }

@@ -86,6 +86,7 @@ struct msg_op {
     char op_id[CHAT_OP_ID_LEN]; /* send only */
     int type;                   /* writes: the event to push (enum chat_event_type); 0: none */
     int64_t rev;                /* writes: the conversation's rev taken by the change */
+    uint64_t lsn;               /* writes: the WAL position after the commit (walpos.h) */
     int limit, offset;          /* history only */
 };
 
@@ -150,7 +151,7 @@ static void reply_message(struct msg_op *op, chat_reply_kind_t kind, const PGres
         op->rev = chat_pg_i64(res, 0, col + CHAT_MSG_NCOLUMNS);
     }
     chat_encode_message(&op->body, res, 0, col);
-    chat_after_write(op->ctx, op->conv_id, write_done, op);
+    chat_after_write(op->ctx, op->conv_id, op->lsn, write_done, op);
 }
 
 static void encode_page(chat_buf_t *b, const char *conv, int limit, int offset,
@@ -190,7 +191,7 @@ static void write_through(struct msg_op *op, const PGresult *res, const PGresult
         chat_keys_count(ckey, op->conv_id);
         puts[n++] = (chat_cache_put_t){ckey, cb.data, cb.len, chat_keys_ttl(CHAT_KEYS_COUNT, 0, 0)};
     }
-    chat_after_write_rev(op->ctx, op->conv_id, op->rev, puts, n, write_done, op);
+    chat_after_write_rev(op->ctx, op->conv_id, op->rev, op->lsn, puts, n, write_done, op);
     chat_buf_dispose(&pb);
     chat_buf_dispose(&cb);
 }
@@ -204,6 +205,7 @@ static void existing_cb(const chat_db_result_t *r, void *arg)
         /* The row that made our insert a no-op is committed, so this cannot happen. */
         chat_reply_err(op->cb, op->arg, CHAT_EUNAVAILABLE, "the message could not be stored");
     else {
+        op->lsn = r->lsn;
         /*
          * The last column says whether the row is this request's own first
          * attempt (its answer was lost): then it is still a creation.
@@ -224,6 +226,7 @@ static void send_cb(const chat_db_result_t *r, void *arg)
         return;
     }
     const PGresult *res = r->res[1];
+    op->lsn = r->lsn;
     if (chat_pg_i64(res, 0, 0) == 0) {
         chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
         op_free(op);
@@ -245,7 +248,8 @@ static void send_cb(const chat_db_result_t *r, void *arg)
                                      "conversation_id = $2 "
                                      "AND client_msg_id = $3) OR op_id = $4::uuid",
                              4, params};
-        chat_db_exec(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, existing_cb, op);
+        /* its position too: the bump that follows must cover the first attempt's commit */
+        chat_db_exec_lsn(op->ctx->db, &st, 1, CHAT_DB_RETRY_SENT, existing_cb, op);
     }
 }
 
@@ -307,7 +311,7 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
         {"SELECT message_count FROM conversations WHERE id = $1", 1, params},
     };
     /* The op_id makes a repeated send harmless, so it may be sent again. */
-    chat_db_exec(ctx->db, st, 4, CHAT_DB_RETRY_SENT, send_cb, op);
+    chat_db_exec_lsn(ctx->db, st, 4, CHAT_DB_RETRY_SENT, send_cb, op);
     free(body_z);
 }
 
@@ -357,6 +361,7 @@ static void change_cb(const chat_db_result_t *r, void *arg)
         return;
     }
     const PGresult *res = r->res[1];
+    op->lsn = r->lsn;
     int m = CHANGE_COL_MSG;
     bool found = chat_pg_i64(res, 0, CHANGE_COL_MEMBER) > 0 && !PQgetisnull(res, 0, m);
     bool deleted = found && PQgetvalue(res, 0, m + MSG_COL_DELETED)[0] == 't';
@@ -391,7 +396,7 @@ static void change_cb(const chat_db_result_t *r, void *arg)
     chat_encode_message(&op->body, res, 0, m);
     /* A change that took a rev records it, so no earlier send's late
      * write-through can land after it. */
-    chat_after_write_rev(op->ctx, op->conv_id, op->rev, NULL, 0, write_done, op);
+    chat_after_write_rev(op->ctx, op->conv_id, op->rev, op->lsn, NULL, 0, write_done, op);
 }
 
 static struct msg_op *change_new(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int type,
@@ -434,7 +439,7 @@ void chat_msg_edit(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t mes
                      "  (SELECT 1 FROM ed)) " CHANGE_SELECT,
          4, params},
     };
-    chat_db_exec(ctx->db, st, 2, CHAT_DB_RETRY_SENT, change_cb, op);
+    chat_db_exec_lsn(ctx->db, st, 2, CHAT_DB_RETRY_SENT, change_cb, op);
     free(body_z);
 }
 
@@ -465,7 +470,7 @@ void chat_msg_delete(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t m
                      "  (SELECT 1 FROM ed)) " CHANGE_SELECT,
          3, params},
     };
-    chat_db_exec(ctx->db, st, 2, CHAT_DB_RETRY_SENT, change_cb, op);
+    chat_db_exec_lsn(ctx->db, st, 2, CHAT_DB_RETRY_SENT, change_cb, op);
 }
 
 /* ---- history and count ---- */
@@ -534,14 +539,14 @@ static void history_db(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, c
                                              "ON true WHERE mem.conversation_id = $1 "
                                              "AND mem.user_id = $2 ORDER BY p.seq",
             4, params};
-        chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
+        chat_read_exec(ctx, rd, &st, 1, history_cb, op);
         return;
     }
     const char *params[] = {op->conv, op->sender, chat_i64_str(lim, q->limit),
                             chat_i64_str(off, q->offset),
                             q->before_id ? chat_i64_str(before, q->before_id) : NULL};
     chat_db_stmt_t st = {HISTORY_SQL, 5, params};
-    chat_db_exec(ctx->db, &st, 1, CHAT_DB_RETRY_SENT, history_cb, op);
+    chat_read_exec(ctx, rd, &st, 1, history_cb, op);
 }
 
 void chat_msg_history(chat_ctx_t *ctx, int64_t caller, const chat_history_query_t *q,

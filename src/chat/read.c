@@ -14,6 +14,7 @@
 #include "cache/cache.h"
 #include "core/alloc.h"
 #include "core/hash.h"
+#include "db/replica.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -385,10 +386,60 @@ static void leader_loaded_cb(chat_reply_t *r, void *arg)
     }
 }
 
+struct same_key {
+    const char *key;
+    bool all;
+};
+
+static void same_key_cb(void *arg, void *ud)
+{
+    const struct cread *w = arg;
+    struct same_key *sk = ud;
+    if (!w->fill_key || strcmp(w->fill_key, sk->key) != 0)
+        sk->all = false;
+}
+
+/*
+ * The WAL position a replica must have replayed for this load, or 0 for the
+ * primary (docs/architecture.md, "Read replicas"). A load may go to a
+ * replica only when it answers reads that all looked up the same versioned
+ * key (whose version and epoch record the position of every write
+ * acknowledged before they were read), and the flight is then closed to
+ * reads that would join it by time alone (they may need writes after it).
+ */
+static uint64_t replica_lsn(struct cread *op)
+{
+    if (!op->ctx->replicas || !op->fill_key || !op->fl)
+        return 0;
+    const char *tag = chat_flight_tag(op->fl);
+    if (!tag || strcmp(tag, op->fill_key) != 0)
+        return 0;
+    uint64_t lsn = chat_cache_key_lsn(op->fill_key);
+    if (!lsn)
+        return 0;
+    struct same_key sk = {op->fill_key, true};
+    chat_flight_each_waiter(op->fl, same_key_cb, &sk);
+    if (!sk.all)
+        return 0;
+    chat_flight_restrict(op->fl);
+    return lsn;
+}
+
+void chat_read_exec(chat_ctx_t *ctx, const chat_read_t *rd, const chat_db_stmt_t *stmts, int n,
+                    chat_db_cb cb, void *arg)
+{
+    if (!ctx->replicas) {
+        chat_db_exec(ctx->db, stmts, n, CHAT_DB_RETRY_SENT, cb, arg);
+        return;
+    }
+    chat_db_replicas_exec(ctx->replicas, ctx->db, rd->need_lsn, stmts, n, cb, arg);
+}
+
 /* The flight's turn: op loads the value as itself. */
 static void lead(struct cread *op)
 {
     op->leading = true;
+    op->rd.need_lsn = replica_lsn(op);
     load(op, leader_loaded_cb);
 }
 
@@ -552,27 +603,29 @@ void chat_read(chat_ctx_t *ctx, int64_t caller, const chat_read_t *rd, chat_repl
         join(op);
 }
 
-void chat_after_write(chat_ctx_t *ctx, int64_t conv, void (*done)(void *arg), void *arg)
+void chat_after_write(chat_ctx_t *ctx, int64_t conv, uint64_t lsn, void (*done)(void *arg),
+                      void *arg)
 {
     if (!ctx->cache) {
         done(arg);
         return;
     }
-    chat_cache_invalidate_conv(ctx->cache, conv, done, arg);
+    chat_cache_invalidate_conv_lsn(ctx->cache, conv, lsn, done, arg);
 }
 
-void chat_after_write_rev(chat_ctx_t *ctx, int64_t conv, int64_t rev, const chat_cache_put_t *puts,
-                          size_t n, void (*done)(void *arg), void *arg)
+void chat_after_write_rev(chat_ctx_t *ctx, int64_t conv, int64_t rev, uint64_t lsn,
+                          const chat_cache_put_t *puts, size_t n, void (*done)(void *arg),
+                          void *arg)
 {
     if (!ctx->cache) {
         done(arg);
         return;
     }
-    chat_cache_invalidate_conv_rev(ctx->cache, conv, rev, puts, n, done, arg);
+    chat_cache_invalidate_conv_rev_lsn(ctx->cache, conv, rev, lsn, puts, n, done, arg);
 }
 
 void chat_after_write_users(chat_ctx_t *ctx, int64_t conv, const int64_t *users, size_t n,
-                            void (*done)(void *arg), void *arg)
+                            uint64_t lsn, void (*done)(void *arg), void *arg)
 {
     if (!ctx->cache) {
         done(arg);
@@ -590,7 +643,7 @@ void chat_after_write_users(chat_ctx_t *ctx, int64_t conv, const int64_t *users,
         chat_keys_user_version(keys[k++], users[i]);
     for (size_t i = 0; i < nkeys; i++)
         argv[i] = keys[i];
-    chat_cache_invalidate_keys(ctx->cache, argv, nkeys, done, arg);
+    chat_cache_invalidate_keys_lsn(ctx->cache, argv, nkeys, lsn, done, arg);
     free(argv);
     free(keys);
 }

@@ -34,6 +34,36 @@ static const struct row rows[] = {
      OFF(database_url_direct),
      0,
      0},
+    {{"DATABASE_URL_REPLICAS",
+      "comma-separated libpq URLs of streaming read replicas (each behind its pooler); cache "
+      "misses of history, events, members and inbox go to one that has replayed the data's last "
+      "acknowledged write",
+      NULL},
+     T_STR,
+     OFF(database_url_replicas),
+     0,
+     0},
+    {{"CHATD_DB_POOL_SIZE_REPLICA",
+      "database connections per process to each replica (split across workers, at least one "
+      "each)",
+      "4"},
+     T_INT,
+     OFF(db_pool_size_replica),
+     1,
+     10000},
+    {{"CHATD_REPLICA_MAX_LAG_MS",
+      "a replica further behind than this (time since its last replayed commit while WAL "
+      "waits) is not read until it catches up",
+      "2000"},
+     T_INT,
+     OFF(replica_max_lag_ms),
+     1,
+     3600000},
+    {{"CHATD_REPLICA_POLL_MS", "how often each worker reads each replica's replay position", "50"},
+     T_INT,
+     OFF(replica_poll_ms),
+     10,
+     60000},
     {{"REDIS_URL", "redis://host:port[/db] or redis+cluster://host:port[,host:port...]",
       "redis://127.0.0.1:6379"},
      T_STR,
@@ -374,6 +404,46 @@ static int parse_origins(const char *list, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * DATABASE_URL_REPLICAS: 1..CHAT_CONFIG_REPLICAS_MAX libpq URLs
+ * (postgresql:// or postgres://), comma-separated; no empty item.
+ */
+static bool replica_url_ok(const char *s, size_t len)
+{
+    while (len > 0 && *s == ' ') {
+        s++;
+        len--;
+    }
+    if (len > 13 && strncmp(s, "postgresql://", 13) == 0)
+        return true;
+    return len > 11 && strncmp(s, "postgres://", 11) == 0;
+}
+
+static int parse_replicas(const char *list, char *err, size_t errlen)
+{
+    if (!list)
+        return 0;
+    int n = 0;
+    const char *p = list;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        n++;
+        if (!replica_url_ok(p, len) || n > CHAT_CONFIG_REPLICAS_MAX) {
+            /* the URLs hold passwords: an item is named by its position only */
+            snprintf(
+                err, errlen,
+                "DATABASE_URL_REPLICAS must list 1..%d URLs postgresql://user:pass@host:port/db "
+                "separated by commas; item %d is not one",
+                CHAT_CONFIG_REPLICAS_MAX, n);
+            return -1;
+        }
+        if (!end)
+            return 0;
+        p = end + 1;
+    }
+}
+
 int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *), char *err,
                      size_t errlen)
 {
@@ -446,6 +516,8 @@ int chat_config_load(chat_config_t *cfg, const char *(*getenv_fn)(const char *),
     }
     if (parse_origins(cfg->allowed_origins, err, errlen) < 0)
         return -1;
+    if (parse_replicas(cfg->database_url_replicas, err, errlen) < 0)
+        return -1;
     if (!cfg->database_url) {
         snprintf(err, errlen, "DATABASE_URL must not be empty");
         return -1;
@@ -457,6 +529,7 @@ void chat_config_dispose(chat_config_t *cfg)
 {
     free(cfg->database_url);
     free(cfg->database_url_direct);
+    free(cfg->database_url_replicas);
     free(cfg->redis_url);
     free(cfg->listen);
     free(cfg->listen_host);

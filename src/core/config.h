@@ -21,12 +21,19 @@ typedef struct chat_config_rate {
     int burst;    /* 1..CHAT_CONFIG_RATE_MAX; RATE when the setting gives none */
 } chat_config_rate_t;
 
+/** Most read replicas DATABASE_URL_REPLICAS may list. */
+#define CHAT_CONFIG_REPLICAS_MAX 8
+
 /** Largest RATE and BURST a rate setting accepts. */
 #define CHAT_CONFIG_RATE_MAX 1000000
 
 typedef struct chat_config {
     char *database_url;              /* DATABASE_URL: the pooler path */
     char *database_url_direct;       /* DATABASE_URL_DIRECT: fallback path, NULL if unset */
+    char *database_url_replicas;     /* DATABASE_URL_REPLICAS: read replicas, NULL if unset */
+    int db_pool_size_replica;        /* CHATD_DB_POOL_SIZE_REPLICA: per replica, per process */
+    int replica_max_lag_ms;          /* CHATD_REPLICA_MAX_LAG_MS */
+    int replica_poll_ms;             /* CHATD_REPLICA_POLL_MS */
     char *redis_url;                 /* REDIS_URL */
     bool enable_redis_cache;         /* ENABLE_REDIS_CACHE */
     bool cache_bypass;               /* CACHE_BYPASS */

@@ -69,11 +69,16 @@ static void log_text(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
-static void notice_cb(void *arg, const char *message)
+static void notice_cb(void *arg, const PGresult *res)
 {
     chat_db_conn_t *c = arg;
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    /* 25P01 "no transaction in progress": the COMMIT of chat_db_exec_lsn (walpos.c) */
+    if (state && strcmp(state, "25P01") == 0)
+        return;
+    const char *message = PQresultErrorMessage(res);
     char text[512];
-    log_text(text, sizeof text, message);
+    log_text(text, sizeof text, message ? message : "");
     chat_log_info("event=db_notice path=%s conn=%d message=\"%s\"", c->_cfg->path_name, c->id,
                   text);
 }
@@ -315,7 +320,7 @@ static void connect_start(chat_db_conn_t *c, const char *hosts, const char *addr
         chat_log_error("event=db_connect_oom path=%s", c->_cfg->path_name);
         abort();
     }
-    PQsetNoticeProcessor(c->_pg, notice_cb, c);
+    PQsetNoticeReceiver(c->_pg, notice_cb, c);
     if (PQstatus(c->_pg) == CONNECTION_BAD) {
         connect_failed(c, "connect_failed");
         return;

@@ -10,6 +10,7 @@
 #include "core/error.h"
 
 #include <libpq-fe.h>
+#include <stdint.h>
 
 /** Most statements one transaction may hold. */
 #define CHAT_DB_MAX_STMTS 16
@@ -49,6 +50,8 @@ typedef struct chat_db_result {
     PGresult *const *res; /* one per statement when status == CHAT_EOK */
     int nres;
     double queue_wait; /* seconds spent waiting for a connection */
+    /* chat_db_exec_lsn: the WAL position after the commit (CHAT_EOK), else 0 */
+    uint64_t lsn;
 } chat_db_result_t;
 
 /**

@@ -330,6 +330,68 @@ static void test_failed_invalidation_changes_the_epoch(void **state)
     env_done(&e);
 }
 
+static void invalidate_lsn(env_t *e, int64_t scope, uint64_t lsn)
+{
+    int calls = 0;
+    chat_cache_invalidate_conv_lsn(e->c, scope, lsn, op_done, &calls);
+    assert_int_equal(calls, 0);
+    run_until_calls(e, &calls);
+}
+
+/* The position a miss of scope 7 needs now (a fresh prefix each time: a miss). */
+static uint64_t needed(env_t *e)
+{
+    static int n;
+    char prefix[32];
+    res_t r;
+    snprintf(prefix, sizeof prefix, "t:page:7:%d", n++);
+    lookups_until_usable(e, K_PAGE, prefix, 7, &r);
+    assert_int_equal(r.status, CHAT_CACHE_MISS);
+    return chat_cache_key_lsn(r.key);
+}
+
+/*
+ * Read replicas' rule (docs/architecture.md): a version records the highest
+ * WAL position of the bumps that moved it, whatever order they land in; a
+ * version no write set records none; a write-through bump records it too;
+ * several keys at once; and a new epoch after a lost bump carries the
+ * process's highest position.
+ */
+static void test_versions_record_wal_positions(void **state)
+{
+    env_t e;
+    res_t r;
+    env_init(&e, 200, 0);
+    assert_int_equal(needed(&e), 0); /* installed by the lookup: unknown */
+    invalidate_lsn(&e, 7, 0x500);
+    assert_int_equal(needed(&e), 0x500);
+    invalidate_lsn(&e, 7, 0x300); /* a concurrent write's bump landing late */
+    assert_int_equal(needed(&e), 0x500);
+    invalidate_lsn(&e, 7, 0x900);
+    assert_int_equal(needed(&e), 0x900);
+    invalidate_rev(&e, 7, 3, NULL, NULL); /* a bump without a position: unknown again */
+    assert_int_equal(needed(&e), 0);
+    int calls = 0;
+    chat_cache_invalidate_conv_rev_lsn(e.c, 7, 4, 0x800, NULL, 0, op_done, &calls);
+    run_until_calls(&e, &calls);
+    assert_int_equal(needed(&e), 0x800);
+    assert_non_null(strstr(redis_get("t:ver:7"), "4."));
+    calls = 0;
+    const char *keys[] = {"t:ver:7", "t:ver:8"};
+    chat_cache_invalidate_keys_lsn(e.c, keys, 2, 0xA00, op_done, &calls);
+    run_until_calls(&e, &calls);
+    assert_int_equal(needed(&e), 0xA00);
+    assert_int_equal(chat_cache_token_lsn(redis_get("t:ver:8")), 0xA00);
+    /* a lost bump: the new epoch carries the highest position, above the version's */
+    freeReplyObject(server_cmd("CONFIG SET min-replicas-to-write 1"));
+    invalidate_lsn(&e, 8, 0xB00);
+    freeReplyObject(server_cmd("CONFIG SET min-replicas-to-write 0"));
+    assert_true(lookups_until_usable(&e, K_PAGE, "t:page:7:x", 7, &r) >= 1);
+    assert_int_equal(chat_cache_key_lsn(r.key), 0xB00);
+    assert_int_equal(chat_cache_token_lsn(redis_get(CHAT_CACHE_EPOCH_KEY)), 0xB00);
+    env_done(&e);
+}
+
 /* A bump past its deadline: the write is acknowledged, no worker uses the
  * cache until the late reply says it landed; then nothing more is needed. */
 static void test_unsettled_invalidation_holds_the_cache(void **state)
@@ -455,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_write_through_only_for_the_newest_rev),
         cmocka_unit_test(test_late_fill_after_invalidation_is_unreadable),
         cmocka_unit_test(test_failed_invalidation_changes_the_epoch),
+        cmocka_unit_test(test_versions_record_wal_positions),
         cmocka_unit_test(test_unsettled_invalidation_holds_the_cache),
         cmocka_unit_test(test_unsettled_then_lost_marks_dirty),
         cmocka_unit_test(test_bypass),

@@ -247,6 +247,45 @@ static void test_config_allowed_origins(void **state)
     chat_config_dispose(&cfg);
 }
 
+static void test_config_replicas(void **state)
+{
+    (void)state;
+    chat_config_t cfg;
+    char err[256];
+    static const char *const none[] = {NULL};
+    fake_env = none;
+    assert_int_equal(chat_config_load(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_null(cfg.database_url_replicas);
+    assert_int_equal(cfg.replica_max_lag_ms, 2000);
+    assert_int_equal(cfg.replica_poll_ms, 50);
+    assert_int_equal(cfg.db_pool_size_replica, 4);
+    chat_config_dispose(&cfg);
+    static const char *const two[] = {
+        "DATABASE_URL_REPLICAS", "postgresql://u:p@r1:6432/chat, postgres://u:p@r2/chat", NULL};
+    fake_env = two;
+    assert_int_equal(chat_config_load(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_non_null(cfg.database_url_replicas);
+    chat_config_dispose(&cfg);
+    static const char *const bad[][3] = {
+        {"DATABASE_URL_REPLICAS", "host=r1 dbname=chat", NULL},
+        {"DATABASE_URL_REPLICAS", "postgresql://u:secret@r1/chat,", NULL},
+        {"DATABASE_URL_REPLICAS", "postgresql://u:secret@r1/chat,,postgresql://r2/c", NULL},
+        {"DATABASE_URL_REPLICAS",
+         "postgres://a/c,postgres://a/c,postgres://a/c,postgres://a/c,postgres://a/c,"
+         "postgres://a/c,postgres://a/c,postgres://a/c,postgres://a/c",
+         NULL},
+        {"CHATD_REPLICA_MAX_LAG_MS", "0", NULL},
+        {"CHATD_REPLICA_POLL_MS", "5", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fake_env = bad[i];
+        assert_int_equal(chat_config_load(&cfg, fake_getenv, err, sizeof err), -1);
+        /* the URLs hold passwords: never in the message */
+        assert_null(strstr(err, "secret"));
+        chat_config_dispose(&cfg);
+    }
+}
+
 static void test_config_ipv6_listen(void **state)
 {
     static const char *const env[] = {"CHATD_LISTEN", "[::1]:3100", "CHATD_SIGNUP", "closed", NULL};
@@ -297,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_config_rate_forms),
         cmocka_unit_test(test_config_rejects_bad_values),
         cmocka_unit_test(test_config_ipv6_listen),
+        cmocka_unit_test(test_config_replicas),
         cmocka_unit_test(test_config_allowed_origins),
         cmocka_unit_test(test_config_documented_in_readme),
     };
