@@ -157,7 +157,7 @@ clean:
 	-@if [ -d var/cluster ]; then CLUSTER_DIR=var/cluster scripts/cluster.sh stop 2>/dev/null; fi
 	-@CHATD_STACK_DIR=var/test-stack scripts/stack.sh stop 2>/dev/null
 	-@CHATD_STACK_DIR=$(STACK_DIR) scripts/stack.sh stop 2>/dev/null
-	@for d in var/test-stack $(STACK_DIR); do \
+	@for d in var/test-stack $(STACK_DIR) var/cluster/stack; do \
 	  if [ -L $$d ]; then t=$$(readlink $$d); case $$t in /tmp/chatd-stack-*) rm -rf "$$t";; esac; fi; \
 	done
 	rm -rf build build-asan build-fuzz var

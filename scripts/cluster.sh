@@ -9,6 +9,8 @@
 #                               three instances ready, print what runs where
 #   scripts/cluster.sh stop     stop everything (idempotent; chatd with SIGTERM)
 #   scripts/cluster.sh status   what runs; exit 0 when every part answers
+#   scripts/cluster.sh instance-start N   start chatd instance N (1-3) again after
+#                               it stopped or died, wait until it is ready
 #
 # Ports (environment; defaults keep clear of `make run`'s stack on 5432/6432/6379):
 #   CLUSTER_PORT 3000 (HAProxy)        CLUSTER_CHATD_PORT 3001 (instances: +0, +1, +2)
@@ -27,6 +29,16 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${CLUSTER_DIR:-var/cluster}
 case $DIR in /*) ;; *) DIR=$REPO/$DIR ;; esac
 TIMEOUT=${CLUSTER_TIMEOUT:-60}
+# ports: the environment, else those of the last start of this cluster, else the defaults
+PORT_VARS=(CLUSTER_PORT CLUSTER_CHATD_PORT CLUSTER_STATS_PORT CLUSTER_PG_PORT CLUSTER_PGBOUNCER_PORT
+  CLUSTER_REDIS_PORT CLUSTER_PG_REPLICA_PORT CLUSTER_PGBOUNCER_REPLICA_PORT CLUSTER_REDIS_CLUSTER_PORT)
+if [[ -r $DIR/ports ]]; then
+  while IFS='=' read -r k v; do
+    for want in "${PORT_VARS[@]}"; do
+      if [[ $k == "$want" && -z ${!k:-} ]]; then printf -v "$k" '%s' "$v"; fi
+    done
+  done <"$DIR/ports"
+fi
 HA_PORT=${CLUSTER_PORT:-3000}
 CHATD_PORT=${CLUSTER_CHATD_PORT:-3001}
 STATS_PORT=${CLUSTER_STATS_PORT:-3090}
@@ -123,6 +135,10 @@ cmd_start() {
     fi
   done
   mkdir -p "$DIR"
+  printf '%s\n' "CLUSTER_PORT=$HA_PORT" "CLUSTER_CHATD_PORT=$CHATD_PORT" "CLUSTER_STATS_PORT=$STATS_PORT" \
+    "CLUSTER_PG_PORT=$PG_PORT" "CLUSTER_PGBOUNCER_PORT=$PGB_PORT" "CLUSTER_REDIS_PORT=$REDIS_PORT" \
+    "CLUSTER_PG_REPLICA_PORT=$PGR_PORT" "CLUSTER_PGBOUNCER_REPLICA_PORT=$PGBR_PORT" \
+    "CLUSTER_REDIS_CLUSTER_PORT=$RC_PORT" >"$DIR/ports"
   stack start
   # shellcheck disable=SC1091
   (set -a; . "$DIR/stack/env"; set +a; "$CHATD_BIN" migrate) >>"$DIR/migrate.log" 2>&1 ||
@@ -202,12 +218,23 @@ cmd_status() {
   return "$ok"
 }
 
+cmd_instance_start() {
+  local i=${1:-}
+  if ! [[ $i =~ ^[1-9]$ ]] || ((i > N)); then die "instance-start needs an instance number 1..$N"; fi
+  if pid_of "$DIR/chatd-$i.pid" chatd >/dev/null; then die "chatd $i runs already"; fi
+  start_chatd "$i"
+  wait_for "$TIMEOUT" ready "$(instance_port "$i")" ||
+    { tail -n 30 "$DIR/chatd-$i.log" >&2; die "chatd $i not ready after ${TIMEOUT}s"; }
+  say "chatd $i ready on 127.0.0.1:$(instance_port "$i")"
+}
+
 case ${1:-} in
 start) cmd_start ;;
+instance-start) cmd_instance_start "${2:-}" ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 *)
-  echo "usage: $0 start|stop|status" >&2
+  echo "usage: $0 start|stop|status|instance-start N" >&2
   exit 2
   ;;
 esac
