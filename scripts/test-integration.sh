@@ -17,7 +17,9 @@ cd "$REPO"
 # another checkout testing at the same time may move its stack elsewhere:
 # CHATD_TEST_STACK_DIR, CHATD_TEST_PG_PORT, CHATD_TEST_PGBOUNCER_PORT, CHATD_TEST_REDIS_PORT,
 # CHATD_TEST_REDIS_CLUSTER_PORT (the first of the six of test_redis_cluster.py's cluster),
-# CHATD_TEST_PG_REPLICA_PORT, CHATD_TEST_PGBOUNCER_REPLICA_PORT (test_replicas.py)
+# CHATD_TEST_PG_REPLICA_PORT, CHATD_TEST_PGBOUNCER_REPLICA_PORT (test_replicas.py),
+# CHATD_TEST_CLUSTER_PORT (test_cluster.py's cluster: HAProxy there, its instances and
+# servers on offsets up to +533) and CHATD_TEST_CLUSTER_REDIS_PORT (its Redis Cluster)
 export CHATD_TEST_PG_PORT=${CHATD_TEST_PG_PORT:-15432}
 export CHATD_TEST_PGBOUNCER_PORT=${CHATD_TEST_PGBOUNCER_PORT:-16432}
 export CHATD_TEST_REDIS_PORT=${CHATD_TEST_REDIS_PORT:-16379}
@@ -25,6 +27,8 @@ export CHATD_TEST_REDIS_CLUSTER_PORT=${CHATD_TEST_REDIS_CLUSTER_PORT:-17001}
 # test_replicas.py's streaming replica of the stack and its PgBouncer (stack.sh replica-start)
 export CHATD_TEST_PG_REPLICA_PORT=${CHATD_TEST_PG_REPLICA_PORT:-15433}
 export CHATD_TEST_PGBOUNCER_REPLICA_PORT=${CHATD_TEST_PGBOUNCER_REPLICA_PORT:-16433}
+export CHATD_TEST_CLUSTER_PORT=${CHATD_TEST_CLUSTER_PORT:-21000}
+export CHATD_TEST_CLUSTER_REDIS_PORT=${CHATD_TEST_CLUSTER_REDIS_PORT:-17201}
 export CHATD_TEST_STACK_DIR=${CHATD_TEST_STACK_DIR:-$REPO/var/test-stack}
 export CHATD_STACK_DIR=$CHATD_TEST_STACK_DIR PG_PORT=$CHATD_TEST_PG_PORT \
   PGBOUNCER_PORT=$CHATD_TEST_PGBOUNCER_PORT REDIS_PORT=$CHATD_TEST_REDIS_PORT
@@ -83,7 +87,10 @@ run release build/chatd pooler
 # KNOWN DEFECT, left open on issue 14: under the sanitizer build's slower loop
 # the Redis Cluster client's node handshakes (200 ms) time out while a worker
 # starts, and rate limits are then decided locally and a pattern delete misses
-# keys; test_redis_cluster.py runs in the release pass only until that is fixed.
-run sanitizers build-asan/chatd direct --ignore=tests/integration/test_redis_cluster.py
+# keys; test_redis_cluster.py runs in the release pass only until that is fixed,
+# and so does test_cluster.py (make cluster's layout: its instances on the same
+# Redis Cluster client; ~30 s).
+run sanitizers build-asan/chatd direct --ignore=tests/integration/test_redis_cluster.py \
+  --ignore=tests/integration/test_cluster.py
 [[ $unit_rc -eq 0 ]] || { echo "=== unit tests with PostgreSQL FAILED ===" >&2; rc=1; }
 exit $rc
