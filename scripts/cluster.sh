@@ -22,7 +22,7 @@
 # CLUSTER_DIR (var/cluster) holds stack/ (PostgreSQL, PgBouncer), redis/ (the
 # Redis Cluster), chatd-N.log/.pid, haproxy.cfg's log and pid, and env (the
 # URLs). CHATD_BIN (build/chatd) is the binary; other CHATD_* variables of the
-# caller's environment reach the instances. CLUSTER_TIMEOUT (60 s) bounds waits.
+# caller's environment reach the instances (CHATD_DRAIN_MS defaults to 2000). CLUSTER_TIMEOUT (60 s) bounds waits.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -115,7 +115,9 @@ start_chatd() {
     # shellcheck disable=SC1091
     . "$DIR/stack/env"
     set +a
-    export CHATD_LISTEN=127.0.0.1:$port REDIS_URL
+    # SIGTERM: /readyz says draining for 2 s (HAProxy's checks take it out
+    # within ~1 s), then the listener closes and requests in flight finish
+    export CHATD_LISTEN=127.0.0.1:$port REDIS_URL CHATD_DRAIN_MS=${CHATD_DRAIN_MS:-2000}
     REDIS_URL=$(redis_url)
     exec setsid "$CHATD_BIN" >>"$DIR/chatd-$i.log" 2>&1 </dev/null
   ) &

@@ -461,7 +461,13 @@ def test_sigterm_drain_under_load(cluster, load):
     pid = cluster.pid(victim)
     t_term = time.monotonic()
     os.kill(pid, signal.SIGTERM)
+    # the instance says draining at once and still serves everything else
+    r = requests.get(_url(INSTANCES[victim - 1], "/readyz"), timeout=2)
+    assert r.status_code == 503 and r.json()["status"] == "draining", r.text
+    assert requests.get(_url(INSTANCES[victim - 1], "/healthz"), timeout=2).status_code == 200
     t_down = cluster.wait_status(f"chatd{victim}", "DOWN")
+    # HAProxy took it out before its listener closed (CHATD_DRAIN_MS = 2 s)
+    assert os.path.exists(f"/proc/{pid}") and t_down - t_term < 2.0, t_down - t_term
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
