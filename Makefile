@@ -5,7 +5,11 @@
 #   make build-asan    AddressSanitizer + UBSan build in build-asan/
 #   make run           deps, build, dev stack (var/stack), migrate, then chatd in the
 #                      foreground on 127.0.0.1:3000 (Ctrl-C stops chatd; the stack stays)
-#   make stop          stop chatd started by `make run`, and the dev stack
+#   make stop          stop chatd started by `make run`, the dev stack, and the cluster
+#   make cluster       deps, build, then scripts/cluster.sh start: on loopback under
+#                      var/cluster, PostgreSQL primary + streaming replica (each behind
+#                      its PgBouncer), a Redis Cluster (3 masters + 3 replicas), 3 chatd
+#                      instances on 127.0.0.1:3001-3003 and HAProxy on 127.0.0.1:3000
 #   make test          deps, format check, lint, both builds, unit tests in both, the fuzz
 #                      smoke (every harness of tests/fuzz for 20 s), then the integration
 #                      suite on a private test stack (var/test-stack) twice, then the
@@ -41,7 +45,7 @@ STACK_DIR := var/stack
 LISTEN ?= 127.0.0.1:3000
 PIDFILE := var/chatd.pid
 
-.PHONY: all deps build build-asan run stop test unit fuzz integration bench format-check lint clean monitor \
+.PHONY: all deps build build-asan run stop cluster test unit fuzz integration bench format-check lint clean monitor \
 	openapi-check images compose-test
 
 all: build
@@ -80,6 +84,12 @@ stop:
 	  rm -f $(PIDFILE); \
 	fi
 	@CHATD_STACK_DIR=$(STACK_DIR) scripts/stack.sh stop
+	@if [ -d var/cluster ]; then CLUSTER_DIR=var/cluster scripts/cluster.sh stop; fi
+
+cluster:
+	@$(M) deps
+	@$(M) build
+	@CLUSTER_DIR=var/cluster scripts/cluster.sh start
 
 test:
 	@$(M) deps
@@ -144,10 +154,11 @@ openapi-check: $(OPENAPI_TOOL)
 
 # a stack directory may be a symlink to /tmp (see scripts/stack.sh): remove both
 clean:
+	-@if [ -d var/cluster ]; then CLUSTER_DIR=var/cluster scripts/cluster.sh stop 2>/dev/null; fi
 	-@CHATD_STACK_DIR=var/test-stack scripts/stack.sh stop 2>/dev/null
 	-@CHATD_STACK_DIR=var/test-stack-asan scripts/stack.sh stop 2>/dev/null
 	-@CHATD_STACK_DIR=$(STACK_DIR) scripts/stack.sh stop 2>/dev/null
-	@for d in var/test-stack var/test-stack-asan $(STACK_DIR); do \
+	@for d in var/test-stack var/test-stack-asan $(STACK_DIR) var/cluster/stack; do \
 	  if [ -L $$d ]; then t=$$(readlink $$d); case $$t in /tmp/chatd-stack-*) rm -rf "$$t";; esac; fi; \
 	done
 	rm -rf build build-asan build-fuzz var

@@ -12,7 +12,8 @@
 # install (policy-rc.d), and afterwards the distro's instances are stopped and
 # set to manual start: the cluster 15/main that postgresql-common creates, the
 # pgbouncer and redis-server services; likewise nginx (port 80), which the
-# benchmark only runs privately on its own port. Each step runs only when needed.
+# benchmark only runs privately on its own port, and haproxy, which make cluster runs
+# privately. Each step runs only when needed.
 set -euo pipefail
 
 PKGS=(
@@ -45,6 +46,9 @@ PKGS=(
   # podman with runc, the Debian base made by debootstrap, compose through
   # podman's Docker-compatible API
   podman runc debootstrap docker-compose
+  # make cluster (scripts/cluster.sh) and tests/integration/test_cluster.py: the load
+  # balancer in front of the chatd instances (deploy/haproxy/haproxy.cfg)
+  haproxy
 )
 # npm: Debian's package, unless an npm came with nodejs (NodeSource's does,
 # and conflicts with Debian's)
@@ -119,7 +123,7 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
   done < <(pg_lsclusters -h 2>/dev/null || true)
 fi
 
-for svc in pgbouncer redis-server nginx; do
+for svc in pgbouncer redis-server nginx haproxy; do
   if have_systemd; then
     for unit in "$svc.service" "$svc.socket"; do
       if systemctl is-enabled --quiet "$unit" 2>/dev/null; then
@@ -137,6 +141,7 @@ for svc in pgbouncer redis-server nginx; do
       pgbouncer) pidf=/var/run/postgresql/pgbouncer.pid ;;
       redis-server) pidf=/var/run/redis/redis-server.pid ;;
       nginx) pidf=/var/run/nginx.pid ;;
+      haproxy) pidf=/var/run/haproxy.pid ;;
     esac
     if [[ -r $pidf ]] && kill -0 "$(cat "$pidf")" 2>/dev/null; then
       as_root /etc/init.d/"$svc" stop >/dev/null 2>&1 || true

@@ -9,6 +9,7 @@
 #include "chat/keys.h"
 #include "core/alloc.h"
 #include "core/config.h"
+#include "core/drain.h"
 #include "core/log.h"
 #include "db/migrate.h"
 
@@ -44,8 +45,8 @@ static void stop_workers(void)
 }
 
 static uv_signal_t sigterm, sigint;
-static uv_timer_t shutdown_timer;
-static int shutting_down;
+static uv_timer_t shutdown_timer, drain_timer;
+static int shutting_down, draining;
 
 static void shutdown_timeout_cb(uv_timer_t *t)
 {
@@ -54,15 +55,38 @@ static void shutdown_timeout_cb(uv_timer_t *t)
     _exit(0);
 }
 
-static void signal_cb(uv_signal_t *s, int signum)
+static void shut_down(const char *signame)
 {
     if (shutting_down)
         return;
     shutting_down = 1;
-    chat_log_info("event=shutdown signal=%s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    uv_timer_stop(&drain_timer);
+    chat_log_info("event=shutdown signal=%s", signame);
     uv_timer_start(&shutdown_timer, shutdown_timeout_cb, (uint64_t)cfg.shutdown_timeout_ms, 0);
     uv_unref((uv_handle_t *)&shutdown_timer);
     stop_workers();
+}
+
+static void drain_done_cb(uv_timer_t *t)
+{
+    shut_down("drained");
+}
+
+/* The first signal drains for CHATD_DRAIN_MS (/readyz 503, everything else
+ * served) when that is set, then shuts down; a second one shuts down at once. */
+static void signal_cb(uv_signal_t *s, int signum)
+{
+    const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (shutting_down)
+        return;
+    if (draining || cfg.drain_ms <= 0) {
+        shut_down(name);
+        return;
+    }
+    draining = 1;
+    chat_drain_begin();
+    chat_log_info("event=drain signal=%s drain_ms=%d", name, cfg.drain_ms);
+    uv_timer_start(&drain_timer, drain_done_cb, (uint64_t)cfg.drain_ms, 0);
 }
 
 static void worker_done_cb(uv_async_t *h)
@@ -73,6 +97,7 @@ static void worker_done_cb(uv_async_t *h)
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_close((uv_handle_t *)&shutdown_timer, NULL);
+    uv_close((uv_handle_t *)&drain_timer, NULL);
 }
 
 static void raise_fd_limit(void)
@@ -159,6 +184,7 @@ static int serve(void)
     uv_signal_start(&sigterm, signal_cb, SIGTERM);
     uv_signal_start(&sigint, signal_cb, SIGINT);
     uv_timer_init(main_loop, &shutdown_timer);
+    uv_timer_init(main_loop, &drain_timer);
 
     shared.cfg = &cfg;
     shared.nworkers = nworkers;

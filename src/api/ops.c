@@ -4,6 +4,7 @@
 #include "api/internal.h"
 #include "cache/cache.h"
 #include "core/alloc.h"
+#include "core/drain.h"
 #include "core/metrics.h"
 
 #include <stdlib.h>
@@ -21,14 +22,18 @@ void chat_h_healthz(chat_call_t *call)
 void chat_h_readyz(chat_call_t *call)
 {
     int db_up = chat_db_healthy(call->api->ctx->db);
+    int draining = chat_drain_active();
     const char *cache = chat_cache_state(call->api->ctx->cache);
-    const char *status = !db_up ? "unavailable" : strcmp(cache, "down") ? "ready" : "degraded";
+    const char *status = draining                ? "draining"
+                         : !db_up                ? "unavailable"
+                         : strcmp(cache, "down") ? "ready"
+                                                 : "degraded";
     chat_buf_t b = CHAT_BUF_INIT;
     chat_buf_printf(&b, "{\"status\":\"%s\",\"db\":\"%s\",\"cache\":\"%s\"}", status,
                     db_up ? "up" : "down", cache);
     size_t len;
     char *body = chat_buf_steal(&b, &len);
-    chat_call_ok(call, db_up ? 200 : 503, body, len);
+    chat_call_ok(call, db_up && !draining ? 200 : 503, body, len);
 }
 
 void chat_h_metrics(chat_call_t *call)

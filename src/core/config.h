@@ -60,6 +60,7 @@ typedef struct chat_config {
     int max_pending_output_total_mb; /* CHATD_MAX_PENDING_OUTPUT_TOTAL_MB, 0 = no budget */
     int ws_ping_interval_ms;         /* CHATD_WS_PING_INTERVAL_MS */
     int shutdown_timeout_ms;         /* CHATD_SHUTDOWN_TIMEOUT_MS */
+    int drain_ms;                    /* CHATD_DRAIN_MS */
     bool signup_open;                /* CHATD_SIGNUP: open / closed */
     char *admin_token;               /* CHATD_ADMIN_TOKEN, NULL if unset */
     char *allowed_origins;           /* CHATD_ALLOWED_ORIGINS, NULL: any origin */

@@ -8,6 +8,11 @@ Environment:
                         exists and its servers answer, it is used as is;
                         otherwise the session starts it with scripts/stack.sh
                         (ports 15432/16432/16379) and stops it at the end.
+  CHATD_TEST_EXTERNAL_URL  when set (e.g. http://127.0.0.1:3000, HAProxy of a
+                        cluster), the module fixture `chatd` is that running
+                        service instead of a process started here: `api` and
+                        the tests talk to it (test_cluster.py runs modules so;
+                        tests that read a log or start their own chatd don't fit)
 
 Fixtures:
   stack          (session)  URLs/DSNs/ports of the stack; migrations applied
@@ -522,9 +527,62 @@ def _module_chatd_factory(stack, tmp_path_factory, request):
     f.teardown()
 
 
+# fixtures that need chatd processes of this session or the lone stack's Redis
+_NOT_EXTERNAL = {"chatd_factory", "_module_chatd_factory", "redis_client"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """With CHATD_TEST_EXTERNAL_URL, the tests that start their own chatd or use
+    the stack's Redis are deselected (they test a process, not the service)."""
+    if not os.environ.get("CHATD_TEST_EXTERNAL_URL"):
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if _NOT_EXTERNAL & set(getattr(item, "fixturenames", ())) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+class ExternalChatd(ChatdProcess):
+    """A chatd service running elsewhere (CHATD_TEST_EXTERNAL_URL): HTTP only."""
+
+    def __init__(self, base_url):
+        u = urllib.parse.urlsplit(base_url)
+        self.proc = None
+        self.pid = None
+        self.host = u.hostname
+        self.port = u.port or 80
+        self.base_url = base_url.rstrip("/")
+        self.log_path = None
+        self.env = {}
+        openapi_check.serve(self.port)
+        self._served = True
+
+    def __repr__(self):
+        return f"ExternalChatd({self.base_url})"
+
+    def running(self):
+        return True
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self._served:
+            openapi_check.unserve(self.port)
+            self._served = False
+
+    def log_text(self):
+        raise RuntimeError("an external chatd has no log here")
+
+
 @pytest.fixture(scope="module")
-def chatd(_module_chatd_factory):
-    return _module_chatd_factory(workers=1)
+def chatd(request):
+    external = os.environ.get("CHATD_TEST_EXTERNAL_URL")
+    if external:
+        inst = ExternalChatd(external)
+        yield inst
+        inst.stop()
+        return
+    yield request.getfixturevalue("_module_chatd_factory")(workers=1)
 
 
 @pytest.fixture(scope="module")

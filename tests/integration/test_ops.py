@@ -31,6 +31,26 @@ def test_readyz(api):
     assert b["cache"] in ("up", "down", "bypassed")
 
 
+def test_sigterm_drains_then_a_second_signal_stops(chatd_factory):
+    """CHATD_DRAIN_MS: after SIGTERM /readyz answers 503 draining while other
+    requests are served; a second SIGTERM ends the drain at once."""
+    inst = chatd_factory(env={"CHATD_DRAIN_MS": "20000"})
+    a = Api(inst.base_url)
+    inst.proc.send_signal(signal.SIGTERM)
+    inst.wait_log("event=drain", timeout=5)
+    r = a.req("GET", "/readyz")
+    assert r.status_code == 503, r.text
+    assert json_body(r, 503)["status"] == "draining"
+    assert a.req("GET", "/healthz").status_code == 200
+    a.signup()  # everything else is still served
+    t = time.monotonic()
+    inst.proc.send_signal(signal.SIGTERM)
+    inst.proc.wait(timeout=10)
+    assert time.monotonic() - t < 10 and inst.proc.returncode == 0
+    assert inst.log_contains("event=shutdown signal=SIGTERM")
+    a.close()
+
+
 def test_ops_need_no_token(api):
     for path in ("/healthz", "/readyz", "/metrics"):
         assert api.req("GET", path).status_code == 200
