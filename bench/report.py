@@ -184,6 +184,24 @@ def where_time_goes(w, bench):
           f"{fmt(sum(cb['wrk']) if 'wrk' in cb else None, '.1f')} µs, pgbench itself "
           f"{fmt(sum(cp['pgbench']) if 'pgbench' in cp else None, '.1f')} µs.\n")
 
+def unit_costs_section(w, bench):
+    """The unit costs bench/scaling.py stored in bench.json (the model past this machine)."""
+    u = bench.get("unit_costs")
+    if not u:
+        return
+    w("## Unit costs\n")
+    w("The cost of one unit of work, as bench/scaling.py reads it from this run's files and stores it in "
+      "bench.json (`unit_costs`); docs/scaling.md scales them to a load past this machine. CPU in µs of user + "
+      "system time from `/proc/<pid>/stat`. The sends are a closed loop of wrk POSTs "
+      f"({bench.get('send_conversations', 0):,} conversations, each sent to by one of its members, a fresh "
+      "`client_msg_id` each).\n")
+    w("| unit cost | value | from |\n|---|---|---|")
+    for name, x in u.items():
+        spec = ",.0f" if name.endswith(("bytes", "per_key", "rps_closed_loop")) else ",.2f"
+        w(f"| `{name}` | {fmt(x['value'], spec)} | {x['source']} |")
+    w("")
+
+
 def ratio(a, b):
     a, b = num(a), num(b)
     return a / b if a is not None and b else None
@@ -630,6 +648,7 @@ def main():
         w(f"No plots: {plot_note}.\n")
 
     where_time_goes(w, bench)
+    unit_costs_section(w, bench)
 
     out.write_text("\n".join(L) + "\n")
     print(f"report: {out}" + (f" ({len(figs)} plots)" if figs else f" (no plots: {plot_note})"), file=sys.stderr)
