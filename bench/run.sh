@@ -450,6 +450,10 @@ if ((RT)); then
 fi
 
 # --- the cluster stage: the same load through HAProxy ------------------------
+if ((CLUSTER)) && [[ ! -x scripts/cluster.sh ]]; then
+  say "--cluster needs scripts/cluster.sh (make cluster); skipping the cluster stage"
+  CLUSTER=0
+fi
 if ((CLUSTER)); then
   CP=${BENCH_CLUSTER_PORT:-23000}
   export CLUSTER_DIR=$VAR/cluster CLUSTER_PORT=$CP CLUSTER_CHATD_PORT=$((CP + 1)) CLUSTER_STATS_PORT=$((CP + 90)) \

@@ -108,6 +108,10 @@ def unit_costs(bench, perf):
         qps, rate = num(st.get("db_queries_per_s_mean")), num(st.get("achieved_rate"))
         put("mix_db_queries_per_request", qps / rate if qps is not None and rate else None,
             "chat.json stages[0] db_queries_per_s_mean / achieved_rate")
+    cl = cpu_us(bench, "cluster")
+    put("lb_haproxy_us", cl.get("haproxy"), "bench.json wrk.results.cluster cpu_haproxy_* / answers (cluster stage)")
+    put("cluster_read_cached_chatd_us", cl.get("chatd"),
+        "bench.json wrk.results.cluster cpu_chatd_* (3 instances) / answers (cluster stage)")
     put("page_bytes", bench.get("page_bytes"), "bench.json page_bytes (the hot history page)")
     refs = bench.get("refs") or {}
     mem, keys = refs.get("redis_used_memory_bytes"), refs.get("redis_keys")
@@ -149,6 +153,11 @@ def model(u, p):
         m["chatd_hosts_by_cpu"], m["chatd_hosts_by_mem"] = by_cpu, by_mem
         m["chatd_hosts"] = max(by_cpu, by_mem, 1)
         m["conns_per_host"] = p["connections"] / m["chatd_hosts"]
+
+    # HAProxy in front: its CPU per proxied request (the frames through its tunnels are not measured)
+    if R is not None and need("lb_haproxy_us"):
+        m["haproxy_cores"] = (S + R) * v["lb_haproxy_us"] / 1e6
+        m["haproxy_hosts"] = math.ceil(m["haproxy_cores"] / (p["chatd_host_cores"] * p["cpu_target"]))
 
     # PgBouncer (one process = one core at most)
     if R is not None and need("mix_db_queries_per_request", "pgbouncer_query_us"):
@@ -250,6 +259,8 @@ def write(bench, u, m, p, src, out):
     w(f"| chatd, network out | {f(m['chatd_out_bytes_per_s'] * 8 / 1e9 if m.get('chatd_out_bytes_per_s') else None, ',.1f')} "
       f"Gbit/s (answers of page size, frames) | {p['nic_gbps']} Gbit/s at {p['cpu_target']:.0%} | "
       f"{f(m.get('chatd_hosts_by_net'))} hosts |")
+    w(f"| HAProxy | {f(m.get('haproxy_cores'), ',.1f')} cores for the requests (frames through its WebSocket "
+      f"tunnels not measured) | {p['chatd_host_cores']} cores at {p['cpu_target']:.0%} | {f(m.get('haproxy_hosts'))} hosts |")
     w(f"| PgBouncer | {f(m.get('db_queries_per_s'))} statements/s, {f(m.get('pgbouncer_cores'), ',.1f')} cores | "
       f"one process per core at {p['cpu_target']:.0%} | {f(m.get('pgbouncer_processes'))} processes |")
     w(f"| PostgreSQL primary | {f(m.get('primary_statements_per_s'))} statements/s for the sends, "

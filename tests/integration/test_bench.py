@@ -164,6 +164,7 @@ def _fixture(d):
             # answers: 1000/s x 10 s; sends 500/s x 10 s
             "cached": [dict(rps=1000, **cpu(chatd=0.2, redis=0.1, db=0))],
             "bypass": [dict(rps=1000, **cpu(chatd=0.3, redis=0, db=0.5))],
+            "cluster": [dict(rps=3000, **cpu(chatd=0.6, haproxy=0.3, redis=0.3))],
             "send": [dict(rps=500, wal_bytes=5e6, db_queries=20000, **cpu(chatd=0.5, pgbouncer=0.1, pg=1, redis=0.05))],
         }},
     }
@@ -191,7 +192,8 @@ def test_scaling_model_arithmetic(tmp_path):
               "send_redis_us": 10, "send_wal_bytes": 1000, "send_db_queries": 4, "pgbouncer_query_us": 5,
               "frame_chatd_us": 10, "frames_per_send": 100, "socket_bytes": 4000, "publish_redis_us": 20,
               "frame_chatd_us_whole_run": 20, "mix_reads_per_send": 24, "mix_hit_ratio": 0.75,
-              "mix_db_queries_per_request": 0.5, "redis_bytes_per_key": 1000}
+              "mix_db_queries_per_request": 0.5, "redis_bytes_per_key": 1000, "lb_haproxy_us": 10,
+              "cluster_read_cached_chatd_us": 20}
     for k, want in expect.items():
         assert u[k] == pytest.approx(want), (k, u[k])
 
@@ -205,6 +207,8 @@ def test_scaling_model_arithmetic(tmp_path):
     assert m["reads_per_s"] == pytest.approx(1.2e6) and m["frames_per_s"] == pytest.approx(5e6)
     assert m["chatd_cores"] == pytest.approx(82)
     assert (m["chatd_hosts_by_cpu"], m["chatd_hosts_by_mem"], m["chatd_hosts"]) == (9, 1, 9)
+    # HAProxy: 1.25M requests x 10 µs = 12.5 cores -> 2 hosts of 16 cores at 60 %
+    assert m["haproxy_cores"] == pytest.approx(12.5) and m["haproxy_hosts"] == 2
     # PgBouncer: 1.25M requests x 0.5 statements x 5 µs = 3.125 cores -> 6 processes at 60 %
     assert m["pgbouncer_cores"] == pytest.approx(3.125) and m["pgbouncer_processes"] == 6
     # primary: 50,000 x 200 µs = 10 cores, 50 MB/s of WAL, 64 x 0.6 / 200 µs = 192,000 sends/s
