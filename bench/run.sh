@@ -404,8 +404,8 @@ say "wrk closed-loop sends over $SEND_CONVS conversations, cache on"
 /usr/bin/python3 - "$VAR/seed.json" "$SEND_CONVS" >"$VAR/sends.txt" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
-users = {u["id"]: u["token"] for u in s["users"]}
-out = [(c["id"], users[c["members"][0]]) for c in s["conversations"] if c["members"]][:int(sys.argv[2])]
+users = s["users"]  # members are indices into it
+out = [(c["id"], users[c["members"][0]]["token"]) for c in s["conversations"] if c["members"]][:int(sys.argv[2])]
 for cid, token in out:
     print(cid, token)
 PY

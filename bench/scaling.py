@@ -246,7 +246,9 @@ def write(bench, u, m, p, src, out):
       f"{f(100 * v['mix_hit_ratio'] if v.get('mix_hit_ratio') is not None else None, '.0f', ' %')}; "
       f"every send becomes {f(v.get('frames_per_send'), '.1f')} WebSocket frames (the realtime stage's mean "
       f"fan-out): {f(m.get('frames_per_s'))} frames/s of about {f(m.get('message_bytes'))} bytes of message "
-      "each.\n")
+      "each. Every read is counted at the hot history page's size in the network figures "
+      f"({f(v.get('page_bytes'))} bytes): an upper bound, since counts, profiles and read markers answer far "
+      "less.\n")
 
     w("## What it needs\n")
     w("| component | demand | sized as | count |\n|---|---|---|---|")

@@ -12,6 +12,11 @@ for line in io.lines(pairs_file) do
   end
 end
 
+-- wrk's pid: client_msg_ids stay unique across runs
+local f = io.open("/proc/self/stat")
+local run = f:read("*n")
+f:close()
+
 local threads = {}
 setup = function(thread)
   thread:set("tid", #threads + 1)
@@ -23,7 +28,7 @@ request = function()
   n = n + 1
   local t = targets[(n * 7919 + (tid or 0) * 104729) % #targets + 1]
   local body = string.format('{"body":"bench send %d","client_msg_id":"b%d-%d-%d"}',
-                             n, tid or 0, n, os.time())
+                             n, run, tid or 0, n)
   return wrk.format("POST", t[1], t[2], body)
 end
 
