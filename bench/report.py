@@ -184,6 +184,60 @@ def where_time_goes(w, bench):
           f"{fmt(sum(cb['wrk']) if 'wrk' in cb else None, '.1f')} µs, pgbench itself "
           f"{fmt(sum(cp['pgbench']) if 'pgbench' in cp else None, '.1f')} µs.\n")
 
+def cluster_section(w, bench, chat, perf):
+    """The cluster stage beside the single process: the same chat mix stage and wrk hot page through HAProxy."""
+    cl = bench.get("cluster") or {}
+    if not cl.get("ran"):
+        return
+    n = cl.get("instances") or 3
+    w("## Cluster stage\n")
+    w(f"`scripts/cluster.sh` ({n} chatd instances behind HAProxy, a Redis Cluster of 3 masters + 3 replicas, "
+      "PostgreSQL primary + streaming replica, each behind its PgBouncer), seeded alike, on the same machine: "
+      f"the instances, HAProxy, the six Redis nodes and the load generator share {os.cpu_count()} cores, so the "
+      "throughput per instance shows what the layout costs on one host, not what a host per instance gives.\n")
+    single, clw = median_wrk(bench, "cached"), median_wrk(bench, "cluster")
+    cs, cc = cpu_per_request(bench, "cached"), cpu_per_request(bench, "cluster")
+    us = lambda d, g: fmt(sum(d[g]) if g in d else None, ".1f")
+    w("| wrk hot page, cache on | req/s | req/s per instance | p95 ms | chatd µs/answer | HAProxy µs/answer | "
+      "Redis µs/answer |\n|---|---|---|---|---|---|---|")
+    w(f"| one chatd | {fmt(single and single['rps'], ',.0f')} | {fmt(single and single['rps'], ',.0f')} | "
+      f"{fmt(single and single['p95_ms'], '.2f')} | {us(cs, 'chatd')} | – | {us(cs, 'redis')} |")
+    w(f"| {n} chatd behind HAProxy | {fmt(clw and clw['rps'], ',.0f')} | "
+      f"{fmt(clw['rps'] / n if clw else None, ',.0f')} | {fmt(clw and clw['p95_ms'], '.2f')} | {us(cc, 'chatd')} | "
+      f"{us(cc, 'haproxy')} | {us(cc, 'redis')} |")
+    w("")
+    p = perf / "cluster-chat.json"
+    if p.exists():
+        cst = json.loads(p.read_text())["stages"][0]
+        w("| chat API mix stage | connections | achieved/s | p50 | p95 | p99 | errors | hit ratio |\n"
+          "|---|---|---|---|---|---|---|---|")
+        for name, st in (("one chatd", chat["stages"][0] if chat else None), (f"{n} chatd behind HAProxy", cst)):
+            if st:
+                lat = st["latency_ms"].get("overall") or {}
+                w(f"| {name} | {st['connections']:,} | {fmt(st.get('achieved_rate'), ',.0f')} | "
+                  f"{fmt(lat.get('p50'), '.2f')} | {fmt(lat.get('p95'), '.2f')} | {fmt(lat.get('p99'), '.2f')} | "
+                  f"{st['errors']} | {pct(st.get('cache_hit_ratio'))} |")
+        w("")
+
+
+def unit_costs_section(w, bench):
+    """The unit costs bench/scaling.py stored in bench.json (the model past this machine)."""
+    u = bench.get("unit_costs")
+    if not u:
+        return
+    w("## Unit costs\n")
+    w("The cost of one unit of work, as bench/scaling.py reads it from this run's files and stores it in "
+      "bench.json (`unit_costs`); docs/scaling.md scales them to a load past this machine. CPU in µs of user + "
+      "system time from `/proc/<pid>/stat`. The sends are a closed loop of wrk POSTs "
+      f"({bench.get('send_conversations', 0):,} conversations, each sent to by one of its members, a fresh "
+      "`client_msg_id` each).\n")
+    w("| unit cost | value | from |\n|---|---|---|")
+    for name, x in u.items():
+        spec = ",.0f" if name.endswith(("bytes", "per_key", "rps_closed_loop")) else ",.2f"
+        w(f"| `{name}` | {fmt(x['value'], spec)} | {x['source']} |")
+    w("")
+
+
 def ratio(a, b):
     a, b = num(a), num(b)
     return a / b if a is not None and b else None
@@ -559,6 +613,7 @@ def main():
         w("")
 
     realtime_section(w, rt, rel)
+    cluster_section(w, bench, chat, perf)
 
     w("## References and ratios\n")
     w("Closed-loop throughput on the same machine, same page size: the ceilings chatd is compared with.\n")
@@ -630,6 +685,7 @@ def main():
         w(f"No plots: {plot_note}.\n")
 
     where_time_goes(w, bench)
+    unit_costs_section(w, bench)
 
     out.write_text("\n".join(L) + "\n")
     print(f"report: {out}" + (f" ({len(figs)} plots)" if figs else f" (no plots: {plot_note})"), file=sys.stderr)

@@ -23,7 +23,13 @@
 #      (quick: 10 s),
 #      then the mass reconnect with the senders going on at a tenth of that
 #      rate (so that it measures the resumes, not a backlog of the steady
-#      stage).
+#      stage);
+#   6. (--cluster) the cluster stage: the same chat API mix stage and the wrk
+#      hot page against `scripts/cluster.sh`'s HAProxy, CPU per answer of the
+#      three chatd instances and of HAProxy.
+# Step 3 ends with closed-loop sends (wrk POSTs with fresh client_msg_ids over
+# many conversations): the CPU, WAL and statements per send that
+# bench/scaling.py turns into docs/scaling.md.
 # Then bench/report.py writes docs/performance.md and the plots docs/perf/*.svg
 # from the JSON results (kept in docs/perf/). Everything it starts it stops.
 #
@@ -46,7 +52,13 @@
 #   --rt-frame-rate N      * frames/s offered: sends/s x the frames a send makes
 #                          (110000, above the 100,000 target; quick 20000)
 #   --rt-seconds N         * the realtime stage's steady sending (60; quick 10)
+#   --send-conversations N the closed-loop send run's conversations, each sent to by
+#                          its first member (1000; at most the seed's)
 #   --no-realtime          skip the realtime stage
+#   --cluster              add the cluster stage: scripts/cluster.sh (3 chatd behind
+#                          HAProxy, Redis Cluster, PostgreSQL primary + replica) on
+#                          its own ports, seeded alike, the chat API mix and the wrk
+#                          hot page through HAProxy (about 2 min more; quick: 1.5)
 #   --out DIR              where performance.md and perf/ go (docs)
 #   --stack-env FILE       use a running stack (its env file, as scripts/stack.sh
 #                          writes it) instead of starting one; the database is
@@ -55,7 +67,10 @@
 #   --nginx-port N         nginx's port (27380)
 #   --var DIR              scratch files and logs (var/bench): seed.json, chatd-*.log, …
 #   --no-deps              do not run scripts/deps.sh / make build
-# Environment: CHATD_BIN (build/chatd), CHATLOAD_BIN (build/chatload),
+# Environment: BENCH_CLUSTER_PORT (23000: HAProxy; the cluster stage's chatd on
+# +1..+3, HAProxy stats +90, PostgreSQL +532/+533, PgBouncer +632/+633, Redis
+# +679, and the Redis Cluster on BENCH_CLUSTER_REDIS_PORT, 13701..13706, whose
+# bus ports are +10000), CHATD_BIN (build/chatd), CHATLOAD_BIN (build/chatload),
 # BENCH_DATABASE_URL (chatd's DATABASE_URL; default: the stack's PgBouncer),
 # BENCH_STACK_DIR, BENCH_PG_PORT, BENCH_PGBOUNCER_PORT, BENCH_REDIS_PORT (the
 # bench's own stack: var/bench-stack, 27532, 27632, 27679), so that two
@@ -70,7 +85,7 @@ cd "$REPO"
 QUICK=0 RATE=800 CONNS=1000,5000,10000 STAGE_S='' BURST_S='' RECOVER_S=''
 USERS=10000 CONVS=10000 MSGS=1000000 REF_S='' REDIS_N='' WRK_RUNS='' WRK_S='' WRK_CONNS=100
 OUT=docs STACK_ENV='' LISTEN=127.0.0.1:27300 NGINX_PORT=27380 DEPS=1 VAR=$REPO/var/bench
-RT=1 RT_CLIENTS='' RT_FRAME_RATE='' RT_S='' RT_DRAIN_S=''
+SEND_CONVS=1000 CLUSTER=0 RT=1 RT_CLIENTS='' RT_FRAME_RATE='' RT_S='' RT_DRAIN_S=''
 ARGS_SEEN=("$@")
 while (($#)); do
   case $1 in
@@ -91,7 +106,9 @@ while (($#)); do
     --rt-clients) RT_CLIENTS=$2; shift ;;
     --rt-frame-rate) RT_FRAME_RATE=$2; shift ;;
     --rt-seconds) RT_S=$2; shift ;;
+    --send-conversations) SEND_CONVS=$2; shift ;;
     --no-realtime) RT=0 ;;
+    --cluster) CLUSTER=1 ;;
     --out) OUT=$2; shift ;;
     --stack-env) STACK_ENV=$2; shift ;;
     --listen) LISTEN=$2; shift ;;
@@ -103,6 +120,7 @@ while (($#)); do
   esac
   shift
 done
+case $VAR in /*) ;; *) VAR=$REPO/$VAR ;; esac  # nginx -p takes it from another directory
 if ((QUICK)); then
   : "${STAGE_S:=10}" "${BURST_S:=15}" "${RECOVER_S:=5}" "${REF_S:=5}" "${REDIS_N:=100000}" "${WRK_RUNS:=1}" "${WRK_S:=5}"
   : "${RT_CLIENTS:=1000}" "${RT_FRAME_RATE:=20000}" "${RT_S:=10}" "${RT_DRAIN_S:=10}"
@@ -140,7 +158,7 @@ logcmd() { printf '%s\n' "$*" | mask >>"$PERF/commands.txt"; }
 logcmd "bench/run.sh ${ARGS_SEEN[*]}"
 
 # --- processes we start, stopped on any exit -------------------------------
-chatd_pid='' nginx_started='' own_stack=''
+chatd_pid='' nginx_started='' own_stack='' cluster_started=''
 # shellcheck disable=SC2317 # reached through the EXIT trap
 cleanup() {
   set +e
@@ -148,6 +166,7 @@ cleanup() {
   if [[ -n $nginx_started && -r $VAR/nginx/nginx.pid ]]; then
     kill -QUIT "$(cat "$VAR/nginx/nginx.pid")" 2>/dev/null
   fi
+  [[ -n $cluster_started ]] && CLUSTER_DIR=$VAR/cluster scripts/cluster.sh stop >/dev/null 2>&1
   [[ -n $own_stack ]] && scripts/stack.sh stop >/dev/null
 }
 trap cleanup EXIT
@@ -231,20 +250,27 @@ db_pids() { # PgBouncer, PostgreSQL and its backends
   echo "$(port_pid "$(url_port "$DATABASE_URL")") $pg ${pg:+$(pgrep -P "$pg" | tr '\n' ' ')}"
 }
 redis_pid() { port_pid "$(url_port "$REDIS_URL")"; }
+pgbouncer_pid() { port_pid "$(url_port "$DATABASE_URL")"; }
+pg_pids() { # PostgreSQL and its backends
+  local pg; pg=$(port_pid "$(url_port "$DATABASE_URL_DIRECT")")
+  echo "$pg ${pg:+$(pgrep -P "$pg" | tr '\n' ' ')}"
+}
+# chatd's statements so far (its /metrics counter)
+chatd_queries() { curl -sf "$BASE/metrics" | awk '$1 == "chatd_db_queries_total" { printf "%d", $2 }'; }
 HZ=$(getconf CLK_TCK)
 
 # LABEL URL RUNS SECONDS [GROUP=PIDS...] -> RESULT lines on stdout, each with the
 # CPU seconds every group of processes and wrk itself used during the run
 wrk_runs() {
-  local label=$1 url=$2 runs=$3 secs=$4 g out
+  local label=$1 url=$2 runs=$3 secs=$4 g out script=${WRK_SCRIPT:-bench/hot_page.lua}
   shift 4
   local -a names=() pids=() t0=()
   for g in "$@"; do names+=("${g%%=*}"); pids+=("${g#*=}"); done
   for _ in $(seq "$runs"); do
-    logcmd "TOKEN=... WPATH=$WPATH wrk -t2 -c$WRK_CONNS -d${secs}s -s bench/hot_page.lua $url"
+    logcmd "TOKEN=... WPATH=$WPATH wrk -t2 -c$WRK_CONNS -d${secs}s -s $script $url"
     # shellcheck disable=SC2086 # ${pids[i]} is a space-separated list of pids, split on purpose
     for i in "${!pids[@]}"; do t0[i]=$(cpu_ticks ${pids[i]}); done
-    out=$( { TIMEFORMAT='%3U %3S'; time wrk -t2 -c"$WRK_CONNS" -d"${secs}s" -s bench/hot_page.lua "$url"; } 2>"$VAR/wrk-time.txt" )
+    out=$( { TIMEFORMAT='%3U %3S'; time wrk -t2 -c"$WRK_CONNS" -d"${secs}s" -s "$script" "$url"; } 2>"$VAR/wrk-time.txt" )
     local extra=""
     for i in "${!pids[@]}"; do
       # shellcheck disable=SC2086 # ${pids[i]} is a space-separated list of pids, split on purpose
@@ -371,6 +397,31 @@ say "wrk hot page, cache on"
 wrk_runs cached "$BASE" "$WRK_RUNS" "$WRK_S" "chatd=$chatd_pid" "redis=$(redis_pid)" "db=$(db_pids)" | tee -a "$VAR/wrk.txt" >&2
 say "wrk inbox page of the hot conversation's member, cache on"
 WPATH=$IPATH wrk_runs cached-inbox "$BASE" "$WRK_RUNS" "$WRK_S" "chatd=$chatd_pid" "redis=$(redis_pid)" "db=$(db_pids)" | tee -a "$VAR/wrk.txt" >&2
+
+# --- unit cost of a send: closed-loop POSTs, each acknowledged send costing
+# the CPU of chatd, PgBouncer, PostgreSQL and Redis, WAL bytes and statements
+say "wrk closed-loop sends over $SEND_CONVS conversations, cache on"
+/usr/bin/python3 - "$VAR/seed.json" "$SEND_CONVS" >"$VAR/sends.txt" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+users = s["users"]  # members are indices into it
+out = [(c["id"], users[c["members"][0]]["token"]) for c in s["conversations"] if c["members"]][:int(sys.argv[2])]
+for cid, token in out:
+    print(cid, token)
+PY
+# a short unmeasured run first: PgBouncer's server connections for the writes
+SENDS=$VAR/sends.txt WRK_SCRIPT=bench/send.lua wrk_runs send-warm "$BASE" 1 1 >/dev/null
+read -ra PGP <<<"$(pg_pids)"
+lsn0=$(psql "$DATABASE_URL_DIRECT" -Atc 'SELECT pg_current_wal_lsn()')
+q0=$(chatd_queries)
+line=$(SENDS=$VAR/sends.txt WRK_SCRIPT=bench/send.lua wrk_runs send "$BASE" 1 "$WRK_S" "chatd=$chatd_pid" \
+  "redis=$(redis_pid)" "pgbouncer=$(pgbouncer_pid)" "pg=${PGP[*]}")
+q1=$(chatd_queries)
+wal=$(psql "$DATABASE_URL_DIRECT" -Atc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')")
+echo "$line wal_bytes=${wal%.*} db_queries=$((q1 - q0))" | tee -a "$VAR/wrk.txt" >&2
+redis-cli -h 127.0.0.1 -p "$RPORT" info memory | tr -d '\r' |
+  awk -F: '$1 == "used_memory" { print "redis_used_memory_bytes", $2 }' >>"$REFS"
+printf 'redis_keys %s\n' "$(redis-cli -h 127.0.0.1 -p "$RPORT" dbsize | tr -d '\r')" >>"$REFS"
 stop_chatd
 
 # --- realtime: WebSocket delivery and the mass reconnect ---------------------
@@ -381,14 +432,67 @@ if ((RT)); then
   start_chatd realtime CHATD_RATE_SEND=0 CHATD_RATE_REQUEST=0 CHATD_RATE_SIGNUP=0
   logcmd "$CHATLOAD_BIN realtime --url $BASE --seedfile $VAR/seed.json --clients $RT_CLIENTS --frame-rate $RT_FRAME_RATE --seconds $RT_S --drain-seconds $RT_DRAIN_S --rc-share 0.1 --chatd-pid $chatd_pid --seed 42 --json $PERF/realtime.json --report $PERF/realtime.md"
   say "chatload realtime: $RT_CLIENTS clients, $RT_FRAME_RATE frames/s offered for $RT_S s, then the mass reconnect"
+  rt_c0=$(cpu_ticks "$chatd_pid") rt_r0=$(cpu_ticks "$(redis_pid)") rt_t0=$(date +%s.%N)
   "$CHATLOAD_BIN" realtime --url "$BASE" --seedfile "$VAR/seed.json" --clients "$RT_CLIENTS" \
     --frame-rate "$RT_FRAME_RATE" --seconds "$RT_S" --drain-seconds "$RT_DRAIN_S" --rc-share 0.1 \
     --chatd-pid "$chatd_pid" --seed 42 \
     --json "$PERF/realtime.json" --report "$PERF/realtime.md" 2>"$VAR/chatload-realtime.log" ||
     { say "chatload realtime exited non-zero; the tail of its log:"; tail -n 8 "$VAR/chatload-realtime.log" >&2; }
+  # the CPU chatd and Redis used over the whole realtime run (setup, steady, reconnect)
+  awk -v c0="$rt_c0" -v c1="$(cpu_ticks "$chatd_pid")" -v r0="$rt_r0" -v r1="$(cpu_ticks "$(redis_pid)")" \
+    -v t0="$rt_t0" -v t1="$(date +%s.%N)" -v hz="$HZ" 'BEGIN { split(c0, a, " "); split(c1, b, " ");
+      split(r0, x, " "); split(r1, y, " ");
+      printf "{\"chatd_s\": %.2f, \"redis_s\": %.2f, \"wall_s\": %.2f}\n",
+        (b[1] + b[2] - a[1] - a[2]) / hz, (y[1] + y[2] - x[1] - x[2]) / hz, t1 - t0 }' >"$VAR/rt-cpu.json"
   grep '^chatload realtime: ' "$VAR/chatload-realtime.log" | tail -n 4 >&2 || true
   [[ -s $PERF/realtime.json ]] || { say "chatload realtime wrote no results"; exit 1; }
   stop_chatd
+fi
+
+# --- the cluster stage: the same load through HAProxy ------------------------
+if ((CLUSTER)) && [[ ! -x scripts/cluster.sh ]]; then
+  say "--cluster needs scripts/cluster.sh (make cluster); skipping the cluster stage"
+  CLUSTER=0
+fi
+if ((CLUSTER)); then
+  CP=${BENCH_CLUSTER_PORT:-23000}
+  export CLUSTER_DIR=$VAR/cluster CLUSTER_PORT=$CP CLUSTER_CHATD_PORT=$((CP + 1)) CLUSTER_STATS_PORT=$((CP + 90)) \
+    CLUSTER_PG_PORT=$((CP + 532)) CLUSTER_PG_REPLICA_PORT=$((CP + 533)) CLUSTER_PGBOUNCER_PORT=$((CP + 632)) \
+    CLUSTER_PGBOUNCER_REPLICA_PORT=$((CP + 633)) CLUSTER_REDIS_PORT=$((CP + 679)) \
+    CLUSTER_REDIS_CLUSTER_PORT=${BENCH_CLUSTER_REDIS_PORT:-13701}
+  rm -rf "$CLUSTER_DIR"
+  say "cluster stage: scripts/cluster.sh start (HAProxy on 127.0.0.1:$CP)"
+  logcmd "CHATD_HEADER_TIMEOUT_MS=60000 CHATD_RATE_SEND=0 CHATD_RATE_REQUEST=0 CHATD_RATE_SIGNUP=0 CHATD_LOG_LEVEL=warn scripts/cluster.sh start"
+  cluster_started=1
+  CHATD_BIN=$CHATD_BIN CHATD_HEADER_TIMEOUT_MS=60000 CHATD_RATE_SEND=0 CHATD_RATE_REQUEST=0 CHATD_RATE_SIGNUP=0 \
+    CHATD_LOG_LEVEL=warn scripts/cluster.sh start >&2
+  # shellcheck source=/dev/null # written at run time by scripts/cluster.sh start
+  CL_URL=$(. "$CLUSTER_DIR/env"; echo "$CLUSTER_URL")
+  # shellcheck source=/dev/null # the same
+  CL_DB=$(. "$CLUSTER_DIR/env"; echo "$DATABASE_URL_DIRECT")
+  say "cluster: seeding alike"
+  logcmd "$CHATLOAD_BIN seed --copy --db-url $CL_DB --users $USERS --conversations $CONVS --messages $MSGS --seed 42 --out $VAR/seed-cluster.json"
+  "$CHATLOAD_BIN" seed --copy --db-url "$CL_DB" --users "$USERS" --conversations "$CONVS" \
+    --messages "$MSGS" --seed 42 --out "$VAR/seed-cluster.json" 2>"$VAR/seed-cluster.log"
+  read -r CL_CID CL_TOKEN < <(/usr/bin/python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1])); c = s["conversations"][0]; u = s["users"][c["members"][0]]
+print(c["id"], u["token"])' "$VAR/seed-cluster.json")
+  CL_CHATD=$(for i in 1 2 3; do cat "$CLUSTER_DIR/chatd-$i.pid"; echo -n ' '; done)
+  CL_HA=$(cat "$CLUSTER_DIR/haproxy.pid")
+  CL_HA="$CL_HA $(pgrep -P "$CL_HA" | tr '\n' ' ')"
+  CL_REDIS=$(for i in 0 1 2 3 4 5; do port_pid $((CLUSTER_REDIS_CLUSTER_PORT + i)); echo -n ' '; done)
+  logcmd "$CHATLOAD_BIN run --url $CL_URL --seedfile $VAR/seed-cluster.json --stages $C3:$RATE:$STAGE_S --mix $CHAT_MIX --seed 42 --json $PERF/cluster-chat.json --report $PERF/cluster-chat.md"
+  say "chatload (cluster-chat): stages $C3:$RATE:$STAGE_S, mix $CHAT_MIX, through HAProxy"
+  "$CHATLOAD_BIN" run --url "$CL_URL" --seedfile "$VAR/seed-cluster.json" --stages "$C3:$RATE:$STAGE_S" \
+    --mix "$CHAT_MIX" --seed 42 --json "$PERF/cluster-chat.json" --report "$PERF/cluster-chat.md" \
+    2>"$VAR/chatload-cluster-chat.log" ||
+    { say "chatload (cluster-chat) exited non-zero; the tail of its log:"; tail -n 5 "$VAR/chatload-cluster-chat.log" >&2; }
+  say "wrk hot page through HAProxy, cache on"
+  TOKEN=$CL_TOKEN WPATH=/api/v1/conversations/$CL_CID/messages wrk_runs cluster "$CL_URL" "$WRK_RUNS" "$WRK_S" \
+    "chatd=$CL_CHATD" "haproxy=$CL_HA" "redis=$CL_REDIS" | tee -a "$VAR/wrk.txt" >&2
+  scripts/cluster.sh stop >&2
+  cluster_started=
 fi
 
 # --- what the report needs beyond chatload's JSON ---------------------------
@@ -411,12 +515,16 @@ json.dump({
     "seed": {"users": $USERS, "conversations": $CONVS, "messages": $MSGS, "seconds": $SEED_S,
              "hot_conversation": $HOT_CID},
     "page_bytes": $PAGE_BYTES, "refs": refs,
-    "realtime": {"ran": bool($RT), "clients": $RT_CLIENTS, "frame_rate": $RT_FRAME_RATE, "seconds": $RT_S},
+    "realtime": {"ran": bool($RT), "clients": $RT_CLIENTS, "frame_rate": $RT_FRAME_RATE, "seconds": $RT_S,
+                 "cpu": json.load(open(var + "/rt-cpu.json")) if $RT else None},
+    "send_conversations": $SEND_CONVS, "cluster": {"ran": bool($CLUSTER), "instances": 3},
     "own_stack": bool("$own_stack"), "chatd_bin": "$CHATD_BIN",
     "chatd_db": "$CHATD_DB_KIND",
     "elapsed_s": $(date +%s) - $T_START,
 }, open(out, "w"), indent=1)
 PY
+# the unit costs (stored in bench.json) and the model past this machine, then the report
+/usr/bin/python3 bench/scaling.py --bench "$PERF/bench.json" --out "$OUT/scaling.md"
 /usr/bin/python3 bench/report.py --perf "$PERF" --out "$OUT/performance.md"
 say "done in $(( $(date +%s) - T_START )) s; report: $OUT/performance.md"
 exit
