@@ -67,7 +67,8 @@ def one(chatd, data):
 
 
 def test_token_never_logged(chatd_factory):
-    d = chatd_factory(env={"CHATD_LOG_LEVEL": "debug", "CHATD_HEADER_TIMEOUT_MS": "300"})
+    # long enough that a slow sanitizer loop reads each whole head before it
+    d = chatd_factory(env={"CHATD_LOG_LEVEL": "debug", "CHATD_HEADER_TIMEOUT_MS": "1500"})
     secret = "S3cretT0ken" + unique_name("x")
     cases = [
         # fails before the head is complete: the raw target was logged
