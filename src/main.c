@@ -46,7 +46,7 @@ static void stop_workers(void)
 
 static uv_signal_t sigterm, sigint;
 static uv_timer_t shutdown_timer, drain_timer;
-static int shutting_down, draining;
+static int shutting_down;
 
 static void shutdown_timeout_cb(uv_timer_t *t)
 {
@@ -79,11 +79,10 @@ static void signal_cb(uv_signal_t *s, int signum)
     const char *name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
     if (shutting_down)
         return;
-    if (draining || cfg.drain_ms <= 0) {
+    if (chat_drain_active() || cfg.drain_ms <= 0) {
         shut_down(name);
         return;
     }
-    draining = 1;
     chat_drain_begin();
     chat_log_info("event=drain signal=%s drain_ms=%d", name, cfg.drain_ms);
     uv_timer_start(&drain_timer, drain_done_cb, (uint64_t)cfg.drain_ms, 0);

@@ -134,7 +134,7 @@ static void wire(chat_worker_t *w)
         .connect_timeout_ms = cfg->db_connect_timeout_ms,
         .worker = w->index,
     };
-    w->ctx.replicas = chat_db_replicas_create(&w->loop, w->ctx.db, &rpc);
+    w->ctx.replicas = chat_db_replicas_create(&w->loop, &rpc);
     w->ctx.tokens = chat_auth_memo_create();
     w->ctx.members = chat_members_memo_create();
     w->ctx.unknown_tokens = chat_auth_unknown_memo_create();

@@ -1137,58 +1137,43 @@ void chat_cache_invalidate_keys_lsn(chat_cache_t *c, const char *const *vkeys, s
         return;
     }
     /* One fresh token for every key: never used before by any of them. */
-    char token[40];
+    char token[40], lsnbuf[24], nk[24];
     new_token(c, token);
-    if (lsn) {
-        char lsnbuf[24], nk[24];
-        chat_cache_lsn_str(lsnbuf, lsn);
-        bool each = n > 1 && chat_redis_is_cluster(c->redis);
-        struct join *j = NULL;
-        if (each) {
-            j = chat_malloc(sizeof *j);
-            j->left = n;
-            j->done = done;
-            j->arg = arg;
-        }
-        size_t per = each ? 1 : n;
-        const char **argv = chat_malloc((5 + per) * sizeof *argv);
-        for (size_t i = 0; i < n; i += per) {
-            snprintf(nk, sizeof nk, "%zu", per);
-            argv[0] = "EVAL";
-            argv[1] = bump_lsn_script;
-            argv[2] = nk;
-            for (size_t k = 0; k < per; k++)
-                argv[3 + k] = vkeys[i + k];
-            argv[3 + per] = token;
-            argv[4 + per] = lsnbuf;
-            if (each)
-                send_bump(c, (int)(5 + per), argv, NULL, join_done, j);
-            else
-                send_bump(c, (int)(5 + per), argv, NULL, done, arg);
-        }
-        free(argv);
-        return;
-    }
-    if (n > 1 && chat_redis_is_cluster(c->redis)) {
-        /* The keys may sit on several slots: one SET each, done after the last. */
-        struct join *j = chat_malloc(sizeof *j);
+    chat_cache_lsn_str(lsnbuf, lsn);
+    /* On a cluster the keys may sit on several slots: one bump each, done after the last. */
+    bool each = n > 1 && chat_redis_is_cluster(c->redis);
+    struct join *j = NULL;
+    if (each) {
+        j = chat_malloc(sizeof *j);
         j->left = n;
         j->done = done;
         j->arg = arg;
-        for (size_t i = 0; i < n; i++) {
-            const char *argv[] = {"SET", vkeys[i], token};
-            send_bump(c, 3, argv, NULL, join_done, j);
+    }
+    size_t per = each ? 1 : n;
+    snprintf(nk, sizeof nk, "%zu", per);
+    const char **argv = chat_malloc((1 + 2 * per + 4) * sizeof *argv);
+    for (size_t i = 0; i < n; i += per) {
+        int argc = 0;
+        if (lsn) { /* the position recorded too: bump_lsn_script */
+            argv[argc++] = "EVAL";
+            argv[argc++] = bump_lsn_script;
+            argv[argc++] = nk;
+            for (size_t k = 0; k < per; k++)
+                argv[argc++] = vkeys[i + k];
+            argv[argc++] = token;
+            argv[argc++] = lsnbuf;
+        } else {
+            argv[argc++] = per == 1 ? "SET" : "MSET";
+            for (size_t k = 0; k < per; k++) {
+                argv[argc++] = vkeys[i + k];
+                argv[argc++] = token;
+            }
         }
-        return;
+        if (each)
+            send_bump(c, argc, argv, NULL, join_done, j);
+        else
+            send_bump(c, argc, argv, NULL, done, arg);
     }
-    size_t argc = 1 + 2 * n;
-    const char **argv = chat_malloc(argc * sizeof *argv);
-    argv[0] = n == 1 ? "SET" : "MSET";
-    for (size_t i = 0; i < n; i++) {
-        argv[1 + 2 * i] = vkeys[i];
-        argv[2 + 2 * i] = token;
-    }
-    send_bump(c, (int)argc, argv, NULL, done, arg);
     free(argv);
 }
 

@@ -165,7 +165,9 @@ void chat_read_exec(chat_ctx_t *ctx, const chat_read_t *rd, const chat_db_stmt_t
  * lsn, the WAL position after the write's commit (chat_db_exec_lsn; the
  * replicas' rule, docs/architecture.md), then calls done. Without a cache,
  * done is called at once. Every write that moves a version passes its
- * position: a version moved without one sends reads to the primary.
+ * position: a version moved without one sends reads to the primary. An
+ * instance without replicas records it too: the new epoch it sets after a
+ * lost bump must cover that write for the instances that have replicas.
  */
 void chat_after_write(chat_ctx_t *ctx, int64_t conv, uint64_t lsn, void (*done)(void *arg),
                       void *arg);

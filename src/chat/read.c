@@ -428,10 +428,6 @@ static uint64_t replica_lsn(struct cread *op)
 void chat_read_exec(chat_ctx_t *ctx, const chat_read_t *rd, const chat_db_stmt_t *stmts, int n,
                     chat_db_cb cb, void *arg)
 {
-    if (!ctx->replicas) {
-        chat_db_exec(ctx->db, stmts, n, CHAT_DB_RETRY_SENT, cb, arg);
-        return;
-    }
     chat_db_replicas_exec(ctx->replicas, ctx->db, rd->need_lsn, stmts, n, cb, arg);
 }
 

@@ -23,11 +23,9 @@ struct replica {
     int index;
     chat_db_pool_t *pool;
     uint64_t replay;    /* last polled replay position; only grows */
-    double lag;         /* seconds, last polled */
     int up;             /* last poll answered and no read failed since */
     int polling;        /* a poll in flight */
     uint64_t poll_sent; /* loop time it was sent */
-    uint64_t reads;     /* reads sent here (for round robin) */
     char label[96];     /* replica="host:port" */
     chat_metric_t *m_up, *m_lag, *m_lsn;
 };
@@ -128,7 +126,6 @@ static void poll_cb(const chat_db_result_t *res, void *arg)
     double lag = strtod(PQgetvalue(res->res[0], 0, 1), NULL);
     if (lsn > r->replay)
         r->replay = lsn;
-    r->lag = lag;
     chat_metric_set(r->m_lag, lag);
     chat_metric_set(r->m_lsn, (double)r->replay);
     if (lag * 1000.0 > rs->max_lag_ms)
@@ -281,17 +278,14 @@ void chat_db_replicas_exec(chat_db_replicas_t *rs, chat_db_t *primary, uint64_t 
     uv_timer_init(rs->loop, &op->timer);
     op->timer.data = op;
     uv_timer_start(&op->timer, read_timeout_cb, READ_TIMEOUT_MS, 0);
-    r->reads++;
     chat_metric_inc(rs->m_replica);
     chat_db_pool_send(r->pool, op->txn, replica_read_cb, op);
 }
 
 /* ---- life ---- */
 
-chat_db_replicas_t *chat_db_replicas_create(uv_loop_t *loop, chat_db_t *primary,
-                                            const chat_db_replicas_config_t *cfg)
+chat_db_replicas_t *chat_db_replicas_create(uv_loop_t *loop, const chat_db_replicas_config_t *cfg)
 {
-    (void)primary;
     char buf[4096];
     const char *urls[CHAT_DB_REPLICAS_MAX];
     int n = chat_db_replicas_split(cfg->urls, buf, sizeof buf, urls);

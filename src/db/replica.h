@@ -35,9 +35,8 @@ typedef struct chat_db_replicas_config {
 int chat_db_replicas_split(const char *list, char *buf, size_t buflen,
                            const char *urls[CHAT_DB_REPLICAS_MAX]);
 
-/** NULL when cfg names no replica. primary is the worker's path (not owned). */
-chat_db_replicas_t *chat_db_replicas_create(uv_loop_t *loop, chat_db_t *primary,
-                                            const chat_db_replicas_config_t *cfg);
+/** NULL when cfg names no replica. */
+chat_db_replicas_t *chat_db_replicas_create(uv_loop_t *loop, const chat_db_replicas_config_t *cfg);
 
 /**
  * A read (CHAT_DB_RETRY_SENT semantics) that needs every write up to WAL
