@@ -270,8 +270,12 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     req_t *r = h->cur;
     if (head_grow(h, len + (h->hstate != HS_FIELD ? HEADER_LINE_OVERHEAD : 0)))
         return -1;
-    if (r->head_done)
-        return 0; /* a chunked trailer: counted, otherwise ignored */
+    if (r->head_done) {
+        /* A chunked trailer: counted, otherwise ignored. Its state is kept as a header's, so
+         * a name that arrives in two reads is counted once, as it is whole. */
+        h->hstate = HS_FIELD;
+        return 0;
+    }
     if (h->hstate != HS_FIELD) {
         h->hstate = HS_FIELD;
         h->hflen = 0;
@@ -292,8 +296,10 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     req_t *r = h->cur;
     if (head_grow(h, len))
         return -1;
-    if (r->head_done)
+    if (r->head_done) {
+        h->hstate = HS_VALUE;
         return 0;
+    }
     if (h->hstate == HS_FIELD && header_value_begin(h, r))
         return -1;
     switch (h->hid) {
