@@ -190,11 +190,15 @@ void chat_call_reply_cb(chat_reply_t *r, void *arg)
 {
     chat_call_t *call = arg;
     if (r->err != CHAT_EOK) {
-        free(r->body);
+        chat_reply_body_free(r);
         chat_call_fail(call, r->err, r->message);
     } else if (r->kind == CHAT_REPLY_NO_CONTENT) {
-        free(r->body);
+        chat_reply_body_free(r);
         call_end(call, chat_api_status_ok(r->kind), NULL, NULL, 0);
+    } else if (r->shared) {
+        /* One answer shared by many reads: written from the same bytes, not copied. */
+        chat_http_request_t *req = chat_call_release(call);
+        chat_http_respond_shared(req, chat_api_status_ok(r->kind), NULL, r->shared);
     } else {
         chat_call_ok(call, chat_api_status_ok(r->kind), r->body, r->body_len);
     }

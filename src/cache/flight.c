@@ -33,8 +33,7 @@ struct chat_flight {
     chat_flight_start_cb start; /* a queued flight's leader */
     void *start_arg;
     int status;
-    char *val;
-    size_t len;
+    chat_blob_t *val; /* landed and kept: a reference */
 };
 
 struct group {
@@ -77,7 +76,7 @@ static void flight_free(chat_flights_t *f, chat_flight_t *fl)
         chat_list_remove(&fl->link);
     f->count--;
     free(fl->tag);
-    free(fl->val);
+    chat_blob_unref(fl->val);
     free(fl);
 }
 
@@ -173,7 +172,7 @@ int chat_flight_join_at(chat_flights_t *f, const char *key, const char *tag, uin
     if (out)
         *out = NULL;
     if (take_landed && tag && (fl = landed_find(f, tag)) != NULL) {
-        cb(fl->status, fl->val, fl->len, arg);
+        cb(fl->status, fl->val, arg);
         return CHAT_FLIGHT_LANDED;
     }
     group_t *g = group_find(f, key);
@@ -213,8 +212,8 @@ int chat_flight_join(chat_flights_t *f, const char *key, chat_flight_cb cb, void
     return chat_flight_join_at(f, key, key, 0, true, cb, arg, NULL, NULL);
 }
 
-void chat_flight_land_at(chat_flights_t *f, chat_flight_t *fl, int status, const char *val,
-                         size_t len, int keep)
+void chat_flight_land_at(chat_flights_t *f, chat_flight_t *fl, int status, chat_blob_t *val,
+                         int keep)
 {
     group_t *g = fl->group;
     chat_list_t waiters, *e;
@@ -227,16 +226,14 @@ void chat_flight_land_at(chat_flights_t *f, chat_flight_t *fl, int status, const
         g->next = NULL;
     g->busy++;
     fl->group = NULL;
-    if (keep && status == 0 && fl->tag) {
+    if (status != 0)
+        val = NULL;
+    if (keep && status == 0 && fl->tag && val) {
         chat_flight_t *old = landed_find(f, fl->tag);
         if (old)
             flight_free(f, old);
         fl->status = status;
-        fl->val = chat_malloc(len + 1);
-        memcpy(fl->val, val, len);
-        fl->val[len] = '\0';
-        fl->len = len;
-        val = fl->val;
+        fl->val = chat_blob_ref(val);
         chat_list_insert_tail(&f->landed[slot(fl->tag)], &fl->link);
     } else {
         flight_free(f, fl);
@@ -245,7 +242,7 @@ void chat_flight_land_at(chat_flights_t *f, chat_flight_t *fl, int status, const
     while ((e = chat_list_first(&waiters)) != NULL) {
         waiter_t *w = CHAT_CONTAINER_OF(e, waiter_t, link);
         chat_list_remove(e);
-        w->cb(status, val, len, w->arg);
+        w->cb(status, val, w->arg);
         free(w);
     }
     /* The next flight's turn: it gathered the reads this one could not serve. */
@@ -260,12 +257,11 @@ void chat_flight_land_at(chat_flights_t *f, chat_flight_t *fl, int status, const
     group_maybe_free(g);
 }
 
-void chat_flight_land(chat_flights_t *f, const char *key, int status, const char *val, size_t len,
-                      int keep)
+void chat_flight_land(chat_flights_t *f, const char *key, int status, chat_blob_t *val, int keep)
 {
     group_t *g = group_find(f, key);
     if (g && g->cur)
-        chat_flight_land_at(f, g->cur, status, val, len, keep);
+        chat_flight_land_at(f, g->cur, status, val, keep);
 }
 
 void chat_flight_remove(chat_flights_t *f, const char *tag)

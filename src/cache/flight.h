@@ -13,6 +13,8 @@
 #ifndef CHAT_CACHE_FLIGHT_H
 #define CHAT_CACHE_FLIGHT_H
 
+#include "core/blob.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,9 +24,10 @@ typedef struct chat_flight chat_flight_t;
 
 /**
  * A waiter's answer: status is the loader's (e.g. an HTTP-independent chat
- * status), val/len the bytes (valid only during the call).
+ * status), val the bytes when status is 0 (else NULL), shared by every
+ * waiter: valid during the call, kept past it with chat_blob_ref().
  */
-typedef void (*chat_flight_cb)(int status, const char *val, size_t len, void *arg);
+typedef void (*chat_flight_cb)(int status, chat_blob_t *val, void *arg);
 
 /** A queued flight's turn to load has come: its leader (arg) loads now. */
 typedef void (*chat_flight_start_cb)(chat_flight_t *fl, void *arg);
@@ -62,17 +65,17 @@ int chat_flight_join_at(chat_flights_t *f, const char *key, const char *tag, uin
 int chat_flight_join(chat_flights_t *f, const char *key, chat_flight_cb cb, void *arg);
 
 /**
- * Answers every waiter of fl, then starts the next flight of its key, if
- * any. With keep != 0, status 0 and a tag, the value stays for late joiners
- * of that tag until chat_flight_remove(); otherwise fl ends now. fl is
- * invalid afterwards.
+ * Answers every waiter of fl with val (status 0; borrowed: the caller keeps
+ * its reference) or status alone, then starts the next flight of its key,
+ * if any. With keep != 0, status 0 and a tag, the value stays (a reference)
+ * for late joiners of that tag until chat_flight_remove(); otherwise fl ends
+ * now. fl is invalid afterwards.
  */
-void chat_flight_land_at(chat_flights_t *f, chat_flight_t *fl, int status, const char *val,
-                         size_t len, int keep);
+void chat_flight_land_at(chat_flights_t *f, chat_flight_t *fl, int status, chat_blob_t *val,
+                         int keep);
 
 /** chat_flight_land_at() of the flight loading key. No-op if none. */
-void chat_flight_land(chat_flights_t *f, const char *key, int status, const char *val, size_t len,
-                      int keep);
+void chat_flight_land(chat_flights_t *f, const char *key, int status, chat_blob_t *val, int keep);
 
 /** Ends the landed value of tag (after the fill was acknowledged). No-op if absent. */
 void chat_flight_remove(chat_flights_t *f, const char *tag);

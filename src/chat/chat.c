@@ -69,6 +69,41 @@ void chat_reply_ok(chat_reply_cb cb, void *arg, chat_reply_kind_t kind, chat_buf
     cb(&r, arg); /* the receiver owns r.body now */
 }
 
+void chat_reply_body_free(chat_reply_t *r)
+{
+    if (r->shared)
+        chat_blob_unref(r->shared);
+    else
+        free(r->body);
+    r->shared = NULL;
+    r->body = NULL;
+}
+
+chat_blob_t *chat_reply_blob(chat_reply_t *r)
+{
+    chat_blob_t *b;
+    if (r->shared)
+        b = r->shared;
+    else if (r->body)
+        b = chat_blob_adopt(r->body, r->body_len);
+    else
+        b = chat_blob_copy("", 0);
+    r->shared = NULL;
+    r->body = NULL;
+    r->body_len = 0;
+    return b;
+}
+
+void chat_reply_shared(chat_reply_cb cb, void *arg, chat_blob_t *val)
+{
+    chat_reply_t r = {.err = CHAT_EOK,
+                      .kind = CHAT_REPLY_OK,
+                      .body = val->data,
+                      .body_len = val->len,
+                      .shared = val};
+    cb(&r, arg); /* the receiver owns the reference now */
+}
+
 void chat_reply_err(chat_reply_cb cb, void *arg, chat_err_t err, const char *message)
 {
     chat_reply_t r = {.err = err, .message = message};

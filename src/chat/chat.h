@@ -9,6 +9,7 @@
 #ifndef CHAT_CHAT_CHAT_H
 #define CHAT_CHAT_CHAT_H
 
+#include "core/blob.h"
 #include "core/error.h"
 #include "core/memo.h"
 #include "core/uuid.h"
@@ -60,7 +61,16 @@ typedef struct chat_reply {
     const char *message;    /* error text for clients (a literal); NULL: the code's default */
     char *body;             /* success: encoded JSON, owned by the receiver; else NULL */
     size_t body_len;
+    /*
+     * Set on an answer shared with other reads (one coalesced load, one
+     * cache hit): body is its bytes, and the receiver owns this reference
+     * instead of body. chat_reply_body_free() releases either.
+     */
+    chat_blob_t *shared;
 } chat_reply_t;
+
+/** Releases a reply's body, owned or shared. */
+void chat_reply_body_free(chat_reply_t *r);
 
 /**
  * Completion of an operation; fires exactly once, on the worker's loop,

@@ -202,10 +202,10 @@ static void load_direct(struct inbox_op *op)
 
 /* ---- through the cache: a flight per key, the leader loads ---- */
 
-static void flight_answer_cb(int status, const char *val, size_t len, void *arg)
+static void flight_answer_cb(int status, chat_blob_t *val, void *arg)
 {
     struct inbox_op *op = arg;
-    chat_reply_flight(op->final_cb, op->final_arg, status, val, len);
+    chat_reply_flight(op->final_cb, op->final_arg, status, val);
     op_free(op);
 }
 
@@ -217,8 +217,10 @@ static void leader_loaded_cb(chat_reply_t *r, void *arg)
     chat_flights_t *flights = chat_cache_flights(ctx->cache);
     if (r->err != CHAT_EOK || !op->tokens) {
         /* An error, or versions that could not be read: answer, store nothing. */
-        chat_flight_land(flights, op->fill_key, r->err, r->body ? r->body : "", r->body_len, 0);
-        free(r->body);
+        chat_blob_t *val = r->err == CHAT_EOK ? chat_reply_blob(r) : NULL;
+        chat_reply_body_free(r);
+        chat_flight_land(flights, op->fill_key, r->err, val, 0);
+        chat_blob_unref(val);
         return; /* op was a waiter of its own flight: freed by flight_answer_cb */
     }
     char *key = chat_strdup(op->fill_key);
@@ -227,15 +229,16 @@ static void leader_loaded_cb(chat_reply_t *r, void *arg)
     char **tokens = op->tokens;
     op->ids = NULL;
     op->tokens = NULL;
-    chat_flight_land(flights, key, CHAT_EOK, r->body, r->body_len, 1); /* frees op */
-    chat_cache_fill_deps(ctx->cache, key, ids, (const char *const *)tokens, n, r->body, r->body_len,
+    chat_blob_t *val = chat_reply_blob(r);
+    chat_flight_land(flights, key, CHAT_EOK, val, 1); /* frees op */
+    chat_cache_fill_deps(ctx->cache, key, ids, (const char *const *)tokens, n, val->data, val->len,
                          chat_keys_ttl(CHAT_KEYS_INBOX, 0, 0), chat_fill_done_cb,
                          chat_fill_done_new(flights, key));
     for (size_t i = 0; i < n; i++)
         free(tokens[i]);
     free(tokens);
     free(ids);
-    free(r->body);
+    chat_blob_unref(val);
 }
 
 static void versions_cb(int status, const char *const *tokens, void *arg)

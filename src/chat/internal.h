@@ -38,6 +38,10 @@ int64_t *chat_i64_list_parse(const char *text, size_t *n);
 void chat_reply_ok(chat_reply_cb cb, void *arg, chat_reply_kind_t kind, chat_buf_t *body);
 /** Calls cb with an error reply (no body); message NULL: the code's default text. */
 void chat_reply_err(chat_reply_cb cb, void *arg, chat_err_t err, const char *message);
+/** Takes a reply's body (owned or shared, none: empty) as a reference; r keeps no body. */
+chat_blob_t *chat_reply_blob(chat_reply_t *r);
+/** A shared answer (CHAT_REPLY_OK): the receiver takes over the reference val. */
+void chat_reply_shared(chat_reply_cb cb, void *arg, chat_blob_t *val);
 /** Calls cb with the reply for a failed database result. */
 void chat_reply_db_err(chat_reply_cb cb, void *arg, const chat_db_result_t *res);
 /**
@@ -102,8 +106,9 @@ void chat_push_conv_frame(chat_ctx_t *ctx, int64_t user, int kind, int64_t conv,
 
 /* ---- the read path (read.c) ---- */
 
-/** Answers cb from a flight's outcome: the shared bytes (copied), or the code's default text. */
-void chat_reply_flight(chat_reply_cb cb, void *arg, int status, const char *val, size_t len);
+/** Answers cb from a flight's outcome: the shared bytes (a reference), or the code's default text.
+ */
+void chat_reply_flight(chat_reply_cb cb, void *arg, int status, chat_blob_t *val);
 /**
  * The argument of a fill's completion that ends the key's flight once the
  * fill is acknowledged: pass chat_fill_done_cb with chat_fill_done_new(f, key),

@@ -107,11 +107,10 @@ struct check;
 struct cread {
     chat_ctx_t *ctx;
     int64_t caller;
-    chat_read_t rd; /* the spec, copied */
-    uint64_t since; /* uv_hrtime() when the read began */
-    char *fill_key; /* a miss: the versioned key the lookup read */
-    char *hit;      /* a hit, or a flight's value, waiting for the membership check */
-    size_t hit_len;
+    chat_read_t rd;      /* the spec, copied */
+    uint64_t since;      /* uv_hrtime() when the read began */
+    char *fill_key;      /* a miss: the versioned key the lookup read */
+    chat_blob_t *hit;    /* a hit, or a flight's value, waiting for the membership check */
     uint64_t version;    /* hash of the epoch and version the lookup answered under; 0: none */
     bool proven;         /* the caller may see the data (or the read needs no membership) */
     bool leading;        /* this read loads its flight's value */
@@ -144,7 +143,7 @@ struct check {
 static void cread_free(struct cread *op)
 {
     free(op->fill_key);
-    free(op->hit);
+    chat_blob_unref(op->hit);
     free(op);
 }
 
@@ -153,11 +152,10 @@ static void load(struct cread *op, chat_reply_cb cb)
     op->rd.load(op->ctx, op->caller, &op->rd, cb, op);
 }
 
-void chat_reply_flight(chat_reply_cb cb, void *arg, int status, const char *val, size_t len)
+void chat_reply_flight(chat_reply_cb cb, void *arg, int status, chat_blob_t *val)
 {
     if (status == CHAT_EOK) {
-        chat_reply_t r = {.kind = CHAT_REPLY_OK, .body = chat_strndup(val, len), .body_len = len};
-        cb(&r, arg);
+        chat_reply_shared(cb, arg, chat_blob_ref(val));
     } else {
         /* A flight carries the code only: every waiter, the leader's too, gets its default text. */
         chat_reply_err(cb, arg, (chat_err_t)status, NULL);
@@ -189,21 +187,20 @@ struct delayed_fill {
     uv_timer_t timer;
     chat_ctx_t *ctx;
     char *key;
-    char *val;
-    size_t len;
+    chat_blob_t *val;
     int ttl;
 };
 
 static void delayed_fill_closed_cb(uv_handle_t *h)
 {
     struct delayed_fill *d = h->data;
-    free(d->val);
+    chat_blob_unref(d->val);
     free(d);
 }
 
-static void fill_now(chat_ctx_t *ctx, char *key_owned, const char *val, size_t len, int ttl)
+static void fill_now(chat_ctx_t *ctx, char *key_owned, const chat_blob_t *val, int ttl)
 {
-    chat_cache_fill(ctx->cache, key_owned, val, len, ttl, chat_fill_done_cb,
+    chat_cache_fill(ctx->cache, key_owned, val->data, val->len, ttl, chat_fill_done_cb,
                     chat_fill_done_new(ctx->reads, key_owned));
 }
 
@@ -211,30 +208,28 @@ static void delayed_fill_cb(uv_timer_t *t)
 {
     struct delayed_fill *d = t->data;
     if (d->ctx->cache)
-        fill_now(d->ctx, d->key, d->val, d->len, d->ttl);
+        fill_now(d->ctx, d->key, d->val, d->ttl);
     else
         free(d->key); /* shut down meanwhile: nothing to fill */
     uv_close((uv_handle_t *)&d->timer, delayed_fill_closed_cb);
 }
 
-/* Stores a flight's value under the versioned key it may fill (taken over). */
-static void fill(chat_ctx_t *ctx, char *key, char *val, size_t len, int ttl)
+/* Stores a flight's value under the versioned key it may fill (the key taken over). */
+static void fill(chat_ctx_t *ctx, char *key, chat_blob_t *val, int ttl)
 {
     if (ctx->fill_delay_ms > 0) {
         /* Fault injection for the freshness tests: a slow filler. */
         struct delayed_fill *d = chat_malloc(sizeof *d);
         d->ctx = ctx;
         d->key = key;
-        d->val = val;
-        d->len = len;
+        d->val = chat_blob_ref(val);
         d->ttl = ttl;
         uv_timer_init(ctx->loop, &d->timer);
         d->timer.data = d;
         uv_timer_start(&d->timer, delayed_fill_cb, (uint64_t)ctx->fill_delay_ms, 0);
         return;
     }
-    fill_now(ctx, key, val, len, ttl);
-    free(val);
+    fill_now(ctx, key, val, ttl);
 }
 
 /* ---- coalescing: one load per flight, one membership check for its waiters ---- */
@@ -248,15 +243,15 @@ static void answer_member(struct cread *op, int status)
         /* The leader may not see the data, this caller may: a flight of its own. */
         op->proven = true;
         op->check = NULL;
-        free(op->hit);
+        chat_blob_unref(op->hit);
         op->hit = NULL;
         join(op);
         return;
     }
     if (status == CHAT_EOK) {
-        chat_reply_t r = {.kind = CHAT_REPLY_OK, .body = op->hit, .body_len = op->hit_len};
+        chat_blob_t *val = op->hit;
         op->hit = NULL;
-        op->cb(&r, op->arg);
+        chat_reply_shared(op->cb, op->arg, val);
     } else {
         chat_reply_err(op->cb, op->arg, (chat_err_t)status, NULL);
     }
@@ -268,19 +263,18 @@ static void answer_member(struct cread *op, int status)
  * checked its membership), a proven waiter the value; a waiter nothing
  * proved keeps the value until the flight's check says whether it may see it.
  */
-static void waiter_cb(int status, const char *val, size_t len, void *arg)
+static void waiter_cb(int status, chat_blob_t *val, void *arg)
 {
     struct cread *op = arg;
     op->fl = NULL;
-    op->hit = status == CHAT_EOK ? chat_strndup(val, len) : NULL;
-    op->hit_len = status == CHAT_EOK ? len : 0;
+    op->hit = status == CHAT_EOK ? chat_blob_ref(val) : NULL;
     if (op->check) {
         op->flight_status = status;
         return; /* check_cb answers it */
     }
     if (!op->leading && !op->proven && (status == CHAT_EOK || status == CHAT_ENOTFOUND)) {
         /* Not expected (every such waiter is in its flight's check): its own statement decides. */
-        free(op->hit);
+        chat_blob_unref(op->hit);
         op->rd.load(op->ctx, op->caller, &op->rd, op->cb, op->arg);
         op->hit = NULL;
         cread_free(op);
@@ -354,17 +348,19 @@ static void leader_loaded_cb(chat_reply_t *r, void *arg)
     }
     const char *tag = chat_flight_tag(op->fl);
     char *key = tag && ctx->cache && r->err == CHAT_EOK ? chat_strdup(tag) : NULL;
-    char *body = r->body;
-    size_t len = body ? r->body_len : 0;
+    chat_blob_t *val = r->err == CHAT_EOK ? chat_reply_blob(r) : NULL;
+    chat_reply_body_free(r);
     int ttl = op->rd.ttl;
     if (r->err == CHAT_EOK && op->version && op->rd.conv_id)
         member_remember(ctx->members, op->rd.conv_id, op->caller, op->version);
-    /* Landing answers op too (and frees it); a value with a key stays until its fill is acked. */
-    chat_flight_land_at(ctx->reads, op->fl, r->err, body ? body : "", len, key != NULL);
+    /*
+     * Landing answers op too (and frees it): every waiter shares val. A value
+     * with a key stays until its fill is acked.
+     */
+    chat_flight_land_at(ctx->reads, op->fl, r->err, val, key != NULL);
     if (key)
-        fill(ctx, key, body, len, ttl);
-    else
-        free(body);
+        fill(ctx, key, val, ttl);
+    chat_blob_unref(val);
     if (ck && ck->n == 0) {
         free(ck);
     } else if (ck) {
@@ -463,7 +459,7 @@ static void wait_expired_cb(uv_timer_t *t)
         return;
     wait_end(op);
     /* Not started: every read it gathered (op too) gets the pool's answer to a long wait. */
-    chat_flight_land_at(op->ctx->reads, op->fl, CHAT_ETIMEDOUT, "", 0, 0);
+    chat_flight_land_at(op->ctx->reads, op->fl, CHAT_ETIMEDOUT, NULL, 0);
 }
 
 static void start_cb(chat_flight_t *fl, void *arg)
@@ -506,9 +502,9 @@ static void join(struct cread *op)
 /* The caller may see the data: answer the hit. */
 static void answer_hit(struct cread *op)
 {
-    chat_reply_t r = {.kind = CHAT_REPLY_OK, .body = op->hit, .body_len = op->hit_len};
+    chat_blob_t *val = op->hit;
     op->hit = NULL;
-    op->cb(&r, op->arg);
+    chat_reply_shared(op->cb, op->arg, val);
     cread_free(op);
 }
 
@@ -539,8 +535,7 @@ static void lookup_cb(const chat_cache_lookup_t *l, void *arg)
         return;
     }
     if (l->status == CHAT_CACHE_HIT) {
-        op->hit = chat_strndup(l->value, l->len);
-        op->hit_len = l->len;
+        op->hit = chat_blob_copy(l->value, l->len);
     } else {
         op->fill_key = chat_strdup(l->key);
     }

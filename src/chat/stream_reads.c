@@ -21,8 +21,7 @@ struct events_op {
     bool in_call;  /* chat_events_list has not returned yet */
     bool answered; /* the reply came while in_call: kept for the timer */
     int err;
-    char *body;
-    size_t len;
+    chat_blob_t *body; /* the page, when err is CHAT_EOK */
     uv_timer_t later;
 };
 
@@ -34,8 +33,8 @@ static void events_op_closed(uv_handle_t *h)
 static void events_later(uv_timer_t *t)
 {
     struct events_op *op = t->data;
-    op->cb(op->err, op->body, op->len, op->arg);
-    free(op->body);
+    op->cb(op->err, op->body ? op->body->data : NULL, op->body ? op->body->len : 0, op->arg);
+    chat_blob_unref(op->body);
     uv_close((uv_handle_t *)&op->later, events_op_closed);
 }
 
@@ -45,12 +44,12 @@ static void events_reply(chat_reply_t *r, void *arg)
     if (op->in_call) {
         op->answered = true;
         op->err = r->err;
-        op->body = r->body;
-        op->len = r->body_len;
+        op->body = r->err == CHAT_EOK ? chat_reply_blob(r) : NULL;
+        chat_reply_body_free(r);
         return;
     }
     op->cb(r->err, r->body, r->body_len, op->arg);
-    free(r->body);
+    chat_reply_body_free(r);
     uv_close((uv_handle_t *)&op->later, events_op_closed);
 }
 

@@ -10,6 +10,8 @@
 #ifndef CHAT_NET_HTTP_H
 #define CHAT_NET_HTTP_H
 
+#include "core/blob.h"
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -146,5 +148,12 @@ void chat_http_respond(chat_http_request_t *req, int status, const char *headers
  */
 void chat_http_respond_owned(chat_http_request_t *req, int status, const char *headers, char *body,
                              size_t body_len);
+
+/**
+ * Like chat_http_respond(), with a body shared with other answers: takes
+ * over the reference, dropped when the answer is written.
+ */
+void chat_http_respond_shared(chat_http_request_t *req, int status, const char *headers,
+                              chat_blob_t *body);
 
 #endif

@@ -43,8 +43,14 @@ static const chat_conn_proto_t http1_proto;
 
 static void settle(h1_t *h, bool wrote);
 static void pump(h1_t *h, bool wrote);
+/* The body's hold: copied into the head, taken over (free), or a shared reference. */
+typedef struct body_hold {
+    char *owned;
+    chat_blob_t *shared;
+} body_hold_t;
+
 static void respond(req_t *r, int status, const char *headers, const char *body, size_t len,
-                    bool owned);
+                    body_hold_t hold);
 static void answer_release(h1_t *h, req_t *r);
 
 /* ---- small helpers ---- */
@@ -215,7 +221,7 @@ static void conn_fail(h1_t *h, int status, const char *code, const char *msg)
     chat_json_error(&b, code, msg);
     size_t len;
     char *body = chat_buf_steal(&b, &len);
-    respond(r, status, NULL, body, len, true);
+    respond(r, status, NULL, body, len, (body_hold_t){.owned = body});
 }
 
 static void parse_failed(h1_t *h, enum http_errno e)
@@ -598,13 +604,19 @@ static void record(h1_t *h, req_t *r, int status)
     chat_buf_dispose(&t);
 }
 
+static void hold_release(body_hold_t hold)
+{
+    free(hold.owned);
+    chat_blob_unref(hold.shared);
+}
+
 static void respond(req_t *r, int status, const char *headers, const char *body, size_t len,
-                    bool owned)
+                    body_hold_t hold)
 {
     h1_t *h = r->h;
+    bool owned = hold.owned || hold.shared; /* written from where it is, not copied */
     if (!h) {
-        if (owned)
-            free((char *)body);
+        hold_release(hold);
         chat_http1_req_free(r);
         return;
     }
@@ -612,8 +624,7 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
     if (r->state != REQ_HANDLING) {
         chat_log_error("event=http_respond_twice conn=%llu status=%d", (unsigned long long)c->id,
                        status);
-        if (owned)
-            free((char *)body);
+        hold_release(hold);
         return;
     }
     h->unanswered--;
@@ -658,11 +669,12 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
     r->head = chat_buf_steal(&b, NULL);
     if (owned) {
         if (send_body) {
-            r->owned_body = (char *)body;
-            r->out[1] = uv_buf_init(r->owned_body, (unsigned)len);
+            r->owned_body = hold.owned;
+            r->shared_body = hold.shared;
+            r->out[1] = uv_buf_init((char *)body, (unsigned)len);
             r->nout = 2;
         } else {
-            free((char *)body);
+            hold_release(hold);
         }
     }
     if (close && !h->no_more && !r->switch_cb) {
@@ -678,13 +690,19 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
 void chat_http_respond(chat_http_request_t *req, int status, const char *headers, const char *body,
                        size_t body_len)
 {
-    respond((req_t *)req, status, headers, body, body_len, false);
+    respond((req_t *)req, status, headers, body, body_len, (body_hold_t){0});
 }
 
 void chat_http_respond_owned(chat_http_request_t *req, int status, const char *headers, char *body,
                              size_t body_len)
 {
-    respond((req_t *)req, status, headers, body, body_len, true);
+    respond((req_t *)req, status, headers, body, body_len, (body_hold_t){.owned = body});
+}
+
+void chat_http_respond_shared(chat_http_request_t *req, int status, const char *headers,
+                              chat_blob_t *body)
+{
+    respond((req_t *)req, status, headers, body->data, body->len, (body_hold_t){.shared = body});
 }
 
 int chat_http1_upgrade(chat_http_request_t *req, const char *headers, chat_http1_switch_cb cb,
@@ -715,12 +733,13 @@ int chat_http1_upgrade(chat_http_request_t *req, const char *headers, chat_http1
         size_t len;
         char *body = chat_buf_steal(&b, &len);
         /* a 503 says when to come back, as every other 503 of chatd does */
-        respond(r, status, status == 503 ? "Retry-After: 1\r\n" : NULL, body, len, true);
+        respond(r, status, status == 503 ? "Retry-After: 1\r\n" : NULL, body, len,
+                (body_hold_t){.owned = body});
         return err;
     }
     r->switch_cb = cb;
     r->switch_ud = ud;
-    respond(r, 101, headers, NULL, 0, false);
+    respond(r, 101, headers, NULL, 0, (body_hold_t){0});
     return 0;
 }
 

@@ -58,9 +58,10 @@ struct chat_http1_req {
     chat_conn_write_t wr;
     uv_buf_t out[2];
     unsigned nout;
-    size_t out_len;   /* bytes of the answer, counted in h->out_held until it is written */
-    char *head;       /* status line and headers (and a copied body) */
-    char *owned_body; /* chat_http_respond_owned()'s body */
+    size_t out_len;           /* bytes of the answer, counted in h->out_held until it is written */
+    char *head;               /* status line and headers (and a copied body) */
+    char *owned_body;         /* chat_http_respond_owned()'s body */
+    chat_blob_t *shared_body; /* chat_http_respond_shared()'s body: a reference */
     chat_http1_switch_cb switch_cb; /* a 101: who takes the connection over */
     void *switch_ud;
 };

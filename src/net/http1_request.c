@@ -82,6 +82,7 @@ void chat_http1_req_free(chat_http1_req_t *r)
     free(r->rest);
     free(r->head);
     free(r->owned_body);
+    chat_blob_unref(r->shared_body);
     free(r);
 }
 

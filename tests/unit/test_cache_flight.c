@@ -16,15 +16,35 @@ struct answer {
     int calls;
     int status;
     char val[32];
+    const chat_blob_t *blob; /* the bytes shared with the other waiters */
 };
 
-static void answer_cb(int status, const char *val, size_t len, void *arg)
+static void answer_cb(int status, chat_blob_t *val, void *arg)
 {
     struct answer *a = arg;
     a->calls++;
     a->status = status;
-    memcpy(a->val, val, len);
-    a->val[len] = '\0';
+    a->blob = val;
+    a->val[0] = '\0';
+    if (val) {
+        memcpy(a->val, val->data, val->len);
+        a->val[val->len] = '\0';
+    }
+}
+
+/* Lands with a value of the given text (status 0) or none, as the read path does. */
+static void land(chat_flights_t *f, const char *key, int status, const char *text, int keep)
+{
+    chat_blob_t *v = status == 0 ? chat_blob_copy(text, strlen(text)) : NULL;
+    chat_flight_land(f, key, status, v, keep);
+    chat_blob_unref(v);
+}
+
+static void land_at(chat_flights_t *f, chat_flight_t *fl, int status, const char *text, int keep)
+{
+    chat_blob_t *v = status == 0 ? chat_blob_copy(text, strlen(text)) : NULL;
+    chat_flight_land_at(f, fl, status, v, keep);
+    chat_blob_unref(v);
 }
 
 static void test_flight_coalesces(void **state)
@@ -35,10 +55,11 @@ static void test_flight_coalesces(void **state)
     for (int i = 1; i < 4; i++)
         assert_int_equal(chat_flight_join(f, "k", answer_cb, &a[i]), CHAT_FLIGHT_JOINED);
     assert_int_equal(chat_flights_count(f), 1);
-    chat_flight_land(f, "k", 0, "page", 4, 1);
+    land(f, "k", 0, "page", 1);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(a[i].calls, 1);
         assert_string_equal(a[i].val, "page");
+        assert_ptr_equal(a[i].blob, a[0].blob); /* one copy for every waiter */
     }
     /* A miss that raced the fill is answered from the landed value. */
     assert_int_equal(chat_flight_join(f, "k", answer_cb, &a[4]), CHAT_FLIGHT_LANDED);
@@ -56,15 +77,15 @@ static void test_flight_error_ends_flight(void **state)
     assert_int_equal(chat_flight_join(f, "x", answer_cb, &a), CHAT_FLIGHT_LEADER);
     assert_int_equal(chat_flight_join(f, "x", answer_cb, &b), CHAT_FLIGHT_JOINED);
     assert_int_equal(chat_flight_join(f, "y", answer_cb, &c), CHAT_FLIGHT_LEADER);
-    chat_flight_land(f, "x", 7, "", 0, 0);
+    land(f, "x", 7, "", 0);
     assert_int_equal(a.status, 7);
     assert_int_equal(b.status, 7);
     assert_int_equal(c.calls, 0);
     assert_int_equal(chat_flights_count(f), 1);
     /* Errors are not kept: the next miss loads again. */
     assert_int_equal(chat_flight_join(f, "x", answer_cb, &a), CHAT_FLIGHT_LEADER);
-    chat_flight_land(f, "x", 0, "v", 1, 0);
-    chat_flight_land(f, "y", 0, "w", 1, 0);
+    land(f, "x", 0, "v", 0);
+    land(f, "y", 0, "w", 0);
     assert_int_equal(chat_flights_count(f), 0);
     chat_flights_destroy(f);
 }
@@ -82,7 +103,7 @@ static void test_flight_many_keys(void **state)
     assert_int_equal(chat_flights_count(f), 3000);
     for (int i = 0; i < 3000; i += 2) {
         snprintf(key, sizeof key, "k%d", i);
-        chat_flight_land(f, key, 0, "x", 1, 0);
+        land(f, key, 0, "x", 0);
     }
     assert_int_equal(chat_flights_count(f), 1500);
     chat_flights_destroy(f); /* with flights left: freed, nobody called */
@@ -135,7 +156,7 @@ static void test_flight_joins_by_time_or_tag(void **state)
     assert_int_equal(chat_flights_count(f), 2);
     assert_int_equal(last_started.calls, 0);
     /* The first lands: its two waiters are answered, the next one starts. */
-    chat_flight_land_at(f, first, 0, "old", 3, 1);
+    land_at(f, first, 0, "old", 1);
     assert_string_equal(a[0].val, "old");
     assert_string_equal(a[1].val, "old");
     assert_int_equal(a[2].calls, 0);
@@ -146,7 +167,7 @@ static void test_flight_joins_by_time_or_tag(void **state)
     assert_int_equal(
         chat_flight_join_at(f, "p", "p:v1", UINT64_MAX, false, answer_cb, &a[4], start_cb, &fl),
         CHAT_FLIGHT_JOINED);
-    chat_flight_land_at(f, next, 0, "new", 3, 1);
+    land_at(f, next, 0, "new", 1);
     assert_string_equal(a[2].val, "new");
     assert_string_equal(a[3].val, "new");
     assert_string_equal(a[4].val, "new");
@@ -158,7 +179,7 @@ static void test_flight_joins_by_time_or_tag(void **state)
     assert_int_equal(
         chat_flight_join_at(f, "p", "p:v1", UINT64_MAX, false, answer_cb, &a[5], start_cb, &fl),
         CHAT_FLIGHT_LEADER);
-    chat_flight_land_at(f, fl, 7, "", 0, 1);
+    land_at(f, fl, 7, "", 1);
     assert_int_equal(a[5].status, 7);
     chat_flight_remove(f, "p:v1");
     assert_int_equal(chat_flights_count(f), 0);
