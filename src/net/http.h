@@ -72,16 +72,17 @@ typedef void (*chat_http_handler_cb)(chat_http_request_t *req);
 typedef struct chat_http_server_config {
     const char *host;
     int port;
-    int header_timeout_ms;     /* a request head must arrive within this from its first byte
-                                  (the first one from the connect): else 408 and close */
-    int body_timeout_ms;       /* a request body must arrive within this from the end of its
-                                  head, however it trickles: else 408 and close (20000) */
-    int idle_timeout_ms;       /* a connection with nothing in flight closes this long after
-                                  it became idle; bytes that start no request (blank lines)
-                                  do not extend it, nor does anything but writing progress
-                                  while answers wait for the socket */
-    size_t max_head;           /* request line + headers: over this -> 431 (16 KiB) */
-    size_t max_body;           /* body (also chunked, decoded): over this -> 413 (64 KiB) */
+    int header_timeout_ms; /* a request head must arrive within this from its first byte
+                              (the first one from the connect): else 408 and close */
+    int body_timeout_ms;   /* a request body must arrive within this from the end of its
+                              head, however it trickles: else 408 and close (20000) */
+    int idle_timeout_ms;   /* a connection with nothing in flight closes this long after
+                              it became idle; bytes that start no request (blank lines)
+                              do not extend it, nor does anything but writing progress
+                              while answers wait for the socket */
+    size_t max_head; /* request line, headers (and trailers) as sent, CRLFs included: over this ->
+                        431 (16 KiB) */
+    size_t max_body; /* body (also chunked, decoded): over this -> 413 (64 KiB) */
     size_t max_pending_output; /* answers of one connection not yet written (1 MiB): over
                                   this no further request is read or handed over until
                                   they drain; a WebSocket client past it is dropped */

@@ -79,9 +79,9 @@ struct chat_http1_conn {
     const char *drain_reason; /* why the connection is draining, for the close log */
     const char *fail_code;    /* set by a parser callback that rejects the request */
     const char *fail_msg;
-    size_t head_bytes;
-    size_t out_held; /* bytes of answers built and not yet written (memory they hold) */
-    size_t out_max;  /* the largest answer of this connection so far */
+    const char *fault_at; /* a callback's fault is at this byte of the read being parsed */
+    size_t out_held;      /* bytes of answers built and not yet written (memory they hold) */
+    size_t out_max;       /* the largest answer of this connection so far */
     int fail_status;
     int nqueue;
     int unanswered;        /* requests with the handler */

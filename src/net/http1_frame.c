@@ -22,10 +22,11 @@ enum part {
 /* Steps of a chunk-size line (_sub). */
 enum { SIZE_DIGITS, SIZE_BWS, SIZE_EXT };
 
-void chat_http1_frame_init(chat_http1_frame_t *f)
+void chat_http1_frame_init(chat_http1_frame_t *f, uint32_t max_head)
 {
     memset(f, 0, sizeof *f);
     f->_part = PART_START;
+    f->_max_head = max_head;
 }
 
 void chat_http1_frame_body(chat_http1_frame_t *f, bool chunked)
@@ -36,7 +37,7 @@ void chat_http1_frame_body(chat_http1_frame_t *f, bool chunked)
 void chat_http1_frame_next(chat_http1_frame_t *f)
 {
     if (f->_part != PART_FAILED)
-        chat_http1_frame_init(f);
+        chat_http1_frame_init(f, f->_max_head);
 }
 
 static int fail(chat_http1_frame_t *f, int status, const char **why, const char *reason)
@@ -218,6 +219,11 @@ int chat_http1_frame_scan(chat_http1_frame_t *f, const char *p, size_t n, const 
         }
         /* A line: request line, header, chunk size or trailer. */
         int st;
+        bool head = f->_part == PART_REQLINE || f->_part == PART_HEADERS ||
+                    f->_part == PART_TRAILERS ||
+                    (f->_part == PART_START && c != '\r' && c != '\n' && !f->_cr);
+        if (head && f->_max_head && ++f->_head > f->_max_head)
+            return fail(f, 431, why, "the request line and headers exceed the size limit");
         if (f->_cr) {
             if (c != '\n')
                 return fail(f, 400, why, "a CR not followed by LF");

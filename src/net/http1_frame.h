@@ -16,6 +16,12 @@
  * lenient: chunk data without its CRLF is taken), and even its strict build
  * takes folded lines and bare LFs. Hence these explicit checks.
  *
+ * It also holds the head to its size limit: the bytes of the request line,
+ * the header lines and a chunked body's trailer lines, CRLFs included, as
+ * they were sent. Counted here, byte by byte, the limit is crossed at one
+ * byte however the bytes were split into reads, so a fault before that byte
+ * is refused as itself and one after it as a head too large.
+ *
  * The checker follows a connection's requests across reads one byte at a
  * time and keeps no input; a Content-Length body and chunk data are skipped
  * in bulk.
@@ -39,11 +45,16 @@ typedef struct chat_http1_frame {
     char _ver[8];       /* request line: its last 8 bytes */
     uint32_t _line_len; /* bytes of the current line before its CRLF */
     uint32_t _since_sp; /* request line: bytes since its last SP */
+    uint32_t _head;     /* bytes of this request's head (and trailers) so far */
+    uint32_t _max_head; /* the limit on them; 0: none */
     uint64_t _left;     /* chunk data still to come */
 } chat_http1_frame_t;
 
-/** A checker at the start of a connection (before its first request). */
-void chat_http1_frame_init(chat_http1_frame_t *f);
+/**
+ * A checker at the start of a connection (before its first request), whose
+ * requests' heads may hold max_head bytes (0: no limit).
+ */
+void chat_http1_frame_init(chat_http1_frame_t *f, uint32_t max_head);
 
 /**
  * Says how the body of the request whose head is being checked is framed:
@@ -54,9 +65,9 @@ void chat_http1_frame_body(chat_http1_frame_t *f, bool chunked);
 
 /**
  * Checks the next n bytes of the connection, as consumed by the parser.
- * Returns 0, or the HTTP status to refuse the request with (400, or 505 for
- * an HTTP version other than 1.0 and 1.1) and the reason in *why. After a
- * refusal the checker is spent.
+ * Returns 0, or the HTTP status to refuse the request with (400, 431 for a
+ * head past its limit, or 505 for an HTTP version other than 1.0 and 1.1)
+ * and the reason in *why. After a refusal the checker is spent.
  */
 int chat_http1_frame_scan(chat_http1_frame_t *f, const char *p, size_t n, const char **why);
 

@@ -16,9 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Bytes counted per header line besides its name and value (": " and CRLF). */
-#define HEADER_LINE_OVERHEAD 4
-
 typedef chat_http1_conn_t h1_t;
 typedef chat_http1_req_t req_t;
 
@@ -128,13 +125,16 @@ static int parse_fail(h1_t *h, int status, const char *code, const char *msg)
     return -1;
 }
 
-static int head_grow(h1_t *h, size_t n)
+/*
+ * A fault at byte at of the read: a framing fault before it is the earlier
+ * one. The parser calls back at the end of a token, or of a read in its
+ * middle, so where it stopped depends on how the bytes were split; the
+ * fault's own byte does not.
+ */
+static int parse_fail_at(h1_t *h, const char *at, int status, const char *code, const char *msg)
 {
-    h->head_bytes += n;
-    if (h->head_bytes > chat_http1_conn_server(h)->cfg.max_head)
-        return parse_fail(h, 431, "headers_too_large",
-                          "the request line and headers exceed the size limit");
-    return 0;
+    h->fault_at = at;
+    return parse_fail(h, status, code, msg);
 }
 
 static int on_message_begin(http_parser *p)
@@ -143,7 +143,6 @@ static int on_message_begin(http_parser *p)
     h->cur = chat_http1_req_new(h);
     h->nreq++;
     h->hstate = HS_NONE;
-    h->head_bytes = 0;
     h->expect_len = 0;
     h->n_host = h->n_te = h->te_len = 0;
     h->has_length = false;
@@ -157,8 +156,6 @@ static int on_message_begin(http_parser *p)
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     h1_t *h = p->data;
-    if (head_grow(h, len))
-        return -1;
     h->cur->url_seen = true;
     chat_buf_append(&h->cur->url, at, len);
     return 0;
@@ -211,14 +208,15 @@ static chat_buf_t *handshake_buf(req_t *r, int hid)
 }
 
 /* The name of a header is complete: note which one its value belongs to. */
-static int header_value_begin(h1_t *h, req_t *r)
+/* The first bytes of a header's value are at at (NULL: it has none). */
+static int header_value_begin(h1_t *h, req_t *r, const char *at)
 {
     h->hid = (uint8_t)header_id(h);
     h->hstate = HS_VALUE;
     switch (h->hid) {
     case HDR_AUTHORIZATION:
         if (r->has_auth)
-            return parse_fail(h, 400, "bad_request", "repeated Authorization header");
+            return parse_fail_at(h, at, 400, "bad_request", "repeated Authorization header");
         r->has_auth = true;
         chat_buf_append(&r->auth, "", 0);
         break;
@@ -246,7 +244,8 @@ static int header_value_begin(h1_t *h, req_t *r)
         }
         /* Which of the two frames the body is what a proxy and chatd could disagree on. */
         if (h->n_te && h->has_length)
-            return parse_fail(h, 400, "bad_request", "Content-Length with Transfer-Encoding");
+            return parse_fail_at(h, at, 400, "bad_request",
+                                 "Content-Length with Transfer-Encoding");
         break;
     case HDR_CONNECTION:
     case HDR_WS_KEY:
@@ -269,8 +268,6 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     h1_t *h = p->data;
     req_t *r = h->cur;
-    if (head_grow(h, len + (h->hstate != HS_FIELD ? HEADER_LINE_OVERHEAD : 0)))
-        return -1;
     if (r->head_done) {
         /* A chunked trailer: counted, otherwise ignored. Its state is kept as a header's, so
          * a name that arrives in two reads is counted once, as it is whole. */
@@ -284,7 +281,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     /* http-parser in its lenient mode lets a space through; a name is a token (RFC 9110 5.1). */
     for (size_t i = 0; i < len; i++)
         if (!is_tchar((unsigned char)at[i]))
-            return parse_fail(h, 400, "bad_request", "invalid header name");
+            return parse_fail_at(h, at + i, 400, "bad_request", "invalid header name");
     for (size_t i = 0; i < len && h->hflen < UINT8_MAX; i++, h->hflen++)
         if (h->hflen < sizeof h->hfield)
             h->hfield[h->hflen] = (char)(at[i] >= 'A' && at[i] <= 'Z' ? at[i] + 32 : at[i]);
@@ -295,13 +292,11 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     h1_t *h = p->data;
     req_t *r = h->cur;
-    if (head_grow(h, len))
-        return -1;
     if (r->head_done) {
         h->hstate = HS_VALUE;
         return 0;
     }
-    if (h->hstate == HS_FIELD && header_value_begin(h, r))
+    if (h->hstate == HS_FIELD && header_value_begin(h, r, at))
         return -1;
     switch (h->hid) {
     case HDR_AUTHORIZATION:
@@ -353,7 +348,7 @@ static int on_headers_complete(http_parser *p)
 {
     h1_t *h = p->data;
     req_t *r = h->cur;
-    if (h->hstate == HS_FIELD && header_value_begin(h, r))
+    if (h->hstate == HS_FIELD && header_value_begin(h, r, NULL))
         return -1;
     /*
      * The version itself (HTTP/1.0 or 1.1 only, a version-less request line
@@ -412,8 +407,10 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     h1_t *h = p->data;
     req_t *r = h->cur;
-    if (r->body.len + len > chat_http1_conn_server(h)->cfg.max_body)
-        return parse_fail(h, 413, "payload_too_large", "the request body exceeds the size limit");
+    size_t max = chat_http1_conn_server(h)->cfg.max_body;
+    if (r->body.len + len > max)
+        return parse_fail_at(h, at + (max - r->body.len), 413, "payload_too_large",
+                             "the request body exceeds the size limit");
     chat_buf_append(&r->body, at, len);
     return 0;
 }
@@ -448,7 +445,7 @@ void chat_http1_parser_init(h1_t *h)
 {
     http_parser_init(&h->parser, HTTP_REQUEST);
     h->parser.data = h;
-    chat_http1_frame_init(&h->frame);
+    chat_http1_frame_init(&h->frame, (uint32_t)chat_http1_conn_server(h)->cfg.max_head);
 }
 
 size_t chat_http1_parse(h1_t *h, const char *data, size_t len)
@@ -462,7 +459,11 @@ size_t chat_http1_parse(h1_t *h, const char *data, size_t len)
      * were split into reads.
      */
     const char *why;
-    int status = chat_http1_frame_scan(&h->frame, data, n, &why);
+    size_t scan = n;
+    if (h->fault_at && h->fault_at >= data && h->fault_at < data + n)
+        scan = (size_t)(h->fault_at - data); /* a fault from there on is not the first */
+    h->fault_at = NULL;
+    int status = chat_http1_frame_scan(&h->frame, data, scan, &why);
     if (status == 0) {
         if (e == HPE_PAUSED)
             chat_http1_frame_next(&h->frame);
@@ -474,7 +475,11 @@ size_t chat_http1_parse(h1_t *h, const char *data, size_t len)
         h->done = NULL;
         h->cur->state = REQ_PARSING;
     }
-    parse_fail(h, status, status == 505 ? "http_version_not_supported" : "bad_request", why);
+    parse_fail(h, status,
+               status == 505   ? "http_version_not_supported"
+               : status == 431 ? "headers_too_large"
+                               : "bad_request",
+               why);
     h->parser.http_errno = HPE_STRICT; /* stopped for good, as after any error */
     return n;
 }

@@ -67,7 +67,7 @@ static const fcase_t cases[] = {
 static int scan_cut(const fcase_t *c, const size_t *cuts, size_t ncuts)
 {
     chat_http1_frame_t f;
-    chat_http1_frame_init(&f);
+    chat_http1_frame_init(&f, 0);
     chat_http1_frame_body(&f, c->chunked);
     size_t len = strlen(c->in), from = 0;
     const char *why = NULL;
@@ -106,7 +106,7 @@ static void test_rules_whole_and_cut(void **state)
 static void test_next_request(void **state)
 {
     chat_http1_frame_t f;
-    chat_http1_frame_init(&f);
+    chat_http1_frame_init(&f, 0);
     const char *why;
     const char *one = "POST / HTTP/1.1\r\nHost: x\r\n\r\n0\r\n\r\n";
     chat_http1_frame_body(&f, true);
@@ -119,11 +119,47 @@ static void test_next_request(void **state)
     assert_int_equal(chat_http1_frame_scan(&f, "G", 1, &why), 400);
 }
 
+/*
+ * The head limit is crossed at one byte, split or not: a fault before it is
+ * refused as itself, one after it as a head too large; trailers count too.
+ */
+static void test_head_limit(void **state)
+{
+    static const struct {
+        const char *in;
+        bool chunked;
+        int status;
+    } lim[] = {
+        {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false, 0},              /* 27 bytes: fits */
+        {"GET / HTTP/1.1\r\nHost: xyzw\r\nA: 1\r\n\r\n", false, 431}, /* 37 */
+        {"GET / HTTP/1.1\r\nHost: x\x01yzw\r\nA: 1\r\n\r\n", false, 400},
+        {"GET / HTTP/1.1\r\nHost: xyzw\r\nA: 1\x01\r\n\r\n", false, 431},
+        {"POST / HTTP/1.1\r\nHost: x\r\n\r\n0\r\nT: 1\r\n\r\n", true, 431},
+    };
+    for (size_t k = 0; k < sizeof lim / sizeof lim[0]; k++) {
+        size_t len = strlen(lim[k].in);
+        for (size_t step = 1; step <= len; step++) {
+            chat_http1_frame_t f;
+            chat_http1_frame_init(&f, 32);
+            chat_http1_frame_body(&f, lim[k].chunked);
+            const char *why = NULL;
+            int st = 0;
+            for (size_t from = 0; from < len && st == 0; from += step)
+                st = chat_http1_frame_scan(&f, lim[k].in + from,
+                                           len - from < step ? len - from : step, &why);
+            if (st != lim[k].status)
+                fail_msg("limit case %zu in pieces of %zu: %d, want %d", k, step, st,
+                         lim[k].status);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rules_whole_and_cut),
         cmocka_unit_test(test_next_request),
+        cmocka_unit_test(test_head_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
