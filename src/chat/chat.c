@@ -112,9 +112,7 @@ void chat_reply_err(chat_reply_cb cb, void *arg, chat_err_t err, const char *mes
 
 void chat_reply_from_db_error(chat_reply_t *r, const chat_db_result_t *res)
 {
-    r->body = NULL;
-    r->body_len = 0;
-    r->kind = CHAT_REPLY_OK;
+    *r = (chat_reply_t){.kind = CHAT_REPLY_OK};
     r->err = CHAT_EUNAVAILABLE;
     switch (res->status) {
     case CHAT_ETIMEDOUT:
@@ -134,7 +132,7 @@ void chat_reply_from_db_error(chat_reply_t *r, const chat_db_result_t *res)
 
 void chat_reply_db_err(chat_reply_cb cb, void *arg, const chat_db_result_t *res)
 {
-    chat_reply_t r;
+    chat_reply_t r = {0};
     chat_reply_from_db_error(&r, res);
     cb(&r, arg);
 }
