@@ -31,6 +31,7 @@ void chat_buf_reserve(chat_buf_t *b, size_t extra)
         cap *= 2;
     b->data = chat_realloc(b->data, cap);
     b->cap = cap;
+    b->data[b->len] = '\0'; /* a first reservation too: the data is a C string at once */
 }
 
 void chat_buf_vprintf(chat_buf_t *b, const char *fmt, va_list ap)

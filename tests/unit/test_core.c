@@ -50,6 +50,20 @@ static void test_buf_large_printf(void **state)
     chat_buf_dispose(&b);
 }
 
+/* Storage reserved before anything is written is already an empty C string. */
+static void test_buf_reserve_keeps_a_string(void **state)
+{
+    chat_buf_t b = CHAT_BUF_INIT;
+    chat_buf_reserve(&b, 4096);
+    assert_non_null(b.data);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.data, "");
+    chat_buf_puts(&b, "ab");
+    chat_buf_reserve(&b, 1 << 20);
+    assert_string_equal(b.data, "ab");
+    chat_buf_dispose(&b);
+}
+
 static void test_json_string_escaping(void **state)
 {
     chat_buf_t b = CHAT_BUF_INIT;
@@ -329,6 +343,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_append_and_numbers),
         cmocka_unit_test(test_buf_large_printf),
+        cmocka_unit_test(test_buf_reserve_keeps_a_string),
         cmocka_unit_test(test_json_string_escaping),
         cmocka_unit_test(test_utf8_count),
         cmocka_unit_test(test_metrics_render),
