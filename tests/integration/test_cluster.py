@@ -498,8 +498,16 @@ def test_sigterm_drain_under_load(cluster, load):
     pid = cluster.pid(victim)
     t_term = time.monotonic()
     os.kill(pid, signal.SIGTERM)
-    # the instance says draining at once and still serves everything else
-    r = requests.get(_url(INSTANCES[victim - 1], "/readyz"), timeout=2)
+    # the instance says draining as soon as its main loop has taken the signal (a
+    # worker may answer a /readyz sent in the same instant before that), and still
+    # serves everything else
+    deadline = time.monotonic() + 1.0
+    while True:
+        r = requests.get(_url(INSTANCES[victim - 1], "/readyz"), timeout=2)
+        if r.status_code == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    t_draining = time.monotonic() - t_term
     assert r.status_code == 503 and r.json()["status"] == "draining", r.text
     assert requests.get(_url(INSTANCES[victim - 1], "/healthz"), timeout=2).status_code == 200
     t_down = cluster.wait_status(f"chatd{victim}", "DOWN")
@@ -518,7 +526,8 @@ def test_sigterm_drain_under_load(cluster, load):
     failures = load.failures()
     errors = [e for r in load.readers for e in r.errors]
     back = _restart(cluster, victim)
-    print(f"\nSIGTERM chatd{victim}: HAProxy marked it down after {t_down - t_term:.2f} s, "
+    print(f"\nSIGTERM chatd{victim}: /readyz said draining after {t_draining:.3f} s, "
+          f"HAProxy marked it down after {t_down - t_term:.2f} s, "
           f"it exited after {t_exit - t_term:.2f} s; {len(failures)} failed requests {failures[:5]}; "
           f"{_reconnect_report(load)}; {load.summary()}; restarted and up again in {back:.2f} s")
     assert not errors, errors
