@@ -208,6 +208,13 @@ static void conn_fail(h1_t *h, int status, const char *code, const char *msg)
             r->pub.method = (int)h->parser.method;
             r->pub.method_str = http_method_str((enum http_method)h->parser.method);
         }
+    } else if (!chat_http1_frame_method_seen(&h->frame)) {
+        /*
+         * The parser took a whole head past bytes the checker refused before its
+         * method (bare LFs before the request line): what it read is no request.
+         */
+        r->pub.method = -1;
+        r->pub.method_str = "UNKNOWN";
     }
     r->keep_alive = false;
     r->unsafe = false;

@@ -94,6 +94,8 @@ def test_cold_stampede_of_one_page(chatd_factory, db, redis):
     print(f"\n{READS} cold reads of one page by 20 members, Redis {redis}, {WORKERS} workers: "
           f"{page} page queries, {checks} membership checks, {errors:.0f} cache errors")
     # One load per worker, and one more for each query time the burst took to
-    # arrive (a read may not join a load that started before it): 2-8 here.
-    assert page <= 5 * WORKERS, f"{page} page queries for {READS} reads on {WORKERS} workers"
+    # arrive (a read may not join a load that started before it): 2-8 here, 12 once
+    # on a machine loaded by both integration passes and two fuzzers. Without
+    # coalescing it was one query per read (1,002-1,176 for 1,000 reads).
+    assert page <= 10 * WORKERS, f"{page} page queries for {READS} reads on {WORKERS} workers"
     assert checks <= page
