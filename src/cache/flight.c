@@ -228,7 +228,7 @@ void chat_flight_land_at(chat_flights_t *f, chat_flight_t *fl, int status, chat_
     fl->group = NULL;
     if (status != 0)
         val = NULL;
-    if (keep && status == 0 && fl->tag && val) {
+    if (keep && fl->tag && val) {
         chat_flight_t *old = landed_find(f, fl->tag);
         if (old)
             flight_free(f, old);

@@ -81,8 +81,10 @@ void chat_reply_body_free(chat_reply_t *r)
 
 chat_blob_t *chat_reply_blob(chat_reply_t *r)
 {
-    chat_blob_t *b;
-    if (r->shared)
+    chat_blob_t *b = NULL;
+    if (r->err != CHAT_EOK)
+        chat_reply_body_free(r);
+    else if (r->shared)
         b = r->shared;
     else if (r->body)
         b = chat_blob_adopt(r->body, r->body_len);

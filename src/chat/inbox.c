@@ -217,8 +217,7 @@ static void leader_loaded_cb(chat_reply_t *r, void *arg)
     chat_flights_t *flights = chat_cache_flights(ctx->cache);
     if (r->err != CHAT_EOK || !op->tokens) {
         /* An error, or versions that could not be read: answer, store nothing. */
-        chat_blob_t *val = r->err == CHAT_EOK ? chat_reply_blob(r) : NULL;
-        chat_reply_body_free(r);
+        chat_blob_t *val = chat_reply_blob(r);
         chat_flight_land(flights, op->fill_key, r->err, val, 0);
         chat_blob_unref(val);
         return; /* op was a waiter of its own flight: freed by flight_answer_cb */

@@ -38,7 +38,10 @@ int64_t *chat_i64_list_parse(const char *text, size_t *n);
 void chat_reply_ok(chat_reply_cb cb, void *arg, chat_reply_kind_t kind, chat_buf_t *body);
 /** Calls cb with an error reply (no body); message NULL: the code's default text. */
 void chat_reply_err(chat_reply_cb cb, void *arg, chat_err_t err, const char *message);
-/** Takes a reply's body (owned or shared, none: empty) as a reference; r keeps no body. */
+/**
+ * Takes a success reply's body (owned or shared; none: empty) as a reference;
+ * NULL for an error, whose body is released. r keeps no body.
+ */
 chat_blob_t *chat_reply_blob(chat_reply_t *r);
 /** A shared answer (CHAT_REPLY_OK): the receiver takes over the reference val. */
 void chat_reply_shared(chat_reply_cb cb, void *arg, chat_blob_t *val);

@@ -348,8 +348,7 @@ static void leader_loaded_cb(chat_reply_t *r, void *arg)
     }
     const char *tag = chat_flight_tag(op->fl);
     char *key = tag && ctx->cache && r->err == CHAT_EOK ? chat_strdup(tag) : NULL;
-    chat_blob_t *val = r->err == CHAT_EOK ? chat_reply_blob(r) : NULL;
-    chat_reply_body_free(r);
+    chat_blob_t *val = chat_reply_blob(r);
     int ttl = op->rd.ttl;
     if (r->err == CHAT_EOK && op->version && op->rd.conv_id)
         member_remember(ctx->members, op->rd.conv_id, op->caller, op->version);

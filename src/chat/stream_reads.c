@@ -44,8 +44,7 @@ static void events_reply(chat_reply_t *r, void *arg)
     if (op->in_call) {
         op->answered = true;
         op->err = r->err;
-        op->body = r->err == CHAT_EOK ? chat_reply_blob(r) : NULL;
-        chat_reply_body_free(r);
+        op->body = chat_reply_blob(r);
         return;
     }
     op->cb(r->err, r->body, r->body_len, op->arg);

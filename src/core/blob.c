@@ -3,7 +3,6 @@
 #include "core/alloc.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 chat_blob_t *chat_blob_adopt(char *data, size_t len)
 {
@@ -16,11 +15,7 @@ chat_blob_t *chat_blob_adopt(char *data, size_t len)
 
 chat_blob_t *chat_blob_copy(const char *data, size_t len)
 {
-    char *d = chat_malloc(len + 1);
-    if (len)
-        memcpy(d, data, len);
-    d[len] = '\0';
-    return chat_blob_adopt(d, len);
+    return chat_blob_adopt(chat_strndup(data, len), len);
 }
 
 chat_blob_t *chat_blob_ref(chat_blob_t *b)

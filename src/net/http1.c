@@ -43,14 +43,9 @@ static const chat_conn_proto_t http1_proto;
 
 static void settle(h1_t *h, bool wrote);
 static void pump(h1_t *h, bool wrote);
-/* The body's hold: copied into the head, taken over (free), or a shared reference. */
-typedef struct body_hold {
-    char *owned;
-    chat_blob_t *shared;
-} body_hold_t;
-
+/* hold: the body is taken over or shared; all zero: it is copied. */
 static void respond(req_t *r, int status, const char *headers, const char *body, size_t len,
-                    body_hold_t hold);
+                    chat_http1_body_hold_t hold);
 static void answer_release(h1_t *h, req_t *r);
 
 /* ---- small helpers ---- */
@@ -199,22 +194,20 @@ static void conn_fail(h1_t *h, int status, const char *code, const char *msg)
         r->t_head = uv_hrtime();
         if (r->url.data)
             r->pub.path = r->url.data;
-        /*
-         * The method, once the bytes say it is over (not when the parser's
-         * URL callback ran, which depends on where reads ended): a refused
-         * HEAD is answered without a body however its bytes arrived.
-         */
-        if (chat_http1_frame_method_seen(&h->frame)) {
-            r->pub.method = (int)h->parser.method;
-            r->pub.method_str = http_method_str((enum http_method)h->parser.method);
-        }
-    } else if (!chat_http1_frame_method_seen(&h->frame)) {
-        /*
-         * The parser took a whole head past bytes the checker refused before its
-         * method (bare LFs before the request line): what it read is no request.
-         */
+    }
+    /*
+     * The method, once the checker says it is over — not when the parser's
+     * callbacks ran, which depends on where reads ended, nor when the parser
+     * took a whole head past bytes the checker refused before its method
+     * (bare LFs before the request line): a refused HEAD is answered
+     * without a body however its bytes arrived.
+     */
+    if (!chat_http1_frame_method_seen(&h->frame)) {
         r->pub.method = -1;
         r->pub.method_str = "UNKNOWN";
+    } else if (!r->head_done) {
+        r->pub.method = (int)h->parser.method;
+        r->pub.method_str = http_method_str((enum http_method)h->parser.method);
     }
     r->keep_alive = false;
     r->unsafe = false;
@@ -228,7 +221,7 @@ static void conn_fail(h1_t *h, int status, const char *code, const char *msg)
     chat_json_error(&b, code, msg);
     size_t len;
     char *body = chat_buf_steal(&b, &len);
-    respond(r, status, NULL, body, len, (body_hold_t){.owned = body});
+    respond(r, status, NULL, body, len, (chat_http1_body_hold_t){.owned = body});
 }
 
 static void parse_failed(h1_t *h, enum http_errno e)
@@ -611,19 +604,13 @@ static void record(h1_t *h, req_t *r, int status)
     chat_buf_dispose(&t);
 }
 
-static void hold_release(body_hold_t hold)
-{
-    free(hold.owned);
-    chat_blob_unref(hold.shared);
-}
-
 static void respond(req_t *r, int status, const char *headers, const char *body, size_t len,
-                    body_hold_t hold)
+                    chat_http1_body_hold_t hold)
 {
     h1_t *h = r->h;
     bool owned = hold.owned || hold.shared; /* written from where it is, not copied */
     if (!h) {
-        hold_release(hold);
+        chat_http1_body_release(hold);
         chat_http1_req_free(r);
         return;
     }
@@ -631,7 +618,7 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
     if (r->state != REQ_HANDLING) {
         chat_log_error("event=http_respond_twice conn=%llu status=%d", (unsigned long long)c->id,
                        status);
-        hold_release(hold);
+        chat_http1_body_release(hold);
         return;
     }
     h->unanswered--;
@@ -676,12 +663,11 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
     r->head = chat_buf_steal(&b, NULL);
     if (owned) {
         if (send_body) {
-            r->owned_body = hold.owned;
-            r->shared_body = hold.shared;
+            r->answer_body = hold;
             r->out[1] = uv_buf_init((char *)body, (unsigned)len);
             r->nout = 2;
         } else {
-            hold_release(hold);
+            chat_http1_body_release(hold);
         }
     }
     if (close && !h->no_more && !r->switch_cb) {
@@ -697,19 +683,20 @@ static void respond(req_t *r, int status, const char *headers, const char *body,
 void chat_http_respond(chat_http_request_t *req, int status, const char *headers, const char *body,
                        size_t body_len)
 {
-    respond((req_t *)req, status, headers, body, body_len, (body_hold_t){0});
+    respond((req_t *)req, status, headers, body, body_len, (chat_http1_body_hold_t){0});
 }
 
 void chat_http_respond_owned(chat_http_request_t *req, int status, const char *headers, char *body,
                              size_t body_len)
 {
-    respond((req_t *)req, status, headers, body, body_len, (body_hold_t){.owned = body});
+    respond((req_t *)req, status, headers, body, body_len, (chat_http1_body_hold_t){.owned = body});
 }
 
 void chat_http_respond_shared(chat_http_request_t *req, int status, const char *headers,
                               chat_blob_t *body)
 {
-    respond((req_t *)req, status, headers, body->data, body->len, (body_hold_t){.shared = body});
+    respond((req_t *)req, status, headers, body->data, body->len,
+            (chat_http1_body_hold_t){.shared = body});
 }
 
 int chat_http1_upgrade(chat_http_request_t *req, const char *headers, chat_http1_switch_cb cb,
@@ -741,12 +728,12 @@ int chat_http1_upgrade(chat_http_request_t *req, const char *headers, chat_http1
         char *body = chat_buf_steal(&b, &len);
         /* a 503 says when to come back, as every other 503 of chatd does */
         respond(r, status, status == 503 ? "Retry-After: 1\r\n" : NULL, body, len,
-                (body_hold_t){.owned = body});
+                (chat_http1_body_hold_t){.owned = body});
         return err;
     }
     r->switch_cb = cb;
     r->switch_ud = ud;
-    respond(r, 101, headers, NULL, 0, (body_hold_t){0});
+    respond(r, 101, headers, NULL, 0, (chat_http1_body_hold_t){0});
     return 0;
 }
 

@@ -7,6 +7,7 @@
 #ifndef CHAT_NET_HTTP1_CONN_H
 #define CHAT_NET_HTTP1_CONN_H
 
+#include "core/blob.h"
 #include "core/buf.h"
 #include "core/list.h"
 #include "net/conn.h"
@@ -17,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 typedef struct chat_http1_conn chat_http1_conn_t;
 typedef struct chat_http1_req chat_http1_req_t;
@@ -29,6 +31,18 @@ enum req_state {
     REQ_RESPONDED, /* the queue: answered, waiting for earlier answers to go out */
     REQ_WRITING,   /* net/conn.c: being written, freed by write_cb */
 };
+
+/* An answer's body when it is not copied into the head: taken over (free), or shared. */
+typedef struct chat_http1_body_hold {
+    char *owned;
+    chat_blob_t *shared;
+} chat_http1_body_hold_t;
+
+static inline void chat_http1_body_release(chat_http1_body_hold_t hold)
+{
+    free(hold.owned);
+    chat_blob_unref(hold.shared);
+}
 
 struct chat_http1_req {
     chat_http_request_t pub; /* first: the public pointer is the private one */
@@ -58,11 +72,10 @@ struct chat_http1_req {
     chat_conn_write_t wr;
     uv_buf_t out[2];
     unsigned nout;
-    size_t out_len;           /* bytes of the answer, counted in h->out_held until it is written */
-    char *head;               /* status line and headers (and a copied body) */
-    char *owned_body;         /* chat_http_respond_owned()'s body */
-    chat_blob_t *shared_body; /* chat_http_respond_shared()'s body: a reference */
-    chat_http1_switch_cb switch_cb; /* a 101: who takes the connection over */
+    size_t out_len; /* bytes of the answer, counted in h->out_held until it is written */
+    char *head;     /* status line and headers (and a copied body) */
+    chat_http1_body_hold_t answer_body; /* the answer's body, written from where it is */
+    chat_http1_switch_cb switch_cb;     /* a 101: who takes the connection over */
     void *switch_ud;
 };
 

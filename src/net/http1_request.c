@@ -78,8 +78,7 @@ void chat_http1_req_free(chat_http1_req_t *r)
     chat_buf_dispose(&r->if_none_match);
     free(r->rest);
     free(r->head);
-    free(r->owned_body);
-    chat_blob_unref(r->shared_body);
+    chat_http1_body_release(r->answer_body);
     free(r);
 }
 
@@ -207,8 +206,10 @@ static chat_buf_t *handshake_buf(req_t *r, int hid)
     }
 }
 
-/* The name of a header is complete: note which one its value belongs to. */
-/* The first bytes of a header's value are at at (NULL: it has none). */
+/*
+ * The name of a header is complete: note which one its value belongs to,
+ * whose first bytes are at at (NULL: it has none).
+ */
 static int header_value_begin(h1_t *h, req_t *r, const char *at)
 {
     h->hid = (uint8_t)header_id(h);
@@ -268,12 +269,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     h1_t *h = p->data;
     req_t *r = h->cur;
-    if (r->head_done) {
-        /* A chunked trailer: counted, otherwise ignored. Its state is kept as a header's, so
-         * a name that arrives in two reads is counted once, as it is whole. */
-        h->hstate = HS_FIELD;
-        return 0;
-    }
+    if (r->head_done)
+        return 0; /* a chunked trailer: ignored (net/http1_frame.c counts and checks it) */
     if (h->hstate != HS_FIELD) {
         h->hstate = HS_FIELD;
         h->hflen = 0;
@@ -292,10 +289,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     h1_t *h = p->data;
     req_t *r = h->cur;
-    if (r->head_done) {
-        h->hstate = HS_VALUE;
+    if (r->head_done)
         return 0;
-    }
     if (h->hstate == HS_FIELD && header_value_begin(h, r, at))
         return -1;
     switch (h->hid) {
