@@ -260,7 +260,7 @@ int chat_fanout_publish(chat_fanout_t *f, const chat_rt_msg_t *m)
 
 bool chat_fanout_ready(const chat_fanout_t *f)
 {
-    return f->pub && f->sub && chat_redis_healthy(f->pub) && chat_pubsub_connected(f->sub);
+    return f->pub && f->sub && chat_redis_healthy(f->pub) && chat_pubsub_usable(f->sub);
 }
 
 /* ---- life ---- */

@@ -94,7 +94,8 @@ void chat_fanout_unwatch(chat_fanout_t *f, int topic, int64_t id);
  */
 int chat_fanout_publish(chat_fanout_t *f, const chat_rt_msg_t *m);
 
-/** True while frames go both ways: publisher healthy and subscriber connected. */
+/** True unless Redis is known to be away: publisher healthy, subscriber usable
+ *  (chat_pubsub_usable: connected, or connecting for the first time). */
 bool chat_fanout_ready(const chat_fanout_t *f);
 
 /**

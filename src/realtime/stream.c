@@ -1175,7 +1175,12 @@ chat_stream_sub_t *chat_stream_subscribe(chat_stream_t *s, int64_t user_id, chat
         chat_idtable_put(&s->users, (uint64_t)user_id, u);
         if (s->fanout)
             chat_fanout_watch(s->fanout, CHAT_TOPIC_USER, user_id);
-        /* without a working Redis there is nothing to wait for */
+        /*
+         * Without a working Redis there is nothing to wait for. A subscriber still
+         * making its first connection (a cluster node not used before) is worth
+         * waiting for: the upgrade must not be answered before the user's channel
+         * is subscribed, or an `added` published meanwhile is lost.
+         */
         u->confirmed = !s->fanout || !chat_fanout_ready(s->fanout);
     }
     sub->u = u;

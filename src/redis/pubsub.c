@@ -39,7 +39,7 @@ struct chat_pubsub {
     int handles;    /* open libuv handles: the timer and any connection */
     bool connected; /* the live attempt is connected and reading */
     bool closing;
-    bool down_logged;
+    bool down_logged; /* an attempt failed, or the connection was lost, since the last connect */
     void (*done)(void *arg);
     void *done_arg;
 };
@@ -314,11 +314,11 @@ chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const chat_p
     return ps;
 }
 
-bool chat_pubsub_connected(const chat_pubsub_t *ps)
+bool chat_pubsub_usable(const chat_pubsub_t *ps)
 {
     if (ps->cluster)
-        return chat_shardsub_connected(ps->cluster);
-    return ps->connected;
+        return chat_shardsub_usable(ps->cluster);
+    return ps->connected || !ps->down_logged;
 }
 
 static void cluster_closed(void *arg)

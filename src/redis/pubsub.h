@@ -57,9 +57,15 @@ typedef struct chat_pubsub_handler {
 chat_pubsub_t *chat_pubsub_create(uv_loop_t *loop, const char *url, const chat_pubsub_handler_t *h,
                                   void *arg, char *err, size_t errlen) CHAT_MUSTCHECK;
 
-/** True while a connection is up (its subscriptions may still be on their way);
- *  on a cluster, while the map is known and no node's connection is down. */
-bool chat_pubsub_connected(const chat_pubsub_t *ps);
+/**
+ * True unless Redis is known to be away: the connection is up (its
+ * subscriptions may still be on their way) or its first attempt is still
+ * under way; false once an attempt failed or the connection was lost, until
+ * one connects again. On a cluster: the map is known and no node subscriber
+ * holding channels is away. A subscriber that is usable will confirm a
+ * subscription soon, so it is worth waiting for.
+ */
+bool chat_pubsub_usable(const chat_pubsub_t *ps);
 
 /**
  * Sends SSUBSCRIBE channel (sharded pub/sub: the same command on one Redis

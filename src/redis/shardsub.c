@@ -55,10 +55,16 @@ static void node_subscribed(const char *ch, size_t clen, void *arg)
         n->s->h.subscribed(ch, clen, n->s->arg);
 }
 
+static void tick_cb(uv_timer_t *t);
+
+/* The channels waiting for this node go out at once: a new socket's upgrade waits for its
+ * user channel's confirmation. From the timer, not inside the subscriber's callback. */
 static void node_connected(void *arg)
 {
     snode_t *n = arg;
-    n->s->resubscribe = true; /* at the next tick, not inside the subscriber's callback */
+    n->s->resubscribe = true;
+    if (!n->s->closing)
+        uv_timer_start(&n->s->timer, tick_cb, 0, TICK_MS);
 }
 
 static void node_unsubscribed(const char *ch, size_t clen, void *arg)
@@ -143,12 +149,12 @@ chat_shardsub_t *chat_shardsub_create(uv_loop_t *loop, const char *url,
     return s;
 }
 
-bool chat_shardsub_connected(const chat_shardsub_t *s)
+bool chat_shardsub_usable(const chat_shardsub_t *s)
 {
     if (s->closing || chat_redis_map_gen(s->router) == 0)
         return false;
     for (size_t i = 0; i < s->nnodes; i++)
-        if (s->nodes[i]->used && !chat_pubsub_connected(s->nodes[i]->sub))
+        if (s->nodes[i]->used && !chat_pubsub_usable(s->nodes[i]->sub))
             return false;
     return true;
 }

@@ -28,8 +28,9 @@ chat_shardsub_t *chat_shardsub_create(uv_loop_t *loop, const char *url,
                                       const chat_pubsub_handler_t *h, void *arg, char *err,
                                       size_t errlen) CHAT_MUSTCHECK;
 
-/** The map is known and no node subscriber holding channels is disconnected. */
-bool chat_shardsub_connected(const chat_shardsub_t *s);
+/** The map is known and no node subscriber holding channels is away (chat_pubsub_usable:
+ *  one still making its first connection counts as usable). */
+bool chat_shardsub_usable(const chat_shardsub_t *s);
 
 /** SSUBSCRIBE on the channel's master; false when not sent (no map, node not connected yet). */
 bool chat_shardsub_subscribe(chat_shardsub_t *s, const char *channel, size_t clen);
