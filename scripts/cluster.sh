@@ -11,6 +11,12 @@
 #   scripts/cluster.sh status   what runs; exit 0 when every part answers
 #   scripts/cluster.sh instance-start N   start chatd instance N (1-3) again after
 #                               it stopped or died, wait until it is ready
+#   scripts/cluster.sh replica-stop | replica-start   stop (start again) the
+#                               PostgreSQL replica and its PgBouncer: reads move
+#                               to the primary (and back)
+#   scripts/cluster.sh redis-node-start PORT   start a Redis Cluster node again
+#                               after it stopped or died (a replaced master
+#                               rejoins as a replica), wait until all say ok
 #
 # Ports (environment; defaults keep clear of `make run`'s stack on 5432/6432/6379):
 #   CLUSTER_PORT 3000 (HAProxy)        CLUSTER_CHATD_PORT 3001 (instances: +0, +1, +2)
@@ -233,10 +239,12 @@ cmd_instance_start() {
 case ${1:-} in
 start) cmd_start ;;
 instance-start) cmd_instance_start "${2:-}" ;;
+replica-stop | replica-start) stack "$1" ;;
+redis-node-start) "$REPO/scripts/redis-cluster.sh" node-start "$DIR/redis" "$RC_PORT" "${2:-}" ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 *)
-  echo "usage: $0 start|stop|status|instance-start N" >&2
+  echo "usage: $0 start|stop|status|instance-start N|replica-stop|replica-start|redis-node-start PORT" >&2
   exit 2
   ;;
 esac

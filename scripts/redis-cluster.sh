@@ -7,6 +7,12 @@
 #                                                  says cluster_state:ok
 #   scripts/redis-cluster.sh stop   DIR BASEPORT   stop every node (idempotent)
 #   scripts/redis-cluster.sh status DIR BASEPORT   exit 0 when every node says ok
+#   scripts/redis-cluster.sh node-start DIR BASEPORT PORT   start one stopped node
+#                                                  again from its nodes.conf (it
+#                                                  rejoins; a master that was
+#                                                  replaced comes back as a
+#                                                  replica), wait until every node
+#                                                  says ok
 #
 # DIR holds one directory per node (nodes.conf, redis.log, redis.pid); it is
 # emptied at each start, so a start always makes a new cluster. Nothing is
@@ -20,7 +26,7 @@ DIR=${2:-}
 BASE=${3:-}
 TIMEOUT=${CLUSTER_TIMEOUT:-30}
 [[ -n $CMD && -n $DIR && $BASE =~ ^[0-9]+$ ]] || {
-  echo "usage: $0 start|stop|status DIR BASEPORT" >&2
+  echo "usage: $0 start|stop|status DIR BASEPORT | node-start DIR BASEPORT PORT" >&2
   exit 2
 }
 ((BASE >= 1024 && BASE + 5 + 10000 < 32768)) || {
@@ -72,18 +78,34 @@ stop() {
   for p in "${PORTS[@]}"; do rm -f "$DIR/$p/redis.pid"; done
 }
 
+# One node in DIR/PORT (its nodes.conf, when there is one, says which cluster it is in).
+run_node() {
+  redis-server --port "$1" --bind 127.0.0.1 --protected-mode yes --daemonize yes \
+    --dir "$DIR/$1" --pidfile "$DIR/$1/redis.pid" --logfile "$DIR/$1/redis.log" \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
+    --cluster-replica-validity-factor 0 --save '' --appendonly no \
+    --shutdown-on-sigterm 'nosave now' \
+    --maxmemory 128mb --maxmemory-policy allkeys-lru >/dev/null
+}
+
+node_start() {
+  local p=${1:-}
+  [[ " ${PORTS[*]} " == *" $p "* && -f $DIR/$p/nodes.conf ]] ||
+    { echo "node-start needs the port of a node of this cluster (${PORTS[0]}-${PORTS[5]})" >&2; exit 2; }
+  node_pid "$p" >/dev/null && { say "node $p runs already"; return 0; }
+  run_node "$p"
+  wait_for "$TIMEOUT" all_ok || { tail -n 20 "$DIR/$p/redis.log" >&2; say "cluster not ok after ${TIMEOUT}s"; exit 1; }
+  say "node $p back"
+}
+
+# A new cluster: six empty nodes, created with one replica for each master.
 start() {
   local p addrs=()
   stop
   for p in "${PORTS[@]}"; do
     rm -rf "${DIR:?}/$p"
     install -d -m 700 "$DIR/$p"
-    redis-server --port "$p" --bind 127.0.0.1 --protected-mode yes --daemonize yes \
-      --dir "$DIR/$p" --pidfile "$DIR/$p/redis.pid" --logfile "$DIR/$p/redis.log" \
-      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
-      --cluster-replica-validity-factor 0 --save '' --appendonly no \
-      --shutdown-on-sigterm 'nosave now' \
-      --maxmemory 128mb --maxmemory-policy allkeys-lru >/dev/null
+    run_node "$p"
     addrs+=("127.0.0.1:$p")
   done
   for p in "${PORTS[@]}"; do
@@ -100,8 +122,9 @@ case $CMD in
 start) start ;;
 stop) stop ;;
 status) all_ok ;;
+node-start) node_start "${4:-}" ;;
 *)
-  echo "usage: $0 start|stop|status DIR BASEPORT" >&2
+  echo "usage: $0 start|stop|status DIR BASEPORT | node-start DIR BASEPORT PORT" >&2
   exit 2
   ;;
 esac

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import openapi_check
 import pytest
+import redis
 import requests
 from chatlib import Api, json_body
 from conftest import REPO, SANITIZER_MARKERS, chatd_bin, parse_metrics
@@ -570,3 +571,143 @@ def test_sigterm_drain_under_load(cluster, load):
     assert not missing, {k: sorted(v)[:10] for k, v in missing.items()}
     assert failures == [], failures[:10]
     assert any(r.reconnects for r in load.readers)
+
+
+# ---------------------------------------------------------------------------
+# faults of the engines under the instances, in this layout and under the load
+
+REDIS_PORTS = [REDIS_BASE + i for i in range(6)]
+# the cache serves hits again within 5 s of a replica taking over (the
+# sanitizer build's loop is several times slower: twice the bound)
+RECOVERY_S = 10 if "asan" in str(chatd_bin()) else 5
+
+
+def _rnode(port):
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+
+
+def _role(port):
+    try:
+        return _rnode(port).execute_command("ROLE")[0].decode()
+    except redis.RedisError:
+        return None
+
+
+def _pairs():
+    """[(master port, replica port)] as the first node that answers sees them."""
+    for p in REDIS_PORTS:
+        try:
+            text = _rnode(p).execute_command("CLUSTER", "NODES").decode()
+        except redis.RedisError:
+            continue
+        rows = [line.split() for line in text.splitlines()]
+        port = {f[0]: int(f[1].split("@")[0].rsplit(":", 1)[1]) for f in rows}
+        return [(port[f[3]], port[f[0]]) for f in rows
+                if "slave" in f[2] and "fail" not in f[2] and f[3] in port]
+    raise AssertionError("no Redis Cluster node answers")
+
+
+def _wait(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def _total(cluster, name, **labels):
+    return sum(v for port in INSTANCES for n, lb, v in cluster.metrics(port)
+               if n == name and all(lb.get(k) == w for k, w in labels.items()))
+
+
+def _cache_back(cluster, since):
+    """Seconds from since until every instance's cache is healthy and hits rise."""
+    hits = _total(cluster, "chatd_cache_hits_total")
+
+    def back():
+        ok = all(requests.get(_url(p, "/api/cache/metrics"), timeout=5).json()["healthy"]
+                 for p in INSTANCES)
+        return ok and _total(cluster, "chatd_cache_hits_total") > hits
+    return _wait(back, 3 * RECOVERY_S, "the cache back on every instance") - since
+
+
+def test_redis_master_failovers_under_load(cluster, load):
+    """CLUSTER FAILOVER of one master, then kill -9 of another, while the load
+    runs through HAProxy: no request fails, no acknowledged send is missing
+    from any stream, the cache is back within RECOVERY_S of each takeover, and
+    the killed node rejoins as a replica."""
+    load.start()
+    load.wait_requests(200)
+    pairs = _pairs()
+    # a manual failover: the replica asks, the master hands over
+    old, new = pairs[0]
+    t0 = time.monotonic()
+    _rnode(new).execute_command("CLUSTER", "FAILOVER")
+    took = _wait(lambda: _role(new) == "master" and _role(old) == "slave", 15,
+                 "the manual failover") - t0
+    manual_back = _cache_back(cluster, t0 + took)
+    load.wait_requests(200)
+    # kill -9 of another master: its replica takes over
+    victim, heir = next((m, r) for m, r in pairs if m not in (old, new))
+    pid = int((cluster.dir / "redis" / str(victim) / "redis.pid").read_text())
+    t1 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    promoted = _wait(lambda: _role(heir) == "master", 20, "the replica taking over") - t1
+    kill_back = _cache_back(cluster, t1 + promoted)
+    load.wait_requests(200)
+    t2 = time.monotonic()
+    cluster.script("redis-node-start", str(victim))
+    rejoined = time.monotonic() - t2
+    assert _role(victim) == "slave"
+    load.wait_requests(200)
+    missing = load.finish()
+    failures = load.failures()
+    errors = [e for r in load.readers for e in r.errors]
+    print(f"\nRedis CLUSTER FAILOVER {old}->{new}: took {took:.2f} s, cache back {manual_back:.2f} s "
+          f"after; kill -9 {victim}: {heir} promoted after {promoted:.2f} s, cache back "
+          f"{kill_back:.2f} s after; {victim} rejoined as a replica in {rejoined:.1f} s; "
+          f"{len(failures)} failed requests {failures[:5]}; {_reconnect_report(load)}; "
+          f"{load.summary()}")
+    assert not errors, errors
+    assert not missing, {k: sorted(v)[:10] for k, v in missing.items()}
+    assert failures == [], failures[:10]
+    assert manual_back < RECOVERY_S and kill_back < RECOVERY_S, (manual_back, kill_back)
+
+
+def test_pg_replica_stopped_and_restarted_under_load(cluster, load):
+    """The PostgreSQL replica (and its PgBouncer) stopped while the load runs:
+    every instance leaves it out and reads go to the primary with no failed
+    request; started again, reads return to it."""
+    def replica_reads():
+        return _total(cluster, "chatd_db_reads_total", path="replica")
+
+    def primary_reads():
+        return _total(cluster, "chatd_db_reads_total", path="primary")
+
+    load.start()
+    r0 = replica_reads()
+    _wait(lambda: replica_reads() > r0 + 20, 15, "reads reaching the replica")
+    t0 = time.monotonic()
+    cluster.script("replica-stop")
+    stopped = time.monotonic() - t0
+    left_out = _wait(lambda: _total(cluster, "chatd_db_replica_up") == 0, 15,
+                     "every instance leaving the replica out") - t0
+    frozen, p0 = replica_reads(), primary_reads()
+    _wait(lambda: primary_reads() > p0 + 50, 15, "reads on the primary")
+    assert replica_reads() == frozen, "a read went to the stopped replica"
+    t1 = time.monotonic()
+    cluster.script("replica-start")
+    started = time.monotonic() - t1
+    returned = _wait(lambda: replica_reads() > frozen + 20, 20, "reads back on the replica") - t1
+    load.wait_requests(200)
+    missing = load.finish()
+    failures = load.failures()
+    errors = [e for r in load.readers for e in r.errors]
+    print(f"\nPostgreSQL replica stopped under load (took {stopped:.1f} s): left out by every "
+          f"instance {left_out:.2f} s after the stop began; started again in {started:.1f} s, "
+          f"reads back on it {returned:.2f} s after the start began; {len(failures)} failed "
+          f"requests {failures[:5]}; {load.summary()}")
+    assert not errors, errors
+    assert not missing, {k: sorted(v)[:10] for k, v in missing.items()}
+    assert failures == [], failures[:10]
