@@ -45,7 +45,8 @@ DIR=${CHATD_IMAGES_DIR:-$REPO/var/images}
 [[ $DIR == /* ]] || DIR=$REPO/$DIR
 BASE=localhost/chatd-base:bookworm
 SUITE=bookworm
-ALL=(chatd postgres pgbouncer redis prometheus alertmanager postgres-exporter redis-exporter pgbouncer-exporter)
+ALL=(chatd postgres pgbouncer redis prometheus alertmanager postgres-exporter redis-exporter pgbouncer-exporter
+  haproxy)
 
 say() { printf 'images: %s\n' "$*"; }
 die() {

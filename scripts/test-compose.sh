@@ -7,13 +7,17 @@
 # docker-compose against it: the seed's commands (up postgres redis pgbouncer,
 # then chatd, then the monitoring profile without Grafana), health, a REST and
 # WebSocket smoke through the published chatd port, Prometheus scraping chatd,
-# Redis and PgBouncer restarted under sends, `down -v`. Whatever happens, it
-# then removes every container, volume and network of its compose project
-# (by label) and stops the service; it prints each step's time.
+# Redis and PgBouncer restarted under sends, `down -v`; then
+# deploy/docker-compose.cluster.yml in a second project (tests/compose/test_compose_cluster.py:
+# one `up -d`, every service healthy, REST, stream, freshness and replica reads through
+# HAProxy, an instance stopped and started, `down -v`). Whatever happens, it then removes
+# every container, volume and network of both compose projects (by label) and stops
+# the service; it prints each step's time.
 #
 # Environment:
-#   COMPOSE_TEST_PORT     chatd's published port on 127.0.0.1 (25550); Prometheus,
-#                         Alertmanager and Grafana get the next three
+#   COMPOSE_TEST_PORT     chatd's published port on 127.0.0.1 (25550), the cluster's
+#                         HAProxy's too; Prometheus, Alertmanager and Grafana get the
+#                         next three, HAProxy's stats page the fourth
 #   COMPOSE_TEST_TIMEOUT  seconds for the pytest run (900)
 #   CHATD_IMAGES_DIR      scripts/images.sh's cache (var/images)
 set -euo pipefail
@@ -22,8 +26,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$REPO/deploy/podman/containers.conf}
 PORT=${COMPOSE_TEST_PORT:-25550}
-if [[ ! $PORT =~ ^[0-9]+$ ]] || ((PORT <= 0 || PORT + 3 >= 32768)); then
-  echo "test-compose: COMPOSE_TEST_PORT $PORT: use a port below 32765" >&2
+if [[ ! $PORT =~ ^[0-9]+$ ]] || ((PORT <= 0 || PORT + 4 >= 32768)); then
+  echo "test-compose: COMPOSE_TEST_PORT $PORT: use a port below 32764" >&2
   exit 1
 fi
 DIR=$REPO/var/compose-test
@@ -33,12 +37,15 @@ export DOCKER_HOST=unix://$SOCK
 export COMPOSE_TEST_ENV_FILE=$DIR/empty.env COMPOSE_TEST_TIMINGS=$DIR/timings.txt
 export CHATD_PUBLISH=127.0.0.1:$PORT PROMETHEUS_PUBLISH=127.0.0.1:$((PORT + 1))
 export ALERTMANAGER_PUBLISH=127.0.0.1:$((PORT + 2)) GRAFANA_PUBLISH=127.0.0.1:$((PORT + 3))
+export HAPROXY_STATS_PUBLISH=127.0.0.1:$((PORT + 4))
 secret() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
 CHATD_DB_PASSWORD=$(secret)
 CHATD_ADMIN_DB_PASSWORD=$(secret)
 CHATD_ADMIN_TOKEN=$(secret)
 export CHATD_DB_PASSWORD CHATD_ADMIN_DB_PASSWORD CHATD_ADMIN_TOKEN
-LABEL=label=com.docker.compose.project=$COMPOSE_PROJECT_NAME
+# the single-host project and the cluster's (tests/compose/test_compose_cluster.py)
+PROJECTS=("$COMPOSE_PROJECT_NAME" "${COMPOSE_PROJECT_NAME}cl")
+FILES=(deploy/docker-compose.yml deploy/docker-compose.cluster.yml)
 
 say() { printf 'test-compose: %s\n' "$*"; }
 for tool in podman docker-compose; do
@@ -50,28 +57,43 @@ mkdir -p "$DIR"
 : >"$COMPOSE_TEST_TIMINGS"
 service_pid=
 
-# every object of the project, by label, with podman itself (no API needed)
+# every object of both projects, by label, with podman itself (no API needed)
 remove_project() {
-  local ids
-  ids=$(podman ps -a -q --filter "$LABEL")
-  # shellcheck disable=SC2086 # one id a word
-  [[ -z $ids ]] || podman rm -f -t 5 $ids >/dev/null || true
-  ids=$(podman volume ls -q --filter "$LABEL")
-  # shellcheck disable=SC2086
-  [[ -z $ids ]] || podman volume rm -f $ids >/dev/null || true
-  ids=$(podman network ls -q --filter "$LABEL")
-  # shellcheck disable=SC2086
-  [[ -z $ids ]] || podman network rm -f $ids >/dev/null || true
+  local ids p label
+  for p in "${PROJECTS[@]}"; do
+    label=label=com.docker.compose.project=$p
+    ids=$(podman ps -a -q --filter "$label")
+    # shellcheck disable=SC2086 # one id a word
+    [[ -z $ids ]] || podman rm -f -t 5 $ids >/dev/null || true
+    ids=$(podman volume ls -q --filter "$label")
+    # shellcheck disable=SC2086
+    [[ -z $ids ]] || podman volume rm -f $ids >/dev/null || true
+    ids=$(podman network ls -q --filter "$label")
+    # shellcheck disable=SC2086
+    [[ -z $ids ]] || podman network rm -f $ids >/dev/null || true
+  done
+}
+
+left_behind() {
+  local p label
+  for p in "${PROJECTS[@]}"; do
+    label=label=com.docker.compose.project=$p
+    podman ps -a -q --filter "$label"
+    podman volume ls -q --filter "$label"
+    podman network ls -q --filter "$label"
+  done
 }
 
 cleanup() {
   local rc=$?
   if [[ -n $service_pid ]] && kill -0 "$service_pid" 2>/dev/null; then
     # twice: podman removes `net` only after the containers in its namespace
-    for _ in 1 2; do
-      docker-compose --ansi never -f deploy/docker-compose.yml -p "$COMPOSE_PROJECT_NAME" \
-        --env-file "$COMPOSE_TEST_ENV_FILE" --profile monitoring down -v --remove-orphans \
-        --timeout 10 >>"$DIR/cleanup.log" 2>&1 && break
+    for i in 0 1; do
+      for _ in 1 2; do
+        docker-compose --ansi never -f "${FILES[$i]}" -p "${PROJECTS[$i]}" \
+          --env-file "$COMPOSE_TEST_ENV_FILE" --profile monitoring down -v --remove-orphans \
+          --timeout 10 >>"$DIR/cleanup.log" 2>&1 && break
+      done
     done
   fi
   remove_project
@@ -80,11 +102,7 @@ cleanup() {
     wait "$service_pid" 2>/dev/null || true
   fi
   rm -f "$SOCK"
-  left=$(
-    podman ps -a -q --filter "$LABEL"
-    podman volume ls -q --filter "$LABEL"
-    podman network ls -q --filter "$LABEL"
-  )
+  left=$(left_behind)
   if [[ -n $left ]]; then
     say "left behind in podman: $left" >&2
     rc=1

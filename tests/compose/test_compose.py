@@ -19,7 +19,6 @@ Environment (from scripts/test-compose.sh):
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -33,11 +32,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from chatlib import Api  # noqa: E402
+from composelib import Project, podman, timing, wait_for  # noqa: E402
 from wsclient import WS  # noqa: E402
 
 COMPOSE_FILE = REPO / "deploy" / "docker-compose.yml"
 PROJECT = os.environ["COMPOSE_PROJECT_NAME"]
-LABEL = f"label=com.docker.compose.project={PROJECT}"
 CHATD = os.environ["CHATD_PUBLISH"]
 PROM = os.environ["PROMETHEUS_PUBLISH"]
 CHATD_HOST, CHATD_PORT = CHATD.rsplit(":", 1)[0], int(CHATD.rsplit(":", 1)[1])
@@ -48,76 +47,9 @@ MONITORING = ["prometheus", "alertmanager", "postgres-exporter", "redis-exporter
 HEALTHY = ["postgres", "redis", "pgbouncer", "chatd"] + MONITORING
 
 
-def timing(step, seconds):
-    with open(os.environ["COMPOSE_TEST_TIMINGS"], "a") as f:
-        f.write(f"{step} {seconds:.1f}\n")
-
-
-def compose(*args, timeout=300, check=True):
-    cmd = ["docker-compose", "--ansi", "never", "-f", str(COMPOSE_FILE), "-p", PROJECT,
-           "--env-file", os.environ["COMPOSE_TEST_ENV_FILE"], *args]
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       timeout=timeout)
-    if check:
-        assert r.returncode == 0, f"{' '.join(args)} failed ({r.returncode}):\n{r.stdout}"
-    return r
-
-
-def podman(*args, timeout=60):
-    return subprocess.run(["podman", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, timeout=timeout)
-
-
-def container(service):
-    return f"{PROJECT}_{service}_1"
-
-
-def logs(service, n=40):
-    return podman("logs", "--tail", str(n), container(service)).stdout
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.25)
-
-
-def healthy(service):
-    # runs the image's HEALTHCHECK now (podman without systemd schedules none)
-    return podman("healthcheck", "run", container(service), timeout=30).returncode == 0
-
-
-def down():
-    """`down -v` as podman needs it: twice. podman refuses to remove `net` while a
-    container sharing its namespace exists, and docker-compose 1.29 removes the
-    stopped containers all at once, so the first pass may fail on `net` (and
-    the network) alone; the second removes them and the volumes."""
-    first = compose("--profile", "monitoring", "down", "-v", "--remove-orphans",
-                    "--timeout", "15", check=False)
-    if first.returncode != 0:
-        errors = [ln for ln in first.stdout.splitlines() if ln.startswith("ERROR: for ")]
-        assert errors and all(e.startswith(f"ERROR: for {container('net')} ") for e in errors), \
-            f"down failed on more than `net`:\n{first.stdout}"
-    return compose("--profile", "monitoring", "down", "-v", "--remove-orphans",
-                   "--timeout", "15", check=False)
-
-
-def left_behind():
-    """Containers, volumes, networks and pods of the project still in podman."""
-    out = {}
-    for kind, cmd in (("containers", ["ps", "-a", "-q", "--filter", LABEL]),
-                      ("volumes", ["volume", "ls", "-q", "--filter", LABEL]),
-                      ("networks", ["network", "ls", "-q", "--filter", LABEL]),
-                      ("pods", ["pod", "ps", "-q", "--filter", LABEL])):
-        r = podman(*cmd)
-        assert r.returncode == 0, r.stdout
-        if r.stdout.split():
-            out[kind] = r.stdout.split()
-    return out
+P = Project(COMPOSE_FILE, PROJECT, profiles=["monitoring"])
+compose, container, logs, healthy, down, left_behind = (
+    P.compose, P.container, P.logs, P.healthy, P.down, P.left_behind)
 
 
 @pytest.fixture(scope="module")
