@@ -22,14 +22,12 @@
  * messages_conversation_id_id): the page stays one range scan of the seq
  * index. Also the send's write-through of the newest page.
  */
-#define HISTORY_SQL                                                                                \
-    "SELECT " CHAT_MSG_COLUMNS(                                                                    \
-        "p.") " FROM members mem LEFT JOIN LATERAL ("                                              \
-              "  SELECT * FROM messages WHERE conversation_id = $1 "                               \
-              "  AND seq < COALESCE((SELECT b.seq FROM messages b WHERE b.conversation_id = $1 "   \
-              "    AND b.id >= $5::bigint ORDER BY b.id LIMIT 1), 9223372036854775807) "           \
-              "  ORDER BY seq DESC LIMIT $3::int OFFSET $4::int) p ON true "                       \
-              "WHERE mem.conversation_id = $1 AND mem.user_id = $2 ORDER BY p.seq DESC"
+/*
+ * A history page for a member (sql/004_send_plans.sql: PL/pgSQL keeps its plan
+ * per server connection): $1 conversation, $2 user, $3 limit, $4 offset,
+ * $5 before_id or NULL. No row for a non-member, one of NULLs for an empty page.
+ */
+#define HISTORY_SQL "SELECT * FROM chat_history_page($1, $2, $3, $4, $5)"
 
 /* The page a send writes through: the newest 50, the contract's default page. */
 #define WRITE_THROUGH_LIMIT 50
@@ -163,9 +161,9 @@ static void encode_page(chat_buf_t *b, const char *conv, int limit, int offset,
  * send moves to (chat_after_write_rev) so the hot conversation's next reads
  * are hits, not misses.
  */
-static void write_through(struct msg_op *op, const PGresult *res, const PGresult *page,
-                          const PGresult *count)
+static void write_through(struct msg_op *op, const PGresult *res, const PGresult *page)
 {
+    const int count_col = 2 + CHAT_MSG_NCOLUMNS;
     op->kind = CHAT_REPLY_CREATED;
     op->type = CHAT_EVENT_MESSAGE;
     op->rev = chat_pg_i64(res, 0, 1 + CHAT_MSG_NCOLUMNS);
@@ -182,11 +180,11 @@ static void write_through(struct msg_op *op, const PGresult *res, const PGresult
         puts[n++] =
             (chat_cache_put_t){pkey, pb.data, pb.len, chat_keys_ttl(CHAT_KEYS_HISTORY, 0, 0)};
     }
-    if (PQntuples(count) == 1) {
+    if (!PQgetisnull(res, 0, count_col)) {
         chat_buf_puts(&cb, "{\"conversation_id\":");
         chat_buf_puts(&cb, op->conv);
         chat_buf_puts(&cb, ",\"count\":");
-        chat_buf_puts(&cb, PQgetvalue(count, 0, 0));
+        chat_buf_puts(&cb, PQgetvalue(res, 0, count_col));
         chat_buf_putc(&cb, '}');
         chat_keys_count(ckey, op->conv_id);
         puts[n++] = (chat_cache_put_t){ckey, cb.data, cb.len, chat_keys_ttl(CHAT_KEYS_COUNT, 0, 0)};
@@ -231,7 +229,7 @@ static void send_cb(const chat_db_result_t *r, void *arg)
         chat_reply_err(op->cb, op->arg, CHAT_ENOTFOUND, "no such conversation");
         op_free(op);
     } else if (!PQgetisnull(res, 0, 1)) {
-        write_through(op, res, r->res[2], r->res[3]);
+        write_through(op, res, r->res[2]);
     } else {
         /*
          * The (sender, conversation, client_msg_id) or this request's own
@@ -274,44 +272,25 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
     snprintf(lim, sizeof lim, "%d", WRITE_THROUGH_LIMIT);
     const char *page_params[] = {op->conv, op->sender, lim, "0", NULL};
     /*
-     * One transaction of two statements (and two reads for the cache). The first locks the
+     * One transaction of two statements (and a read for the cache). The first locks the
      * conversation row (for a member), so the sends, edits and deletes of a conversation run one at
      * a time. The second, whose snapshot sees every write committed before the lock was granted,
      * takes the next seq and rev, inserts the message and its event, counts it and moves the
      * sender's read marker — unless the client_msg_id or this request's op_id is already used (a
      * retry), when it changes nothing. So seq and rev have no gap and no repeat and follow commit
      * order. The answer: whether the caller is a member, the new message (NULLs for a retry)
-     * and its rev.
+     * and its rev. Each statement calls a function of sql/004_send_plans.sql holding it, so
+     * PostgreSQL plans it once per server connection instead of once per send.
      */
-    chat_db_stmt_t st[4] = {
-        {"SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id "
-         "AND m.user_id = $2 WHERE c.id = $1 FOR UPDATE OF c",
-         2, lock_params},
-        {"WITH ok AS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2), "
-         "dup AS (SELECT 1 FROM messages WHERE (sender_id = $2 AND conversation_id = $1 "
-         "  AND client_msg_id = $4) OR op_id = $5::uuid), "
-         "upd AS (UPDATE conversations c SET last_seq = c.last_seq + 1, rev = c.rev + 1, "
-         "  message_count = c.message_count + 1, "
-         "  last_message_at = GREATEST(c.last_message_at, now()) "
-         "  WHERE c.id = $1 AND EXISTS (SELECT 1 FROM ok) AND NOT EXISTS (SELECT 1 FROM dup) "
-         "  RETURNING c.last_seq, c.rev), "
-         "ins AS (INSERT INTO messages (conversation_id, sender_id, body, client_msg_id, op_id, "
-         "  seq) SELECT $1::bigint, $2::bigint, $3::text, $4::text, $5::uuid, upd.last_seq "
-         "  FROM upd RETURNING *), "
-         "ev AS (INSERT INTO events (conversation_id, rev, type, message_id) "
-         "  SELECT $1::bigint, upd.rev, 1, ins.id FROM upd, ins), "
-         "mark AS (UPDATE members SET last_read_seq = GREATEST(last_read_seq, ins.seq) FROM ins "
-         "  WHERE members.conversation_id = $1 AND members.user_id = $2) "
-         "SELECT (SELECT count(*) FROM ok), " CHAT_MSG_COLUMNS(
-             "ins.") ", (SELECT rev FROM upd) FROM (SELECT 1) one LEFT JOIN ins ON true",
-         5, params},
+    chat_db_stmt_t st[3] = {
+        {"SELECT * FROM chat_send_lock($1, $2)", 2, lock_params},
+        {"SELECT * FROM chat_send_insert($1, $2, $3, $4, $5)", 5, params},
         /* Still under the lock, after the insert: what a read of the newest
-         * page and of the count would now answer, to write through. */
+         * page would now answer, to write through (the count came with the insert). */
         {HISTORY_SQL, 5, page_params},
-        {"SELECT message_count FROM conversations WHERE id = $1", 1, params},
     };
     /* The op_id makes a repeated send harmless, so it may be sent again. */
-    chat_db_exec_lsn(ctx->db, st, 4, CHAT_DB_RETRY_SENT, send_cb, op);
+    chat_db_exec_lsn(ctx->db, st, 3, CHAT_DB_RETRY_SENT, send_cb, op);
     free(body_z);
 }
 
