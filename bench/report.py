@@ -194,7 +194,11 @@ def cluster_section(w, bench, chat, perf):
     w(f"`scripts/cluster.sh` ({n} chatd instances behind HAProxy, a Redis Cluster of 3 masters + 3 replicas, "
       "PostgreSQL primary + streaming replica, each behind its PgBouncer), seeded alike, on the same machine: "
       f"the instances, HAProxy, the six Redis nodes and the load generator share {os.cpu_count()} cores, so the "
-      "throughput per instance shows what the layout costs on one host, not what a host per instance gives.\n")
+      "throughput per instance shows what the layout costs on one host, not what a host per instance gives. "
+      "Its chat mix stage holds fewer connections than the single process's largest stage (`--cluster-conns`, "
+      "5,000 by default): HAProxy holds two descriptors per proxied connection, and under this machine's limit "
+      "of 20,000 open files per process it derives a maxconn of 9,983, so at 10,000 clients the last ones wait "
+      "unaccepted and fail.\n")
     single, clw = median_wrk(bench, "cached"), median_wrk(bench, "cluster")
     cs, cc = cpu_per_request(bench, "cached"), cpu_per_request(bench, "cluster")
     us = lambda d, g: fmt(sum(d[g]) if g in d else None, ".1f")

@@ -59,6 +59,12 @@
 #                          HAProxy, Redis Cluster, PostgreSQL primary + replica) on
 #                          its own ports, seeded alike, the chat API mix and the wrk
 #                          hot page through HAProxy (about 2 min more; quick: 1.5)
+#   --cluster-conns N      connections of the cluster stage (5000): one HAProxy
+#                          holds two descriptors per proxied connection, and under
+#                          this machine's 20,000 open files per process it takes
+#                          at most 9,983 clients (its maxconn, derived from the
+#                          limit); at 10,000 the ones past that wait unaccepted
+#                          and fail (transport errors, 408s)
 #   --out DIR              where performance.md and perf/ go (docs)
 #   --stack-env FILE       use a running stack (its env file, as scripts/stack.sh
 #                          writes it) instead of starting one; the database is
@@ -85,7 +91,7 @@ cd "$REPO"
 QUICK=0 RATE=800 CONNS=1000,5000,10000 STAGE_S='' BURST_S='' RECOVER_S=''
 USERS=10000 CONVS=10000 MSGS=1000000 REF_S='' REDIS_N='' WRK_RUNS='' WRK_S='' WRK_CONNS=100
 OUT=docs STACK_ENV='' LISTEN=127.0.0.1:27300 NGINX_PORT=27380 DEPS=1 VAR=$REPO/var/bench
-SEND_CONVS=1000 CLUSTER=0 RT=1 RT_CLIENTS='' RT_FRAME_RATE='' RT_S='' RT_DRAIN_S=''
+SEND_CONVS=1000 CLUSTER=0 CL_CONNS=5000 RT=1 RT_CLIENTS='' RT_FRAME_RATE='' RT_S='' RT_DRAIN_S=''
 ARGS_SEEN=("$@")
 while (($#)); do
   case $1 in
@@ -109,6 +115,7 @@ while (($#)); do
     --send-conversations) SEND_CONVS=$2; shift ;;
     --no-realtime) RT=0 ;;
     --cluster) CLUSTER=1 ;;
+    --cluster-conns) CL_CONNS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --stack-env) STACK_ENV=$2; shift ;;
     --listen) LISTEN=$2; shift ;;
@@ -482,9 +489,9 @@ print(c["id"], u["token"])' "$VAR/seed-cluster.json")
   CL_HA=$(cat "$CLUSTER_DIR/haproxy.pid")
   CL_HA="$CL_HA $(pgrep -P "$CL_HA" | tr '\n' ' ')"
   CL_REDIS=$(for i in 0 1 2 3 4 5; do port_pid $((CLUSTER_REDIS_CLUSTER_PORT + i)); echo -n ' '; done)
-  logcmd "$CHATLOAD_BIN run --url $CL_URL --seedfile $VAR/seed-cluster.json --stages $C3:$RATE:$STAGE_S --mix $CHAT_MIX --seed 42 --json $PERF/cluster-chat.json --report $PERF/cluster-chat.md"
-  say "chatload (cluster-chat): stages $C3:$RATE:$STAGE_S, mix $CHAT_MIX, through HAProxy"
-  "$CHATLOAD_BIN" run --url "$CL_URL" --seedfile "$VAR/seed-cluster.json" --stages "$C3:$RATE:$STAGE_S" \
+  logcmd "$CHATLOAD_BIN run --url $CL_URL --seedfile $VAR/seed-cluster.json --stages $CL_CONNS:$RATE:$STAGE_S --mix $CHAT_MIX --seed 42 --json $PERF/cluster-chat.json --report $PERF/cluster-chat.md"
+  say "chatload (cluster-chat): stages $CL_CONNS:$RATE:$STAGE_S, mix $CHAT_MIX, through HAProxy"
+  "$CHATLOAD_BIN" run --url "$CL_URL" --seedfile "$VAR/seed-cluster.json" --stages "$CL_CONNS:$RATE:$STAGE_S" \
     --mix "$CHAT_MIX" --seed 42 --json "$PERF/cluster-chat.json" --report "$PERF/cluster-chat.md" \
     2>"$VAR/chatload-cluster-chat.log" ||
     { say "chatload (cluster-chat) exited non-zero; the tail of its log:"; tail -n 5 "$VAR/chatload-cluster-chat.log" >&2; }
