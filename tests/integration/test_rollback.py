@@ -323,7 +323,7 @@ def test_send_with_lost_answer_is_stored_once(lossy, db):
     c = api.create_conversation(a["token"])
     for cmid in (None, "lost-answer-1"):
         body = f"answer lost {cmid}"
-        proxy.arm(b"INSERT INTO messages")
+        proxy.arm(b"chat_send_insert(")  # the statement that inserts the message
         r = api.send_raw(a["token"], c["id"], body, client_msg_id=cmid)
         assert proxy.fired.is_set(), "the proxy never cut an answer"
         assert r.status_code == 201, (r.status_code, r.text[:300])

@@ -15,7 +15,7 @@ from conftest import free_port
 
 READS = 3000
 WORKERS = 2
-HISTORY = "%FROM members mem LEFT JOIN LATERAL%ORDER BY seq DESC LIMIT%"
+HISTORY = "%chat_history_page(%"  # sql/004_send_plans.sql
 CHECK = "%user_id = ANY($2::bigint[])%"
 
 
