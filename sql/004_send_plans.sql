@@ -1,4 +1,5 @@
--- The statements of a send, and the history page, as PL/pgSQL functions.
+-- The statements of a send (the lock also edits' and deletes'), and the
+-- history page, as PL/pgSQL functions.
 --
 -- Through PgBouncer in transaction mode chatd cannot keep prepared
 -- statements (PgBouncer 1.18 does not track them), so a statement sent as
@@ -14,8 +15,9 @@
 -- statement of the send's transaction, so each still takes its own snapshot
 -- (READ COMMITTED): the transaction behaves as before. VOLATILE, the default.
 
--- Locks the conversation row for a member (one row), or nothing.
-CREATE FUNCTION chat_send_lock(p_conv bigint, p_sender bigint) RETURNS SETOF integer
+-- Locks the conversation row for a member (one row), or nothing: statement 1
+-- of every send, edit and delete.
+CREATE FUNCTION chat_conv_lock(p_conv bigint, p_sender bigint) RETURNS SETOF integer
 LANGUAGE plpgsql AS $$
 BEGIN
     RETURN QUERY SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id
@@ -64,8 +66,12 @@ END
 $$;
 
 -- A history page for a member, newest first: p_limit messages from
--- p_offset, below the message p_before_id when given. No row for a
--- non-member; one row of NULLs for a member of an empty page.
+-- p_offset, below the message p_before_id when given. The membership row
+-- drives the page: no row for a non-member, one row of NULLs for a member of
+-- an empty page. Within a conversation ids grow with seq, so "id <
+-- p_before_id" is "seq below the seq of the first message with an id >=
+-- p_before_id" (found along messages_conversation_id_id): the page stays one
+-- range scan of the seq index.
 CREATE FUNCTION chat_history_page(p_conv bigint, p_user bigint, p_limit integer, p_offset integer,
                                   p_before_id bigint)
 RETURNS TABLE (id bigint, conversation_id bigint, seq bigint, sender_id bigint, body text,

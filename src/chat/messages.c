@@ -14,20 +14,20 @@
 #include <string.h>
 
 /*
- * A history page, newest first: $1 conversation, $2 the reader (the
- * membership row drives the page: no row for a non-member, one all-NULL row
- * for a member of an empty page), $3 limit, $4 offset, $5 before_id or NULL.
- * Within a conversation ids grow with seq, so "id < before_id" is "seq below
- * the seq of the first message with an id >= before_id" (found along
- * messages_conversation_id_id): the page stays one range scan of the seq
- * index. Also the send's write-through of the newest page.
- */
-/*
- * A history page for a member (sql/004_send_plans.sql: PL/pgSQL keeps its plan
- * per server connection): $1 conversation, $2 user, $3 limit, $4 offset,
- * $5 before_id or NULL. No row for a non-member, one of NULLs for an empty page.
+ * A history page, newest first: $1 conversation, $2 the reader (no row for a
+ * non-member, one all-NULL row for a member of an empty page), $3 limit,
+ * $4 offset, $5 before_id or NULL. Also the send's write-through of the newest
+ * page. The query is chat_history_page of sql/004_send_plans.sql, where
+ * PL/pgSQL keeps its plan per server connection.
  */
 #define HISTORY_SQL "SELECT * FROM chat_history_page($1, $2, $3, $4, $5)"
+
+/*
+ * Statement 1 of every change (send, edit, delete): the conversation's row
+ * lock, taken for a member only ($1 conversation, $2 the caller; one row, or
+ * none). chat_conv_lock of sql/004_send_plans.sql.
+ */
+#define LOCK_SQL "SELECT * FROM chat_conv_lock($1, $2)"
 
 /* The page a send writes through: the newest 50, the contract's default page. */
 #define WRITE_THROUGH_LIMIT 50
@@ -266,7 +266,6 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
     if (client_msg_id)
         op->client_msg_id = chat_strdup(client_msg_id);
     char *body_z = chat_strndup(body, body_len);
-    const char *lock_params[] = {op->conv, op->sender};
     const char *params[] = {op->conv, op->sender, body_z, op->client_msg_id, op->op_id};
     char lim[24];
     snprintf(lim, sizeof lim, "%d", WRITE_THROUGH_LIMIT);
@@ -283,7 +282,7 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
      * PostgreSQL plans it once per server connection instead of once per send.
      */
     chat_db_stmt_t st[3] = {
-        {"SELECT * FROM chat_send_lock($1, $2)", 2, lock_params},
+        {LOCK_SQL, 2, params}, /* its first two */
         {"SELECT * FROM chat_send_insert($1, $2, $3, $4, $5)", 5, params},
         /* Still under the lock, after the insert: what a read of the newest
          * page would now answer, to write through (the count came with the insert). */
@@ -325,11 +324,6 @@ void chat_msg_send(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, const char 
     "WITH ok AS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2), "             \
     "msg AS (SELECT * FROM messages WHERE id = $3 AND conversation_id = $1 "                       \
     "  AND EXISTS (SELECT 1 FROM ok)), "
-
-/* Statement 1 of every change: the conversation's row lock, taken for a member only. */
-#define CHANGE_LOCK                                                                                \
-    "SELECT 1 FROM conversations c JOIN members m ON m.conversation_id = c.id "                    \
-    "AND m.user_id = $2 WHERE c.id = $1 FOR UPDATE OF c"
 
 static void change_cb(const chat_db_result_t *r, void *arg)
 {
@@ -395,7 +389,6 @@ void chat_msg_edit(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t mes
     struct msg_op *op = change_new(ctx, caller, conv_id, CHAT_EVENT_EDITED, cb, arg);
     char mid[24];
     char *body_z = chat_strndup(body, body_len);
-    const char *lock_params[] = {op->conv, op->sender};
     const char *params[] = {op->conv, op->sender, chat_i64_str(mid, message_id), body_z};
     /*
      * Like a send: the conversation's row lock first, then one statement
@@ -406,7 +399,7 @@ void chat_msg_edit(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t mes
      * changes nothing.
      */
     chat_db_stmt_t st[2] = {
-        {CHANGE_LOCK, 2, lock_params},
+        {LOCK_SQL, 2, params}, /* its first two */
         {CHANGE_WITH "upd AS (UPDATE conversations c SET rev = c.rev + 1 WHERE c.id = $1 "
                      "  AND EXISTS (SELECT 1 FROM msg WHERE sender_id = $2 AND NOT deleted "
                      "  AND body <> $4::text) RETURNING c.rev), "
@@ -427,7 +420,6 @@ void chat_msg_delete(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t m
 {
     struct msg_op *op = change_new(ctx, caller, conv_id, CHAT_EVENT_DELETED, cb, arg);
     char mid[24];
-    const char *lock_params[] = {op->conv, op->sender};
     const char *params[] = {op->conv, op->sender, chat_i64_str(mid, message_id)};
     /*
      * As an edit: when the caller's message is live, take the next rev,
@@ -436,7 +428,7 @@ void chat_msg_delete(chat_ctx_t *ctx, int64_t caller, int64_t conv_id, int64_t m
      * A second delete finds the tombstone and changes nothing.
      */
     chat_db_stmt_t st[2] = {
-        {CHANGE_LOCK, 2, lock_params},
+        {LOCK_SQL, 2, params}, /* its first two */
         {CHANGE_WITH "upd AS (UPDATE conversations c SET rev = c.rev + 1, "
                      "  message_count = c.message_count - 1 WHERE c.id = $1 "
                      "  AND EXISTS (SELECT 1 FROM msg WHERE sender_id = $2 AND NOT deleted) "

@@ -39,7 +39,7 @@ struct chat_pubsub {
     int handles;    /* open libuv handles: the timer and any connection */
     bool connected; /* the live attempt is connected and reading */
     bool closing;
-    bool down_logged; /* an attempt failed, or the connection was lost, since the last connect */
+    bool failing; /* an attempt failed, or the connection was lost, since the last connect */
     void (*done)(void *arg);
     void *done_arg;
 };
@@ -80,9 +80,9 @@ static void conn_closed_cb(uv_handle_t *h)
 /* Logs the first failure of an outage. */
 static void log_down(chat_pubsub_t *ps, const char *why)
 {
-    if (ps->connected || !ps->down_logged)
+    if (ps->connected || !ps->failing)
         chat_log_warn("event=pubsub_down reason=\"%s\"", why);
-    ps->down_logged = true;
+    ps->failing = true;
     ps->connected = false;
 }
 
@@ -195,7 +195,7 @@ static void connect_cb(uv_connect_t *req, int status)
         return;
     }
     ps->connected = true;
-    ps->down_logged = false;
+    ps->failing = false;
     chat_log_info("event=pubsub_connected");
     if (ps->h.connected)
         ps->h.connected(ps->arg);
@@ -318,7 +318,7 @@ bool chat_pubsub_usable(const chat_pubsub_t *ps)
 {
     if (ps->cluster)
         return chat_shardsub_usable(ps->cluster);
-    return ps->connected || !ps->down_logged;
+    return ps->connected || !ps->failing;
 }
 
 static void cluster_closed(void *arg)

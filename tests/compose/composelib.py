@@ -4,7 +4,8 @@ and podman itself for what the API does not show (health checks, exec)."""
 
 import os
 import subprocess
-import time
+
+import chatlib  # tests/integration, on the path of every compose module
 
 
 def timing(step, seconds):
@@ -18,13 +19,8 @@ def podman(*args, timeout=60):
 
 
 def wait_for(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.25)
+    """chatlib's wait_for, polling every 0.25 s (a health check runs a process in a container)."""
+    return chatlib.wait_for(cond, timeout, interval=0.25, what=what)
 
 
 class Project:

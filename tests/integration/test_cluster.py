@@ -29,7 +29,7 @@ import openapi_check
 import pytest
 import redis
 import requests
-from chatlib import Api, json_body
+from chatlib import Api, json_body, wait_for
 from conftest import REPO, SANITIZER_MARKERS, chatd_bin, parse_metrics
 from wsclient import Closed, WS
 
@@ -99,6 +99,15 @@ class Cluster:
 
     def metrics(self, port):
         return parse_metrics(requests.get(_url(port, "/metrics"), timeout=5).text)
+
+    def total(self, name, **labels):
+        """A metric summed over the three instances (the series with these labels)."""
+        return sum(v for port in INSTANCES for n, lb, v in self.metrics(port)
+                   if n == name and all(lb.get(k) == w for k, w in labels.items()))
+
+    def reads(self, path):
+        """Cache-miss reads that went to path (replica, primary), all instances."""
+        return self.total("chatd_db_reads_total", path=path)
 
     def logs(self):
         return {p.name: p.read_text(errors="replace") for p in self.dir.glob("chatd-*.log")}
@@ -212,15 +221,11 @@ def test_freshness_across_instances_with_replica_reads(cluster):
     a, b = writer.signup(), writer.signup()
     cid = writer.create_conversation(a["token"], member_ids=[b["id"]])["id"]
 
-    def reads(path):
-        return sum(v for port in INSTANCES for name, labels, v in cluster.metrics(port)
-                   if name == "chatd_db_reads_total" and labels.get("path") == path)
-
     def replica_reads():
-        return reads("replica")
+        return cluster.reads("replica")
 
     def primary_reads():
-        return reads("primary")
+        return cluster.reads("primary")
 
     r0, p0 = replica_reads(), primary_reads()
     stale = 0
@@ -608,27 +613,19 @@ def _pairs():
 
 
 def _wait(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return time.monotonic()
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
-def _total(cluster, name, **labels):
-    return sum(v for port in INSTANCES for n, lb, v in cluster.metrics(port)
-               if n == name and all(lb.get(k) == w for k, w in labels.items()))
+    """wait_for, then the time it was met."""
+    wait_for(cond, timeout, interval=0.05, what=what)
+    return time.monotonic()
 
 
 def _cache_back(cluster, since):
     """Seconds from since until every instance's cache is healthy and hits rise."""
-    hits = _total(cluster, "chatd_cache_hits_total")
+    hits = cluster.total("chatd_cache_hits_total")
 
     def back():
         ok = all(requests.get(_url(p, "/api/cache/metrics"), timeout=5).json()["healthy"]
                  for p in INSTANCES)
-        return ok and _total(cluster, "chatd_cache_hits_total") > hits
+        return ok and cluster.total("chatd_cache_hits_total") > hits
     return _wait(back, 3 * RECOVERY_S, "the cache back on every instance") - since
 
 
@@ -680,10 +677,10 @@ def test_pg_replica_stopped_and_restarted_under_load(cluster, load):
     every instance leaves it out and reads go to the primary with no failed
     request; started again, reads return to it."""
     def replica_reads():
-        return _total(cluster, "chatd_db_reads_total", path="replica")
+        return cluster.reads("replica")
 
     def primary_reads():
-        return _total(cluster, "chatd_db_reads_total", path="primary")
+        return cluster.reads("primary")
 
     load.start()
     r0 = replica_reads()
@@ -691,7 +688,7 @@ def test_pg_replica_stopped_and_restarted_under_load(cluster, load):
     t0 = time.monotonic()
     cluster.script("replica-stop")
     stopped = time.monotonic() - t0
-    left_out = _wait(lambda: _total(cluster, "chatd_db_replica_up") == 0, 15,
+    left_out = _wait(lambda: cluster.total("chatd_db_replica_up") == 0, 15,
                      "every instance leaving the replica out") - t0
     frozen, p0 = replica_reads(), primary_reads()
     _wait(lambda: primary_reads() > p0 + 50, 15, "reads on the primary")
