@@ -3,16 +3,16 @@ set terminal svg size 1000,420 dynamic font 'sans,11' background '#ffffff'
 set grid
 set key outside right top noenhanced
 set xlabel 'seconds since the start of the run'
-set arrow from 1.00095655,graph 0 to 1.00095655,graph 1 nohead dt 3 lc rgb "#999999"
-set label "1k, 800/s" at 1.00095655,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 90.102927079,graph 0 to 90.102927079,graph 1 nohead dt 3 lc rgb "#999999"
-set label "5k, 800/s" at 90.102927079,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 181.127420344,graph 0 to 181.127420344,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 800/s" at 181.127420344,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 271.144069756,graph 0 to 271.144069756,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 1600/s" at 271.144069756,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 570.769034045,graph 0 to 570.769034045,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 800/s" at 570.769034045,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 1.003608146,graph 0 to 1.003608146,graph 1 nohead dt 3 lc rgb "#999999"
+set label "1k, 800/s" at 1.003608146,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 91.012822642,graph 0 to 91.012822642,graph 1 nohead dt 3 lc rgb "#999999"
+set label "5k, 800/s" at 91.012822642,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 181.018912431,graph 0 to 181.018912431,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 800/s" at 181.018912431,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 271.037818554,graph 0 to 271.037818554,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 1600/s" at 271.037818554,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 571.075192563,graph 0 to 571.075192563,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 800/s" at 571.075192563,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
 set output 'latency.svg'
 set title 'Latency percentiles per second (ms, log scale)'
 set logscale y
@@ -25,16 +25,16 @@ set terminal svg size 1000,420 dynamic font 'sans,11' background '#ffffff'
 set grid
 set key outside right top noenhanced
 set xlabel 'seconds since the start of the run'
-set arrow from 1.00095655,graph 0 to 1.00095655,graph 1 nohead dt 3 lc rgb "#999999"
-set label "1k, 800/s" at 1.00095655,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 90.102927079,graph 0 to 90.102927079,graph 1 nohead dt 3 lc rgb "#999999"
-set label "5k, 800/s" at 90.102927079,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 181.127420344,graph 0 to 181.127420344,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 800/s" at 181.127420344,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 271.144069756,graph 0 to 271.144069756,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 1600/s" at 271.144069756,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 570.769034045,graph 0 to 570.769034045,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 800/s" at 570.769034045,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 1.003608146,graph 0 to 1.003608146,graph 1 nohead dt 3 lc rgb "#999999"
+set label "1k, 800/s" at 1.003608146,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 91.012822642,graph 0 to 91.012822642,graph 1 nohead dt 3 lc rgb "#999999"
+set label "5k, 800/s" at 91.012822642,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 181.018912431,graph 0 to 181.018912431,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 800/s" at 181.018912431,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 271.037818554,graph 0 to 271.037818554,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 1600/s" at 271.037818554,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 571.075192563,graph 0 to 571.075192563,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 800/s" at 571.075192563,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
 set output 'throughput.svg'
 set title 'Answers per second (2xx and errors)'
 set ylabel 'answers/s'
@@ -46,16 +46,16 @@ set terminal svg size 1000,420 dynamic font 'sans,11' background '#ffffff'
 set grid
 set key outside right top noenhanced
 set xlabel 'seconds since the start of the run'
-set arrow from 1.00095655,graph 0 to 1.00095655,graph 1 nohead dt 3 lc rgb "#999999"
-set label "1k, 800/s" at 1.00095655,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 90.102927079,graph 0 to 90.102927079,graph 1 nohead dt 3 lc rgb "#999999"
-set label "5k, 800/s" at 90.102927079,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 181.127420344,graph 0 to 181.127420344,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 800/s" at 181.127420344,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 271.144069756,graph 0 to 271.144069756,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 1600/s" at 271.144069756,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 570.769034045,graph 0 to 570.769034045,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 800/s" at 570.769034045,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 1.003608146,graph 0 to 1.003608146,graph 1 nohead dt 3 lc rgb "#999999"
+set label "1k, 800/s" at 1.003608146,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 91.012822642,graph 0 to 91.012822642,graph 1 nohead dt 3 lc rgb "#999999"
+set label "5k, 800/s" at 91.012822642,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 181.018912431,graph 0 to 181.018912431,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 800/s" at 181.018912431,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 271.037818554,graph 0 to 271.037818554,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 1600/s" at 271.037818554,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 571.075192563,graph 0 to 571.075192563,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 800/s" at 571.075192563,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
 set output 'hit_ratio.svg'
 set title 'Cache hit ratio per second (cache on)'
 set ylabel 'hit ratio'
@@ -68,16 +68,16 @@ set terminal svg size 1000,420 dynamic font 'sans,11' background '#ffffff'
 set grid
 set key outside right top noenhanced
 set xlabel 'seconds since the start of the run'
-set arrow from 1.00095655,graph 0 to 1.00095655,graph 1 nohead dt 3 lc rgb "#999999"
-set label "1k, 800/s" at 1.00095655,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 90.102927079,graph 0 to 90.102927079,graph 1 nohead dt 3 lc rgb "#999999"
-set label "5k, 800/s" at 90.102927079,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 181.127420344,graph 0 to 181.127420344,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 800/s" at 181.127420344,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 271.144069756,graph 0 to 271.144069756,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 1600/s" at 271.144069756,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 570.769034045,graph 0 to 570.769034045,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 800/s" at 570.769034045,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 1.003608146,graph 0 to 1.003608146,graph 1 nohead dt 3 lc rgb "#999999"
+set label "1k, 800/s" at 1.003608146,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 91.012822642,graph 0 to 91.012822642,graph 1 nohead dt 3 lc rgb "#999999"
+set label "5k, 800/s" at 91.012822642,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 181.018912431,graph 0 to 181.018912431,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 800/s" at 181.018912431,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 271.037818554,graph 0 to 271.037818554,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 1600/s" at 271.037818554,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 571.075192563,graph 0 to 571.075192563,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 800/s" at 571.075192563,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
 set output 'queue_wait.svg'
 set title 'Pool queue wait p95 per second (ms, from chatd_db_tx_queue_wait_seconds)'
 set ylabel 'ms'
@@ -89,16 +89,16 @@ set terminal svg size 1000,420 dynamic font 'sans,11' background '#ffffff'
 set grid
 set key outside right top noenhanced
 set xlabel 'seconds since the start of the run'
-set arrow from 1.00095655,graph 0 to 1.00095655,graph 1 nohead dt 3 lc rgb "#999999"
-set label "1k, 800/s" at 1.00095655,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 90.102927079,graph 0 to 90.102927079,graph 1 nohead dt 3 lc rgb "#999999"
-set label "5k, 800/s" at 90.102927079,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 181.127420344,graph 0 to 181.127420344,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 800/s" at 181.127420344,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 271.144069756,graph 0 to 271.144069756,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 1600/s" at 271.144069756,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
-set arrow from 570.769034045,graph 0 to 570.769034045,graph 1 nohead dt 3 lc rgb "#999999"
-set label "10k, 800/s" at 570.769034045,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 1.003608146,graph 0 to 1.003608146,graph 1 nohead dt 3 lc rgb "#999999"
+set label "1k, 800/s" at 1.003608146,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 91.012822642,graph 0 to 91.012822642,graph 1 nohead dt 3 lc rgb "#999999"
+set label "5k, 800/s" at 91.012822642,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 181.018912431,graph 0 to 181.018912431,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 800/s" at 181.018912431,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 271.037818554,graph 0 to 271.037818554,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 1600/s" at 271.037818554,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
+set arrow from 571.075192563,graph 0 to 571.075192563,graph 1 nohead dt 3 lc rgb "#999999"
+set label "10k, 800/s" at 571.075192563,graph 0.97 offset 0.3,0 font ",9" tc rgb "#666666" noenhanced
 set output 'db_qps.svg'
 set title 'Database queries per second (chatd_db_queries_total)'
 set ylabel 'queries/s'
