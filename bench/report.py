@@ -222,6 +222,15 @@ def cluster_section(w, bench, chat, perf):
                   f"{fmt(lat.get('p50'), '.2f')} | {fmt(lat.get('p95'), '.2f')} | {fmt(lat.get('p99'), '.2f')} | "
                   f"{st['errors']} | {pct(st.get('cache_hit_ratio'))} |")
         w("")
+    reads = cl.get("reads")
+    if reads and reads.get("primary", 0) + reads.get("replica", 0):
+        total = reads["primary"] + reads["replica"]
+        w(f"During the chat mix stage, {total:,} cache misses could use the replica "
+          "(`chatd_db_reads_total`, summed over the instances): "
+          f"{reads['replica']:,} went to it and {reads['primary']:,} to the primary "
+          f"(replica read share {pct(reads['replica'] / total)}). A miss goes to the primary when the replica "
+          "has not yet replayed the conversation's last acknowledged write (read-your-writes) or is left out, so "
+          "the share falls as writes concentrate on the conversations being read.\n")
 
 
 def unit_costs_section(w, bench):

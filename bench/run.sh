@@ -26,7 +26,8 @@
 #      stage);
 #   6. (--cluster) the cluster stage: the same chat API mix stage and the wrk
 #      hot page against `scripts/cluster.sh`'s HAProxy, CPU per answer of the
-#      three chatd instances and of HAProxy.
+#      three chatd instances and of HAProxy, and how many of the chat stage's
+#      cache-miss reads went to the replica.
 # Step 3 ends with closed-loop sends (wrk POSTs with fresh client_msg_ids over
 # many conversations): the CPU, WAL and statements per send that
 # bench/scaling.py turns into docs/scaling.md.
@@ -489,12 +490,22 @@ print(c["id"], u["token"])' "$VAR/seed-cluster.json")
   CL_HA=$(cat "$CLUSTER_DIR/haproxy.pid")
   CL_HA="$CL_HA $(pgrep -P "$CL_HA" | tr '\n' ' ')"
   CL_REDIS=$(for i in 0 1 2 3 4 5; do port_pid $((CLUSTER_REDIS_CLUSTER_PORT + i)); echo -n ' '; done)
+  # cache-miss reads that could use the replica, summed over the instances: "primary replica"
+  cluster_reads() {
+    for i in 1 2 3; do curl -sf "http://127.0.0.1:$((CLUSTER_CHATD_PORT + i - 1))/metrics"; done |
+      awk '$1 == "chatd_db_reads_total{path=\"primary\"}" { p += $2 }
+           $1 == "chatd_db_reads_total{path=\"replica\"}" { r += $2 } END { printf "%d %d", p, r }'
+  }
+  read -r CL_P0 CL_R0 < <(cluster_reads)
   logcmd "$CHATLOAD_BIN run --url $CL_URL --seedfile $VAR/seed-cluster.json --stages $CL_CONNS:$RATE:$STAGE_S --mix $CHAT_MIX --seed 42 --json $PERF/cluster-chat.json --report $PERF/cluster-chat.md"
   say "chatload (cluster-chat): stages $CL_CONNS:$RATE:$STAGE_S, mix $CHAT_MIX, through HAProxy"
   "$CHATLOAD_BIN" run --url "$CL_URL" --seedfile "$VAR/seed-cluster.json" --stages "$CL_CONNS:$RATE:$STAGE_S" \
     --mix "$CHAT_MIX" --seed 42 --json "$PERF/cluster-chat.json" --report "$PERF/cluster-chat.md" \
     2>"$VAR/chatload-cluster-chat.log" ||
     { say "chatload (cluster-chat) exited non-zero; the tail of its log:"; tail -n 5 "$VAR/chatload-cluster-chat.log" >&2; }
+  read -r CL_P1 CL_R1 < <(cluster_reads)
+  echo "{\"primary\": $((CL_P1 - CL_P0)), \"replica\": $((CL_R1 - CL_R0))}" >"$VAR/cluster-reads.json"
+  say "cluster-chat: cache-miss reads $((CL_P1 - CL_P0)) on the primary, $((CL_R1 - CL_R0)) on the replica"
   say "wrk hot page through HAProxy, cache on"
   TOKEN=$CL_TOKEN WPATH=/api/v1/conversations/$CL_CID/messages wrk_runs cluster "$CL_URL" "$WRK_RUNS" "$WRK_S" \
     "chatd=$CL_CHATD" "haproxy=$CL_HA" "redis=$CL_REDIS" | tee -a "$VAR/wrk.txt" >&2
@@ -524,7 +535,8 @@ json.dump({
     "page_bytes": $PAGE_BYTES, "refs": refs,
     "realtime": {"ran": bool($RT), "clients": $RT_CLIENTS, "frame_rate": $RT_FRAME_RATE, "seconds": $RT_S,
                  "cpu": json.load(open(var + "/rt-cpu.json")) if $RT else None},
-    "send_conversations": $SEND_CONVS, "cluster": {"ran": bool($CLUSTER), "instances": 3},
+    "send_conversations": $SEND_CONVS, "cluster": {"ran": bool($CLUSTER), "instances": 3,
+                                                "reads": json.load(open(var + "/cluster-reads.json")) if $CLUSTER else None},
     "own_stack": bool("$own_stack"), "chatd_bin": "$CHATD_BIN",
     "chatd_db": "$CHATD_DB_KIND",
     "elapsed_s": $(date +%s) - $T_START,
