@@ -198,7 +198,9 @@ def cluster_section(w, bench, chat, perf):
       "Its chat mix stage holds fewer connections than the single process's largest stage (`--cluster-conns`, "
       "5,000 by default): HAProxy holds two descriptors per proxied connection, and under this machine's limit "
       "of 20,000 open files per process it derives a maxconn of 9,983, so at 10,000 clients the last ones wait "
-      "unaccepted and fail.\n")
+      "unaccepted and fail. Before that stage the primary takes a checkpoint, the replica replays the seed, and "
+      "the same mix runs for a sixth of the stage's length, not counted: the single process's chat stage comes "
+      "after its staged runs, with its connections and cache warm.\n")
     single, clw = median_wrk(bench, "cached"), median_wrk(bench, "cluster")
     cs, cc = cpu_per_request(bench, "cached"), cpu_per_request(bench, "cluster")
     us = lambda d, g: fmt(sum(d[g]) if g in d else None, ".1f")
@@ -222,6 +224,16 @@ def cluster_section(w, bench, chat, perf):
                   f"{fmt(lat.get('p50'), '.2f')} | {fmt(lat.get('p95'), '.2f')} | {fmt(lat.get('p99'), '.2f')} | "
                   f"{st['errors']} | {pct(st.get('cache_hit_ratio'))} |")
         w("")
+    reads = cl.get("reads")
+    if reads and reads.get("primary", 0) + reads.get("replica", 0):
+        total = reads["primary"] + reads["replica"]
+        w(f"During the chat mix stage, {total:,} cache misses could use the replica "
+          "(`chatd_db_reads_total`, summed over the instances): "
+          f"{reads['replica']:,} went to it and {reads['primary']:,} to the primary "
+          f"(replica read share {pct(reads['replica'] / total)}). A miss goes to the primary when its version "
+          "records no write position (a conversation or user not written through chatd since its version key was made, as most of the seed's, "
+          "loaded by COPY: docs/architecture.md, \"Read replicas\"), when the replica has not yet replayed that "
+          "position, or when it is left out.\n")
 
 
 def unit_costs_section(w, bench):

@@ -24,9 +24,11 @@
 #      then the mass reconnect with the senders going on at a tenth of that
 #      rate (so that it measures the resumes, not a backlog of the steady
 #      stage);
-#   6. (--cluster) the cluster stage: the same chat API mix stage and the wrk
-#      hot page against `scripts/cluster.sh`'s HAProxy, CPU per answer of the
-#      three chatd instances and of HAProxy.
+#   6. (--cluster) the cluster stage, after a checkpoint, the replica's replay
+#      of the seed and a warm-up (a sixth of a stage, not counted): the same
+#      chat API mix stage and the wrk hot page against `scripts/cluster.sh`'s
+#      HAProxy, CPU per answer of the three chatd instances and of HAProxy, and
+#      how many of the chat stage's cache-miss reads went to the replica.
 # Step 3 ends with closed-loop sends (wrk POSTs with fresh client_msg_ids over
 # many conversations): the CPU, WAL and statements per send that
 # bench/scaling.py turns into docs/scaling.md.
@@ -481,6 +483,26 @@ if ((CLUSTER)); then
   logcmd "$CHATLOAD_BIN seed --copy --db-url $CL_DB --users $USERS --conversations $CONVS --messages $MSGS --seed 42 --out $VAR/seed-cluster.json"
   "$CHATLOAD_BIN" seed --copy --db-url "$CL_DB" --users "$USERS" --conversations "$CONVS" \
     --messages "$MSGS" --seed 42 --out "$VAR/seed-cluster.json" 2>"$VAR/seed-cluster.log"
+  # The single process's stages begin minutes after its seed. Here the seed's WAL (some hundreds
+  # of MB) would still be replaying on the replica and waiting for a checkpoint on the primary,
+  # on the same two cores, during the first seconds of the stage: settle both first.
+  # shellcheck source=/dev/null # written at run time by scripts/stack.sh
+  CL_ADMIN=$(. "$CLUSTER_DIR/stack/env"; echo "$CHATD_TEST_PG_ADMIN")
+  # shellcheck source=/dev/null # the same
+  CL_RADMIN=$(. "$CLUSTER_DIR/stack/env"; echo "$CHATD_TEST_PG_REPLICA_ADMIN")
+  psql "$CL_ADMIN" -qAtc 'CHECKPOINT'
+  cl_lsn=$(psql "$CL_ADMIN" -Atc 'SELECT pg_current_wal_lsn()')
+  cl_t0=$(date +%s.%N) cl_caught=0
+  for _ in $(seq 1200); do  # at most about 2 minutes
+    [[ $(psql "$CL_RADMIN" -Atc "SELECT pg_last_wal_replay_lsn() >= '$cl_lsn'") == t ]] && { cl_caught=1; break; }
+    sleep 0.1
+  done
+  psql "$CL_RADMIN" -qAtc 'CHECKPOINT'
+  if ((cl_caught)); then
+    say "cluster: the replica replayed the seed $(awk -v a="$cl_t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s after the primary's checkpoint"
+  else
+    say "cluster: the replica has not replayed the seed after 2 minutes; measuring all the same"
+  fi
   read -r CL_CID CL_TOKEN < <(/usr/bin/python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1])); c = s["conversations"][0]; u = s["users"][c["members"][0]]
@@ -489,12 +511,29 @@ print(c["id"], u["token"])' "$VAR/seed-cluster.json")
   CL_HA=$(cat "$CLUSTER_DIR/haproxy.pid")
   CL_HA="$CL_HA $(pgrep -P "$CL_HA" | tr '\n' ' ')"
   CL_REDIS=$(for i in 0 1 2 3 4 5; do port_pid $((CLUSTER_REDIS_CLUSTER_PORT + i)); echo -n ' '; done)
+  # cache-miss reads that could use the replica, summed over the instances: "primary replica"
+  cluster_reads() {
+    for i in 1 2 3; do curl -sf "http://127.0.0.1:$((CLUSTER_CHATD_PORT + i - 1))/metrics"; done |
+      awk '$1 == "chatd_db_reads_total{path=\"primary\"}" { p += $2 }
+           $1 == "chatd_db_reads_total{path=\"replica\"}" { r += $2 } END { printf "%d %d", p, r }'
+  }
+  read -r CL_P0 CL_R0 < <(cluster_reads)
+  # as the single process's chat stage follows its staged runs: a warm-up of the same mix, not counted
+  CL_WARM_S=$((STAGE_S / 6 > 1 ? STAGE_S / 6 : 1))
+  logcmd "$CHATLOAD_BIN run --url $CL_URL --seedfile $VAR/seed-cluster.json --stages $CL_CONNS:$RATE:$CL_WARM_S --mix $CHAT_MIX --seed 7 --json $VAR/cluster-warm.json"
+  say "chatload (cluster warm-up, not counted): stages $CL_CONNS:$RATE:$CL_WARM_S"
+  "$CHATLOAD_BIN" run --url "$CL_URL" --seedfile "$VAR/seed-cluster.json" --stages "$CL_CONNS:$RATE:$CL_WARM_S" \
+    --mix "$CHAT_MIX" --seed 7 --json "$VAR/cluster-warm.json" 2>"$VAR/chatload-cluster-warm.log" ||
+    { say "chatload (cluster warm-up) exited non-zero; the tail of its log:"; tail -n 5 "$VAR/chatload-cluster-warm.log" >&2; }
   logcmd "$CHATLOAD_BIN run --url $CL_URL --seedfile $VAR/seed-cluster.json --stages $CL_CONNS:$RATE:$STAGE_S --mix $CHAT_MIX --seed 42 --json $PERF/cluster-chat.json --report $PERF/cluster-chat.md"
   say "chatload (cluster-chat): stages $CL_CONNS:$RATE:$STAGE_S, mix $CHAT_MIX, through HAProxy"
   "$CHATLOAD_BIN" run --url "$CL_URL" --seedfile "$VAR/seed-cluster.json" --stages "$CL_CONNS:$RATE:$STAGE_S" \
     --mix "$CHAT_MIX" --seed 42 --json "$PERF/cluster-chat.json" --report "$PERF/cluster-chat.md" \
     2>"$VAR/chatload-cluster-chat.log" ||
     { say "chatload (cluster-chat) exited non-zero; the tail of its log:"; tail -n 5 "$VAR/chatload-cluster-chat.log" >&2; }
+  read -r CL_P1 CL_R1 < <(cluster_reads)
+  echo "{\"primary\": $((CL_P1 - CL_P0)), \"replica\": $((CL_R1 - CL_R0))}" >"$VAR/cluster-reads.json"
+  say "cluster-chat: cache-miss reads $((CL_P1 - CL_P0)) on the primary, $((CL_R1 - CL_R0)) on the replica"
   say "wrk hot page through HAProxy, cache on"
   TOKEN=$CL_TOKEN WPATH=/api/v1/conversations/$CL_CID/messages wrk_runs cluster "$CL_URL" "$WRK_RUNS" "$WRK_S" \
     "chatd=$CL_CHATD" "haproxy=$CL_HA" "redis=$CL_REDIS" | tee -a "$VAR/wrk.txt" >&2
@@ -524,7 +563,8 @@ json.dump({
     "page_bytes": $PAGE_BYTES, "refs": refs,
     "realtime": {"ran": bool($RT), "clients": $RT_CLIENTS, "frame_rate": $RT_FRAME_RATE, "seconds": $RT_S,
                  "cpu": json.load(open(var + "/rt-cpu.json")) if $RT else None},
-    "send_conversations": $SEND_CONVS, "cluster": {"ran": bool($CLUSTER), "instances": 3},
+    "send_conversations": $SEND_CONVS, "cluster": {"ran": bool($CLUSTER), "instances": 3,
+                                                "reads": json.load(open(var + "/cluster-reads.json")) if $CLUSTER else None},
     "own_stack": bool("$own_stack"), "chatd_bin": "$CHATD_BIN",
     "chatd_db": "$CHATD_DB_KIND",
     "elapsed_s": $(date +%s) - $T_START,
