@@ -27,6 +27,8 @@ PARAMS = [
     ("chatd_host_mem_gib", 32, "memory of one chatd host, GiB"),
     ("db_host_cores", 64, "cores of one PostgreSQL host (primary or replica)"),
     ("nic_gbps", 10, "network interface of every host, Gbit/s"),
+    ("write_cost_ratio", 1.0, "PostgreSQL cost of a read marker, edit or delete of the mix, as a fraction of "
+     "a send's (1: each costed as a send, an upper bound: a marker updates one row)"),
     ("page_limit", 50, "messages in the measured history page (bytes per message = page bytes / this)"),
     ("ws_frame_overhead_bytes", 60, "event envelope and WebSocket header around one message in a frame"),
 ]
@@ -99,6 +101,7 @@ def unit_costs(bench, perf):
         put("frame_chatd_us_whole_run", cpu["chatd_s"] * 1e6 / frames if cpu and frames else None,
             "bench.json realtime.cpu.chatd_s / realtime.json Σ stages.*.frames_received")
     chat = json.loads((perf / "chat.json").read_text()) if (perf / "chat.json").exists() else None
+    shares, s = {}, 0
     if chat:
         st = chat["stages"][0]
         shares = mix_shares(chat["mix"])
@@ -108,6 +111,27 @@ def unit_costs(bench, perf):
         qps, rate = num(st.get("db_queries_per_s_mean")), num(st.get("achieved_rate"))
         put("mix_db_queries_per_request", qps / rate if qps is not None and rate else None,
             "chat.json stages[0] db_queries_per_s_mean / achieved_rate")
+    inbox = cpu_us(bench, "bypass-inbox")
+    put("read_uncached_inbox_db_us", inbox.get("db"), "bench.json wrk.results.bypass-inbox cpu_db_* / answers")
+    if chat:
+        # the database work behind a request of the mix other than a send: each cacheable kind's
+        # misses at its uncached cost (the inbox's measured; the others at the history page's, the
+        # largest of them); read markers, edits and deletes are writes, counted on the primary
+        kinds = chat["stages"][0].get("cache_hit_ratio_by_kind") or {}
+        hist_db = u["read_uncached_db_us"]["value"]
+        cost = lambda k: inbox.get("db") if k == "inbox" else hist_db
+        cacheable = [k for k in shares if k in kinds]
+        other = 1 - shares.get("send", 0)
+        ok = other > 0 and cacheable and hist_db is not None and all(cost(k) is not None for k in cacheable)
+        put("mix_miss_ratio_per_read", sum(shares[k] * (1 - kinds[k]) for k in cacheable) / other if ok else None,
+            "chat.json: Σ over cacheable kinds of share × (1 − stages[0].cache_hit_ratio_by_kind) / non-send share")
+        put("mix_miss_db_us_per_read",
+            sum(shares[k] * (1 - kinds[k]) * cost(k) for k in cacheable) / other if ok else None,
+            "chat.json and wrk: Σ over cacheable kinds of share × miss ratio × uncached DB µs (inbox: "
+            "read_uncached_inbox_db_us, others: read_uncached_db_us) / non-send share")
+        writes = sum(shares.get(k, 0) for k in ("read", "edit", "delete"))
+        put("mix_writes_per_send", writes / s if s else None,
+            "chat.json mix: (read markers + edits + deletes) / sends")
     cl = cpu_us(bench, "cluster")
     put("lb_haproxy_us", cl.get("haproxy"), "bench.json wrk.results.cluster cpu_haproxy_* / answers (cluster stage)")
     put("cluster_read_cached_chatd_us", cl.get("chatd"),
@@ -166,15 +190,21 @@ def model(u, p):
         m["pgbouncer_processes"] = math.ceil(m["pgbouncer_cores"] / p["cpu_target"])
 
     # PostgreSQL: the primary takes the sends, replicas the cache misses
+    # (each read marker, edit and delete of the mix costed as write_cost_ratio of a send)
     if need("send_pg_us", "send_wal_bytes", "send_db_queries"):
-        m["primary_cores"] = S * v["send_pg_us"] / 1e6
+        m["writes_per_send"] = W = 1 + (v.get("mix_writes_per_send") or 0) * p["write_cost_ratio"]
+        m["primary_cores"] = S * W * v["send_pg_us"] / 1e6
         m["primary_core_share"] = m["primary_cores"] / (p["db_host_cores"] * p["cpu_target"])
-        m["primary_statements_per_s"] = S * v["send_db_queries"]
-        m["wal_bytes_per_s"] = S * v["send_wal_bytes"]
-        m["primary_sends_ceiling"] = p["db_host_cores"] * p["cpu_target"] * 1e6 / v["send_pg_us"]
-    if R is not None and hit is not None and need("read_uncached_db_us"):
+        m["primary_statements_per_s"] = S * W * v["send_db_queries"]
+        m["wal_bytes_per_s"] = S * W * v["send_wal_bytes"]
+        m["primary_sends_ceiling"] = p["db_host_cores"] * p["cpu_target"] * 1e6 / (W * v["send_pg_us"])
+    if R is not None and need("mix_miss_ratio_per_read", "mix_miss_db_us_per_read"):
+        m["misses_per_s"] = R * v["mix_miss_ratio_per_read"]
+        m["replica_cores"] = R * v["mix_miss_db_us_per_read"] / 1e6
+    elif R is not None and hit is not None and need("read_uncached_db_us"):
         m["misses_per_s"] = R * (1 - hit)
         m["replica_cores"] = m["misses_per_s"] * v["read_uncached_db_us"] / 1e6
+    if m.get("replica_cores") is not None:
         m["replicas"] = math.ceil(m["replica_cores"] / (p["db_host_cores"] * p["cpu_target"]))
 
     # Redis Cluster: one core per shard (Redis runs commands on one thread)
@@ -265,12 +295,14 @@ def write(bench, u, m, p, src, out):
       f"tunnels not measured) | {p['chatd_host_cores']} cores at {p['cpu_target']:.0%} | {f(m.get('haproxy_hosts'))} hosts |")
     w(f"| PgBouncer | {f(m.get('db_queries_per_s'))} statements/s, {f(m.get('pgbouncer_cores'), ',.1f')} cores | "
       f"one process per core at {p['cpu_target']:.0%} | {f(m.get('pgbouncer_processes'))} processes |")
-    w(f"| PostgreSQL primary | {f(m.get('primary_statements_per_s'))} statements/s for the sends, "
+    w(f"| PostgreSQL primary | {f(m.get('primary_statements_per_s'))} statements/s for the sends and the "
+      f"mix's other writes ({f(m.get('writes_per_send'), '.2f')} send-equivalents per send), "
       f"{f(m.get('primary_cores'), ',.1f')} cores, WAL "
       f"{f(m['wal_bytes_per_s'] / 1e6 if m.get('wal_bytes_per_s') is not None else None, ',.1f')} MB/s | "
       f"{p['db_host_cores']} cores at {p['cpu_target']:.0%} | "
       f"{f(100 * m['primary_core_share'] if m.get('primary_core_share') is not None else None, '.0f')} % of one host |")
-    w(f"| PostgreSQL replicas | {f(m.get('misses_per_s'))} cache misses/s, {f(m.get('replica_cores'), ',.1f')} cores | "
+    w(f"| PostgreSQL replicas | {f(m.get('misses_per_s'))} cache misses/s (the inbox's at its own cost), "
+      f"{f(m.get('replica_cores'), ',.1f')} cores | "
       f"{p['db_host_cores']} cores at {p['cpu_target']:.0%} | {f(m.get('replicas'))} replicas |")
     w(f"| Redis Cluster, CPU | {f(m.get('redis_cores'), ',.1f')} cores (lookups, sends and their publish) | "
       f"one core per shard at {p['cpu_target']:.0%} | {f(m.get('redis_shards_by_cpu'))} shards |")
@@ -311,7 +343,9 @@ def write(bench, u, m, p, src, out):
         pr = m["primary_sends_ceiling"]
         w(f"Everything but the primary grows by adding units. The primary carries {pr:,.0f} sends/s on "
           f"{p['db_host_cores']} cores at {p['cpu_target']:.0%} ({f(v.get('send_pg_us'), '.0f')} µs of "
-          f"PostgreSQL per send, {f(v.get('send_wal_bytes'))} WAL bytes), "
+          f"PostgreSQL per send, {f(v.get('send_wal_bytes'))} WAL bytes, and the mix's read markers, edits and "
+          f"deletes: {f(m.get('writes_per_send'), '.2f')} send-equivalents per send at `--write-cost-ratio` "
+          f"{p['write_cost_ratio']:g}), "
           + ("so the target fits one primary" if pr >= S else
              f"short of the target's {S:,}: the messages must be partitioned before this load")
           + f"; the WAL it writes ({f(m['wal_bytes_per_s'] / 1e6, ',.1f')} MB/s) is also what every replica "

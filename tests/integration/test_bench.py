@@ -164,13 +164,15 @@ def _fixture(d):
             # answers: 1000/s x 10 s; sends 500/s x 10 s
             "cached": [dict(rps=1000, **cpu(chatd=0.2, redis=0.1, db=0))],
             "bypass": [dict(rps=1000, **cpu(chatd=0.3, redis=0, db=0.5))],
+            "bypass-inbox": [dict(rps=1000, **cpu(chatd=0.5, redis=0, db=6.36))],
             "cluster": [dict(rps=3000, **cpu(chatd=0.6, haproxy=0.3, redis=0.3))],
             "send": [dict(rps=500, wal_bytes=5e6, db_queries=20000, **cpu(chatd=0.5, pgbouncer=0.1, pg=1, redis=0.05))],
         }},
     }
     (d / "bench.json").write_text(json.dumps(bench))
-    (d / "chat.json").write_text(json.dumps({"mix": "history=76,send=4,read=20", "stages": [
-        {"cache_hit_ratio": 0.75, "db_queries_per_s_mean": 500, "achieved_rate": 1000}]}))
+    (d / "chat.json").write_text(json.dumps({"mix": "history=66,inbox=10,send=4,read=20", "stages": [
+        {"cache_hit_ratio": 0.75, "cache_hit_ratio_by_kind": {"history": 0.8, "inbox": 0.5},
+         "db_queries_per_s_mean": 500, "achieved_rate": 1000}]}))
     (d / "realtime.json").write_text(json.dumps({
         "shape": {"mean_fanout": 100}, "rss": {"per_socket_bytes": 4000, "before_kb": 10240},
         "stages": {"steady": {"delivered_frames_per_s": 10000, "chatd_cpu_cores": 0.1, "sends_ok": 900,
@@ -193,7 +195,10 @@ def test_scaling_model_arithmetic(tmp_path):
               "frame_chatd_us": 10, "frames_per_send": 100, "socket_bytes": 4000, "publish_redis_us": 20,
               "frame_chatd_us_whole_run": 20, "mix_reads_per_send": 24, "mix_hit_ratio": 0.75,
               "mix_db_queries_per_request": 0.5, "redis_bytes_per_key": 1000, "lb_haproxy_us": 10,
-              "cluster_read_cached_chatd_us": 20}
+              "cluster_read_cached_chatd_us": 20, "read_uncached_inbox_db_us": 636,
+              # (66 % history x 0.2 missed + 10 % inbox x 0.5) / 96 % non-send; the same weighted by
+              # 50 µs (history) and 636 µs (inbox): (6.6 + 31.8) / 0.96 = 40 µs; 20 markers / 4 sends
+              "mix_miss_ratio_per_read": 0.182 / 0.96, "mix_miss_db_us_per_read": 40, "mix_writes_per_send": 5}
     for k, want in expect.items():
         assert u[k] == pytest.approx(want), (k, u[k])
 
@@ -211,11 +216,17 @@ def test_scaling_model_arithmetic(tmp_path):
     assert m["haproxy_cores"] == pytest.approx(12.5) and m["haproxy_hosts"] == 2
     # PgBouncer: 1.25M requests x 0.5 statements x 5 µs = 3.125 cores -> 6 processes at 60 %
     assert m["pgbouncer_cores"] == pytest.approx(3.125) and m["pgbouncer_processes"] == 6
-    # primary: 50,000 x 200 µs = 10 cores, 50 MB/s of WAL, 64 x 0.6 / 200 µs = 192,000 sends/s
-    assert m["primary_cores"] == pytest.approx(10) and m["wal_bytes_per_s"] == pytest.approx(5e7)
-    assert m["primary_sends_ceiling"] == pytest.approx(192000)
-    # replicas: 300,000 misses/s x 50 µs = 15 cores -> 1 host
-    assert m["replica_cores"] == pytest.approx(15) and m["replicas"] == 1
+    # primary: each send and its 5 read markers costed as a send: 50,000 x 6 x 200 µs = 60 cores,
+    # 300 MB/s of WAL, 1.2M statements/s; 64 x 0.6 / (6 x 200 µs) = 32,000 sends/s
+    assert m["writes_per_send"] == pytest.approx(6) and m["primary_cores"] == pytest.approx(60)
+    assert m["wal_bytes_per_s"] == pytest.approx(3e8) and m["primary_statements_per_s"] == pytest.approx(1.2e6)
+    assert m["primary_sends_ceiling"] == pytest.approx(32000)
+    # replicas: 1.2M reads/s x 40 µs = 48 cores -> 2 hosts of 64 at 60 %; 1.2M x 0.182 / 0.96 misses/s
+    assert m["replica_cores"] == pytest.approx(48) and m["replicas"] == 2
+    assert m["misses_per_s"] == pytest.approx(227500)
+    # the same load with markers at a quarter of a send: 50,000 x 2.25 x 200 µs = 22.5 cores
+    m4 = scaling.model(json.loads((perf / "bench.json").read_text())["unit_costs"], dict(p, write_cost_ratio=0.25))
+    assert m4["primary_cores"] == pytest.approx(22.5)
     # Redis: 1.2M x 10 µs + 50,000 x max(10, 20) µs = 13 cores -> 22 shards; network out
     # 50,000 x min(100, 9) x 200 B + 1.2M x 0.75 x 10,000 B = 9.09 GB/s / (1.25 GB/s x 0.6) -> 13
     assert m["redis_cores"] == pytest.approx(13) and m["redis_shards_by_cpu"] == 22
@@ -227,9 +238,9 @@ def test_scaling_model_arithmetic(tmp_path):
     doc = out.read_text()
     assert "shortened run" in doc and "| `--sends-per-s` | 50,000 |" in doc
     assert "| `send_wal_bytes` | 1,000 |" in doc
-    assert "| 9 hosts |" in doc and "| 6 processes |" in doc and "| 1 replicas |" in doc
+    assert "| 9 hosts |" in doc and "| 6 processes |" in doc and "| 2 replicas |" in doc
     assert "| 22 shards |" in doc and "| 13 shards |" in doc and "chatd: **18 hosts**" in doc
-    assert "WAL 50.0 MB/s" in doc and "| the PostgreSQL primary (writes) | 192,000 |" in doc
+    assert "WAL 300.0 MB/s" in doc and "| the PostgreSQL primary (writes) | 32,000 |" in doc
     # the ceilings are sorted: the first row saturates first
     rows = [line for line in doc.split("## What saturates first")[1].split("\n\n")[2].splitlines()[2:]]
     caps = [float(r.split("|")[2].replace(",", "")) for r in rows]
