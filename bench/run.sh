@@ -515,7 +515,7 @@ print(c["id"], u["token"])' "$VAR/seed-cluster.json")
   cluster_reads() {
     for i in 1 2 3; do curl -sf "http://127.0.0.1:$((CLUSTER_CHATD_PORT + i - 1))/metrics"; done |
       awk '$1 == "chatd_db_reads_total{path=\"primary\"}" { p += $2 }
-           $1 == "chatd_db_reads_total{path=\"replica\"}" { r += $2 } END { printf "%d %d", p, r }'
+           $1 == "chatd_db_reads_total{path=\"replica\"}" { r += $2 } END { printf "%d %d\n", p, r }'
   }
   read -r CL_P0 CL_R0 < <(cluster_reads)
   # as the single process's chat stage follows its staged runs: a warm-up of the same mix, not counted
