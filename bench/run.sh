@@ -517,7 +517,6 @@ print(c["id"], u["token"])' "$VAR/seed-cluster.json")
       awk '$1 == "chatd_db_reads_total{path=\"primary\"}" { p += $2 }
            $1 == "chatd_db_reads_total{path=\"replica\"}" { r += $2 } END { printf "%d %d\n", p, r }'
   }
-  read -r CL_P0 CL_R0 < <(cluster_reads)
   # as the single process's chat stage follows its staged runs: a warm-up of the same mix, not counted
   CL_WARM_S=$((STAGE_S / 6 > 1 ? STAGE_S / 6 : 1))
   logcmd "$CHATLOAD_BIN run --url $CL_URL --seedfile $VAR/seed-cluster.json --stages $CL_CONNS:$RATE:$CL_WARM_S --mix $CHAT_MIX --seed 7 --json $VAR/cluster-warm.json"
@@ -525,6 +524,7 @@ print(c["id"], u["token"])' "$VAR/seed-cluster.json")
   "$CHATLOAD_BIN" run --url "$CL_URL" --seedfile "$VAR/seed-cluster.json" --stages "$CL_CONNS:$RATE:$CL_WARM_S" \
     --mix "$CHAT_MIX" --seed 7 --json "$VAR/cluster-warm.json" 2>"$VAR/chatload-cluster-warm.log" ||
     { say "chatload (cluster warm-up) exited non-zero; the tail of its log:"; tail -n 5 "$VAR/chatload-cluster-warm.log" >&2; }
+  read -r CL_P0 CL_R0 < <(cluster_reads)
   logcmd "$CHATLOAD_BIN run --url $CL_URL --seedfile $VAR/seed-cluster.json --stages $CL_CONNS:$RATE:$STAGE_S --mix $CHAT_MIX --seed 42 --json $PERF/cluster-chat.json --report $PERF/cluster-chat.md"
   say "chatload (cluster-chat): stages $CL_CONNS:$RATE:$STAGE_S, mix $CHAT_MIX, through HAProxy"
   "$CHATLOAD_BIN" run --url "$CL_URL" --seedfile "$VAR/seed-cluster.json" --stages "$CL_CONNS:$RATE:$STAGE_S" \
