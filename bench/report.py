@@ -231,9 +231,9 @@ def cluster_section(w, bench, chat, perf):
           "(`chatd_db_reads_total`, summed over the instances): "
           f"{reads['replica']:,} went to it and {reads['primary']:,} to the primary "
           f"(replica read share {pct(reads['replica'] / total)}). A miss goes to the primary when its version "
-          "records no write position (a conversation or user not written through chatd since its version key was made, as most of the seed's, "
-          "loaded by COPY: docs/architecture.md, \"Read replicas\"), when the replica has not yet replayed that "
-          "position, or when it is left out.\n")
+          "records no write position (a conversation or user not written through chatd since its version key "
+          "was made, as most of the seed's, loaded by COPY: docs/architecture.md, \"Read replicas\"), when the "
+          "replica has not yet replayed that position, or when it is left out.\n")
 
 
 def unit_costs_section(w, bench):

@@ -264,8 +264,17 @@ pg_pids() { # PostgreSQL and its backends
   local pg; pg=$(port_pid "$(url_port "$DATABASE_URL_DIRECT")")
   echo "$pg ${pg:+$(pgrep -P "$pg" | tr '\n' ' ')}"
 }
+# metric_sums "SERIES ..." URL...: each series (name and labels, as /metrics writes them) summed
+# over the /metrics of every URL, on one line
+metric_sums() {
+  local series=$1 u; shift
+  for u in "$@"; do curl -sf "$u/metrics"; done |
+    awk -v series="$series" 'BEGIN { n = split(series, k, " ") }
+      { for (i = 1; i <= n; i++) if ($1 == k[i]) s[i] += $2 }
+      END { for (i = 1; i <= n; i++) printf "%d%s", s[i], i < n ? " " : "\n" }'
+}
 # chatd's statements so far (its /metrics counter)
-chatd_queries() { curl -sf "$BASE/metrics" | awk '$1 == "chatd_db_queries_total" { printf "%d", $2 }'; }
+chatd_queries() { metric_sums chatd_db_queries_total "$BASE"; }
 HZ=$(getconf CLK_TCK)
 
 # LABEL URL RUNS SECONDS [GROUP=PIDS...] -> RESULT lines on stdout, each with the
@@ -476,9 +485,8 @@ if ((CLUSTER)); then
   CHATD_BIN=$CHATD_BIN CHATD_HEADER_TIMEOUT_MS=60000 CHATD_RATE_SEND=0 CHATD_RATE_REQUEST=0 CHATD_RATE_SIGNUP=0 \
     CHATD_LOG_LEVEL=warn scripts/cluster.sh start >&2
   # shellcheck source=/dev/null # written at run time by scripts/cluster.sh start
-  CL_URL=$(. "$CLUSTER_DIR/env"; echo "$CLUSTER_URL")
-  # shellcheck source=/dev/null # the same
-  CL_DB=$(. "$CLUSTER_DIR/env"; echo "$DATABASE_URL_DIRECT")
+  read -r CL_URL CL_DB CL_INSTANCES < <(. "$CLUSTER_DIR/env"
+    echo "$CLUSTER_URL $DATABASE_URL_DIRECT $CLUSTER_CHATD_1 $CLUSTER_CHATD_2 $CLUSTER_CHATD_3")
   say "cluster: seeding alike"
   logcmd "$CHATLOAD_BIN seed --copy --db-url $CL_DB --users $USERS --conversations $CONVS --messages $MSGS --seed 42 --out $VAR/seed-cluster.json"
   "$CHATLOAD_BIN" seed --copy --db-url "$CL_DB" --users "$USERS" --conversations "$CONVS" \
@@ -487,9 +495,7 @@ if ((CLUSTER)); then
   # of MB) would still be replaying on the replica and waiting for a checkpoint on the primary,
   # on the same two cores, during the first seconds of the stage: settle both first.
   # shellcheck source=/dev/null # written at run time by scripts/stack.sh
-  CL_ADMIN=$(. "$CLUSTER_DIR/stack/env"; echo "$CHATD_TEST_PG_ADMIN")
-  # shellcheck source=/dev/null # the same
-  CL_RADMIN=$(. "$CLUSTER_DIR/stack/env"; echo "$CHATD_TEST_PG_REPLICA_ADMIN")
+  read -r CL_ADMIN CL_RADMIN < <(. "$CLUSTER_DIR/stack/env"; echo "$CHATD_TEST_PG_ADMIN $CHATD_TEST_PG_REPLICA_ADMIN")
   psql "$CL_ADMIN" -qAtc 'CHECKPOINT'
   cl_lsn=$(psql "$CL_ADMIN" -Atc 'SELECT pg_current_wal_lsn()')
   cl_t0=$(date +%s.%N) cl_caught=0
@@ -513,9 +519,8 @@ print(c["id"], u["token"])' "$VAR/seed-cluster.json")
   CL_REDIS=$(for i in 0 1 2 3 4 5; do port_pid $((CLUSTER_REDIS_CLUSTER_PORT + i)); echo -n ' '; done)
   # cache-miss reads that could use the replica, summed over the instances: "primary replica"
   cluster_reads() {
-    for i in 1 2 3; do curl -sf "http://127.0.0.1:$((CLUSTER_CHATD_PORT + i - 1))/metrics"; done |
-      awk '$1 == "chatd_db_reads_total{path=\"primary\"}" { p += $2 }
-           $1 == "chatd_db_reads_total{path=\"replica\"}" { r += $2 } END { printf "%d %d\n", p, r }'
+    # shellcheck disable=SC2086 # CL_INSTANCES: the three URLs
+    metric_sums 'chatd_db_reads_total{path="primary"} chatd_db_reads_total{path="replica"}' $CL_INSTANCES
   }
   # as the single process's chat stage follows its staged runs: a warm-up of the same mix, not counted
   CL_WARM_S=$((STAGE_S / 6 > 1 ? STAGE_S / 6 : 1))

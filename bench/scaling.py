@@ -101,7 +101,6 @@ def unit_costs(bench, perf):
         put("frame_chatd_us_whole_run", cpu["chatd_s"] * 1e6 / frames if cpu and frames else None,
             "bench.json realtime.cpu.chatd_s / realtime.json Σ stages.*.frames_received")
     chat = json.loads((perf / "chat.json").read_text()) if (perf / "chat.json").exists() else None
-    shares, s = {}, 0
     if chat:
         st = chat["stages"][0]
         shares = mix_shares(chat["mix"])
@@ -111,22 +110,20 @@ def unit_costs(bench, perf):
         qps, rate = num(st.get("db_queries_per_s_mean")), num(st.get("achieved_rate"))
         put("mix_db_queries_per_request", qps / rate if qps is not None and rate else None,
             "chat.json stages[0] db_queries_per_s_mean / achieved_rate")
-    inbox = cpu_us(bench, "bypass-inbox")
-    put("read_uncached_inbox_db_us", inbox.get("db"), "bench.json wrk.results.bypass-inbox cpu_db_* / answers")
-    if chat:
         # the database work behind a request of the mix other than a send: each cacheable kind's
         # misses at its uncached cost (the inbox's measured; the others at the history page's, the
         # largest of them); read markers, edits and deletes are writes, counted on the primary
-        kinds = chat["stages"][0].get("cache_hit_ratio_by_kind") or {}
+        inbox_db = cpu_us(bench, "bypass-inbox").get("db")
+        put("read_uncached_inbox_db_us", inbox_db, "bench.json wrk.results.bypass-inbox cpu_db_* / answers")
+        kinds = st.get("cache_hit_ratio_by_kind") or {}
         hist_db = u["read_uncached_db_us"]["value"]
-        cost = lambda k: inbox.get("db") if k == "inbox" else hist_db
+        cost = lambda k: inbox_db if k == "inbox" else hist_db
         cacheable = [k for k in shares if k in kinds]
-        other = 1 - shares.get("send", 0)
-        ok = other > 0 and cacheable and hist_db is not None and all(cost(k) is not None for k in cacheable)
-        put("mix_miss_ratio_per_read", sum(shares[k] * (1 - kinds[k]) for k in cacheable) / other if ok else None,
+        ok = s < 1 and cacheable and all(cost(k) is not None for k in cacheable)
+        put("mix_miss_ratio_per_read", sum(shares[k] * (1 - kinds[k]) for k in cacheable) / (1 - s) if ok else None,
             "chat.json: Σ over cacheable kinds of share × (1 − stages[0].cache_hit_ratio_by_kind) / non-send share")
         put("mix_miss_db_us_per_read",
-            sum(shares[k] * (1 - kinds[k]) * cost(k) for k in cacheable) / other if ok else None,
+            sum(shares[k] * (1 - kinds[k]) * cost(k) for k in cacheable) / (1 - s) if ok else None,
             "chat.json and wrk: Σ over cacheable kinds of share × miss ratio × uncached DB µs (inbox: "
             "read_uncached_inbox_db_us, others: read_uncached_db_us) / non-send share")
         writes = sum(shares.get(k, 0) for k in ("read", "edit", "delete"))
@@ -201,10 +198,6 @@ def model(u, p):
     if R is not None and need("mix_miss_ratio_per_read", "mix_miss_db_us_per_read"):
         m["misses_per_s"] = R * v["mix_miss_ratio_per_read"]
         m["replica_cores"] = R * v["mix_miss_db_us_per_read"] / 1e6
-    elif R is not None and hit is not None and need("read_uncached_db_us"):
-        m["misses_per_s"] = R * (1 - hit)
-        m["replica_cores"] = m["misses_per_s"] * v["read_uncached_db_us"] / 1e6
-    if m.get("replica_cores") is not None:
         m["replicas"] = math.ceil(m["replica_cores"] / (p["db_host_cores"] * p["cpu_target"]))
 
     # Redis Cluster: one core per shard (Redis runs commands on one thread)
