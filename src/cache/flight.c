@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/hash.h"
 #include "core/list.h"
+#include "core/metrics.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,8 @@ struct chat_flights {
     chat_list_t groups[NBUCKETS];
     chat_list_t landed[NBUCKETS];
     size_t count;
+    chat_metric_t *waiting; /* reads waiting for a load, the process's */
+    chat_metric_t *shared;  /* reads answered by a load another read led */
 };
 
 static unsigned slot(const char *s)
@@ -62,6 +65,11 @@ chat_flights_t *chat_flights_create(void)
         chat_list_init(&f->groups[i]);
         chat_list_init(&f->landed[i]);
     }
+    f->waiting = chat_metric_gauge("chatd_cache_reads_waiting",
+                                   "Reads waiting for a database load of their value, "
+                                   "leaders included; each load answers all who wait on it.");
+    f->shared = chat_metric_counter("chatd_cache_coalesced_total",
+                                    "Reads answered by a database load another read led.");
     return f;
 }
 
@@ -71,6 +79,7 @@ static void flight_free(chat_flights_t *f, chat_flight_t *fl)
     while ((e = chat_list_first(&fl->waiters)) != NULL) {
         chat_list_remove(e);
         free(CHAT_CONTAINER_OF(e, waiter_t, link)); /* only at destroy: never called */
+        chat_metric_add(f->waiting, -1);
     }
     if (chat_list_linked(&fl->link))
         chat_list_remove(&fl->link);
@@ -137,12 +146,13 @@ static chat_flight_t *landed_find(chat_flights_t *f, const char *tag)
     return NULL;
 }
 
-static void waiter_add(chat_flight_t *fl, chat_flight_cb cb, void *arg)
+static void waiter_add(chat_flights_t *f, chat_flight_t *fl, chat_flight_cb cb, void *arg)
 {
     waiter_t *w = chat_malloc(sizeof *w);
     w->cb = cb;
     w->arg = arg;
     chat_list_insert_tail(&fl->waiters, &w->link);
+    chat_metric_inc(f->waiting);
 }
 
 static chat_flight_t *flight_new(chat_flights_t *f, group_t *g, const char *tag)
@@ -172,6 +182,7 @@ int chat_flight_join_at(chat_flights_t *f, const char *key, const char *tag, uin
     if (out)
         *out = NULL;
     if (take_landed && tag && (fl = landed_find(f, tag)) != NULL) {
+        chat_metric_inc(f->shared);
         cb(fl->status, fl->val, arg);
         return CHAT_FLIGHT_LANDED;
     }
@@ -201,7 +212,9 @@ int chat_flight_join_at(chat_flights_t *f, const char *key, const char *tag, uin
             role = CHAT_FLIGHT_LEADER;
         }
     }
-    waiter_add(fl, cb, arg);
+    if (role == CHAT_FLIGHT_JOINED)
+        chat_metric_inc(f->shared);
+    waiter_add(f, fl, cb, arg);
     if (out)
         *out = fl;
     return role;
@@ -242,6 +255,7 @@ void chat_flight_land_at(chat_flights_t *f, chat_flight_t *fl, int status, chat_
     while ((e = chat_list_first(&waiters)) != NULL) {
         waiter_t *w = CHAT_CONTAINER_OF(e, waiter_t, link);
         chat_list_remove(e);
+        chat_metric_add(f->waiting, -1);
         w->cb(status, val, w->arg);
         free(w);
     }

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "cache/flight.h"
+#include "core/metrics.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -47,15 +48,26 @@ static void land_at(chat_flights_t *f, chat_flight_t *fl, int status, const char
     chat_blob_unref(v);
 }
 
+/* The value of a metric the flight table registered (the registry returns the same one). */
+static double metric(const char *name)
+{
+    return chat_metric_value(chat_metric_series(chat_metrics_counter(name, ""), ""));
+}
+
 static void test_flight_coalesces(void **state)
 {
     chat_flights_t *f = chat_flights_create();
     struct answer a[5] = {{0}};
+    double waiting = metric("chatd_cache_reads_waiting");
+    double shared = metric("chatd_cache_coalesced_total");
     assert_int_equal(chat_flight_join(f, "k", answer_cb, &a[0]), CHAT_FLIGHT_LEADER);
     for (int i = 1; i < 4; i++)
         assert_int_equal(chat_flight_join(f, "k", answer_cb, &a[i]), CHAT_FLIGHT_JOINED);
     assert_int_equal(chat_flights_count(f), 1);
+    assert_true(metric("chatd_cache_reads_waiting") == waiting + 4); /* the leader too */
+    assert_true(metric("chatd_cache_coalesced_total") == shared + 3);
     land(f, "k", 0, "page", 1);
+    assert_true(metric("chatd_cache_reads_waiting") == waiting);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(a[i].calls, 1);
         assert_string_equal(a[i].val, "page");
@@ -64,6 +76,7 @@ static void test_flight_coalesces(void **state)
     /* A miss that raced the fill is answered from the landed value. */
     assert_int_equal(chat_flight_join(f, "k", answer_cb, &a[4]), CHAT_FLIGHT_LANDED);
     assert_int_equal(a[4].calls, 1);
+    assert_true(metric("chatd_cache_coalesced_total") == shared + 4);
     assert_string_equal(a[4].val, "page");
     chat_flight_remove(f, "k");
     assert_int_equal(chat_flights_count(f), 0);
