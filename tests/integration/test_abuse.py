@@ -215,12 +215,16 @@ def test_crlf_idlers_release_their_slots(chatd_factory):
                               "CHATD_HEADER_TIMEOUT_MS": "2000"})
     socks = []
     try:
+        # Every request sent before any answer is read: their idle timers start
+        # within one burst, so that none has run out before the newcomer below
+        # (one request after another took over 2 s under ASan on a loaded machine).
         for _ in range(300):
             s = connect(inst.host, inst.port)
             s.sendall(http_get("/healthz"))
+            socks.append(s)
+        for s in socks:
             buf, eof = read_until(s, responses=1, timeout=5)
             assert not eof and parse_responses(buf)[0][0].status == 200
-            socks.append(s)
         # Full: a newcomer is turned away.
         t = connect(inst.host, inst.port)
         t.sendall(http_get("/healthz"))

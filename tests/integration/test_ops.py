@@ -23,7 +23,10 @@ def test_healthz(api):
 
 
 def test_readyz(api):
-    r = api.req("GET", "/readyz")
+    # /healthz answers as soon as chatd listens; /readyz only once a database
+    # connection is up, which on a loaded machine may come a moment later.
+    r = wait_for(lambda: (x := api.req("GET", "/readyz")).status_code == 200 and x, 15,
+                 what="/readyz 200 after start")
     b = json_body(r, 200)
     assert {"status", "db", "cache"} <= set(b), b
     assert b["status"] in ("ready", "degraded")
